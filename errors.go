@@ -1,0 +1,117 @@
+package apcore
+
+import (
+	"errors"
+	"fmt"
+)
+
+// ErrorCode is the protocol's machine-readable error code. The codes are
+// shared with the other apcore SDKs, so a service can match on them across
+// languages.
+type ErrorCode string
+
+// The error codes this package produces.
+const (
+	// CodeTaskLimitExceeded: Submit found max_tasks active tasks already.
+	CodeTaskLimitExceeded ErrorCode = "TASK_LIMIT_EXCEEDED"
+	// CodeTaskNotFound: no record has the given task id.
+	CodeTaskNotFound ErrorCode = "TASK_NOT_FOUND"
+	// CodeTaskNotCompleted: Result was asked of a task that is not completed.
+	CodeTaskNotCompleted ErrorCode = "TASK_NOT_COMPLETED"
+	// CodeTaskManagerClosed: the manager has been shut down.
+	CodeTaskManagerClosed ErrorCode = "TASK_MANAGER_CLOSED"
+	// CodeReaperAlreadyRunning: StartReaper was called while a reaper runs.
+	CodeReaperAlreadyRunning ErrorCode = "REAPER_ALREADY_RUNNING"
+	// CodeTaskStoreUnavailable: the task store failed or could not be reached.
+	CodeTaskStoreUnavailable ErrorCode = "TASK_STORE_UNAVAILABLE"
+	// CodeModuleNotFound: the executor does not know the module id.
+	CodeModuleNotFound ErrorCode = "MODULE_NOT_FOUND"
+	// CodeModuleExecuteError: the module failed (returned an error or panicked).
+	CodeModuleExecuteError ErrorCode = "MODULE_EXECUTE_ERROR"
+	// CodeModuleTimeout: an attempt ran past the WithTimeout bound.
+	CodeModuleTimeout ErrorCode = "MODULE_TIMEOUT"
+	// CodeExecutionCancelled: the task was cancelled.
+	CodeExecutionCancelled ErrorCode = "EXECUTION_CANCELLED"
+	// CodeInvalidInput: an argument or option was out of range or malformed.
+	CodeInvalidInput ErrorCode = "GENERAL_INVALID_INPUT"
+	// CodeInternalError: a broken invariant inside the library.
+	CodeInternalError ErrorCode = "GENERAL_INTERNAL_ERROR"
+)
+
+// Error is the library's typed error. errors.Is(err, ErrX) matches by Code,
+// so a wrapped or differently-worded *Error with the same code still matches.
+type Error struct {
+	// Code is the protocol error code.
+	Code ErrorCode
+	// Message is a human-readable sentence; it may be empty on sentinels.
+	Message string
+	// Cause is the underlying error, if any; Unwrap returns it.
+	Cause error
+}
+
+// Error returns the message, followed by the cause when there is one. An
+// Error without a message (a sentinel) reads as its code.
+func (e *Error) Error() string {
+	msg := e.Message
+	if msg == "" {
+		msg = string(e.Code)
+	}
+	if e.Cause != nil {
+		return msg + ": " + e.Cause.Error()
+	}
+	return msg
+}
+
+// Unwrap returns the cause, so errors.Is and errors.As see through an Error
+// to, for example, a database driver's error.
+func (e *Error) Unwrap() error { return e.Cause }
+
+// Is reports whether target is an *Error with the same code.
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t.Code == e.Code
+}
+
+// Sentinels to match with errors.Is. They match any *Error with their code,
+// whatever its message or cause.
+var (
+	ErrTaskLimitExceeded    = &Error{Code: CodeTaskLimitExceeded}
+	ErrTaskNotFound         = &Error{Code: CodeTaskNotFound}
+	ErrTaskNotCompleted     = &Error{Code: CodeTaskNotCompleted}
+	ErrManagerClosed        = &Error{Code: CodeTaskManagerClosed}
+	ErrReaperAlreadyRunning = &Error{Code: CodeReaperAlreadyRunning}
+	ErrStoreUnavailable     = &Error{Code: CodeTaskStoreUnavailable}
+	ErrModuleNotFound       = &Error{Code: CodeModuleNotFound}
+	ErrInvalidInput         = &Error{Code: CodeInvalidInput}
+)
+
+// CodeOf returns the code of the first *Error in err's chain, or "" if there
+// is none.
+func CodeOf(err error) ErrorCode {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return ""
+}
+
+// newError builds an *Error with a formatted message.
+func newError(code ErrorCode, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// invalidf builds a GENERAL_INVALID_INPUT error.
+func invalidf(format string, args ...any) *Error {
+	return newError(CodeInvalidInput, format, args...)
+}
+
+// storeErr reports a failed store call. A store that already returned a typed
+// *Error keeps its code; any other error is wrapped as TASK_STORE_UNAVAILABLE
+// so callers can match it with errors.Is(err, ErrStoreUnavailable) and still
+// reach the driver's error through Unwrap.
+func storeErr(op string, err error) error {
+	if CodeOf(err) != "" {
+		return err
+	}
+	return &Error{Code: CodeTaskStoreUnavailable, Message: "task store: " + op, Cause: err}
+}
