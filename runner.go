@@ -2,6 +2,7 @@ package apcore
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"runtime/debug"
@@ -40,6 +41,7 @@ const (
 
 // task is the manager's handle on one of its active tasks.
 type task struct {
+	owner        *TaskManager
 	id, moduleID string
 	inputs       map[string]any
 	ctx          context.Context // Submit's ctx without its cancellation
@@ -54,7 +56,12 @@ type task struct {
 	cancel     context.CancelFunc // set while running
 	timer      *time.Timer        // set while in backoff
 	done       chan struct{}      // made by the first Wait, closed at the end
-	final      TaskInfo           // the terminal record, once state == stateDone
+	final      *TaskInfo          // the terminal record, kept once done if a Wait needs it
+
+	// rec is the task's record when the store is a *MemoryStore, so
+	// transitions skip the lookup and the record carries the handle (see
+	// MemoryStore.insert).
+	rec *memRecord
 
 	// Queue links, guarded by scheduler.mu.
 	prev, next *task
@@ -74,13 +81,16 @@ func (t *task) record(status TaskStatus) TaskInfo {
 	}
 }
 
-// wait blocks until t is terminal or ctx ends.
-func (t *task) wait(ctx context.Context) (TaskInfo, error) {
+// waitTask blocks until t is terminal or ctx ends.
+func (m *TaskManager) waitTask(ctx context.Context, t *task) (TaskInfo, error) {
 	t.mu.Lock()
 	if t.state == stateDone {
-		info := t.final.clone()
+		final := t.final
 		t.mu.Unlock()
-		return info, nil
+		if final == nil { // ended before anyone waited: the store has it
+			return m.Status(ctx, t.id)
+		}
+		return final.clone(), nil
 	}
 	if t.done == nil {
 		t.done = make(chan struct{})
@@ -195,7 +205,7 @@ func (m *TaskManager) attempt(t *task) {
 		t.startedAt = now()
 	}
 	info := t.record(StatusRunning)
-	if !m.step(t, info) {
+	if !m.step(t, &info) {
 		t.mu.Unlock()
 		return
 	}
@@ -209,10 +219,11 @@ func (m *TaskManager) attempt(t *task) {
 		ctx, cancel = context.WithCancel(t.ctx)
 	}
 	t.state, t.cancel = stateRunning, cancel
-	m.notify(info)
+	inputs := t.inputs // a cancel may drop t.inputs while the module runs
+	m.notify(&info)
 	t.mu.Unlock()
 
-	result, err := m.call(ctx, t)
+	result, err := m.call(ctx, t, inputs)
 	timedOut := t.timeout > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded)
 	cancel()
 
@@ -230,9 +241,9 @@ func (m *TaskManager) attempt(t *task) {
 		}
 	}
 	if err == nil {
-		info := t.record(StatusCompleted)
+		info = t.record(StatusCompleted)
 		info.CompletedAt, info.Result = now(), result
-		m.finish(t, info)
+		m.finish(t, &info)
 		return
 	}
 	if t.retryCount < t.retry.MaxRetries && !isPermanent(err) {
@@ -245,11 +256,11 @@ func (m *TaskManager) attempt(t *task) {
 		info.Error = "module returned an error with an empty message"
 	}
 	m.log.Warn("apcore: task failed", "task_id", t.id, "module_id", t.moduleID, "retries", t.retryCount, "error", err)
-	m.finish(t, info)
+	m.finish(t, &info)
 }
 
 // call runs the module, turning a panic into an error.
-func (m *TaskManager) call(ctx context.Context, t *task) (result any, err error) {
+func (m *TaskManager) call(ctx context.Context, t *task, inputs map[string]any) (result any, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			m.log.Error("apcore: module panicked", "task_id", t.id, "module_id", t.moduleID,
@@ -257,7 +268,7 @@ func (m *TaskManager) call(ctx context.Context, t *task) (result any, err error)
 			result, err = nil, &Error{Code: CodeModuleExecuteError, Message: fmt.Sprintf("panic: %v", r)}
 		}
 	}()
-	return m.exec.Call(ctx, t.moduleID, t.inputs)
+	return m.exec.Call(ctx, t.moduleID, inputs)
 }
 
 // backoff sends t back to pending and arms its retry timer. t.mu is held.
@@ -265,7 +276,7 @@ func (m *TaskManager) backoff(t *task, cause error) {
 	delay := t.retry.ComputeDelay(t.retryCount)
 	t.retryCount++
 	info := t.record(StatusPending)
-	if !m.step(t, info) {
+	if !m.step(t, &info) {
 		return
 	}
 	m.log.Debug("apcore: retrying task", "task_id", t.id, "module_id", t.moduleID,
@@ -273,7 +284,7 @@ func (m *TaskManager) backoff(t *task, cause error) {
 	t.state = stateBackoff
 	m.wg.Add(1) // done by the timer's function, or by whoever stops the timer
 	t.timer = time.AfterFunc(delay, func() { m.retryDue(t) })
-	m.notify(info)
+	m.notify(&info)
 }
 
 // retryDue queues t again when its backoff is over.
@@ -293,75 +304,112 @@ func (m *TaskManager) retryDue(t *task) {
 // and step reports false. A failing store is logged and the task goes on:
 // this manager's handle is the truth for its own tasks, and the terminal
 // write will try the store again. t.mu is held.
-func (m *TaskManager) step(t *task, info TaskInfo) bool {
-	saved, current, err := m.transition(t.ctx, info)
+func (m *TaskManager) step(t *task, info *TaskInfo) bool {
+	saved, err := m.transition(t.ctx, t.rec, info)
 	if err != nil {
 		m.log.Warn("apcore: could not record a task transition", "task_id", t.id, "status", info.Status, "error", err)
 		return true
 	}
 	if !saved {
-		m.end(t, current)
+		m.end(t, info, false)
 		return false
 	}
 	return true
 }
 
 // finish writes t's terminal record and ends it. t.mu is held.
-func (m *TaskManager) finish(t *task, info TaskInfo) {
-	saved, current, err := m.transition(t.ctx, info)
+func (m *TaskManager) finish(t *task, info *TaskInfo) {
+	_, err := m.transition(t.ctx, t.rec, info)
 	if err != nil {
 		m.log.Error("apcore: could not record a task's outcome", "task_id", t.id, "status", info.Status, "error", err)
-	} else if !saved {
-		info = current
 	}
-	m.end(t, info)
+	m.end(t, info, err != nil)
 }
 
-// end makes t terminal in memory, wakes its waiters and forgets it. t.mu is
-// held.
-func (m *TaskManager) end(t *task, info TaskInfo) {
-	t.state, t.final = stateDone, info
-	t.inputs, t.ctx, t.cancel, t.timer = nil, nil, nil, nil
+// end makes t terminal in memory, wakes its waiters and forgets it. The
+// record stays on the handle for a Wait that holds it, or when the store
+// could not take it (unsaved); otherwise a late Wait reads the store, and a
+// finished task costs nothing here. t.mu is held.
+func (m *TaskManager) end(t *task, info *TaskInfo, unsaved bool) {
+	t.state = stateDone
+	if t.done != nil || unsaved {
+		final := *info
+		t.final = &final
+	}
+	if t.rec != nil {
+		m.mem.release(t.rec)
+	} else {
+		m.tasks.delete(t.id)
+	}
+	t.inputs, t.ctx, t.cancel, t.timer, t.rec = nil, nil, nil, nil, nil
 	if t.done != nil {
 		close(t.done)
 	}
-	m.tasks.Delete(t.id)
 	m.notify(info)
 }
 
 // transition saves an active task's new record. With a ConditionalSaver the
-// write happens only if the stored record is still active; when it is not,
-// saved is false and current is the stored record (a cancelled one when the
-// record has vanished).
-func (m *TaskManager) transition(ctx context.Context, info TaskInfo) (saved bool, current TaskInfo, err error) {
-	if m.cas == nil {
-		if err := m.store.Save(ctx, info); err != nil {
-			return false, TaskInfo{}, storeErr("save", err)
+// write happens only if the stored record is still active. When it is not,
+// saved is false and *info becomes what the task ended as: the stored
+// terminal record, or a cancelled one when the record has vanished. rec,
+// when not nil, is the task's record in the memory store. Records go by
+// pointer here, to keep the worker's stack small.
+func (m *TaskManager) transition(ctx context.Context, rec *memRecord, info *TaskInfo) (saved bool, err error) {
+	switch {
+	case rec != nil:
+		if m.mem.saveIfRecord(rec, info, activeStatuses) {
+			return true, nil
 		}
-		return true, info, nil
+	case m.cas == nil:
+		if err := m.store.Save(ctx, *info); err != nil {
+			return false, storeErr("save", err)
+		}
+		return true, nil
+	default:
+		saved, err = m.cas.SaveIf(ctx, *info, activeStatuses...)
+		if err != nil {
+			return false, storeErr("save", err)
+		}
+		if saved {
+			return true, nil
+		}
 	}
-	saved, err = m.cas.SaveIf(ctx, info, activeStatuses...)
-	if err != nil {
-		return false, TaskInfo{}, storeErr("save", err)
-	}
-	if saved {
-		return true, info, nil
-	}
-	current, err = m.store.Get(ctx, info.TaskID)
+	return false, m.settled(ctx, info)
+}
+
+// settled sets *info to what a task that could not be written ended as.
+func (m *TaskManager) settled(ctx context.Context, info *TaskInfo) error {
+	current, err := m.store.Get(ctx, info.TaskID)
 	if err == nil && current.Status.IsTerminal() {
-		return false, current, nil
+		*info = current
+		return nil
 	}
 	if err != nil && !errors.Is(err, ErrTaskNotFound) {
-		return false, TaskInfo{}, storeErr("get", err)
+		return storeErr("get", err)
 	}
 	// Gone, or active again in a way SaveIf refused: a record this manager
 	// can no longer own. It ends cancelled.
-	gone := info
-	gone.Status, gone.Result, gone.Error = StatusCancelled, nil, ""
-	if gone.CompletedAt.IsZero() {
-		gone.CompletedAt = now()
+	info.Status, info.Result, info.Error = StatusCancelled, nil, ""
+	if info.CompletedAt.IsZero() {
+		info.CompletedAt = now()
 	}
-	return false, gone, nil
+	return nil
+}
+
+// lookup returns this manager's handle on an active task.
+func (m *TaskManager) lookup(taskID string) (*task, bool) {
+	if m.mem != nil {
+		return m.mem.handleOf(taskID, m)
+	}
+	return m.tasks.load(taskID)
+}
+
+// active returns this manager's handles on its active tasks.
+func (m *TaskManager) active() []*task {
+	if m.mem != nil {
+		return m.mem.handles(m)
+	}
+	return m.tasks.values()
 }
 
 // cancelTask cancels one of this manager's tasks (see Cancel).
@@ -382,25 +430,41 @@ func (m *TaskManager) cancelTask(ctx context.Context, t *task) (bool, error) {
 	}
 	info := t.record(StatusCancelled)
 	info.CompletedAt = now()
-	saved, current, err := m.transition(ctx, info)
-	switch {
-	case err != nil:
-		m.end(t, info)
-		return false, err
-	case !saved:
-		m.end(t, current)
-		return false, nil
-	}
-	m.end(t, info)
-	return true, nil
+	saved, err := m.transition(ctx, t.rec, &info)
+	m.end(t, &info, err != nil)
+	return saved, err
 }
 
 // notify hands a copy of info to the observer, if there is one.
-func (m *TaskManager) notify(info TaskInfo) {
+func (m *TaskManager) notify(info *TaskInfo) {
 	if m.observer != nil {
 		m.observer(info.clone())
 	}
 }
 
+// idPool hands out random bytes for task ids from a buffer refilled from
+// crypto/rand, so an id costs one small copy instead of a system call.
+var idPool struct {
+	sync.Mutex
+	buf [16 * 256]byte
+	pos int
+}
+
+func init() { idPool.pos = len(idPool.buf) }
+
 // newTaskID returns a random (version 4) UUID as a string.
-func newTaskID() string { return uuid.NewString() }
+func newTaskID() string {
+	var u uuid.UUID
+	idPool.Lock()
+	if idPool.pos == len(idPool.buf) {
+		_, _ = rand.Read(idPool.buf[:]) // never fails (crypto/rand.Read documents it)
+		idPool.pos = 0
+	}
+	copy(u[:], idPool.buf[idPool.pos:])
+	clear(idPool.buf[idPool.pos : idPool.pos+16])
+	idPool.pos += 16
+	idPool.Unlock()
+	u[6] = u[6]&0x0f | 0x40 // version 4
+	u[8] = u[8]&0x3f | 0x80 // RFC 4122 variant
+	return u.String()
+}

@@ -7,20 +7,22 @@ import (
 	"time"
 )
 
-// MemoryStore is the default TaskStore: records in a sync.Map, so Get and
-// SaveIf on different tasks never contend, plus an intrusive list that keeps
-// insertion order and per-state counters that answer Count in O(1). It
-// implements Counter and ConditionalSaver and is the reference the storetest
-// checker is written against. Records do not survive the process.
+// MemoryStore is the default TaskStore: records in a sharded hash map, so
+// Get and SaveIf on different tasks rarely contend, plus an intrusive list
+// that keeps insertion order and per-state counters that answer Count in
+// O(1). It implements Counter and ConditionalSaver and is the reference the
+// storetest checker is written against. Records do not survive the process.
 //
 // Results are deep-copied on the way in and out (see CloneResult), so
 // callers never share maps or slices with the store. The zero value is not
 // ready; use NewMemoryStore.
 type MemoryStore struct {
-	records sync.Map // task id -> *memRecord
+	// records maps task ids to records; a shard's lock also guards the
+	// contents of the records in it.
+	records shardedMap[*memRecord]
 
-	// order guards the insertion-order list; a record's mu is taken inside
-	// it, never the other way round.
+	// order guards the insertion-order list. Lock order: order, then a
+	// shard's lock.
 	order      sync.Mutex
 	head, tail *memRecord
 
@@ -29,10 +31,11 @@ type MemoryStore struct {
 
 // memRecord is one stored task.
 type memRecord struct {
-	mu         sync.Mutex
+	sh         *mapShard[*memRecord] // the shard holding it; never changes
 	info       TaskInfo
-	deleted    bool // set, under mu, when Delete unlinks the record
-	prev, next *memRecord
+	handle     *task      // the owning manager's handle while it runs the task
+	deleted    bool       // set by Delete, under the shard's lock
+	prev, next *memRecord // guarded by MemoryStore.order
 }
 
 var (
@@ -43,7 +46,11 @@ var (
 
 // NewMemoryStore returns an empty in-memory store. Its Name is
 // "InMemoryTaskStore".
-func NewMemoryStore() *MemoryStore { return &MemoryStore{} }
+func NewMemoryStore() *MemoryStore {
+	s := &MemoryStore{}
+	s.records.init()
+	return s
+}
 
 // Name returns "InMemoryTaskStore".
 func (s *MemoryStore) Name() string { return "InMemoryTaskStore" }
@@ -59,66 +66,142 @@ func checkRecord(task *TaskInfo) error {
 	return nil
 }
 
-// Save creates or overwrites the record with task.TaskID.
+// Save creates or overwrites the record with task.TaskID. An overwrite keeps
+// the record's place in the insertion order.
 func (s *MemoryStore) Save(ctx context.Context, task TaskInfo) error {
-	_, err := s.save(task, nil)
-	return err
+	if err := checkRecord(&task); err != nil {
+		return err
+	}
+	task = task.clone()
+	s.order.Lock()
+	defer s.order.Unlock()
+	sh := s.records.shard(task.TaskID)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if r, ok := sh.m[task.TaskID]; ok {
+		s.move(r.info.Status, task.Status)
+		r.info = task
+		return nil
+	}
+	s.appendLocked(sh, &memRecord{info: task})
+	return nil
+}
+
+// appendLocked adds a new record at the end of the order; s.order and sh.mu
+// are held.
+func (s *MemoryStore) appendLocked(sh *mapShard[*memRecord], r *memRecord) {
+	r.sh = sh
+	sh.m[r.info.TaskID] = r
+	r.prev = s.tail
+	if s.tail == nil {
+		s.head = r
+	} else {
+		s.tail.next = r
+	}
+	s.tail = r
+	s.counts[statusIndex(r.info.Status)].Add(1)
+}
+
+// insert is the manager's fast path for a new task: it adds the record
+// without the lookup Save makes first (a fresh UUID is never present; if it
+// were, the old record is put back and insert fails), and returns the record
+// so later transitions need no lookup either (see saveIfRecord).
+//
+// The record also carries the manager's handle until the task ends, so the
+// manager finds its own tasks with the same lookup that finds the record,
+// instead of keeping a map of its own.
+func (s *MemoryStore) insert(task TaskInfo, h *task) (*memRecord, error) {
+	if err := checkRecord(&task); err != nil {
+		return nil, err
+	}
+	task = task.clone()
+	r := &memRecord{info: task, handle: h}
+	s.order.Lock()
+	defer s.order.Unlock()
+	sh := s.records.shard(task.TaskID)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	before := len(sh.m)
+	s.appendLocked(sh, r)
+	if len(sh.m) == before { // the id was taken: undo
+		s.counts[statusIndex(task.Status)].Add(-1)
+		s.tail, s.tail.prev.next = r.prev, nil
+		for old := s.head; old != nil; old = old.next {
+			if old.info.TaskID == task.TaskID {
+				sh.m[task.TaskID] = old
+				break
+			}
+		}
+		return nil, invalidf("task store: task %s already exists", task.TaskID)
+	}
+	return r, nil
+}
+
+// handleOf returns owner's handle on the task, if owner runs it.
+func (s *MemoryStore) handleOf(taskID string, owner *TaskManager) (*task, bool) {
+	sh := s.records.shard(taskID)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	if r, ok := sh.m[taskID]; ok && r.handle != nil && r.handle.owner == owner {
+		return r.handle, true
+	}
+	return nil, false
+}
+
+// release drops the handle from a record whose task has ended.
+func (s *MemoryStore) release(r *memRecord) {
+	r.sh.mu.Lock()
+	r.handle = nil
+	r.sh.mu.Unlock()
+}
+
+// handles returns owner's handles on its running tasks, walking every record.
+func (s *MemoryStore) handles(owner *TaskManager) []*task {
+	s.order.Lock()
+	defer s.order.Unlock()
+	var out []*task
+	for r := s.head; r != nil; r = r.next {
+		sh := r.sh
+		sh.mu.RLock()
+		if r.handle != nil && r.handle.owner == owner {
+			out = append(out, r.handle)
+		}
+		sh.mu.RUnlock()
+	}
+	return out
+}
+
+// saveIfRecord is SaveIf for a record insert returned: no lookup.
+func (s *MemoryStore) saveIfRecord(r *memRecord, task *TaskInfo, from []TaskStatus) bool {
+	result := CloneResult(task.Result)
+	r.sh.mu.Lock()
+	defer r.sh.mu.Unlock()
+	if r.deleted || !hasStatus(from, r.info.Status) {
+		return false
+	}
+	s.move(r.info.Status, task.Status)
+	r.info = *task
+	r.info.Result = result
+	return true
 }
 
 // SaveIf overwrites the record only if its status is one of from; an absent
 // record is not saved.
 func (s *MemoryStore) SaveIf(ctx context.Context, task TaskInfo, from ...TaskStatus) (bool, error) {
-	if from == nil {
-		from = []TaskStatus{}
-	}
-	return s.save(task, from)
-}
-
-// save writes task. A nil from means unconditional (insert or overwrite);
-// a non-nil from means overwrite only from those states.
-func (s *MemoryStore) save(task TaskInfo, from []TaskStatus) (bool, error) {
 	if err := checkRecord(&task); err != nil {
 		return false, err
 	}
 	task = task.clone()
-	for {
-		if v, ok := s.records.Load(task.TaskID); ok {
-			r := v.(*memRecord)
-			r.mu.Lock()
-			if r.deleted { // lost a race with Delete: look again
-				r.mu.Unlock()
-				continue
-			}
-			if from != nil && !hasStatus(from, r.info.Status) {
-				r.mu.Unlock()
-				return false, nil
-			}
-			s.move(r.info.Status, task.Status)
-			r.info = task
-			r.mu.Unlock()
-			return true, nil
-		}
-		if from != nil {
-			return false, nil
-		}
-		r := &memRecord{info: task}
-		r.mu.Lock() // nobody may overwrite it before it is counted
-		s.order.Lock()
-		if _, loaded := s.records.LoadOrStore(task.TaskID, r); loaded {
-			s.order.Unlock()
-			continue // another Save inserted it first: overwrite that one
-		}
-		if s.tail == nil {
-			s.head = r
-		} else {
-			s.tail.next, r.prev = r, s.tail
-		}
-		s.tail = r
-		s.counts[statusIndex(task.Status)].Add(1)
-		s.order.Unlock()
-		r.mu.Unlock()
-		return true, nil
+	sh := s.records.shard(task.TaskID)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	r, ok := sh.m[task.TaskID]
+	if !ok || !hasStatus(from, r.info.Status) {
+		return false, nil
 	}
+	s.move(r.info.Status, task.Status)
+	r.info = task
+	return true, nil
 }
 
 // move shifts one record's count from one state to another.
@@ -131,17 +214,18 @@ func (s *MemoryStore) move(from, to TaskStatus) {
 
 // Get returns a copy of the record, or ErrTaskNotFound.
 func (s *MemoryStore) Get(ctx context.Context, taskID string) (TaskInfo, error) {
-	v, ok := s.records.Load(taskID)
+	sh := s.records.shard(taskID)
+	sh.mu.RLock()
+	r, ok := sh.m[taskID]
+	var info TaskInfo
 	if ok {
-		r := v.(*memRecord)
-		r.mu.Lock()
-		info, deleted := r.info, r.deleted
-		r.mu.Unlock()
-		if !deleted {
-			return info.clone(), nil
-		}
+		info = r.info
 	}
-	return TaskInfo{}, taskNotFound(taskID)
+	sh.mu.RUnlock()
+	if !ok {
+		return TaskInfo{}, taskNotFound(taskID)
+	}
+	return info.clone(), nil
 }
 
 // List returns copies of every record, or of those in status, in insertion
@@ -150,28 +234,41 @@ func (s *MemoryStore) List(ctx context.Context, status TaskStatus) ([]TaskInfo, 
 	if status != "" && statusIndex(status) < 0 {
 		return nil, invalidf("task store: unknown status %q", status)
 	}
-	return s.collect(func(t *TaskInfo) bool { return status == "" || t.Status == status })
+	var size int64
+	if status == "" {
+		for i := range s.counts {
+			size += s.counts[i].Load()
+		}
+	} else {
+		size = s.counts[statusIndex(status)].Load()
+	}
+	return s.collect(int(size), func(t *TaskInfo) bool { return status == "" || t.Status == status })
 }
 
 // ListExpired returns copies of the terminal records whose CompletedAt is set
 // and strictly before before, in insertion order.
 func (s *MemoryStore) ListExpired(ctx context.Context, before time.Time) ([]TaskInfo, error) {
-	return s.collect(func(t *TaskInfo) bool {
+	return s.collect(0, func(t *TaskInfo) bool {
 		return t.Status.IsTerminal() && !t.CompletedAt.IsZero() && t.CompletedAt.Before(before)
 	})
 }
 
-// collect copies the records that keep accepts, walking the insertion order.
-func (s *MemoryStore) collect(keep func(*TaskInfo) bool) ([]TaskInfo, error) {
+// collect copies the records that keep accepts, walking the insertion
+// order; size is a capacity hint.
+func (s *MemoryStore) collect(size int, keep func(*TaskInfo) bool) ([]TaskInfo, error) {
 	s.order.Lock()
 	defer s.order.Unlock()
-	out := make([]TaskInfo, 0, 16)
+	out := make([]TaskInfo, 0, max(size, 0))
 	for r := s.head; r != nil; r = r.next {
-		r.mu.Lock()
+		sh := r.sh
+		sh.mu.RLock()
 		if keep(&r.info) {
-			out = append(out, r.info.clone())
+			out = append(out, r.info)
 		}
-		r.mu.Unlock()
+		sh.mu.RUnlock()
+	}
+	for i := range out {
+		out[i].Result = CloneResult(out[i].Result)
 	}
 	return out, nil
 }
@@ -180,16 +277,18 @@ func (s *MemoryStore) collect(keep func(*TaskInfo) bool) ([]TaskInfo, error) {
 func (s *MemoryStore) Delete(ctx context.Context, taskID string) error {
 	s.order.Lock()
 	defer s.order.Unlock()
-	v, ok := s.records.LoadAndDelete(taskID)
+	sh := s.records.shard(taskID)
+	sh.mu.Lock()
+	r, ok := sh.m[taskID]
+	if ok {
+		delete(sh.m, taskID)
+		r.deleted = true
+		s.counts[statusIndex(r.info.Status)].Add(-1)
+	}
+	sh.mu.Unlock()
 	if !ok {
 		return nil
 	}
-	r := v.(*memRecord)
-	r.mu.Lock()
-	r.deleted = true
-	s.counts[statusIndex(r.info.Status)].Add(-1)
-	r.info = TaskInfo{} // drop the result now, not when the last pointer goes
-	r.mu.Unlock()
 	if r.prev == nil {
 		s.head = r.next
 	} else {
@@ -221,6 +320,74 @@ func (s *MemoryStore) Count(ctx context.Context, statuses ...TaskStatus) (int, e
 		n += s.counts[idx].Load()
 	}
 	return int(n), nil
+}
+
+// shardedMap is a string-keyed map split into shards with a lock each:
+// lookups of different keys seldom contend, keys are not boxed, and the
+// cost of a lookup does not grow with the number of entries.
+type shardedMap[V any] struct {
+	shards [numShards]mapShard[V]
+}
+
+const numShards = 64
+
+type mapShard[V any] struct {
+	mu sync.RWMutex
+	m  map[string]V
+	_  [64 - 24 - 8]byte // keep each shard on its own cache line
+}
+
+func (s *shardedMap[V]) init() {
+	for i := range s.shards {
+		s.shards[i].m = make(map[string]V)
+	}
+}
+
+// shard returns the shard that holds key. It hashes at most the last eight
+// bytes (FNV-1a): task ids are random UUIDs, whose tails spread well, and
+// the map inside the shard hashes the whole key anyway.
+func (s *shardedMap[V]) shard(key string) *mapShard[V] {
+	h := uint32(2166136261)
+	for i := max(len(key)-8, 0); i < len(key); i++ {
+		h = (h ^ uint32(key[i])) * 16777619
+	}
+	return &s.shards[h%numShards]
+}
+
+func (s *shardedMap[V]) load(key string) (V, bool) {
+	sh := s.shard(key)
+	sh.mu.RLock()
+	v, ok := sh.m[key]
+	sh.mu.RUnlock()
+	return v, ok
+}
+
+func (s *shardedMap[V]) store(key string, v V) {
+	sh := s.shard(key)
+	sh.mu.Lock()
+	sh.m[key] = v
+	sh.mu.Unlock()
+}
+
+func (s *shardedMap[V]) delete(key string) {
+	sh := s.shard(key)
+	sh.mu.Lock()
+	delete(sh.m, key)
+	sh.mu.Unlock()
+}
+
+// values returns a snapshot of every value.
+func (s *shardedMap[V]) values() []V {
+	var out []V
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.RLock()
+		for _, v := range sh.m {
+			out = append(out, v)
+		}
+		sh.mu.RUnlock()
+	}
+	return out
 }
 
 // hasStatus reports whether s is in list.

@@ -408,6 +408,7 @@ type TaskManager struct {
 	store    TaskStore
 	counter  Counter          // nil when the store has no Count
 	cas      ConditionalSaver // nil when the store has no SaveIf
+	mem      *MemoryStore     // the store, when it is the default kind
 	log      *slog.Logger
 	observer func(TaskInfo)
 	maxTasks int
@@ -417,9 +418,10 @@ type TaskManager struct {
 	admit  sync.Mutex
 	closed bool // guarded by admit
 
-	// tasks holds this manager's active tasks: id -> *task. A task leaves it
+	// tasks holds this manager's active tasks, unless the store is a
+	// MemoryStore, whose records carry them (see lookup). A task leaves it
 	// when it becomes terminal, so it never grows with finished records.
-	tasks sync.Map
+	tasks shardedMap[*task]
 
 	// sched is the FIFO of tasks waiting for a slot (see runner.go).
 	sched scheduler
@@ -466,9 +468,11 @@ func NewTaskManager(exec Executor, opts ...Option) (*TaskManager, error) {
 		maxTasks: cfg.maxTasks,
 		drained:  make(chan struct{}),
 	}
+	m.tasks.init()
 	m.resolver, _ = exec.(ModuleResolver)
 	m.counter, _ = cfg.store.(Counter)
 	m.cas, _ = cfg.store.(ConditionalSaver)
+	m.mem, _ = cfg.store.(*MemoryStore)
 	m.sched.sem = semaphore.NewWeighted(int64(cfg.maxConcurrent))
 	return m, nil
 }
@@ -504,16 +508,14 @@ func (m *TaskManager) Submit(ctx context.Context, moduleID string, inputs map[st
 		return "", newError(CodeModuleNotFound, "Module not found: %s", moduleID)
 	}
 	var sc submitConfig
-	for i, o := range opts {
-		if o == nil {
-			return "", invalidf("Submit: option %d is nil", i)
+	if len(opts) > 0 {
+		var err error
+		if sc, err = submitOptions(opts); err != nil {
+			return "", err
 		}
-		o(&sc)
-	}
-	if sc.err != nil {
-		return "", sc.err
 	}
 	t := &task{
+		owner:       m,
 		id:          newTaskID(),
 		moduleID:    moduleID,
 		inputs:      inputs,
@@ -532,19 +534,34 @@ func (m *TaskManager) Submit(ctx context.Context, moduleID string, inputs map[st
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	m.admit.Lock()
-	if err := m.admitLocked(ctx, info); err != nil {
+	if err := m.admitLocked(ctx, t, info); err != nil {
 		m.admit.Unlock()
 		return "", err
 	}
-	m.tasks.Store(t.id, t)
+	if m.mem == nil {
+		m.tasks.store(t.id, t)
+	}
 	m.sched.push(m, t)
 	m.admit.Unlock()
-	m.notify(info)
+	m.notify(&info)
 	return t.id, nil
 }
 
+// submitOptions applies opts to a fresh config. It is apart from Submit so
+// that a Submit without options does not allocate the config on the heap.
+func submitOptions(opts []SubmitOption) (submitConfig, error) {
+	sc := new(submitConfig)
+	for i, o := range opts {
+		if o == nil {
+			return submitConfig{}, invalidf("Submit: option %d is nil", i)
+		}
+		o(sc)
+	}
+	return *sc, sc.err
+}
+
 // admitLocked checks the capacity and saves the new record; m.admit is held.
-func (m *TaskManager) admitLocked(ctx context.Context, info TaskInfo) error {
+func (m *TaskManager) admitLocked(ctx context.Context, t *task, info TaskInfo) error {
 	if m.closed {
 		return &Error{Code: CodeTaskManagerClosed, Message: "Task manager is shut down"}
 	}
@@ -554,6 +571,11 @@ func (m *TaskManager) admitLocked(ctx context.Context, info TaskInfo) error {
 	}
 	if active >= m.maxTasks {
 		return newError(CodeTaskLimitExceeded, "Task limit reached (%d)", m.maxTasks)
+	}
+	if m.mem != nil {
+		rec, err := m.mem.insert(info, t)
+		t.rec = rec
+		return err
 	}
 	if err := m.store.Save(ctx, info); err != nil {
 		return storeErr("save new task", err)
@@ -622,17 +644,14 @@ func (m *TaskManager) Wait(ctx context.Context, taskID string) (TaskInfo, error)
 	if err := checkCtx(ctx, "Wait"); err != nil {
 		return TaskInfo{}, err
 	}
-	if v, ok := m.tasks.Load(taskID); ok {
-		return v.(*task).wait(ctx)
+	if t, ok := m.lookup(taskID); ok {
+		return m.waitTask(ctx, t)
 	}
 	delay := 10 * time.Millisecond
 	for {
 		info, err := m.Status(ctx, taskID)
 		if err != nil || info.Status.IsTerminal() {
 			return info, err
-		}
-		if v, ok := m.tasks.Load(taskID); ok { // it became ours meanwhile? never, but cheap
-			return v.(*task).wait(ctx)
 		}
 		timer := time.NewTimer(delay)
 		select {
@@ -658,8 +677,8 @@ func (m *TaskManager) Cancel(ctx context.Context, taskID string) (bool, error) {
 	if err := checkCtx(ctx, "Cancel"); err != nil {
 		return false, err
 	}
-	if v, ok := m.tasks.Load(taskID); ok {
-		return m.cancelTask(ctx, v.(*task))
+	if t, ok := m.lookup(taskID); ok {
+		return m.cancelTask(ctx, t)
 	}
 	info, err := m.store.Get(ctx, taskID)
 	if err != nil {
@@ -672,8 +691,7 @@ func (m *TaskManager) Cancel(ctx context.Context, taskID string) (bool, error) {
 		return false, nil
 	}
 	info.Status, info.CompletedAt, info.Result, info.Error = StatusCancelled, now(), nil, ""
-	saved, _, err := m.transition(ctx, info)
-	return saved, err
+	return m.transition(ctx, nil, &info)
 }
 
 // List returns copies of every record (status "") or of those in one state,
@@ -794,12 +812,11 @@ func (m *TaskManager) Shutdown(ctx context.Context) error {
 	}
 	if first {
 		var errs []error
-		m.tasks.Range(func(_, v any) bool {
-			if _, err := m.cancelTask(ctx, v.(*task)); err != nil {
+		for _, t := range m.active() {
+			if _, err := m.cancelTask(ctx, t); err != nil {
 				errs = append(errs, err)
 			}
-			return true
-		})
+		}
 		go func() {
 			m.wg.Wait()
 			close(m.drained)

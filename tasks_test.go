@@ -725,9 +725,8 @@ func TestWaitWakesWithoutPolling(t *testing.T) {
 // waiting blocks until a Wait on id has parked on the task's channel.
 func waiting(t *testing.T, m *TaskManager, id string) {
 	t.Helper()
-	v, ok := m.tasks.Load(id)
+	tk, ok := m.lookup(id)
 	require.True(t, ok)
-	tk := v.(*task)
 	deadline := time.Now().Add(testTimeout)
 	for time.Now().Before(deadline) {
 		tk.mu.Lock()

@@ -1,0 +1,130 @@
+package apcore_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/apcore-go/apcore"
+	"github.com/apcore-go/apcore/internal/benchkit"
+)
+
+// Run with: go test -run '^$' -bench . -benchmem
+//
+// BenchmarkSubmitWait and BenchmarkLowerBound run the same workload (n no-op
+// tasks, max_concurrent 100) so their ns/op compare directly; the
+// apcore-bench command prints the ratio and the memory per task.
+
+var sizes = []int{10_000, 100_000}
+
+func BenchmarkLowerBound(b *testing.B) {
+	for _, n := range sizes {
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				benchkit.LowerBound(n, 100)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/task")
+		})
+	}
+}
+
+func BenchmarkSubmitWait(b *testing.B) {
+	for _, n := range sizes {
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				benchkit.Manager(n, 100)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/task")
+		})
+	}
+}
+
+// filled returns a manager holding n records (pending, never started) and
+// their ids.
+func filled(b *testing.B, n int) (*apcore.TaskManager, []string) {
+	b.Helper()
+	ctx := context.Background()
+	m, err := apcore.NewTaskManager(benchkit.Registry(), apcore.WithMaxConcurrent(0), apcore.WithMaxTasks(n+b.N+10))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = m.Shutdown(ctx) })
+	ids := make([]string, n)
+	for i := range ids {
+		if ids[i], err = m.Submit(ctx, benchkit.NoopModule, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return m, ids
+}
+
+func BenchmarkStatus(b *testing.B) {
+	for _, n := range []int{1_000, 100_000} {
+		b.Run(fmt.Sprintf("records=%d", n), func(b *testing.B) {
+			m, ids := filled(b, n)
+			ctx := context.Background()
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if _, err := m.Status(ctx, ids[i%n]); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
+	}
+}
+
+func BenchmarkList(b *testing.B) {
+	for _, n := range []int{1_000, 100_000} {
+		b.Run(fmt.Sprintf("records=%d", n), func(b *testing.B) {
+			m, _ := filled(b, n)
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				all, err := m.List(ctx, "")
+				if err != nil || len(all) != n {
+					b.Fatal(len(all), err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkCancel(b *testing.B) {
+	for _, n := range []int{1_000, 100_000} {
+		b.Run(fmt.Sprintf("records=%d", n), func(b *testing.B) {
+			m, _ := filled(b, n)
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				b.StopTimer()
+				id, err := m.Submit(ctx, benchkit.NoopModule, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				if ok, err := m.Cancel(ctx, id); !ok || err != nil {
+					b.Fatal(ok, err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkSubmit(b *testing.B) {
+	for _, n := range []int{1_000, 100_000} {
+		b.Run(fmt.Sprintf("records=%d", n), func(b *testing.B) {
+			m, _ := filled(b, n)
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := m.Submit(ctx, benchkit.NoopModule, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,154 @@
+// Package benchkit holds the workloads that the benchmarks and the
+// apcore-bench command measure side by side: the physical lower bound for
+// tracked background tasks in Go, and the same work through a TaskManager.
+package benchkit
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/apcore-go/apcore"
+	"github.com/google/uuid"
+	"golang.org/x/sync/semaphore"
+)
+
+// NoopModule is the module every workload runs: it returns at once.
+const NoopModule = "bench.noop"
+
+// Registry returns a registry holding the no-op module.
+func Registry() *apcore.Registry {
+	r := apcore.NewRegistry()
+	if err := r.Register(NoopModule, apcore.ModuleFunc(func(context.Context, map[string]any) (any, error) {
+		return nil, nil
+	})); err != nil {
+		panic(err)
+	}
+	return r
+}
+
+// lbRecord is the lower bound's whole record of a task: a status word.
+type lbRecord struct{ status atomic.Int32 }
+
+// LowerBound runs n no-op tasks the cheapest tracked way Go allows: a UUID
+// and a sync.Map record each, a goroutine each, gated by a weighted
+// semaphore of c, and waits for all of them. It is the floor the manager is
+// measured against.
+func LowerBound(n, c int) {
+	ctx := context.Background()
+	sem := semaphore.NewWeighted(int64(c))
+	var records sync.Map
+	var wg sync.WaitGroup
+	wg.Add(n)
+	for i := 0; i < n; i++ {
+		rec := &lbRecord{}
+		records.Store(uuid.NewString(), rec)
+		go func() {
+			defer wg.Done()
+			if err := sem.Acquire(ctx, 1); err != nil {
+				panic(err)
+			}
+			rec.status.Store(1)
+			rec.status.Store(2)
+			sem.Release(1)
+		}()
+	}
+	wg.Wait()
+}
+
+// NewManager returns a manager for the workload: no-op module, max_concurrent
+// c, max_tasks n+10.
+func NewManager(n, c int) *apcore.TaskManager {
+	m, err := apcore.NewTaskManager(Registry(), apcore.WithMaxConcurrent(c), apcore.WithMaxTasks(n+10))
+	if err != nil {
+		panic(err)
+	}
+	return m
+}
+
+// Manager submits n no-op tasks to a fresh manager with max_concurrent c,
+// then Waits for each, and shuts the manager down.
+func Manager(n, c int) {
+	ctx := context.Background()
+	m := NewManager(n, c)
+	ids := make([]string, n)
+	for i := range ids {
+		id, err := m.Submit(ctx, NoopModule, nil)
+		if err != nil {
+			panic(err)
+		}
+		ids[i] = id
+	}
+	for _, id := range ids {
+		info, err := m.Wait(ctx, id)
+		if err != nil || info.Status != apcore.StatusCompleted {
+			panic(fmt.Sprintf("task %s: %v %v", id, info.Status, err))
+		}
+	}
+	if err := m.Shutdown(ctx); err != nil {
+		panic(err)
+	}
+}
+
+// heapAndStacks is the memory the runtime holds for live objects and
+// goroutine stacks, after a full collection.
+func heapAndStacks() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc + ms.StackInuse
+}
+
+// BytesPerPendingTask submits n tasks to a manager that never starts one
+// (max_concurrent 0) and returns the memory each pending task costs.
+func BytesPerPendingTask(n int) float64 {
+	ctx := context.Background()
+	before := heapAndStacks()
+	m, err := apcore.NewTaskManager(Registry(), apcore.WithMaxConcurrent(0), apcore.WithMaxTasks(n+10))
+	if err != nil {
+		panic(err)
+	}
+	for i := 0; i < n; i++ {
+		if _, err := m.Submit(ctx, NoopModule, nil); err != nil {
+			panic(err)
+		}
+	}
+	after := heapAndStacks()
+	if err := m.Shutdown(ctx); err != nil {
+		panic(err)
+	}
+	runtime.KeepAlive(m)
+	return float64(after-before) / float64(n)
+}
+
+// BytesPerTerminalRecord runs n no-op tasks to completion and returns the
+// memory each retained (completed) record costs.
+func BytesPerTerminalRecord(n int) float64 {
+	ctx := context.Background()
+	before := heapAndStacks()
+	m := NewManager(n, 100)
+	ids := make([]string, n)
+	for i := range ids {
+		id, err := m.Submit(ctx, NoopModule, nil)
+		if err != nil {
+			panic(err)
+		}
+		ids[i] = id
+	}
+	for _, id := range ids {
+		if _, err := m.Wait(ctx, id); err != nil {
+			panic(err)
+		}
+	}
+	ids = nil
+	after := heapAndStacks()
+	runtime.KeepAlive(ids)
+	if err := m.Shutdown(ctx); err != nil {
+		panic(err)
+	}
+	runtime.KeepAlive(m)
+	return float64(after-before) / float64(n)
+}
