@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -44,7 +45,7 @@ type task struct {
 	owner        *TaskManager
 	id, moduleID string
 	inputs       map[string]any
-	ctx          context.Context // Submit's ctx without its cancellation
+	ctx          taskCtx // what the module runs with
 	retry        RetryConfig
 	timeout      time.Duration
 	submittedAt  time.Time
@@ -53,7 +54,7 @@ type task struct {
 	state      taskState
 	startedAt  time.Time
 	retryCount int
-	cancel     context.CancelFunc // set while running
+	cancel     context.CancelFunc // set while running: ends the attempt's timeout context
 	timer      *time.Timer        // set while in backoff
 	done       chan struct{}      // made by the first Wait, closed at the end
 	final      *TaskInfo          // the terminal record, kept once done if a Wait needs it
@@ -68,17 +69,12 @@ type task struct {
 	queued     bool
 }
 
-// record builds the task's record in status from what the handle knows.
-func (t *task) record(status TaskStatus) TaskInfo {
-	return TaskInfo{
-		TaskID:      t.id,
-		ModuleID:    t.moduleID,
-		Status:      status,
-		SubmittedAt: t.submittedAt,
-		StartedAt:   t.startedAt,
-		RetryCount:  t.retryCount,
-		MaxRetries:  t.retry.MaxRetries,
-	}
+// record fills info with the task's record in status, from what the handle
+// knows. (It fills rather than returns, so callers hold one copy.)
+func (t *task) record(info *TaskInfo, status TaskStatus) {
+	info.TaskID, info.ModuleID, info.Status = t.id, t.moduleID, status
+	info.SubmittedAt, info.StartedAt = t.submittedAt, t.startedAt
+	info.RetryCount, info.MaxRetries = t.retryCount, t.retry.MaxRetries
 }
 
 // waitTask blocks until t is terminal or ctx ends.
@@ -104,6 +100,100 @@ func (m *TaskManager) waitTask(ctx context.Context, t *task) (TaskInfo, error) {
 		return t.final.clone(), nil
 	case <-ctx.Done():
 		return TaskInfo{}, ctx.Err()
+	}
+}
+
+// taskCtx is the context a task's module runs with: the values of Submit's
+// context (parent), no deadline and no cancellation of its own but Cancel's
+// and Shutdown's. It lives inside the task, so starting an attempt allocates
+// nothing (context.WithCancel would allocate twice per task), and it
+// implements AfterFunc, so a context a module derives from it costs no
+// goroutine (the context package uses AfterFunc to propagate cancellation).
+type taskCtx struct {
+	parent context.Context // Submit's ctx without its cancellation
+
+	mu     sync.Mutex
+	done   chan struct{} // made by the first Done
+	err    error
+	afters []*afterFunc
+}
+
+// afterFunc is one AfterFunc registration.
+type afterFunc struct{ f func() }
+
+var _ context.Context = (*taskCtx)(nil)
+
+// Deadline reports no deadline: a task outlives its request.
+func (c *taskCtx) Deadline() (time.Time, bool) { return c.parent.Deadline() }
+
+// Done returns a channel closed when the task is cancelled.
+func (c *taskCtx) Done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done == nil {
+		c.done = make(chan struct{})
+		if c.err != nil {
+			close(c.done)
+		}
+	}
+	return c.done
+}
+
+// Err returns context.Canceled once the task is cancelled, nil before.
+func (c *taskCtx) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// Value returns the value Submit's context has for key.
+func (c *taskCtx) Value(key any) any { return c.parent.Value(key) }
+
+// String names the context in debugging output.
+func (c *taskCtx) String() string { return "apcore.taskContext" }
+
+// AfterFunc runs f in its own goroutine once the task is cancelled (at once
+// if it already is); stop unregisters f and reports whether it did so
+// before f started. It has the semantics of context.AfterFunc.
+func (c *taskCtx) AfterFunc(f func()) (stop func() bool) {
+	a := &afterFunc{f: f}
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		go f()
+		return func() bool { return false }
+	}
+	c.afters = append(c.afters, a)
+	c.mu.Unlock()
+	return func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for i, x := range c.afters {
+			if x == a {
+				c.afters = append(c.afters[:i], c.afters[i+1:]...)
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// cancel cancels the task's context; later calls do nothing.
+func (c *taskCtx) cancel() {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.err = context.Canceled
+	if c.done != nil {
+		close(c.done)
+	}
+	afters := c.afters
+	c.afters = nil
+	c.mu.Unlock()
+	for _, a := range afters {
+		go a.f()
 	}
 }
 
@@ -194,63 +284,89 @@ func (m *TaskManager) work(t *task) {
 }
 
 // attempt runs one attempt of t: running, the module call, then completed,
-// failed, or pending again for a retry.
+// failed, or pending again for a retry. Its parts are separate functions so
+// that a worker's stack stays within the first 2 KiB a goroutine gets.
 func (m *TaskManager) attempt(t *task) {
-	t.mu.Lock()
-	if t.state != stateQueued { // cancelled while it waited
-		t.mu.Unlock()
+	ctx, cancel, inputs, ok := m.begin(t)
+	if !ok {
 		return
+	}
+	result, err := m.call(ctx, t, inputs)
+	timedOut := t.timeout > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded)
+	cancel()
+	m.complete(t, result, err, timedOut)
+}
+
+// begin makes t running and returns what the module call needs; ok is false
+// when t was cancelled while it waited.
+func (m *TaskManager) begin(t *task) (ctx context.Context, cancel context.CancelFunc, inputs map[string]any, ok bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.state != stateQueued { // cancelled while it waited
+		return nil, nil, nil, false
 	}
 	if t.startedAt.IsZero() {
 		t.startedAt = now()
 	}
-	info := t.record(StatusRunning)
+	var info TaskInfo
+	t.record(&info, StatusRunning)
 	if !m.step(t, &info) {
-		t.mu.Unlock()
-		return
+		return nil, nil, nil, false
 	}
-	var (
-		ctx    context.Context
-		cancel context.CancelFunc
-	)
+	ctx, cancel = &t.ctx, func() {}
 	if t.timeout > 0 {
-		ctx, cancel = context.WithTimeout(t.ctx, t.timeout)
-	} else {
-		ctx, cancel = context.WithCancel(t.ctx)
+		ctx, cancel = context.WithTimeout(ctx, t.timeout)
 	}
 	t.state, t.cancel = stateRunning, cancel
-	inputs := t.inputs // a cancel may drop t.inputs while the module runs
 	m.notify(&info)
-	t.mu.Unlock()
+	return ctx, cancel, t.inputs, true // inputs read now: a cancel may drop them
+}
 
-	result, err := m.call(ctx, t, inputs)
-	timedOut := t.timeout > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded)
-	cancel()
-
+// complete settles an attempt once the module has returned.
+func (m *TaskManager) complete(t *task, result any, err error, timedOut bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.state != stateRunning { // cancelled: Cancel has written the record
 		return
 	}
 	t.cancel = nil
-	if timedOut {
-		result, err = nil, &Error{
-			Code:    CodeModuleTimeout,
-			Message: fmt.Sprintf("Module %s timed out after %v", t.moduleID, t.timeout),
-			Cause:   err,
-		}
-	}
-	if err == nil {
-		info = t.record(StatusCompleted)
+	switch {
+	case timedOut:
+		m.failed(t, t.timeoutError(err))
+	case err != nil:
+		m.failed(t, err)
+	default:
+		var info TaskInfo
+		t.record(&info, StatusCompleted)
 		info.CompletedAt, info.Result = now(), result
 		m.finish(t, &info)
-		return
 	}
+}
+
+// timeoutError is the error of an attempt that ran past its timeout.
+func (t *task) timeoutError(cause error) error {
+	return &Error{
+		Code:    CodeModuleTimeout,
+		Message: fmt.Sprintf("Module %s timed out after %v", t.moduleID, t.timeout),
+		Cause:   cause,
+	}
+}
+
+// logStoreFailure logs a transition the store could not record. (Apart from
+// its callers to keep their stack frames small.)
+func (m *TaskManager) logStoreFailure(level slog.Level, msg string, t *task, status TaskStatus, err error) {
+	m.log.Log(context.Background(), level, msg, "task_id", t.id, "status", status, "error", err)
+}
+
+// failed handles a failed attempt: a retry if the policy allows, the failed
+// state otherwise. t.mu is held.
+func (m *TaskManager) failed(t *task, err error) {
 	if t.retryCount < t.retry.MaxRetries && !isPermanent(err) {
 		m.backoff(t, err)
 		return
 	}
-	info = t.record(StatusFailed)
+	var info TaskInfo
+	t.record(&info, StatusFailed)
 	info.CompletedAt, info.Error = now(), err.Error()
 	if info.Error == "" {
 		info.Error = "module returned an error with an empty message"
@@ -263,19 +379,26 @@ func (m *TaskManager) attempt(t *task) {
 func (m *TaskManager) call(ctx context.Context, t *task, inputs map[string]any) (result any, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			m.log.Error("apcore: module panicked", "task_id", t.id, "module_id", t.moduleID,
-				"panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-			result, err = nil, &Error{Code: CodeModuleExecuteError, Message: fmt.Sprintf("panic: %v", r)}
+			result, err = nil, m.panicked(t, r)
 		}
 	}()
 	return m.exec.Call(ctx, t.moduleID, inputs)
+}
+
+// panicked logs a module's panic with its stack and returns the attempt's
+// error.
+func (m *TaskManager) panicked(t *task, r any) error {
+	m.log.Error("apcore: module panicked", "task_id", t.id, "module_id", t.moduleID,
+		"panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+	return &Error{Code: CodeModuleExecuteError, Message: fmt.Sprintf("panic: %v", r)}
 }
 
 // backoff sends t back to pending and arms its retry timer. t.mu is held.
 func (m *TaskManager) backoff(t *task, cause error) {
 	delay := t.retry.ComputeDelay(t.retryCount)
 	t.retryCount++
-	info := t.record(StatusPending)
+	var info TaskInfo
+	t.record(&info, StatusPending)
 	if !m.step(t, &info) {
 		return
 	}
@@ -305,9 +428,9 @@ func (m *TaskManager) retryDue(t *task) {
 // this manager's handle is the truth for its own tasks, and the terminal
 // write will try the store again. t.mu is held.
 func (m *TaskManager) step(t *task, info *TaskInfo) bool {
-	saved, err := m.transition(t.ctx, t.rec, info)
+	saved, err := m.transition(t.ctx.parent, t.rec, info)
 	if err != nil {
-		m.log.Warn("apcore: could not record a task transition", "task_id", t.id, "status", info.Status, "error", err)
+		m.logStoreFailure(slog.LevelWarn, "apcore: could not record a task transition", t, info.Status, err)
 		return true
 	}
 	if !saved {
@@ -319,9 +442,9 @@ func (m *TaskManager) step(t *task, info *TaskInfo) bool {
 
 // finish writes t's terminal record and ends it. t.mu is held.
 func (m *TaskManager) finish(t *task, info *TaskInfo) {
-	_, err := m.transition(t.ctx, t.rec, info)
+	_, err := m.transition(t.ctx.parent, t.rec, info)
 	if err != nil {
-		m.log.Error("apcore: could not record a task's outcome", "task_id", t.id, "status", info.Status, "error", err)
+		m.logStoreFailure(slog.LevelError, "apcore: could not record a task's outcome", t, info.Status, err)
 	}
 	m.end(t, info, err != nil)
 }
@@ -341,7 +464,7 @@ func (m *TaskManager) end(t *task, info *TaskInfo, unsaved bool) {
 	} else {
 		m.tasks.delete(t.id)
 	}
-	t.inputs, t.ctx, t.cancel, t.timer, t.rec = nil, nil, nil, nil, nil
+	t.inputs, t.cancel, t.timer, t.rec = nil, nil, nil, nil
 	if t.done != nil {
 		close(t.done)
 	}
@@ -355,24 +478,29 @@ func (m *TaskManager) end(t *task, info *TaskInfo, unsaved bool) {
 // when not nil, is the task's record in the memory store. Records go by
 // pointer here, to keep the worker's stack small.
 func (m *TaskManager) transition(ctx context.Context, rec *memRecord, info *TaskInfo) (saved bool, err error) {
-	switch {
-	case rec != nil:
-		if m.mem.saveIfRecord(rec, info, activeStatuses) {
-			return true, nil
-		}
-	case m.cas == nil:
+	if rec == nil {
+		return m.transitionStore(ctx, info)
+	}
+	if m.mem.saveIfRecord(rec, info, activeStatuses) {
+		return true, nil
+	}
+	return false, m.settled(ctx, info)
+}
+
+// transitionStore is transition through the TaskStore interface.
+func (m *TaskManager) transitionStore(ctx context.Context, info *TaskInfo) (saved bool, err error) {
+	if m.cas == nil {
 		if err := m.store.Save(ctx, *info); err != nil {
 			return false, storeErr("save", err)
 		}
 		return true, nil
-	default:
-		saved, err = m.cas.SaveIf(ctx, *info, activeStatuses...)
-		if err != nil {
-			return false, storeErr("save", err)
-		}
-		if saved {
-			return true, nil
-		}
+	}
+	saved, err = m.cas.SaveIf(ctx, *info, activeStatuses...)
+	if err != nil {
+		return false, storeErr("save", err)
+	}
+	if saved {
+		return true, nil
 	}
 	return false, m.settled(ctx, info)
 }
@@ -422,13 +550,15 @@ func (m *TaskManager) cancelTask(ctx context.Context, t *task) (bool, error) {
 	case stateQueued:
 		m.sched.remove(t)
 	case stateRunning:
-		t.cancel()
+		t.ctx.cancel()
+		t.cancel() // the attempt's timeout context, at once rather than by propagation
 	case stateBackoff:
 		if t.timer.Stop() {
 			m.wg.Done() // the timer's function will not run
 		}
 	}
-	info := t.record(StatusCancelled)
+	var info TaskInfo
+	t.record(&info, StatusCancelled)
 	info.CompletedAt = now()
 	saved, err := m.transition(ctx, t.rec, &info)
 	m.end(t, &info, err != nil)

@@ -63,6 +63,15 @@ var activeStatuses = []TaskStatus{StatusPending, StatusRunning}
 // is. Stores use it so that a result handed to or from a caller cannot alias
 // the stored one.
 func CloneResult(v any) any {
+	switch v.(type) {
+	case map[string]any, []any, map[string]string, []string, []byte:
+		return cloneDeep(v) // apart, so that the common case keeps a small frame
+	}
+	return v
+}
+
+// cloneDeep copies the container types CloneResult knows, recursively.
+func cloneDeep(v any) any {
 	switch x := v.(type) {
 	case map[string]any:
 		if x == nil {

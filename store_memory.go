@@ -148,6 +148,25 @@ func (s *MemoryStore) handleOf(taskID string, owner *TaskManager) (*task, bool) 
 	return nil, false
 }
 
+// handleOrRecord returns owner's handle on the task if owner runs it, and a
+// copy of the record otherwise.
+func (s *MemoryStore) handleOrRecord(taskID string, owner *TaskManager) (*task, TaskInfo, error) {
+	sh := s.records.shard(taskID)
+	sh.mu.RLock()
+	r, ok := sh.m[taskID]
+	if !ok {
+		sh.mu.RUnlock()
+		return nil, TaskInfo{}, taskNotFound(taskID)
+	}
+	if h := r.handle; h != nil && h.owner == owner {
+		sh.mu.RUnlock()
+		return h, TaskInfo{}, nil
+	}
+	info := r.info
+	sh.mu.RUnlock()
+	return nil, info.clone(), nil
+}
+
 // release drops the handle from a record whose task has ended.
 func (s *MemoryStore) release(r *memRecord) {
 	r.sh.mu.Lock()

@@ -519,15 +519,16 @@ func (m *TaskManager) Submit(ctx context.Context, moduleID string, inputs map[st
 		id:          newTaskID(),
 		moduleID:    moduleID,
 		inputs:      inputs,
-		ctx:         ctx,
+		ctx:         taskCtx{parent: ctx},
 		retry:       sc.retry,
 		timeout:     sc.timeout,
 		submittedAt: now(),
 	}
 	if ctx.Done() != nil {
-		t.ctx = context.WithoutCancel(ctx)
+		t.ctx.parent = context.WithoutCancel(ctx)
 	}
-	info := t.record(StatusPending)
+	var info TaskInfo
+	t.record(&info, StatusPending)
 
 	// The task's lock is held until it is queued and announced, so neither a
 	// worker nor Cancel can act on it before the observer has seen pending.
@@ -644,7 +645,15 @@ func (m *TaskManager) Wait(ctx context.Context, taskID string) (TaskInfo, error)
 	if err := checkCtx(ctx, "Wait"); err != nil {
 		return TaskInfo{}, err
 	}
-	if t, ok := m.lookup(taskID); ok {
+	if m.mem != nil { // one lookup finds either the handle or the record
+		t, info, err := m.mem.handleOrRecord(taskID, m)
+		switch {
+		case t != nil:
+			return m.waitTask(ctx, t)
+		case err != nil || info.Status.IsTerminal():
+			return info, err
+		}
+	} else if t, ok := m.tasks.load(taskID); ok {
 		return m.waitTask(ctx, t)
 	}
 	delay := 10 * time.Millisecond

@@ -1119,3 +1119,61 @@ func TestTaskInfoJSONRejectsGarbage(t *testing.T) {
 		assert.Equal(t, "kept", info.TaskID, "a failed decode leaves the record alone: %s", in)
 	}
 }
+
+// The module's context is the manager's own type; contexts derived from it
+// must see a cancel at once, and context.AfterFunc must keep its contract.
+func TestTaskContextPropagatesToDerivedContexts(t *testing.T) {
+	ctx := testCtx(t)
+	type seen struct {
+		child, timeout, after error
+		stopped                bool
+		deadline               bool
+	}
+	out := make(chan seen, 1)
+	started := make(chan struct{})
+	mod := ModuleFunc(func(ctx context.Context, in map[string]any) (any, error) {
+		child, cancelChild := context.WithCancel(ctx)
+		defer cancelChild()
+		withTimeout, cancelTimeout := context.WithTimeout(ctx, time.Hour)
+		defer cancelTimeout()
+		stopMe := context.AfterFunc(ctx, func() { t.Error("a stopped AfterFunc ran") })
+		ran := make(chan struct{})
+		context.AfterFunc(ctx, func() { close(ran) })
+		var s seen
+		s.stopped = stopMe()
+		_, s.deadline = ctx.Deadline()
+		close(started)
+		<-child.Done()
+		<-withTimeout.Done()
+		<-ran
+		s.child, s.timeout, s.after = context.Cause(child), withTimeout.Err(), ctx.Err()
+		out <- s
+		return nil, ctx.Err()
+	})
+	m := newManager(t, registry(t, map[string]Module{"derive.ctx": mod}))
+	id, err := m.Submit(ctx, "derive.ctx", nil)
+	require.NoError(t, err)
+	<-started
+	ok, err := m.Cancel(ctx, id)
+	require.NoError(t, err)
+	require.True(t, ok)
+	s := <-out
+	assert.True(t, s.stopped, "stop before the cancel reports true")
+	assert.False(t, s.deadline, "a task has no deadline of its own")
+	assert.ErrorIs(t, s.child, context.Canceled)
+	assert.ErrorIs(t, s.timeout, context.Canceled)
+	assert.ErrorIs(t, s.after, context.Canceled)
+
+	// AfterFunc on an already cancelled context runs at once.
+	var tc taskCtx
+	tc.parent = context.Background()
+	tc.cancel()
+	tc.cancel() // idempotent
+	ran := make(chan struct{})
+	stop := tc.AfterFunc(func() { close(ran) })
+	<-ran
+	assert.False(t, stop())
+	assert.ErrorIs(t, tc.Err(), context.Canceled)
+	<-tc.Done()
+	assert.Equal(t, "apcore.taskContext", tc.String())
+}
