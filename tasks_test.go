@@ -1126,8 +1126,8 @@ func TestTaskContextPropagatesToDerivedContexts(t *testing.T) {
 	ctx := testCtx(t)
 	type seen struct {
 		child, timeout, after error
-		stopped                bool
-		deadline               bool
+		stopped               bool
+		deadline              bool
 	}
 	out := make(chan seen, 1)
 	started := make(chan struct{})
