@@ -128,3 +128,26 @@ func BenchmarkSubmit(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkShutdown: Shutdown of a manager holding 100,000 pending tasks.
+func BenchmarkShutdown(b *testing.B) {
+	const n = 100_000
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		m, err := apcore.NewTaskManager(benchkit.Registry(), apcore.WithMaxConcurrent(0), apcore.WithMaxTasks(n))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for i := 0; i < n; i++ {
+			if _, err := m.Submit(ctx, benchkit.NoopModule, nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StartTimer()
+		if err := m.Shutdown(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
