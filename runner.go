@@ -440,11 +440,24 @@ func (m *TaskManager) step(t *task, info *TaskInfo) bool {
 	return true
 }
 
-// finish writes t's terminal record and ends it. t.mu is held.
+// outcomeRetries are the pauses before writing a task's outcome again when
+// the store failed to take it.
+var outcomeRetries = []time.Duration{5 * time.Millisecond, 25 * time.Millisecond, 100 * time.Millisecond}
+
+// finish writes t's terminal record and ends it. A store that fails is tried
+// again after each of outcomeRetries; if it still fails, the outcome is kept
+// in memory (see keepUnsaved) and logged as an error. t.mu is held.
 func (m *TaskManager) finish(t *task, info *TaskInfo) {
 	_, err := m.transition(t.ctx.parent, t.rec, info)
+	for _, pause := range outcomeRetries {
+		if err == nil {
+			break
+		}
+		time.Sleep(pause)
+		_, err = m.transition(t.ctx.parent, t.rec, info)
+	}
 	if err != nil {
-		m.logStoreFailure(slog.LevelError, "apcore: could not record a task's outcome", t, info.Status, err)
+		m.logStoreFailure(slog.LevelError, "apcore: could not record a task's outcome; it is kept in memory", t, info.Status, err)
 	}
 	m.end(t, info, err != nil)
 }
@@ -458,6 +471,9 @@ func (m *TaskManager) end(t *task, info *TaskInfo, unsaved bool) {
 	if t.done != nil || unsaved {
 		final := *info
 		t.final = &final
+	}
+	if unsaved {
+		m.keepUnsaved(t.final)
 	}
 	if t.rec != nil {
 		m.mem.release(t.rec)
@@ -522,6 +538,52 @@ func (m *TaskManager) settled(ctx context.Context, info *TaskInfo) error {
 		info.CompletedAt = now()
 	}
 	return nil
+}
+
+// keepUnsaved keeps a terminal record that the store refused, so that
+// Status, Result, Wait and Cancel still report it; each of them, and
+// Shutdown, tries to write it again.
+func (m *TaskManager) keepUnsaved(info *TaskInfo) {
+	m.unsaved.store(info.TaskID, info)
+	m.nUnsaved.Add(1)
+}
+
+// unsavedOutcome returns the kept outcome of a task whose terminal record
+// the store refused, after one more try at writing it (forgetting it once
+// the store has a terminal record).
+func (m *TaskManager) unsavedOutcome(ctx context.Context, taskID string) (TaskInfo, bool) {
+	if m.nUnsaved.Load() == 0 {
+		return TaskInfo{}, false
+	}
+	kept, ok := m.unsaved.load(taskID)
+	if !ok {
+		return TaskInfo{}, false
+	}
+	info := kept.clone()
+	if _, err := m.transitionStore(ctx, &info); err != nil {
+		return kept.clone(), true
+	}
+	if m.unsaved.remove(taskID) {
+		m.nUnsaved.Add(-1)
+	}
+	return info, true
+}
+
+// flushUnsaved tries once more to write every kept outcome and returns how
+// many the store still refuses.
+func (m *TaskManager) flushUnsaved(ctx context.Context) int {
+	if m.nUnsaved.Load() == 0 {
+		return 0
+	}
+	left := 0
+	for _, kept := range m.unsaved.values() {
+		if _, ok := m.unsavedOutcome(ctx, kept.TaskID); ok {
+			if _, still := m.unsaved.load(kept.TaskID); still {
+				left++
+			}
+		}
+	}
+	return left
 }
 
 // lookup returns this manager's handle on an active task.

@@ -395,6 +395,16 @@ func (s *shardedMap[V]) delete(key string) {
 	sh.mu.Unlock()
 }
 
+// remove deletes key and reports whether it was there.
+func (s *shardedMap[V]) remove(key string) bool {
+	sh := s.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	_, ok := sh.m[key]
+	delete(sh.m, key)
+	return ok
+}
+
 // values returns a snapshot of every value.
 func (s *shardedMap[V]) values() []V {
 	var out []V

@@ -56,6 +56,7 @@ import (
 	"log/slog"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/semaphore"
@@ -433,6 +434,10 @@ type TaskManager struct {
 
 	reaperMu sync.Mutex
 	reaper   *ReaperHandle
+
+	// unsaved keeps terminal records the store refused (see keepUnsaved).
+	unsaved  shardedMap[*TaskInfo]
+	nUnsaved atomic.Int64
 }
 
 // NewTaskManager validates its arguments: a nil executor or a negative
@@ -469,6 +474,7 @@ func NewTaskManager(exec Executor, opts ...Option) (*TaskManager, error) {
 		drained:  make(chan struct{}),
 	}
 	m.tasks.init()
+	m.unsaved.init()
 	m.resolver, _ = exec.(ModuleResolver)
 	m.counter, _ = cfg.store.(Counter)
 	m.cas, _ = cfg.store.(ConditionalSaver)
@@ -616,6 +622,9 @@ func (m *TaskManager) Status(ctx context.Context, taskID string) (TaskInfo, erro
 	if err := checkCtx(ctx, "Status"); err != nil {
 		return TaskInfo{}, err
 	}
+	if info, ok := m.unsavedOutcome(ctx, taskID); ok {
+		return info, nil
+	}
 	info, err := m.store.Get(ctx, taskID)
 	if err != nil {
 		return TaskInfo{}, storeErr("get", err)
@@ -688,6 +697,9 @@ func (m *TaskManager) Cancel(ctx context.Context, taskID string) (bool, error) {
 	}
 	if t, ok := m.lookup(taskID); ok {
 		return m.cancelTask(ctx, t)
+	}
+	if _, ok := m.unsavedOutcome(ctx, taskID); ok {
+		return false, nil // it ended here; the store just has not heard
 	}
 	info, err := m.store.Get(ctx, taskID)
 	if err != nil {
@@ -836,10 +848,16 @@ func (m *TaskManager) Shutdown(ctx context.Context) error {
 	}
 	select {
 	case <-m.drained:
-		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	if left := m.flushUnsaved(ctx); left > 0 {
+		return &Error{
+			Code:    CodeTaskStoreUnavailable,
+			Message: fmt.Sprintf("Shutdown: the store refused the outcome of %d task(s); Status on this manager still reports them", left),
+		}
+	}
+	return nil
 }
 
 // now is the current time, to the microsecond (the wire format's precision)
