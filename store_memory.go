@@ -26,7 +26,11 @@ type MemoryStore struct {
 	order      sync.Mutex
 	head, tail *memRecord
 
-	counts [numStatuses]atomic.Int64
+	// counts has a counter per state; active (pending + running) and total
+	// are kept apart so that admission and Count() read one number, exact
+	// at every instant, rather than a sum of counters read one by one.
+	counts        [numStatuses]atomic.Int64
+	active, total atomic.Int64
 }
 
 // memRecord is one stored task.
@@ -99,7 +103,7 @@ func (s *MemoryStore) appendLocked(sh *mapShard[*memRecord], r *memRecord) {
 		s.tail.next = r
 	}
 	s.tail = r
-	s.counts[statusIndex(r.info.Status)].Add(1)
+	s.counted(r.info.Status, 1)
 }
 
 // insert is the manager's fast path for a new task: it adds the record
@@ -124,7 +128,7 @@ func (s *MemoryStore) insert(task TaskInfo, h *task) (*memRecord, error) {
 	before := len(sh.m)
 	s.appendLocked(sh, r)
 	if len(sh.m) == before { // the id was taken: undo
-		s.counts[statusIndex(task.Status)].Add(-1)
+		s.counted(task.Status, -1)
 		s.tail, s.tail.prev.next = r.prev, nil
 		for old := s.head; old != nil; old = old.next {
 			if old.info.TaskID == task.TaskID {
@@ -223,11 +227,27 @@ func (s *MemoryStore) SaveIf(ctx context.Context, task TaskInfo, from ...TaskSta
 	return true, nil
 }
 
+// counted adds delta records in status to the counters.
+func (s *MemoryStore) counted(status TaskStatus, delta int64) {
+	s.counts[statusIndex(status)].Add(delta)
+	s.total.Add(delta)
+	if status.IsActive() {
+		s.active.Add(delta)
+	}
+}
+
 // move shifts one record's count from one state to another.
 func (s *MemoryStore) move(from, to TaskStatus) {
 	if from != to {
 		s.counts[statusIndex(from)].Add(-1)
 		s.counts[statusIndex(to)].Add(1)
+		if from.IsActive() != to.IsActive() {
+			if to.IsActive() {
+				s.active.Add(1)
+			} else {
+				s.active.Add(-1)
+			}
+		}
 	}
 }
 
@@ -302,7 +322,7 @@ func (s *MemoryStore) Delete(ctx context.Context, taskID string) error {
 	if ok {
 		delete(sh.m, taskID)
 		r.deleted = true
-		s.counts[statusIndex(r.info.Status)].Add(-1)
+		s.counted(r.info.Status, -1)
 	}
 	sh.mu.Unlock()
 	if !ok {
@@ -322,10 +342,15 @@ func (s *MemoryStore) Delete(ctx context.Context, taskID string) error {
 	return nil
 }
 
-// Count returns how many records are in any of statuses (none = all), in O(1).
+// Count returns how many records are in any of statuses (none = all), in
+// O(1). Count() and Count(pending, running) read one counter each and are
+// exact; other sets of states add counters read one after another.
 func (s *MemoryStore) Count(ctx context.Context, statuses ...TaskStatus) (int, error) {
-	if len(statuses) == 0 {
-		statuses = allStatuses[:]
+	switch {
+	case len(statuses) == 0:
+		return int(s.total.Load()), nil
+	case len(statuses) == 2 && statuses[0] != statuses[1] && statuses[0].IsActive() && statuses[1].IsActive():
+		return int(s.active.Load()), nil
 	}
 	var n int64
 	for i, st := range statuses {

@@ -1,0 +1,375 @@
+package apcore
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+var (
+	soakFor  = flag.Duration("soak", 10*time.Second, "how long TestSoak runs")
+	soakSeed = flag.Uint64("seed", 0, "TestSoak's seed (0: from the clock; the test prints the one it used)")
+)
+
+// soakStore injects faults: a share of calls fail with ErrStoreUnavailable,
+// another share is slowed down. It hides the memory store's type, so the
+// manager takes its generic store path.
+type soakStore struct {
+	inner    *MemoryStore
+	mu       sync.Mutex
+	rng      *rand.Rand
+	failRate float64
+	slowRate float64
+	faults   atomic.Int64
+	maxTasks int
+	overCap  atomic.Int64 // times the active count went over maxTasks
+}
+
+func (s *soakStore) setRates(fail, slow float64) {
+	s.mu.Lock()
+	s.failRate, s.slowRate = fail, slow
+	s.mu.Unlock()
+}
+
+func (s *soakStore) fault(op string) error {
+	s.mu.Lock()
+	fail, slow := s.rng.Float64() < s.failRate, s.rng.Float64() < s.slowRate
+	s.mu.Unlock()
+	if slow {
+		time.Sleep(time.Millisecond)
+	}
+	if fail {
+		s.faults.Add(1)
+		return &Error{Code: CodeTaskStoreUnavailable, Message: "injected fault in " + op}
+	}
+	return nil
+}
+
+func (s *soakStore) Save(ctx context.Context, t TaskInfo) error {
+	if err := s.fault("Save"); err != nil {
+		return err
+	}
+	if err := s.inner.Save(ctx, t); err != nil {
+		return err
+	}
+	if n, _ := s.inner.Count(ctx, activeStatuses...); n > s.maxTasks {
+		s.overCap.Add(1)
+	}
+	return nil
+}
+func (s *soakStore) SaveIf(ctx context.Context, t TaskInfo, from ...TaskStatus) (bool, error) {
+	if err := s.fault("SaveIf"); err != nil {
+		return false, err
+	}
+	return s.inner.SaveIf(ctx, t, from...)
+}
+func (s *soakStore) Get(ctx context.Context, id string) (TaskInfo, error) {
+	if err := s.fault("Get"); err != nil {
+		return TaskInfo{}, err
+	}
+	return s.inner.Get(ctx, id)
+}
+func (s *soakStore) List(ctx context.Context, st TaskStatus) ([]TaskInfo, error) {
+	if err := s.fault("List"); err != nil {
+		return nil, err
+	}
+	return s.inner.List(ctx, st)
+}
+func (s *soakStore) Delete(ctx context.Context, id string) error {
+	if err := s.fault("Delete"); err != nil {
+		return err
+	}
+	return s.inner.Delete(ctx, id)
+}
+func (s *soakStore) ListExpired(ctx context.Context, b time.Time) ([]TaskInfo, error) {
+	if err := s.fault("ListExpired"); err != nil {
+		return nil, err
+	}
+	return s.inner.ListExpired(ctx, b)
+}
+func (s *soakStore) Count(ctx context.Context, st ...TaskStatus) (int, error) {
+	return s.inner.Count(ctx, st...)
+}
+func (s *soakStore) Name() string { return "SoakStore" }
+
+// soakLedger is what the actors saw, checked against the store at the end.
+type soakLedger struct {
+	mu        sync.Mutex
+	accepted  []string
+	cancelled map[string]bool // Cancel returned true
+}
+
+func (l *soakLedger) accept(id string) {
+	l.mu.Lock()
+	l.accepted = append(l.accepted, id)
+	l.mu.Unlock()
+}
+
+func (l *soakLedger) pick(r *rand.Rand) (string, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.accepted) == 0 {
+		return "", false
+	}
+	// Mostly recent tasks, which are more likely to be active.
+	n := len(l.accepted)
+	i := n - 1 - r.IntN(min(n, 64))
+	if r.IntN(4) == 0 {
+		i = r.IntN(n)
+	}
+	return l.accepted[i], true
+}
+
+// allowed reports whether err is one the soak expects under faults.
+func allowed(err error) bool {
+	return err == nil || errors.Is(err, ErrStoreUnavailable) || errors.Is(err, ErrTaskLimitExceeded) ||
+		errors.Is(err, ErrTaskNotFound) || errors.Is(err, ErrReaperAlreadyRunning) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
+}
+
+// TestSoak runs one manager under every kind of load and fault at once for
+// -soak (10s by default), then checks that it kept its promises. It is
+// deterministic in its choices from the printed seed (-seed=N to rerun);
+// goroutine scheduling is not.
+func TestSoak(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the soak runs in full test runs; -short skips it")
+	}
+	seed := *soakSeed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	t.Logf("soak: seed %d (rerun with -seed=%d), for %v", seed, seed, *soakFor)
+	const maxConcurrent, maxTasks = 16, 2000
+
+	var running, peak atomic.Int64
+	track := func(fn ModuleFunc) Module {
+		return ModuleFunc(func(ctx context.Context, in map[string]any) (any, error) {
+			n := running.Add(1)
+			defer running.Add(-1)
+			for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+			}
+			return fn(ctx, in)
+		})
+	}
+	sleep := func(ctx context.Context, d time.Duration) error {
+		timer := time.NewTimer(d)
+		defer timer.Stop()
+		select {
+		case <-timer.C:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	var flakyCalls atomic.Int64
+	modules := map[string]Module{
+		"soak.instant": track(func(ctx context.Context, in map[string]any) (any, error) { return "instant", nil }),
+		"soak.slow": track(func(ctx context.Context, in map[string]any) (any, error) {
+			if err := sleep(ctx, time.Duration(1+flakyCalls.Load()%7)*time.Millisecond); err != nil {
+				return nil, err
+			}
+			return map[string]any{"slow": true}, nil
+		}),
+		"soak.stubborn": track(func(ctx context.Context, in map[string]any) (any, error) {
+			time.Sleep(2 * time.Millisecond) // ignores ctx for a while
+			return "stubborn", nil
+		}),
+		"soak.fail": track(func(ctx context.Context, in map[string]any) (any, error) { return nil, errors.New("always fails") }),
+		"soak.flaky": track(func(ctx context.Context, in map[string]any) (any, error) {
+			if flakyCalls.Add(1)%3 != 0 {
+				return nil, errors.New("flaky")
+			}
+			return []any{"flaky", 1.0}, nil
+		}),
+		"soak.permanent": track(func(ctx context.Context, in map[string]any) (any, error) {
+			return nil, Permanent(errors.New("permanent"))
+		}),
+		"soak.panic": track(func(ctx context.Context, in map[string]any) (any, error) { panic("soak panic") }),
+		"soak.timeout": track(func(ctx context.Context, in map[string]any) (any, error) {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}),
+	}
+	names := make([]string, 0, len(modules))
+	for n := range modules {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+
+	store := &soakStore{inner: NewMemoryStore(), rng: rand.New(rand.NewPCG(seed, 1)), maxTasks: maxTasks}
+	store.setRates(0.05, 0.02)
+	m, err := NewTaskManager(registry(t, modules), WithStore(store),
+		WithMaxConcurrent(maxConcurrent), WithMaxTasks(maxTasks))
+	require.NoError(t, err)
+
+	ledger := &soakLedger{cancelled: map[string]bool{}}
+	var unexpected sync.Map // error text -> count
+	note := func(what string, err error) {
+		if !allowed(err) {
+			unexpected.Store(what+": "+err.Error(), true)
+		}
+	}
+	ctx, stop := context.WithTimeout(context.Background(), *soakFor)
+	defer stop()
+	var wg sync.WaitGroup
+	actor := func(i int, fn func(r *rand.Rand)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(seed, uint64(i+2)))
+			for ctx.Err() == nil {
+				fn(r)
+			}
+		}()
+	}
+	bg := context.Background()
+	for i := 0; i < 4; i++ { // submitters
+		actor(i, func(r *rand.Rand) {
+			name := names[r.IntN(len(names))]
+			var opts []SubmitOption
+			switch name {
+			case "soak.flaky", "soak.fail", "soak.panic", "soak.permanent":
+				opts = append(opts, WithRetry(RetryConfig{MaxRetries: r.IntN(4), RetryDelay: time.Duration(1+r.IntN(3)) * time.Millisecond}))
+			case "soak.timeout":
+				opts = append(opts, WithTimeout(time.Duration(1+r.IntN(3))*time.Millisecond),
+					WithRetry(RetryConfig{MaxRetries: r.IntN(2), RetryDelay: time.Millisecond}))
+			}
+			id, err := m.Submit(bg, name, map[string]any{"n": r.IntN(100)}, opts...)
+			note("Submit", err)
+			if err == nil {
+				ledger.accept(id)
+			} else if errors.Is(err, ErrTaskLimitExceeded) {
+				time.Sleep(time.Millisecond)
+			}
+		})
+	}
+	for i := 4; i < 6; i++ { // cancellers
+		actor(i, func(r *rand.Rand) {
+			id, ok := ledger.pick(r)
+			if !ok {
+				return
+			}
+			done, err := m.Cancel(bg, id)
+			note("Cancel", err)
+			if done {
+				ledger.mu.Lock()
+				ledger.cancelled[id] = true
+				ledger.mu.Unlock()
+			}
+			time.Sleep(time.Duration(r.IntN(500)) * time.Microsecond)
+		})
+	}
+	actor(6, func(r *rand.Rand) { // readers
+		id, ok := ledger.pick(r)
+		if !ok {
+			return
+		}
+		switch r.IntN(4) {
+		case 0:
+			_, err := m.Status(bg, id)
+			note("Status", err)
+		case 1:
+			wctx, cancel := context.WithTimeout(bg, time.Duration(r.IntN(5))*time.Millisecond)
+			_, err := m.Wait(wctx, id)
+			cancel()
+			note("Wait", err)
+		case 2:
+			_, err := m.List(bg, allStatuses[r.IntN(numStatuses)])
+			note("List", err)
+		case 3:
+			_, err := m.TaskCount(bg)
+			note("TaskCount", err)
+		}
+	})
+	actor(7, func(r *rand.Rand) { // janitor: cleanup, reap, the reaper
+		switch r.IntN(3) {
+		case 0:
+			_, err := m.Cleanup(bg, time.Duration(r.IntN(50))*time.Millisecond)
+			note("Cleanup", err)
+		case 1:
+			_, err := m.Reap(bg, time.Now().Add(-time.Duration(r.IntN(50))*time.Millisecond))
+			note("Reap", err)
+		case 2:
+			h, err := m.StartReaper(ReaperConfig{TTL: 20 * time.Millisecond, SweepInterval: time.Millisecond})
+			note("StartReaper", err)
+			if err == nil {
+				time.Sleep(time.Duration(r.IntN(20)) * time.Millisecond)
+				note("Stop", h.Stop(bg))
+			}
+		}
+		time.Sleep(time.Millisecond)
+	})
+	wg.Wait()
+
+	// The faults stop; Shutdown must settle everything and write every
+	// outcome it kept while the store was failing.
+	store.setRates(0, 0)
+	sctx, cancel := context.WithTimeout(bg, 30*time.Second)
+	defer cancel()
+	require.NoError(t, m.Shutdown(sctx))
+	goleak.VerifyNone(t, goleak.IgnoreCurrent())
+
+	unexpected.Range(func(k, _ any) bool {
+		t.Errorf("unexpected error during the soak: %s", k)
+		return true
+	})
+	all, err := store.inner.List(bg, "")
+	require.NoError(t, err)
+	counts := map[TaskStatus]int{}
+	for _, info := range all {
+		counts[info.Status]++
+		switch info.Status {
+		case StatusPending, StatusRunning:
+			t.Errorf("task %s (%s) is still %s after Shutdown", info.TaskID, info.ModuleID, info.Status)
+		case StatusCompleted:
+			if info.Result == nil {
+				t.Errorf("completed task %s has no result", info.TaskID)
+			}
+		case StatusFailed:
+			if info.Error == "" {
+				t.Errorf("failed task %s has no error", info.TaskID)
+			}
+		}
+	}
+	for _, id := range ledger.accepted {
+		info, err := m.Status(bg, id)
+		if errors.Is(err, ErrTaskNotFound) {
+			continue // swept by Cleanup, Reap or the reaper: terminal by then
+		}
+		require.NoError(t, err)
+		assert.True(t, info.Status.IsTerminal(), "task %s is %s", id, info.Status)
+		if ledger.cancelled[id] {
+			assert.Equal(t, StatusCancelled, info.Status, "Cancel returned true for %s", id)
+			assert.Nil(t, info.Result, "cancelled task %s has a result", id)
+		}
+	}
+	for _, st := range allStatuses {
+		n, err := store.inner.Count(bg, st)
+		require.NoError(t, err)
+		assert.Equal(t, counts[st], n, "Count(%s) disagrees with List", st)
+	}
+	assert.LessOrEqual(t, peak.Load(), int64(maxConcurrent), "peak concurrency")
+	assert.Zero(t, store.overCap.Load(), "the active count went over max_tasks")
+	assert.Zero(t, m.nUnsaved.Load(), "every kept outcome reached the store")
+
+	var parts []string
+	for _, st := range allStatuses {
+		parts = append(parts, fmt.Sprintf("%s %d", st, counts[st]))
+	}
+	t.Logf("soak: %d tasks accepted, %d cancelled by Cancel, %d still stored (%s), %d faults injected, peak concurrency %d/%d",
+		len(ledger.accepted), len(ledger.cancelled), len(all), strings.Join(parts, ", "),
+		store.faults.Load(), peak.Load(), maxConcurrent)
+}
