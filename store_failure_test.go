@@ -26,7 +26,9 @@ type flakyStore struct {
 	fails map[string]int
 }
 
-func newFlakyStore() *flakyStore { return &flakyStore{inner: NewMemoryStore(), fails: map[string]int{}} }
+func newFlakyStore() *flakyStore {
+	return &flakyStore{inner: NewMemoryStore(), fails: map[string]int{}}
+}
 
 func (f *flakyStore) failN(method string, n int) {
 	f.mu.Lock()
