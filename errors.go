@@ -52,6 +52,9 @@ type Error struct {
 // Error returns the message, followed by the cause when there is one. An
 // Error without a message (a sentinel) reads as its code.
 func (e *Error) Error() string {
+	if e == nil {
+		return "<nil *apcore.Error>"
+	}
 	msg := e.Message
 	if msg == "" {
 		msg = string(e.Code)
@@ -64,12 +67,17 @@ func (e *Error) Error() string {
 
 // Unwrap returns the cause, so errors.Is and errors.As see through an Error
 // to, for example, a database driver's error.
-func (e *Error) Unwrap() error { return e.Cause }
+func (e *Error) Unwrap() error {
+	if e == nil {
+		return nil
+	}
+	return e.Cause
+}
 
 // Is reports whether target is an *Error with the same code.
 func (e *Error) Is(target error) bool {
 	t, ok := target.(*Error)
-	return ok && t.Code == e.Code
+	return ok && e != nil && t != nil && t.Code == e.Code
 }
 
 // Sentinels to match with errors.Is. They match any *Error with their code,

@@ -39,6 +39,9 @@ import (
 // deleting 1,000 records each leave the store consistent; and that the
 // optional Counter and ConditionalSaver agree with List.
 func TestStore(ctx context.Context, newStore func() (apcore.TaskStore, error)) error {
+	if ctx == nil || newStore == nil {
+		return &apcore.Error{Code: apcore.CodeInvalidInput, Message: "storetest: TestStore needs a context and a newStore function"}
+	}
 	c := &checker{ctx: ctx, newStore: newStore}
 	for _, check := range []struct {
 		name string
