@@ -4,12 +4,12 @@
 # Run it from anywhere; it needs only Go (and the module proxy, the first
 # time, to fetch dependencies and staticcheck).
 #
-#   FUZZTIME=1m scripts/test.sh   # fuzz longer (default 10s per target)
+#   FUZZTIME=1m scripts/test.sh   # fuzz longer (default 15s per target)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export PATH="$(go env GOPATH)/bin:$PATH"
-fuzztime="${FUZZTIME:-10s}"
+fuzztime="${FUZZTIME:-15s}"
 
 step() { printf '\n==> %s\n' "$*"; }
 
