@@ -33,7 +33,10 @@ timeout 60 go run ./examples/quickstart >/dev/null
 
 step "fuzz ($fuzztime per target)"
 for target in $(go test -list '^Fuzz' . | grep '^Fuzz'); do
-	go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" . 2>&1 | tail -n 2
+	if ! out=$(go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" . 2>&1); then
+		echo "$out"; exit 1
+	fi
+	echo "$target: $(echo "$out" | tail -n 1)"
 done
 
 step "go test -race"

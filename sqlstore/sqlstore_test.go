@@ -1,0 +1,343 @@
+package sqlstore_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/apcore-go/apcore"
+	"github.com/apcore-go/apcore/sqlstore"
+	"github.com/apcore-go/apcore/storetest"
+	_ "github.com/jackc/pgx/v5/stdlib"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+	_ "modernc.org/sqlite"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// sqliteDSN opens a file database the way a service should: WAL, a busy
+// timeout so concurrent writers wait rather than fail.
+func sqliteDSN(path string) string {
+	return "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)"
+}
+
+func openSQLite(t testing.TB, path string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite", sqliteDSN(path))
+	require.NoError(t, err)
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func openMemory(t testing.TB) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite", ":memory:")
+	require.NoError(t, err)
+	db.SetMaxOpenConns(1) // each connection to :memory: is a database of its own
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// postgres returns a connection to the test server that scripts/test.sh
+// starts. Without one the test fails: these tests are about the real server.
+func postgres(t testing.TB) *sql.DB {
+	t.Helper()
+	dsn := os.Getenv("APCORE_TEST_POSTGRES")
+	if dsn == "" {
+		t.Fatal("APCORE_TEST_POSTGRES is not set: run ./scripts/test.sh, which starts a PostgreSQL server, or point it at one")
+	}
+	db, err := sql.Open("pgx", dsn)
+	require.NoError(t, err)
+	t.Cleanup(func() { db.Close() })
+	require.NoError(t, db.PingContext(context.Background()), "the PostgreSQL test server is not reachable")
+	return db
+}
+
+var tableSeq atomic.Int64
+
+// freshTable returns a table name no other test uses, and drops it at the end.
+func freshTable(t testing.TB, db *sql.DB) string {
+	name := fmt.Sprintf("apcore_test_%d_%d", os.Getpid(), tableSeq.Add(1))
+	t.Cleanup(func() { _, _ = db.Exec("DROP TABLE IF EXISTS " + name) })
+	return name
+}
+
+func ctx(t testing.TB) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return c
+}
+
+func TestSQLiteFileContract(t *testing.T) {
+	dir := t.TempDir()
+	n := 0
+	err := storetest.TestStore(ctx(t), func() (apcore.TaskStore, error) {
+		n++
+		return sqlstore.New(ctx(t), openSQLite(t, filepath.Join(dir, fmt.Sprintf("s%d.db", n))), sqlstore.SQLite)
+	})
+	require.NoError(t, err)
+}
+
+func TestSQLiteMemoryContract(t *testing.T) {
+	err := storetest.TestStore(ctx(t), func() (apcore.TaskStore, error) {
+		return sqlstore.New(ctx(t), openMemory(t), sqlstore.SQLite)
+	})
+	require.NoError(t, err)
+}
+
+func TestPostgresContract(t *testing.T) {
+	db := postgres(t)
+	err := storetest.TestStore(ctx(t), func() (apcore.TaskStore, error) {
+		return sqlstore.New(ctx(t), db, sqlstore.PostgreSQL, sqlstore.WithTable(freshTable(t, db)))
+	})
+	require.NoError(t, err)
+}
+
+// The queries behind List by state, Count and ListExpired are index scans.
+func TestQueryPlansUseIndexes(t *testing.T) {
+	t.Run("SQLite", func(t *testing.T) {
+		s, err := sqlstore.New(ctx(t), openMemory(t), sqlstore.SQLite)
+		require.NoError(t, err)
+		// SQLite's planner may serve ListExpired from either index (the
+		// status index narrows to terminal states); both are index searches.
+		for _, method := range []string{"ListByStatus", "Count", "ListExpired"} {
+			plan, err := s.Explain(ctx(t), method)
+			require.NoError(t, err)
+			t.Logf("%s: %s", method, plan)
+			assert.Regexp(t, `SEARCH apcore_tasks USING (COVERING )?INDEX apcore_tasks_(status_seq|expiry)`, plan, method)
+			assert.NotRegexp(t, `SCAN apcore_tasks($|\n)`, plan, method)
+		}
+	})
+	t.Run("PostgreSQL", func(t *testing.T) {
+		db := postgres(t)
+		// One connection, so that the planner setting below applies to Explain.
+		conn := db
+		conn.SetMaxOpenConns(1)
+		defer conn.SetMaxOpenConns(0)
+		table := freshTable(t, db)
+		s, err := sqlstore.New(ctx(t), conn, sqlstore.PostgreSQL, sqlstore.WithTable(table))
+		require.NoError(t, err)
+		// An empty table is cheaper to scan than to look up; tell the planner
+		// to avoid sequential scans where it can, which shows the index fits.
+		_, err = conn.Exec("SET enable_seqscan = off")
+		require.NoError(t, err)
+		defer conn.Exec("SET enable_seqscan = on") //nolint:errcheck
+		for method, index := range map[string]string{
+			"ListByStatus": table + "_status_seq", "Count": table + "_status_seq", "ListExpired": table + "_expiry",
+		} {
+			plan, err := s.Explain(ctx(t), method)
+			require.NoError(t, err)
+			t.Logf("%s:\n%s", method, plan)
+			assert.Contains(t, plan, index, method)
+			assert.NotContains(t, plan, "Seq Scan", method)
+		}
+	})
+}
+
+func TestUnreachableDatabase(t *testing.T) {
+	db, err := sql.Open("pgx", "postgres://nobody@127.0.0.1:1/none?connect_timeout=2")
+	require.NoError(t, err)
+	defer db.Close()
+	_, err = sqlstore.New(ctx(t), db, sqlstore.PostgreSQL)
+	require.ErrorIs(t, err, apcore.ErrStoreUnavailable)
+	assert.NotNil(t, errors.Unwrap(err), "the driver's error is kept")
+
+	closed := openMemory(t)
+	s, err := sqlstore.New(ctx(t), closed, sqlstore.SQLite)
+	require.NoError(t, err)
+	require.NoError(t, closed.Close())
+	_, err = s.Get(ctx(t), "x")
+	require.ErrorIs(t, err, apcore.ErrStoreUnavailable)
+	assert.Contains(t, err.Error(), "database is closed")
+	_, err = s.Count(ctx(t))
+	require.ErrorIs(t, err, apcore.ErrStoreUnavailable)
+}
+
+func TestCancelledContextAbortsTheQuery(t *testing.T) {
+	for name, open := range map[string]func(t *testing.T) (*sqlstore.Store, error){
+		"SQLite": func(t *testing.T) (*sqlstore.Store, error) {
+			return sqlstore.New(ctx(t), openMemory(t), sqlstore.SQLite)
+		},
+		"PostgreSQL": func(t *testing.T) (*sqlstore.Store, error) {
+			db := postgres(t)
+			return sqlstore.New(ctx(t), db, sqlstore.PostgreSQL, sqlstore.WithTable(freshTable(t, db)))
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			s, err := open(t)
+			require.NoError(t, err)
+			c, cancel := context.WithCancel(context.Background())
+			cancel()
+			_, err = s.List(c, "")
+			require.ErrorIs(t, err, apcore.ErrStoreUnavailable)
+			require.ErrorIs(t, err, context.Canceled)
+			err = s.Save(c, apcore.TaskInfo{TaskID: "x", ModuleID: "a.b", Status: apcore.StatusPending})
+			require.ErrorIs(t, err, context.Canceled)
+			_, err = s.Get(ctx(t), "x")
+			require.ErrorIs(t, err, apcore.ErrTaskNotFound, "the cancelled save wrote nothing")
+		})
+	}
+}
+
+// Several processes starting at once must all get a working table.
+func TestConcurrentCreation(t *testing.T) {
+	run := func(t *testing.T, newStore func() (*sqlstore.Store, error)) {
+		var wg sync.WaitGroup
+		errs := make(chan error, 8)
+		for i := 0; i < 8; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, err := newStore()
+				errs <- err
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			require.NoError(t, err)
+		}
+	}
+	t.Run("SQLite", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "race.db")
+		run(t, func() (*sqlstore.Store, error) {
+			db, err := sql.Open("sqlite", sqliteDSN(path))
+			if err != nil {
+				return nil, err
+			}
+			t.Cleanup(func() { db.Close() })
+			return sqlstore.New(ctx(t), db, sqlstore.SQLite)
+		})
+	})
+	t.Run("PostgreSQL", func(t *testing.T) {
+		dsn := os.Getenv("APCORE_TEST_POSTGRES")
+		db := postgres(t)
+		table := freshTable(t, db)
+		run(t, func() (*sqlstore.Store, error) {
+			own, err := sql.Open("pgx", dsn) // a pool each, like separate processes
+			if err != nil {
+				return nil, err
+			}
+			t.Cleanup(func() { own.Close() })
+			return sqlstore.New(ctx(t), own, sqlstore.PostgreSQL, sqlstore.WithTable(table))
+		})
+	})
+}
+
+func TestBadInput(t *testing.T) {
+	db := openMemory(t)
+	var nilCtx context.Context
+	for name, call := range map[string]func() error{
+		"nil ctx":         func() error { _, err := sqlstore.New(nilCtx, db, sqlstore.SQLite); return err },
+		"nil db":          func() error { _, err := sqlstore.New(ctx(t), nil, sqlstore.SQLite); return err },
+		"unknown dialect": func() error { _, err := sqlstore.New(ctx(t), db, sqlstore.Dialect(9)); return err },
+		"nil option":      func() error { _, err := sqlstore.New(ctx(t), db, sqlstore.SQLite, nil); return err },
+		"table injection": func() error {
+			_, err := sqlstore.New(ctx(t), db, sqlstore.SQLite, sqlstore.WithTable("t; DROP TABLE x"))
+			return err
+		},
+		"empty table": func() error { _, err := sqlstore.New(ctx(t), db, sqlstore.SQLite, sqlstore.WithTable("")); return err },
+		"unencodable result": func() error {
+			s, err := sqlstore.New(ctx(t), db, sqlstore.SQLite)
+			if err != nil {
+				return err
+			}
+			return s.Save(ctx(t), apcore.TaskInfo{TaskID: "x", Status: apcore.StatusCompleted, Result: make(chan int)})
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			assert.ErrorIs(t, call(), apcore.ErrInvalidInput)
+		})
+	}
+	s, err := sqlstore.New(ctx(t), db, sqlstore.SQLite)
+	require.NoError(t, err)
+	assert.Equal(t, "SqlTaskStore", s.Name())
+	assert.Equal(t, "apcore_tasks", s.Table())
+	assert.Equal(t, "PostgreSQL", sqlstore.PostgreSQL.String())
+	_, err = s.Explain(ctx(t), "Nope")
+	assert.ErrorIs(t, err, apcore.ErrInvalidInput)
+}
+
+// Two managers on one store, as two replicas of a service: each sees the
+// other's tasks, and a cancel through one beats the other's late result.
+func TestTwoManagersShareOneStore(t *testing.T) {
+	for name, open := range map[string]func(t *testing.T) apcore.TaskStore{
+		"PostgreSQL": func(t *testing.T) apcore.TaskStore {
+			db := postgres(t)
+			s, err := sqlstore.New(ctx(t), db, sqlstore.PostgreSQL, sqlstore.WithTable(freshTable(t, db)))
+			require.NoError(t, err)
+			return s
+		},
+		"SQLite": func(t *testing.T) apcore.TaskStore {
+			s, err := sqlstore.New(ctx(t), openSQLite(t, filepath.Join(t.TempDir(), "shared.db")), sqlstore.SQLite)
+			require.NoError(t, err)
+			return s
+		},
+	} {
+		t.Run(name, func(t *testing.T) { sharedStoreScenario(t, open(t)) })
+	}
+}
+
+// sharedStoreScenario is the two-replica scenario on any store.
+func sharedStoreScenario(t *testing.T, store apcore.TaskStore) {
+	c := ctx(t)
+	started := make(chan struct{}, 1)
+	release := make(chan struct{})
+	slow := apcore.ModuleFunc(func(ctx context.Context, in map[string]any) (any, error) {
+		started <- struct{}{}
+		<-release // ignores ctx: finishes after the cancel
+		return "late result", nil
+	})
+	newReplica := func() *apcore.TaskManager {
+		reg := apcore.NewRegistry()
+		require.NoError(t, reg.Register("shared.slow", slow))
+		require.NoError(t, reg.Register("shared.quick", apcore.ModuleFunc(func(context.Context, map[string]any) (any, error) {
+			return map[string]any{"ok": true}, nil
+		})))
+		m, err := apcore.NewTaskManager(reg, apcore.WithStore(store))
+		require.NoError(t, err)
+		t.Cleanup(func() { require.NoError(t, m.Shutdown(context.Background())) })
+		return m
+	}
+	a, b := newReplica(), newReplica()
+
+	quick, err := a.Submit(c, "shared.quick", nil)
+	require.NoError(t, err)
+	info, err := b.Wait(c, quick) // b polls the store for a's task
+	require.NoError(t, err)
+	assert.Equal(t, apcore.StatusCompleted, info.Status)
+	assert.Equal(t, map[string]any{"ok": true}, info.Result)
+
+	id, err := a.Submit(c, "shared.slow", nil)
+	require.NoError(t, err)
+	<-started
+	listed, err := b.List(c, apcore.StatusRunning)
+	require.NoError(t, err)
+	require.Len(t, listed, 1)
+	assert.Equal(t, id, listed[0].TaskID)
+
+	ok, err := b.Cancel(c, id)
+	require.NoError(t, err)
+	require.True(t, ok)
+	close(release) // a's module returns its result after the cancel
+	info, err = a.Wait(c, id)
+	require.NoError(t, err)
+	assert.Equal(t, apcore.StatusCancelled, info.Status)
+	assert.Nil(t, info.Result)
+	stored, err := store.Get(c, id)
+	require.NoError(t, err)
+	assert.Equal(t, apcore.StatusCancelled, stored.Status, "the late result never overwrote the cancel")
+	assert.Nil(t, stored.Result)
+	n, err := b.TaskCount(c)
+	require.NoError(t, err)
+	assert.Equal(t, 2, n)
+}
