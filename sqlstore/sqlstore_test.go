@@ -270,74 +270,15 @@ func TestBadInput(t *testing.T) {
 // Two managers on one store, as two replicas of a service: each sees the
 // other's tasks, and a cancel through one beats the other's late result.
 func TestTwoManagersShareOneStore(t *testing.T) {
-	for name, open := range map[string]func(t *testing.T) apcore.TaskStore{
-		"PostgreSQL": func(t *testing.T) apcore.TaskStore {
-			db := postgres(t)
-			s, err := sqlstore.New(ctx(t), db, sqlstore.PostgreSQL, sqlstore.WithTable(freshTable(t, db)))
-			require.NoError(t, err)
-			return s
-		},
-		"SQLite": func(t *testing.T) apcore.TaskStore {
-			s, err := sqlstore.New(ctx(t), openSQLite(t, filepath.Join(t.TempDir(), "shared.db")), sqlstore.SQLite)
-			require.NoError(t, err)
-			return s
-		},
-	} {
-		t.Run(name, func(t *testing.T) { sharedStoreScenario(t, open(t)) })
-	}
-}
-
-// sharedStoreScenario is the two-replica scenario on any store.
-func sharedStoreScenario(t *testing.T, store apcore.TaskStore) {
-	c := ctx(t)
-	started := make(chan struct{}, 1)
-	release := make(chan struct{})
-	slow := apcore.ModuleFunc(func(ctx context.Context, in map[string]any) (any, error) {
-		started <- struct{}{}
-		<-release // ignores ctx: finishes after the cancel
-		return "late result", nil
-	})
-	newReplica := func() *apcore.TaskManager {
-		reg := apcore.NewRegistry()
-		require.NoError(t, reg.Register("shared.slow", slow))
-		require.NoError(t, reg.Register("shared.quick", apcore.ModuleFunc(func(context.Context, map[string]any) (any, error) {
-			return map[string]any{"ok": true}, nil
-		})))
-		m, err := apcore.NewTaskManager(reg, apcore.WithStore(store))
+	t.Run("PostgreSQL", func(t *testing.T) {
+		db := postgres(t)
+		s, err := sqlstore.New(ctx(t), db, sqlstore.PostgreSQL, sqlstore.WithTable(freshTable(t, db)))
 		require.NoError(t, err)
-		t.Cleanup(func() { require.NoError(t, m.Shutdown(context.Background())) })
-		return m
-	}
-	a, b := newReplica(), newReplica()
-
-	quick, err := a.Submit(c, "shared.quick", nil)
-	require.NoError(t, err)
-	info, err := b.Wait(c, quick) // b polls the store for a's task
-	require.NoError(t, err)
-	assert.Equal(t, apcore.StatusCompleted, info.Status)
-	assert.Equal(t, map[string]any{"ok": true}, info.Result)
-
-	id, err := a.Submit(c, "shared.slow", nil)
-	require.NoError(t, err)
-	<-started
-	listed, err := b.List(c, apcore.StatusRunning)
-	require.NoError(t, err)
-	require.Len(t, listed, 1)
-	assert.Equal(t, id, listed[0].TaskID)
-
-	ok, err := b.Cancel(c, id)
-	require.NoError(t, err)
-	require.True(t, ok)
-	close(release) // a's module returns its result after the cancel
-	info, err = a.Wait(c, id)
-	require.NoError(t, err)
-	assert.Equal(t, apcore.StatusCancelled, info.Status)
-	assert.Nil(t, info.Result)
-	stored, err := store.Get(c, id)
-	require.NoError(t, err)
-	assert.Equal(t, apcore.StatusCancelled, stored.Status, "the late result never overwrote the cancel")
-	assert.Nil(t, stored.Result)
-	n, err := b.TaskCount(c)
-	require.NoError(t, err)
-	assert.Equal(t, 2, n)
+		require.NoError(t, storetest.TestReplicas(ctx(t), s))
+	})
+	t.Run("SQLite", func(t *testing.T) {
+		s, err := sqlstore.New(ctx(t), openSQLite(t, filepath.Join(t.TempDir(), "shared.db")), sqlstore.SQLite)
+		require.NoError(t, err)
+		require.NoError(t, storetest.TestReplicas(ctx(t), s))
+	})
 }

@@ -2,6 +2,7 @@ package storetest_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -101,5 +102,15 @@ func TestCheckerCatchesViolations(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("report lacks %q:\n%v", want, err)
 		}
+	}
+}
+
+func TestReplicasOnMemoryStore(t *testing.T) {
+	if err := storetest.TestReplicas(context.Background(), apcore.NewMemoryStore()); err != nil {
+		t.Fatal(err)
+	}
+	err := storetest.TestReplicas(context.Background(), plain{apcore.NewMemoryStore()})
+	if !errors.Is(err, apcore.ErrInvalidInput) {
+		t.Fatalf("a store without SaveIf must be refused, got %v", err)
 	}
 }
