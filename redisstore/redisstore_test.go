@@ -241,3 +241,11 @@ func TestBadInput(t *testing.T) {
 	_, err = s.Count(ctx(t), "nope")
 	assert.ErrorIs(t, err, apcore.ErrInvalidInput)
 }
+
+// go test -run '^$' -bench . -benchtime 1x: 10,000 no-op tasks.
+func BenchmarkManagerRedis(b *testing.B) {
+	c := client(b)
+	storetest.BenchmarkManager(b, func() (apcore.TaskStore, error) {
+		return redisstore.New(c, redisstore.WithPrefix(freshPrefix(b, c)))
+	}, 10_000)
+}

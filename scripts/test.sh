@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# The project's one test command: formatting, vet, staticcheck, the race-
-# enabled test suite, a short fuzzing budget per target, and the quickstart.
-# Run it from anywhere; it needs only Go (and the module proxy, the first
-# time, to fetch dependencies and staticcheck).
+# The project's one test command. For each Go module of the repository
+# (the core in the root, sqlstore/, redisstore/, examples/durable/): gofmt,
+# go vet, staticcheck and go test -race; for the core also a short fuzzing
+# budget per target and the quickstart example. The store tests run against
+# real PostgreSQL and Redis servers that scripts/services.sh installs (from
+# Debian, when missing) and starts on loopback for the run.
 #
-#   FUZZTIME=1m scripts/test.sh   # fuzz longer (default 15s per target)
+#   ./scripts/test.sh               # everything
+#   FUZZTIME=1m ./scripts/test.sh   # fuzz longer (default 15s per target)
+#   go test -race ./...             # the core alone: no servers needed
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$(pwd)
 
 export PATH="$(go env GOPATH)/bin:$PATH"
 fuzztime="${FUZZTIME:-15s}"
+modules=(. sqlstore redisstore examples/durable)
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -19,14 +25,14 @@ if [ -n "$unformatted" ]; then
 	echo "gofmt would change:"; echo "$unformatted"; exit 1
 fi
 
-step "go vet"
-go vet ./...
-
-step "staticcheck"
 if ! command -v staticcheck >/dev/null 2>&1; then
+	step "installing staticcheck"
 	go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 fi
-staticcheck ./...
+for mod in "${modules[@]}"; do
+	step "go vet, staticcheck: $mod"
+	(cd "$root/$mod" && go vet ./... && staticcheck ./...)
+done
 
 step "quickstart example"
 timeout 60 go run ./examples/quickstart >/dev/null
@@ -39,5 +45,14 @@ for target in $(go test -list '^Fuzz' . | grep '^Fuzz'); do
 	echo "$target: $(echo "$out" | tail -n 1)"
 done
 
-step "go test -race"
-go test -race -count=1 ./...
+step "PostgreSQL and Redis for the store tests"
+source "$root/scripts/services.sh"
+trap stop_services EXIT
+start_services
+
+status=0
+for mod in "${modules[@]}"; do
+	step "go test -race: $mod"
+	(cd "$root/$mod" && go test -race -count=1 ./...) || status=1
+done
+exit $status

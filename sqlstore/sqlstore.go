@@ -25,6 +25,9 @@
 // apcore.ErrStoreUnavailable that wraps the driver's error; a cancelled
 // context aborts the query.
 //
+// Size the pool: database/sql keeps only 2 idle connections by default, so
+// a manager with more workers than that opens and closes a connection for
+// most calls. Call db.SetMaxIdleConns with at least max_concurrent + 2.
 // For an in-memory SQLite database (":memory:") call db.SetMaxOpenConns(1):
 // every connection to ":memory:" opens a database of its own.
 package sqlstore

@@ -34,6 +34,7 @@ func openSQLite(t testing.TB, path string) *sql.DB {
 	t.Helper()
 	db, err := sql.Open("sqlite", sqliteDSN(path))
 	require.NoError(t, err)
+	db.SetMaxIdleConns(32) // as many as the manager's workers, or connections churn
 	t.Cleanup(func() { db.Close() })
 	return db
 }
@@ -57,6 +58,7 @@ func postgres(t testing.TB) *sql.DB {
 	}
 	db, err := sql.Open("pgx", dsn)
 	require.NoError(t, err)
+	db.SetMaxIdleConns(32) // as many as the manager's workers, or connections churn
 	t.Cleanup(func() { db.Close() })
 	require.NoError(t, db.PingContext(context.Background()), "the PostgreSQL test server is not reachable")
 	return db
@@ -281,4 +283,21 @@ func TestTwoManagersShareOneStore(t *testing.T) {
 		require.NoError(t, err)
 		require.NoError(t, storetest.TestReplicas(ctx(t), s))
 	})
+}
+
+// go test -run '^$' -bench . -benchtime 1x: 10,000 no-op tasks per store.
+func BenchmarkManagerSQLiteFile(b *testing.B) {
+	dir := b.TempDir()
+	n := 0
+	storetest.BenchmarkManager(b, func() (apcore.TaskStore, error) {
+		n++
+		return sqlstore.New(ctx(b), openSQLite(b, filepath.Join(dir, fmt.Sprintf("b%d.db", n))), sqlstore.SQLite)
+	}, 10_000)
+}
+
+func BenchmarkManagerPostgreSQL(b *testing.B) {
+	db := postgres(b)
+	storetest.BenchmarkManager(b, func() (apcore.TaskStore, error) {
+		return sqlstore.New(ctx(b), db, sqlstore.PostgreSQL, sqlstore.WithTable(freshTable(b, db)))
+	}, 10_000)
 }

@@ -114,3 +114,7 @@ func TestReplicasOnMemoryStore(t *testing.T) {
 		t.Fatalf("a store without SaveIf must be refused, got %v", err)
 	}
 }
+
+func BenchmarkManagerOnMemoryStore(b *testing.B) {
+	storetest.BenchmarkManager(b, func() (apcore.TaskStore, error) { return apcore.NewMemoryStore(), nil }, 10_000)
+}
