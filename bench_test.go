@@ -3,6 +3,7 @@ package apcore_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"testing"
 
 	"github.com/apcore-go/apcore"
@@ -17,24 +18,18 @@ import (
 
 var sizes = []int{10_000, 100_000}
 
-func BenchmarkLowerBound(b *testing.B) {
-	for _, n := range sizes {
-		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				benchkit.LowerBound(n, 100)
-			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/task")
-		})
-	}
-}
+func BenchmarkLowerBound(b *testing.B) { perTask(b, benchkit.LowerBound) }
 
-func BenchmarkSubmitWait(b *testing.B) {
+func BenchmarkSubmitWait(b *testing.B) { perTask(b, benchkit.Manager) }
+
+// perTask runs a workload of n tasks (max_concurrent 100) for each size and
+// reports its cost per task.
+func perTask(b *testing.B, workload func(n, c int)) {
 	for _, n := range sizes {
 		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				benchkit.Manager(n, 100)
+				workload(n, 100)
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/task")
 		})
@@ -46,7 +41,7 @@ func BenchmarkSubmitWait(b *testing.B) {
 func filled(b *testing.B, n int) (*apcore.TaskManager, []string) {
 	b.Helper()
 	ctx := context.Background()
-	m, err := apcore.NewTaskManager(benchkit.Registry(), apcore.WithMaxConcurrent(0), apcore.WithMaxTasks(n+b.N+10))
+	m, err := apcore.NewTaskManager(benchkit.Registry(), apcore.WithMaxConcurrent(0), apcore.WithMaxTasks(math.MaxInt))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -60,73 +55,69 @@ func filled(b *testing.B, n int) (*apcore.TaskManager, []string) {
 	return m, ids
 }
 
-func BenchmarkStatus(b *testing.B) {
+// withRecords runs bench against managers holding 1,000 and 100,000
+// records, to show its cost does not grow with the store.
+func withRecords(b *testing.B, bench func(b *testing.B, m *apcore.TaskManager, ids []string)) {
 	for _, n := range []int{1_000, 100_000} {
 		b.Run(fmt.Sprintf("records=%d", n), func(b *testing.B) {
 			m, ids := filled(b, n)
-			ctx := context.Background()
 			b.ReportAllocs()
-			i := 0
-			for b.Loop() {
-				if _, err := m.Status(ctx, ids[i%n]); err != nil {
-					b.Fatal(err)
-				}
-				i++
-			}
+			bench(b, m, ids)
 		})
 	}
+}
+
+func BenchmarkStatus(b *testing.B) {
+	withRecords(b, func(b *testing.B, m *apcore.TaskManager, ids []string) {
+		ctx := context.Background()
+		i := 0
+		for b.Loop() {
+			if _, err := m.Status(ctx, ids[i%len(ids)]); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+	})
 }
 
 func BenchmarkList(b *testing.B) {
-	for _, n := range []int{1_000, 100_000} {
-		b.Run(fmt.Sprintf("records=%d", n), func(b *testing.B) {
-			m, _ := filled(b, n)
-			ctx := context.Background()
-			b.ReportAllocs()
-			for b.Loop() {
-				all, err := m.List(ctx, "")
-				if err != nil || len(all) != n {
-					b.Fatal(len(all), err)
-				}
+	withRecords(b, func(b *testing.B, m *apcore.TaskManager, ids []string) {
+		ctx := context.Background()
+		for b.Loop() {
+			all, err := m.List(ctx, "")
+			if err != nil || len(all) != len(ids) {
+				b.Fatal(len(all), err)
 			}
-		})
-	}
+		}
+	})
 }
 
 func BenchmarkCancel(b *testing.B) {
-	for _, n := range []int{1_000, 100_000} {
-		b.Run(fmt.Sprintf("records=%d", n), func(b *testing.B) {
-			m, _ := filled(b, n)
-			ctx := context.Background()
-			b.ReportAllocs()
-			for b.Loop() {
-				b.StopTimer()
-				id, err := m.Submit(ctx, benchkit.NoopModule, nil)
-				if err != nil {
-					b.Fatal(err)
-				}
-				b.StartTimer()
-				if ok, err := m.Cancel(ctx, id); !ok || err != nil {
-					b.Fatal(ok, err)
-				}
+	withRecords(b, func(b *testing.B, m *apcore.TaskManager, _ []string) {
+		ctx := context.Background()
+		for b.Loop() {
+			b.StopTimer()
+			id, err := m.Submit(ctx, benchkit.NoopModule, nil)
+			if err != nil {
+				b.Fatal(err)
 			}
-		})
-	}
+			b.StartTimer()
+			if ok, err := m.Cancel(ctx, id); !ok || err != nil {
+				b.Fatal(ok, err)
+			}
+		}
+	})
 }
 
 func BenchmarkSubmit(b *testing.B) {
-	for _, n := range []int{1_000, 100_000} {
-		b.Run(fmt.Sprintf("records=%d", n), func(b *testing.B) {
-			m, _ := filled(b, n)
-			ctx := context.Background()
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := m.Submit(ctx, benchkit.NoopModule, nil); err != nil {
-					b.Fatal(err)
-				}
+	withRecords(b, func(b *testing.B, m *apcore.TaskManager, _ []string) {
+		ctx := context.Background()
+		for b.Loop() {
+			if _, err := m.Submit(ctx, benchkit.NoopModule, nil); err != nil {
+				b.Fatal(err)
 			}
-		})
-	}
+		}
+	})
 }
 
 // BenchmarkShutdown: Shutdown of a manager holding 100,000 pending tasks.

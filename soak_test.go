@@ -23,27 +23,27 @@ var (
 	soakSeed = flag.Uint64("seed", 0, "TestSoak's seed (0: from the clock; the test prints the one it used)")
 )
 
-// soakStore injects faults: a share of calls fail with ErrStoreUnavailable,
-// another share is slowed down. It hides the memory store's type, so the
-// manager takes its generic store path.
-type soakStore struct {
-	inner    *MemoryStore
+// soakFaults decides the soak's faults: a share of calls fail with
+// ErrStoreUnavailable, another share is slowed down. Count, the admission
+// check, is left alone so that the cap can be checked exactly.
+type soakFaults struct {
 	mu       sync.Mutex
 	rng      *rand.Rand
 	failRate float64
 	slowRate float64
-	faults   atomic.Int64
-	maxTasks int
-	overCap  atomic.Int64 // times the active count went over maxTasks
+	injected atomic.Int64
 }
 
-func (s *soakStore) setRates(fail, slow float64) {
+func (s *soakFaults) setRates(fail, slow float64) {
 	s.mu.Lock()
 	s.failRate, s.slowRate = fail, slow
 	s.mu.Unlock()
 }
 
-func (s *soakStore) fault(op string) error {
+func (s *soakFaults) fault(op string) error {
+	if op == "Count" {
+		return nil
+	}
 	s.mu.Lock()
 	fail, slow := s.rng.Float64() < s.failRate, s.rng.Float64() < s.slowRate
 	s.mu.Unlock()
@@ -51,58 +51,11 @@ func (s *soakStore) fault(op string) error {
 		time.Sleep(time.Millisecond)
 	}
 	if fail {
-		s.faults.Add(1)
+		s.injected.Add(1)
 		return &Error{Code: CodeTaskStoreUnavailable, Message: "injected fault in " + op}
 	}
 	return nil
 }
-
-func (s *soakStore) Save(ctx context.Context, t TaskInfo) error {
-	if err := s.fault("Save"); err != nil {
-		return err
-	}
-	if err := s.inner.Save(ctx, t); err != nil {
-		return err
-	}
-	if n, _ := s.inner.Count(ctx, activeStatuses...); n > s.maxTasks {
-		s.overCap.Add(1)
-	}
-	return nil
-}
-func (s *soakStore) SaveIf(ctx context.Context, t TaskInfo, from ...TaskStatus) (bool, error) {
-	if err := s.fault("SaveIf"); err != nil {
-		return false, err
-	}
-	return s.inner.SaveIf(ctx, t, from...)
-}
-func (s *soakStore) Get(ctx context.Context, id string) (TaskInfo, error) {
-	if err := s.fault("Get"); err != nil {
-		return TaskInfo{}, err
-	}
-	return s.inner.Get(ctx, id)
-}
-func (s *soakStore) List(ctx context.Context, st TaskStatus) ([]TaskInfo, error) {
-	if err := s.fault("List"); err != nil {
-		return nil, err
-	}
-	return s.inner.List(ctx, st)
-}
-func (s *soakStore) Delete(ctx context.Context, id string) error {
-	if err := s.fault("Delete"); err != nil {
-		return err
-	}
-	return s.inner.Delete(ctx, id)
-}
-func (s *soakStore) ListExpired(ctx context.Context, b time.Time) ([]TaskInfo, error) {
-	if err := s.fault("ListExpired"); err != nil {
-		return nil, err
-	}
-	return s.inner.ListExpired(ctx, b)
-}
-func (s *soakStore) Count(ctx context.Context, st ...TaskStatus) (int, error) {
-	return s.inner.Count(ctx, st...)
-}
-func (s *soakStore) Name() string { return "SoakStore" }
 
 // soakLedger is what the actors saw, checked against the store at the end.
 type soakLedger struct {
@@ -209,8 +162,15 @@ func TestSoak(t *testing.T) {
 	}
 	sort.Strings(names)
 
-	store := &soakStore{inner: NewMemoryStore(), rng: rand.New(rand.NewPCG(seed, 1)), maxTasks: maxTasks}
-	store.setRates(0.05, 0.02)
+	faults := &soakFaults{rng: rand.New(rand.NewPCG(seed, 1))}
+	faults.setRates(0.05, 0.02)
+	var overCap atomic.Int64 // times the active count went over maxTasks
+	store := &faultStore{inner: NewMemoryStore(), fault: faults.fault}
+	store.onSave = func() {
+		if n, _ := store.inner.Count(context.Background(), activeStatuses...); n > maxTasks {
+			overCap.Add(1)
+		}
+	}
 	m, err := NewTaskManager(registry(t, modules), WithStore(store),
 		WithMaxConcurrent(maxConcurrent), WithMaxTasks(maxTasks))
 	require.NoError(t, err)
@@ -316,7 +276,7 @@ func TestSoak(t *testing.T) {
 
 	// The faults stop; Shutdown must settle everything and write every
 	// outcome it kept while the store was failing.
-	store.setRates(0, 0)
+	faults.setRates(0, 0)
 	sctx, cancel := context.WithTimeout(bg, 30*time.Second)
 	defer cancel()
 	require.NoError(t, m.Shutdown(sctx))
@@ -362,7 +322,7 @@ func TestSoak(t *testing.T) {
 		assert.Equal(t, counts[st], n, "Count(%s) disagrees with List", st)
 	}
 	assert.LessOrEqual(t, peak.Load(), int64(maxConcurrent), "peak concurrency")
-	assert.Zero(t, store.overCap.Load(), "the active count went over max_tasks")
+	assert.Zero(t, overCap.Load(), "the active count went over max_tasks")
 	assert.Zero(t, m.nUnsaved.Load(), "every kept outcome reached the store")
 
 	var parts []string
@@ -371,5 +331,5 @@ func TestSoak(t *testing.T) {
 	}
 	t.Logf("soak: %d tasks accepted, %d cancelled by Cancel, %d still stored (%s), %d faults injected, peak concurrency %d/%d",
 		len(ledger.accepted), len(ledger.cancelled), len(all), strings.Join(parts, ", "),
-		store.faults.Load(), peak.Load(), maxConcurrent)
+		faults.injected.Load(), peak.Load(), maxConcurrent)
 }

@@ -17,17 +17,75 @@ import (
 
 var errDown = errors.New("store is down")
 
-// flakyStore wraps a MemoryStore (hiding its type, so the manager uses the
-// generic store path) and fails chosen methods a chosen number of times
-// (-1: until told otherwise).
+// faultStore wraps a MemoryStore, hiding its type so that the manager takes
+// its generic store path, and asks fault before every call whether to fail
+// it. onSave, if set, runs after each successful Save.
+type faultStore struct {
+	inner  *MemoryStore
+	fault  func(method string) error
+	onSave func()
+}
+
+func (f *faultStore) Save(ctx context.Context, t TaskInfo) error {
+	if err := f.fault("Save"); err != nil {
+		return err
+	}
+	err := f.inner.Save(ctx, t)
+	if err == nil && f.onSave != nil {
+		f.onSave()
+	}
+	return err
+}
+func (f *faultStore) SaveIf(ctx context.Context, t TaskInfo, from ...TaskStatus) (bool, error) {
+	if err := f.fault("SaveIf"); err != nil {
+		return false, err
+	}
+	return f.inner.SaveIf(ctx, t, from...)
+}
+func (f *faultStore) Get(ctx context.Context, id string) (TaskInfo, error) {
+	if err := f.fault("Get"); err != nil {
+		return TaskInfo{}, err
+	}
+	return f.inner.Get(ctx, id)
+}
+func (f *faultStore) List(ctx context.Context, s TaskStatus) ([]TaskInfo, error) {
+	if err := f.fault("List"); err != nil {
+		return nil, err
+	}
+	return f.inner.List(ctx, s)
+}
+func (f *faultStore) Delete(ctx context.Context, id string) error {
+	if err := f.fault("Delete"); err != nil {
+		return err
+	}
+	return f.inner.Delete(ctx, id)
+}
+func (f *faultStore) ListExpired(ctx context.Context, b time.Time) ([]TaskInfo, error) {
+	if err := f.fault("ListExpired"); err != nil {
+		return nil, err
+	}
+	return f.inner.ListExpired(ctx, b)
+}
+func (f *faultStore) Count(ctx context.Context, s ...TaskStatus) (int, error) {
+	if err := f.fault("Count"); err != nil {
+		return 0, err
+	}
+	return f.inner.Count(ctx, s...)
+}
+func (f *faultStore) Name() string { return "FaultStore" }
+
+// flakyStore fails chosen methods a chosen number of times (-1: until told
+// otherwise).
 type flakyStore struct {
-	inner *MemoryStore
+	*faultStore
 	mu    sync.Mutex
 	fails map[string]int
 }
 
 func newFlakyStore() *flakyStore {
-	return &flakyStore{inner: NewMemoryStore(), fails: map[string]int{}}
+	f := &flakyStore{fails: map[string]int{}}
+	f.faultStore = &faultStore{inner: NewMemoryStore(), fault: f.countdown}
+	return f
 }
 
 func (f *flakyStore) failN(method string, n int) {
@@ -36,7 +94,7 @@ func (f *flakyStore) failN(method string, n int) {
 	f.mu.Unlock()
 }
 
-func (f *flakyStore) fault(method string) error {
+func (f *flakyStore) countdown(method string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	switch n := f.fails[method]; {
@@ -47,50 +105,6 @@ func (f *flakyStore) fault(method string) error {
 	}
 	return &Error{Code: CodeTaskStoreUnavailable, Message: method + " failed", Cause: errDown}
 }
-
-func (f *flakyStore) Save(ctx context.Context, t TaskInfo) error {
-	if err := f.fault("Save"); err != nil {
-		return err
-	}
-	return f.inner.Save(ctx, t)
-}
-func (f *flakyStore) SaveIf(ctx context.Context, t TaskInfo, from ...TaskStatus) (bool, error) {
-	if err := f.fault("SaveIf"); err != nil {
-		return false, err
-	}
-	return f.inner.SaveIf(ctx, t, from...)
-}
-func (f *flakyStore) Get(ctx context.Context, id string) (TaskInfo, error) {
-	if err := f.fault("Get"); err != nil {
-		return TaskInfo{}, err
-	}
-	return f.inner.Get(ctx, id)
-}
-func (f *flakyStore) List(ctx context.Context, s TaskStatus) ([]TaskInfo, error) {
-	if err := f.fault("List"); err != nil {
-		return nil, err
-	}
-	return f.inner.List(ctx, s)
-}
-func (f *flakyStore) Delete(ctx context.Context, id string) error {
-	if err := f.fault("Delete"); err != nil {
-		return err
-	}
-	return f.inner.Delete(ctx, id)
-}
-func (f *flakyStore) ListExpired(ctx context.Context, b time.Time) ([]TaskInfo, error) {
-	if err := f.fault("ListExpired"); err != nil {
-		return nil, err
-	}
-	return f.inner.ListExpired(ctx, b)
-}
-func (f *flakyStore) Count(ctx context.Context, s ...TaskStatus) (int, error) {
-	if err := f.fault("Count"); err != nil {
-		return 0, err
-	}
-	return f.inner.Count(ctx, s...)
-}
-func (f *flakyStore) Name() string { return "FlakyStore" }
 
 // When the start is not recorded, the task runs all the same; a transient
 // failure of the outcome write is retried and the store ends right.

@@ -490,14 +490,20 @@ func TestCancelUnknownAndTwice(t *testing.T) {
 	assert.False(t, ok)
 }
 
+// replicas returns two managers sharing one memory store, each running g as
+// "slow.job".
+func replicas(t *testing.T, g *gate) (*TaskManager, *TaskManager) {
+	store := NewMemoryStore()
+	return newManager(t, registry(t, map[string]Module{"slow.job": g}), WithStore(store)),
+		newManager(t, registry(t, map[string]Module{"slow.job": g}), WithStore(store))
+}
+
 // A task of another manager on a shared store is cancelled in the store; the
 // owner never overwrites that with its late result.
 func TestCancelThroughAnotherManager(t *testing.T) {
 	ctx := testCtx(t)
-	store := NewMemoryStore()
 	g := newGate(false)
-	owner := newManager(t, registry(t, map[string]Module{"slow.job": g}), WithStore(store))
-	other := newManager(t, registry(t, map[string]Module{"slow.job": g}), WithStore(store))
+	owner, other := replicas(t, g)
 	id, err := owner.Submit(ctx, "slow.job", nil)
 	require.NoError(t, err)
 	g.waitStart(t)
@@ -708,18 +714,24 @@ func TestWaitWakesWithoutPolling(t *testing.T) {
 	id, err := m.Submit(ctx, "slow.job", nil)
 	require.NoError(t, err)
 	g.waitStart(t)
-	done := make(chan TaskInfo)
-	go func() {
-		info, err := m.Wait(ctx, id)
-		assert.NoError(t, err)
-		done <- info
-	}()
+	done := waitAsync(t, m, id)
 	waiting(t, m, id)
 	before := s.gets.Load()
 	g.open()
 	info := <-done
 	assert.Equal(t, StatusCompleted, info.Status)
 	assert.Equal(t, before, s.gets.Load(), "Wait on this manager's task reads no store")
+}
+
+// waitAsync runs m.Wait(id) on a goroutine and delivers its record.
+func waitAsync(t *testing.T, m *TaskManager, id string) <-chan TaskInfo {
+	done := make(chan TaskInfo, 1)
+	go func() {
+		info, err := m.Wait(testCtx(t), id)
+		assert.NoError(t, err)
+		done <- info
+	}()
+	return done
 }
 
 // waiting blocks until a Wait on id has parked on the task's channel.
@@ -756,19 +768,12 @@ func TestWaitHonoursContext(t *testing.T) {
 
 func TestWaitOnAnotherManagersTask(t *testing.T) {
 	ctx := testCtx(t)
-	store := NewMemoryStore()
 	g := newGate(true)
-	owner := newManager(t, registry(t, map[string]Module{"slow.job": g}), WithStore(store))
-	watcher := newManager(t, registry(t, map[string]Module{"slow.job": g}), WithStore(store))
+	owner, watcher := replicas(t, g)
 	id, err := owner.Submit(ctx, "slow.job", nil)
 	require.NoError(t, err)
 	g.waitStart(t)
-	done := make(chan TaskInfo)
-	go func() {
-		info, err := watcher.Wait(ctx, id)
-		assert.NoError(t, err)
-		done <- info
-	}()
+	done := waitAsync(t, watcher, id)
 	g.open()
 	info := <-done
 	assert.Equal(t, StatusCompleted, info.Status)

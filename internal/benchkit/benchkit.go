@@ -71,8 +71,16 @@ func NewManager(n, c int) *apcore.TaskManager {
 // Manager submits n no-op tasks to a fresh manager with max_concurrent c,
 // then Waits for each, and shuts the manager down.
 func Manager(n, c int) {
-	ctx := context.Background()
 	m := NewManager(n, c)
+	submitAndWait(m, n)
+	if err := m.Shutdown(context.Background()); err != nil {
+		panic(err)
+	}
+}
+
+// submitAndWait submits n no-op tasks to m, then waits for each to complete.
+func submitAndWait(m *apcore.TaskManager, n int) {
+	ctx := context.Background()
 	ids := make([]string, n)
 	for i := range ids {
 		id, err := m.Submit(ctx, NoopModule, nil)
@@ -86,9 +94,6 @@ func Manager(n, c int) {
 		if err != nil || info.Status != apcore.StatusCompleted {
 			panic(fmt.Sprintf("task %s: %v %v", id, info.Status, err))
 		}
-	}
-	if err := m.Shutdown(ctx); err != nil {
-		panic(err)
 	}
 }
 
@@ -130,22 +135,8 @@ func BytesPerTerminalRecord(n int) float64 {
 	ctx := context.Background()
 	before := heapAndStacks()
 	m := NewManager(n, 100)
-	ids := make([]string, n)
-	for i := range ids {
-		id, err := m.Submit(ctx, NoopModule, nil)
-		if err != nil {
-			panic(err)
-		}
-		ids[i] = id
-	}
-	for _, id := range ids {
-		if _, err := m.Wait(ctx, id); err != nil {
-			panic(err)
-		}
-	}
-	ids = nil
+	submitAndWait(m, n)
 	after := heapAndStacks()
-	runtime.KeepAlive(ids)
 	if err := m.Shutdown(ctx); err != nil {
 		panic(err)
 	}
