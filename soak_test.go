@@ -281,6 +281,7 @@ func TestSoak(t *testing.T) {
 	defer cancel()
 	require.NoError(t, m.Shutdown(sctx))
 	goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	assert.Empty(t, m.active(), "no task is still active in memory")
 
 	unexpected.Range(func(k, _ any) bool {
 		t.Errorf("unexpected error during the soak: %s", k)

@@ -56,6 +56,7 @@ const (
 	PostgreSQL
 )
 
+// String returns the dialect's name.
 func (d Dialect) String() string {
 	switch d {
 	case SQLite:
