@@ -105,6 +105,7 @@ func TestSoak(t *testing.T) {
 		seed = uint64(time.Now().UnixNano())
 	}
 	t.Logf("soak: seed %d (rerun with -seed=%d), for %v", seed, seed, *soakFor)
+	baseline := goleak.IgnoreCurrent()
 	const maxConcurrent, maxTasks = 16, 2000
 
 	var running, peak atomic.Int64
@@ -280,7 +281,7 @@ func TestSoak(t *testing.T) {
 	sctx, cancel := context.WithTimeout(bg, 30*time.Second)
 	defer cancel()
 	require.NoError(t, m.Shutdown(sctx))
-	goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	goleak.VerifyNone(t, baseline) // goroutines are back to what they were before the soak
 	assert.Empty(t, m.active(), "no task is still active in memory")
 
 	unexpected.Range(func(k, _ any) bool {
