@@ -108,14 +108,7 @@ func (h *ReaperHandle) Stop(ctx context.Context) error {
 	if err := checkCtx(ctx, "ReaperHandle.Stop"); err != nil {
 		return err
 	}
-	h.stopOnce.Do(func() {
-		close(h.stop)
-		h.m.reaperMu.Lock()
-		if h.m.reaper == h {
-			h.m.reaper = nil
-		}
-		h.m.reaperMu.Unlock()
-	})
+	h.signal()
 	select {
 	case <-h.done:
 		return nil
@@ -124,13 +117,15 @@ func (h *ReaperHandle) Stop(ctx context.Context) error {
 	}
 }
 
-// stopReaper stops the running reaper, if any (for Shutdown).
-func (m *TaskManager) stopReaper(ctx context.Context) error {
-	m.reaperMu.Lock()
-	h := m.reaper
-	m.reaperMu.Unlock()
-	if h == nil {
-		return nil
-	}
-	return h.Stop(ctx)
+// signal tells the sweeper to stop and frees the manager for a new reaper;
+// it does not wait.
+func (h *ReaperHandle) signal() {
+	h.stopOnce.Do(func() {
+		close(h.stop)
+		h.m.reaperMu.Lock()
+		if h.m.reaper == h {
+			h.m.reaper = nil
+		}
+		h.m.reaperMu.Unlock()
+	})
 }

@@ -253,3 +253,39 @@ func TestStoreFailsOnReads(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 1, n)
 }
+
+// A reaper stuck in a slow sweep does not stop Shutdown from cancelling the
+// tasks; a Shutdown whose ctx ends first can be called again to finish.
+func TestShutdownWithAStuckReaper(t *testing.T) {
+	ctx := testCtx(t)
+	sweeping := make(chan struct{}, 1)
+	unblock := make(chan struct{})
+	store := &faultStore{inner: NewMemoryStore(), fault: func(method string) error {
+		if method == "ListExpired" {
+			select {
+			case sweeping <- struct{}{}:
+			default:
+			}
+			<-unblock
+		}
+		return nil
+	}}
+	g := newGate(true)
+	m, err := NewTaskManager(registry(t, map[string]Module{"slow.job": g}), WithStore(store))
+	require.NoError(t, err)
+	id, err := m.Submit(ctx, "slow.job", nil)
+	require.NoError(t, err)
+	g.waitStart(t)
+	_, err = m.StartReaper(ReaperConfig{SweepInterval: time.Millisecond})
+	require.NoError(t, err)
+	<-sweeping
+
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, m.Shutdown(short), context.DeadlineExceeded, "the sweep is stuck")
+	info, err := m.Status(ctx, id)
+	require.NoError(t, err)
+	assert.Equal(t, StatusCancelled, info.Status, "the tasks were cancelled all the same")
+	close(unblock)
+	require.NoError(t, m.Shutdown(ctx))
+}

@@ -432,8 +432,9 @@ type TaskManager struct {
 	stopOnce sync.Once
 	drained  chan struct{} // closed when wg reaches zero after Shutdown
 
-	reaperMu sync.Mutex
-	reaper   *ReaperHandle
+	reaperMu   sync.Mutex
+	reaper     *ReaperHandle
+	lastReaper *ReaperHandle // the reaper Shutdown stopped; set once, in stopOnce
 
 	// unsaved keeps terminal records the store refused (see keepUnsaved).
 	unsaved  shardedMap[*TaskInfo]
@@ -820,36 +821,44 @@ func (m *TaskManager) Shutdown(ctx context.Context) error {
 	if err := checkCtx(ctx, "Shutdown"); err != nil {
 		return err
 	}
-	var first bool
 	m.stopOnce.Do(func() {
-		first = true
 		m.admit.Lock()
 		m.closed = true
 		m.admit.Unlock()
 		m.sched.close()
-	})
-	if err := m.stopReaper(ctx); err != nil {
-		return err
-	}
-	if first {
+		m.reaperMu.Lock()
+		m.lastReaper = m.reaper
+		m.reaperMu.Unlock()
+		if m.lastReaper != nil {
+			m.lastReaper.signal()
+		}
 		var errs []error
 		for _, t := range m.active() {
 			if _, err := m.cancelTask(ctx, t); err != nil {
 				errs = append(errs, err)
 			}
 		}
+		if len(errs) > 0 {
+			m.log.Warn("apcore: shutdown could not record every cancel", "failures", len(errs), "error", errs[0])
+		}
 		go func() {
 			m.wg.Wait()
 			close(m.drained)
 		}()
-		if len(errs) > 0 {
-			m.log.Warn("apcore: shutdown could not record every cancel", "failures", len(errs), "error", errs[0])
-		}
+	})
+	var reaperDone <-chan struct{}
+	if m.lastReaper != nil {
+		reaperDone = m.lastReaper.done
 	}
-	select {
-	case <-m.drained:
-	case <-ctx.Done():
-		return ctx.Err()
+	for _, done := range []<-chan struct{}{reaperDone, m.drained} {
+		if done == nil {
+			continue
+		}
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	if left := m.flushUnsaved(ctx); left > 0 {
 		return &Error{
