@@ -207,17 +207,28 @@ type scheduler struct {
 
 // push starts t on a new goroutine if a slot is free, and queues it
 // otherwise. It reports false, doing nothing, once the scheduler is closed.
-// t.mu is held by the caller.
 func (s *scheduler) push(m *TaskManager, t *task) bool {
+	if start, ok := s.enqueue(m, t); start {
+		go m.work(t)
+	} else if !ok {
+		return false
+	}
+	return true
+}
+
+// enqueue queues t, or takes a free slot for it and reports that the caller
+// must start a worker on it (start; the WaitGroup already counts it), so
+// that the goroutine can be started after the caller's locks are released.
+// ok is false, and nothing done, once the scheduler is closed.
+func (s *scheduler) enqueue(m *TaskManager, t *task) (start, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return false
+		return false, false
 	}
 	if s.sem.TryAcquire(1) { // a free slot means an empty queue: t is next
 		m.wg.Add(1)
-		go m.work(t)
-		return true
+		return true, true
 	}
 	t.queued, t.prev = true, s.tail
 	if s.tail == nil {
@@ -226,7 +237,7 @@ func (s *scheduler) push(m *TaskManager, t *task) bool {
 		s.tail.next = t
 	}
 	s.tail = t
-	return true
+	return false, true
 }
 
 // remove takes t out of the queue if it is there. t.mu is held.

@@ -144,8 +144,8 @@ func (s *MemoryStore) insert(task TaskInfo, h *task) (*memRecord, error) {
 // handleOf returns owner's handle on the task, if owner runs it.
 func (s *MemoryStore) handleOf(taskID string, owner *TaskManager) (*task, bool) {
 	sh := s.records.shard(taskID)
-	sh.mu.RLock()
-	defer sh.mu.RUnlock()
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
 	if r, ok := sh.m[taskID]; ok && r.handle != nil && r.handle.owner == owner {
 		return r.handle, true
 	}
@@ -156,18 +156,18 @@ func (s *MemoryStore) handleOf(taskID string, owner *TaskManager) (*task, bool) 
 // copy of the record otherwise.
 func (s *MemoryStore) handleOrRecord(taskID string, owner *TaskManager) (*task, TaskInfo, error) {
 	sh := s.records.shard(taskID)
-	sh.mu.RLock()
+	sh.mu.Lock()
 	r, ok := sh.m[taskID]
 	if !ok {
-		sh.mu.RUnlock()
+		sh.mu.Unlock()
 		return nil, TaskInfo{}, taskNotFound(taskID)
 	}
 	if h := r.handle; h != nil && h.owner == owner {
-		sh.mu.RUnlock()
+		sh.mu.Unlock()
 		return h, TaskInfo{}, nil
 	}
 	info := r.info
-	sh.mu.RUnlock()
+	sh.mu.Unlock()
 	return nil, info.clone(), nil
 }
 
@@ -185,11 +185,11 @@ func (s *MemoryStore) handles(owner *TaskManager) []*task {
 	var out []*task
 	for r := s.head; r != nil; r = r.next {
 		sh := r.sh
-		sh.mu.RLock()
+		sh.mu.Lock()
 		if r.handle != nil && r.handle.owner == owner {
 			out = append(out, r.handle)
 		}
-		sh.mu.RUnlock()
+		sh.mu.Unlock()
 	}
 	return out
 }
@@ -254,13 +254,13 @@ func (s *MemoryStore) move(from, to TaskStatus) {
 // Get returns a copy of the record, or ErrTaskNotFound.
 func (s *MemoryStore) Get(ctx context.Context, taskID string) (TaskInfo, error) {
 	sh := s.records.shard(taskID)
-	sh.mu.RLock()
+	sh.mu.Lock()
 	r, ok := sh.m[taskID]
 	var info TaskInfo
 	if ok {
 		info = r.info
 	}
-	sh.mu.RUnlock()
+	sh.mu.Unlock()
 	if !ok {
 		return TaskInfo{}, taskNotFound(taskID)
 	}
@@ -300,11 +300,11 @@ func (s *MemoryStore) collect(size int, keep func(*TaskInfo) bool) ([]TaskInfo, 
 	out := make([]TaskInfo, 0, max(size, 0))
 	for r := s.head; r != nil; r = r.next {
 		sh := r.sh
-		sh.mu.RLock()
+		sh.mu.Lock()
 		if keep(&r.info) {
 			out = append(out, r.info)
 		}
-		sh.mu.RUnlock()
+		sh.mu.Unlock()
 	}
 	for i := range out {
 		out[i].Result = CloneResult(out[i].Result)
@@ -376,9 +376,9 @@ type shardedMap[V any] struct {
 const numShards = 64
 
 type mapShard[V any] struct {
-	mu sync.RWMutex
+	mu sync.Mutex
 	m  map[string]V
-	_  [64 - 24 - 8]byte // keep each shard on its own cache line
+	_  [64 - 8 - 8]byte // keep each shard on its own cache line
 }
 
 func (s *shardedMap[V]) init() {
@@ -400,9 +400,9 @@ func (s *shardedMap[V]) shard(key string) *mapShard[V] {
 
 func (s *shardedMap[V]) load(key string) (V, bool) {
 	sh := s.shard(key)
-	sh.mu.RLock()
+	sh.mu.Lock()
 	v, ok := sh.m[key]
-	sh.mu.RUnlock()
+	sh.mu.Unlock()
 	return v, ok
 }
 
@@ -435,11 +435,11 @@ func (s *shardedMap[V]) values() []V {
 	var out []V
 	for i := range s.shards {
 		sh := &s.shards[i]
-		sh.mu.RLock()
+		sh.mu.Lock()
 		for _, v := range sh.m {
 			out = append(out, v)
 		}
-		sh.mu.RUnlock()
+		sh.mu.Unlock()
 	}
 	return out
 }

@@ -537,10 +537,14 @@ func (m *TaskManager) Submit(ctx context.Context, moduleID string, inputs map[st
 	var info TaskInfo
 	t.record(&info, StatusPending)
 
-	// The task's lock is held until it is queued and announced, so neither a
-	// worker nor Cancel can act on it before the observer has seen pending.
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	// With an observer, the task's lock is held until the pending record is
+	// announced, so that neither a worker nor Cancel acts on the task first.
+	// Without one nothing needs it, and a worker starting on another core
+	// need not wait for this Submit to return.
+	if m.observer != nil {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+	}
 	m.admit.Lock()
 	if err := m.admitLocked(ctx, t, info); err != nil {
 		m.admit.Unlock()
@@ -549,9 +553,12 @@ func (m *TaskManager) Submit(ctx context.Context, moduleID string, inputs map[st
 	if m.mem == nil {
 		m.tasks.store(t.id, t)
 	}
-	m.sched.push(m, t)
+	start, _ := m.sched.enqueue(m, t) // never refused: Shutdown closes it only after taking admit
 	m.admit.Unlock()
 	m.notify(&info)
+	if start {
+		go m.work(t)
+	}
 	return t.id, nil
 }
 
