@@ -2,9 +2,10 @@
 // tracked background tasks in Go, side by side in one process.
 //
 // The lower bound is the least a tracked task can cost: a UUID, a sync.Map
-// record and a goroutine each, gated by a weighted semaphore. The manager
-// runs the same workload: n no-op tasks, max_concurrent c, max_tasks n+10,
-// submit all, then Wait for each. The two alternate (lower bound, manager,
+// record (a status word and a done channel) and a goroutine each, gated by a
+// weighted semaphore, then a wait on each task by id. The manager runs the
+// same workload: n no-op tasks, max_concurrent c, max_tasks n+10, submit
+// all, then Wait for each. The two alternate (lower bound, manager,
 // lower bound, ...) and the median of the runs is reported, so that noise
 // from other processes hits both alike. The figure that matters is the
 // ratio, not the absolute rate.
