@@ -20,7 +20,7 @@ import (
 //     goroutine. A goroutine exists only for a task that holds one of the
 //     semaphore's slots; when its task is done it takes the next queued task
 //     itself, and releases the slot only when the queue is empty.
-//   - The queue is never non-empty while a slot is free: push and the
+//   - The queue is never non-empty while a slot is free: enqueue and the
 //     release in next both happen under the scheduler's lock.
 //   - A task's mu orders everything that happens to it (start, finish,
 //     retry, cancel, wait). Lock order: task.mu, then scheduler.mu.
@@ -37,7 +37,7 @@ const (
 	stateQueued  taskState = iota // pending: in the queue or about to be
 	stateRunning                  // a goroutine is calling the module
 	stateBackoff                  // pending: waiting out a retry delay
-	stateDone                     // terminal; final holds the record
+	stateDone                     // terminal (final holds the record if a Wait needs it)
 )
 
 // task is the manager's handle on one of its active tasks.
@@ -203,17 +203,6 @@ type scheduler struct {
 	sem        *semaphore.Weighted
 	head, tail *task
 	closed     bool // after Shutdown: nothing new starts
-}
-
-// push starts t on a new goroutine if a slot is free, and queues it
-// otherwise. It reports false, doing nothing, once the scheduler is closed.
-func (s *scheduler) push(m *TaskManager, t *task) bool {
-	if start, ok := s.enqueue(m, t); start {
-		go m.work(t)
-	} else if !ok {
-		return false
-	}
-	return true
 }
 
 // enqueue queues t, or takes a free slot for it and reports that the caller
@@ -430,7 +419,9 @@ func (m *TaskManager) retryDue(t *task) {
 		return
 	}
 	t.state, t.timer = stateQueued, nil
-	m.sched.push(m, t) // refused after Shutdown, which then cancels t
+	if start, _ := m.sched.enqueue(m, t); start { // refused after Shutdown, which then cancels t
+		go m.work(t)
+	}
 }
 
 // step writes a non-terminal transition. When the store shows the task
