@@ -1,6 +1,6 @@
 module github.com/apcore-go/apcore/sqlstore
 
-go 1.26.8
+go 1.26.0
 
 require (
 	github.com/apcore-go/apcore v0.0.0
