@@ -51,8 +51,14 @@ trap stop_services EXIT
 start_services
 
 status=0
+step "soak test (the core under load and store faults)"
+if out=$(go test -race -count=1 -run '^TestSoak$' -v . 2>&1); then
+	echo "$out" | grep -E 'soak: |^(ok|PASS)'
+else
+	echo "$out"; status=1
+fi
 for mod in "${modules[@]}"; do
 	step "go test -race: $mod"
-	(cd "$root/$mod" && go test -race -count=1 ./...) || status=1
+	(cd "$root/$mod" && go test -race -count=1 -skip '^TestSoak$' ./...) || status=1
 done
 exit $status
