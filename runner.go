@@ -111,6 +111,7 @@ func (m *TaskManager) waitTask(ctx context.Context, t *task) (TaskInfo, error) {
 // goroutine (the context package uses AfterFunc to propagate cancellation).
 type taskCtx struct {
 	parent context.Context // Submit's ctx without its cancellation
+	wg     *sync.WaitGroup // counts AfterFunc goroutines that cancel starts
 
 	mu     sync.Mutex
 	done   chan struct{} // made by the first Done
@@ -192,8 +193,18 @@ func (c *taskCtx) cancel() {
 	afters := c.afters
 	c.afters = nil
 	c.mu.Unlock()
+	// cancel runs only while the task's worker runs, so the WaitGroup is
+	// above zero here and Shutdown waits for these goroutines too.
+	if c.wg != nil {
+		c.wg.Add(len(afters))
+	}
 	for _, a := range afters {
-		go a.f()
+		go func() {
+			if c.wg != nil {
+				defer c.wg.Done()
+			}
+			a.f()
+		}()
 	}
 }
 

@@ -526,7 +526,7 @@ func (m *TaskManager) Submit(ctx context.Context, moduleID string, inputs map[st
 		id:          newTaskID(),
 		moduleID:    moduleID,
 		inputs:      inputs,
-		ctx:         taskCtx{parent: ctx},
+		ctx:         taskCtx{parent: ctx, wg: &m.wg},
 		retry:       sc.retry,
 		timeout:     sc.timeout,
 		submittedAt: now(),
