@@ -116,6 +116,9 @@ func TestBadInput(t *testing.T) {
 		{"Reap(nil ctx)", apcore.CodeInvalidInput, func() error { _, err := m.Reap(nilCtx, time.Now()); return err }},
 		{"Reap zero time", valid, func() error { _, err := m.Reap(bg, time.Time{}); return err }},
 		{"TaskCount(nil ctx)", apcore.CodeInvalidInput, func() error { _, err := m.TaskCount(nilCtx); return err }},
+		{"FailStale(nil ctx)", apcore.CodeInvalidInput, func() error { _, err := m.FailStale(nilCtx, 0); return err }},
+		{"FailStale negative age", apcore.CodeInvalidInput, func() error { _, err := m.FailStale(bg, -time.Second); return err }},
+		{"FailStale huge age", valid, func() error { _, err := m.FailStale(bg, math.MaxInt64); return err }},
 
 		// reaper and shutdown
 		{"StartReaper negative TTL", apcore.CodeInvalidInput, func() error { _, err := m.StartReaper(apcore.ReaperConfig{TTL: -1}); return err }},

@@ -769,6 +769,65 @@ func (m *TaskManager) Cleanup(ctx context.Context, maxAge time.Duration) (int, e
 	return m.deleteAll(ctx, ids)
 }
 
+// FailStale ends tasks that a crashed process left active. It marks failed
+// every pending or running record in the store that this manager does not
+// run and whose last start (StartedAt, or SubmittedAt if it never started)
+// is at least olderThan in the past, and returns how many it marked. The
+// error message says the task was abandoned.
+//
+// A record only ever leaves pending or running through the manager that
+// runs it, so after a crash its records would stay active for good and
+// count against max_tasks. Call FailStale at start-up (olderThan 0 is right
+// when no other process shares the store), or now and then with an
+// olderThan longer than any task runs when replicas share it: a task that
+// another live replica still runs is marked failed too, and that replica's
+// late result is then refused. Each record is changed with SaveIf when the
+// store has it, so a task that ends meanwhile keeps its own outcome.
+func (m *TaskManager) FailStale(ctx context.Context, olderThan time.Duration) (int, error) {
+	if err := checkCtx(ctx, "FailStale"); err != nil {
+		return 0, err
+	}
+	if olderThan < 0 {
+		return 0, invalidf("FailStale(%v): the age must be 0 or more", olderThan)
+	}
+	cutoff := time.Now().Add(-olderThan)
+	n := 0
+	var errs []error
+	for _, status := range activeStatuses {
+		records, err := m.store.List(ctx, status)
+		if err != nil {
+			return n, storeErr("list", err)
+		}
+		for i := range records {
+			info := &records[i]
+			last := info.StartedAt
+			if last.IsZero() {
+				last = info.SubmittedAt
+			}
+			if last.After(cutoff) {
+				continue
+			}
+			if _, ours := m.lookup(info.TaskID); ours {
+				continue
+			}
+			if _, kept := m.unsaved.load(info.TaskID); kept {
+				continue // it ended here; the store has not heard yet
+			}
+			info.Status, info.CompletedAt, info.Result = StatusFailed, now(), nil
+			info.Error = "abandoned: the process running it stopped before it ended (marked by FailStale)"
+			saved, err := m.transitionStore(ctx, info)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if saved {
+				n++
+			}
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
 // Reap is one reaper sweep: it deletes the records that the store's
 // ListExpired(before) returns (terminal, CompletedAt strictly before before)
 // and returns how many it deleted.

@@ -1182,3 +1182,54 @@ func TestTaskContextPropagatesToDerivedContexts(t *testing.T) {
 	<-tc.Done()
 	assert.Equal(t, "apcore.taskContext", tc.String())
 }
+
+// Records a crashed process left active are failed by FailStale, which
+// frees their places; this manager's own tasks and fresh ones are left alone.
+func TestFailStale(t *testing.T) {
+	ctx := testCtx(t)
+	store := NewMemoryStore()
+	g := newGate(true)
+	m := newManager(t, registry(t, map[string]Module{"slow.job": g}), WithStore(store), WithMaxTasks(3))
+	old := now().Add(-2 * time.Hour)
+	seed(t, store,
+		TaskInfo{TaskID: "crashed-running", ModuleID: "slow.job", Status: StatusRunning, SubmittedAt: old, StartedAt: old},
+		TaskInfo{TaskID: "crashed-pending", ModuleID: "slow.job", Status: StatusPending, SubmittedAt: old},
+		TaskInfo{TaskID: "done-long-ago", ModuleID: "slow.job", Status: StatusCompleted, SubmittedAt: old, CompletedAt: old},
+	)
+	mine, err := m.Submit(ctx, "slow.job", nil)
+	require.NoError(t, err)
+	g.waitStart(t)
+	_, err = m.Submit(ctx, "slow.job", nil)
+	require.ErrorIs(t, err, ErrTaskLimitExceeded, "the stale records hold two of the three places")
+
+	n, err := m.FailStale(ctx, time.Hour)
+	require.NoError(t, err)
+	assert.Equal(t, 2, n)
+	for _, id := range []string{"crashed-running", "crashed-pending"} {
+		info, err := m.Status(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, StatusFailed, info.Status, id)
+		assert.Contains(t, info.Error, "abandoned")
+		assert.False(t, info.CompletedAt.IsZero())
+	}
+	info, err := m.Status(ctx, "done-long-ago")
+	require.NoError(t, err)
+	assert.Equal(t, StatusCompleted, info.Status, "terminal records are left alone")
+	info, err = m.Status(ctx, mine)
+	require.NoError(t, err)
+	assert.Equal(t, StatusRunning, info.Status, "this manager's own task is left alone, however old")
+
+	fresh, err := m.Submit(ctx, "slow.job", nil) // a place is free again
+	require.NoError(t, err)
+	n, err = m.FailStale(ctx, 0)
+	require.NoError(t, err)
+	assert.Zero(t, n, "only records no manager here runs are failed")
+	_, err = m.FailStale(ctx, -1)
+	require.ErrorIs(t, err, ErrInvalidInput)
+	g.open()
+	for _, id := range []string{mine, fresh} {
+		info, err := m.Wait(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, StatusCompleted, info.Status)
+	}
+}

@@ -49,6 +49,11 @@ func run(ctx context.Context, out io.Writer, path string) error {
 		return err
 	}
 
+	// Tasks a crashed earlier run left pending or running would stay so for
+	// good: this program is the file's only user, so it fails them all.
+	if err := failAbandoned(ctx, out, store); err != nil {
+		return err
+	}
 	earlier, err := store.List(ctx, "")
 	if err != nil {
 		return err
@@ -104,6 +109,20 @@ func run(ctx context.Context, out io.Writer, path string) error {
 	fmt.Fprintf(out, "\nthis run's tasks, now kept in %s too:\n", path)
 	printTasks(out, mine)
 	return nil
+}
+
+// failAbandoned marks failed the tasks an earlier run left active.
+func failAbandoned(ctx context.Context, out io.Writer, store apcore.TaskStore) error {
+	mgr, err := apcore.NewTaskManager(apcore.NewRegistry(), apcore.WithStore(store))
+	if err != nil {
+		return err
+	}
+	defer mgr.Shutdown(ctx)
+	n, err := mgr.FailStale(ctx, 0)
+	if n > 0 {
+		fmt.Fprintf(out, "%d tasks of a run that stopped early were left active; they are now failed.\n", n)
+	}
+	return err
 }
 
 func printTasks(out io.Writer, tasks []apcore.TaskInfo) {

@@ -3,9 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/apcore-go/apcore"
+	"github.com/apcore-go/apcore/sqlstore"
 
 	"go.uber.org/goleak"
 )
@@ -34,5 +39,32 @@ func TestSecondRunSeesTheFirst(t *testing.T) {
 		if !strings.Contains(earlier, want) {
 			t.Errorf("the earlier tasks lack %q:\n%s", want, earlier)
 		}
+	}
+}
+
+// Tasks a crashed run left active are failed on the next run.
+func TestCrashedRunIsCleanedUp(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tasks.db")
+	ctx := context.Background()
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := sqlstore.New(ctx, db, sqlstore.SQLite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What a process killed mid-task leaves behind.
+	if err := store.Save(ctx, apcore.TaskInfo{TaskID: "killed-0000", ModuleID: "report.build", Status: apcore.StatusRunning,
+		SubmittedAt: time.Now(), StartedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	var out bytes.Buffer
+	if err := run(ctx, &out, path); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "1 tasks of a run that stopped early") || !strings.Contains(out.String(), "abandoned") {
+		t.Fatalf("the killed task was not failed:\n%s", out.String())
 	}
 }
