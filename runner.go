@@ -562,8 +562,7 @@ func (m *TaskManager) keepUnsaved(info *TaskInfo) {
 }
 
 // unsavedOutcome returns the kept outcome of a task whose terminal record
-// the store refused, after one more try at writing it (forgetting it once
-// the store has a terminal record).
+// the store refused, after one more try at writing it.
 func (m *TaskManager) unsavedOutcome(ctx context.Context, taskID string) (TaskInfo, bool) {
 	if m.nUnsaved.Load() == 0 {
 		return TaskInfo{}, false
@@ -572,13 +571,7 @@ func (m *TaskManager) unsavedOutcome(ctx context.Context, taskID string) (TaskIn
 	if !ok {
 		return TaskInfo{}, false
 	}
-	info := kept.clone()
-	if _, err := m.transitionStore(ctx, &info); err != nil {
-		return kept.clone(), true
-	}
-	if m.unsaved.remove(taskID) {
-		m.nUnsaved.Add(-1)
-	}
+	info, _ := m.writeKept(ctx, kept)
 	return info, true
 }
 
@@ -590,13 +583,26 @@ func (m *TaskManager) flushUnsaved(ctx context.Context) int {
 	}
 	left := 0
 	for _, kept := range m.unsaved.values() {
-		if _, ok := m.unsavedOutcome(ctx, kept.TaskID); ok {
-			if _, still := m.unsaved.load(kept.TaskID); still {
-				left++
-			}
+		if _, written := m.writeKept(ctx, kept); !written {
+			left++
 		}
 	}
 	return left
+}
+
+// writeKept tries once more to write a kept outcome, and forgets it once
+// the store holds a terminal record. It returns what the task ended as (the
+// store's record if another writer got there first) and whether the store
+// now has it.
+func (m *TaskManager) writeKept(ctx context.Context, kept *TaskInfo) (TaskInfo, bool) {
+	info := kept.clone()
+	if _, err := m.transitionStore(ctx, &info); err != nil {
+		return kept.clone(), false
+	}
+	if m.unsaved.remove(kept.TaskID) {
+		m.nUnsaved.Add(-1)
+	}
+	return info, true
 }
 
 // lookup returns this manager's handle on an active task.
