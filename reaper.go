@@ -32,7 +32,7 @@ func DefaultReaperConfig() ReaperConfig {
 // ReaperHandle controls a running reaper; see TaskManager.StartReaper.
 type ReaperHandle struct {
 	m        *TaskManager
-	stop     chan struct{}
+	cancel   context.CancelFunc // stops the sweeper, and a sweep in flight
 	stopOnce sync.Once
 	done     chan struct{} // closed when the sweeper has returned
 }
@@ -65,29 +65,21 @@ func (m *TaskManager) StartReaper(cfg ReaperConfig) (*ReaperHandle, error) {
 	if closed {
 		return nil, &Error{Code: CodeTaskManagerClosed, Message: "Task manager is shut down"}
 	}
-	h := &ReaperHandle{m: m, stop: make(chan struct{}), done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &ReaperHandle{m: m, cancel: cancel, done: make(chan struct{})}
 	m.reaper = h
-	go h.run(cfg)
+	go h.run(ctx, cfg)
 	return h, nil
 }
 
 // run sweeps until stopped.
-func (h *ReaperHandle) run(cfg ReaperConfig) {
+func (h *ReaperHandle) run(ctx context.Context, cfg ReaperConfig) {
 	defer close(h.done)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { // a Stop aborts a sweep in flight, not only the wait
-		select {
-		case <-h.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	ticker := time.NewTicker(cfg.SweepInterval)
 	defer ticker.Stop()
 	for {
 		select {
-		case <-h.stop:
+		case <-ctx.Done(): // stopped; a sweep in flight sees it too
 			return
 		case <-ticker.C:
 		}
@@ -121,7 +113,7 @@ func (h *ReaperHandle) Stop(ctx context.Context) error {
 // it does not wait.
 func (h *ReaperHandle) signal() {
 	h.stopOnce.Do(func() {
-		close(h.stop)
+		h.cancel()
 		h.m.reaperMu.Lock()
 		if h.m.reaper == h {
 			h.m.reaper = nil
