@@ -289,11 +289,14 @@ func checkRecord(t *apcore.TaskInfo) error {
 	if t.TaskID == "" {
 		return invalid("sqlstore: record has an empty task id")
 	}
-	if !t.Status.IsActive() && !t.Status.IsTerminal() {
+	if !known(t.Status) {
 		return invalid(fmt.Sprintf("sqlstore: record %s has unknown status %q", t.TaskID, t.Status))
 	}
 	return nil
 }
+
+// known reports whether s is one of the five states.
+func known(s apcore.TaskStatus) bool { return s.IsActive() || s.IsTerminal() }
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -383,7 +386,7 @@ func (s *Store) List(ctx context.Context, status apcore.TaskStatus) ([]apcore.Ta
 	if status == "" {
 		return s.query(ctx, "list", s.q.list)
 	}
-	if !status.IsActive() && !status.IsTerminal() {
+	if !known(status) {
 		return nil, invalid(fmt.Sprintf("sqlstore: unknown status %q", status))
 	}
 	return s.query(ctx, "list "+string(status), s.q.listStatus, string(status))
@@ -429,7 +432,7 @@ func (s *Store) Count(ctx context.Context, statuses ...apcore.TaskStatus) (int, 
 	query, a := s.q.count, []any{}
 	if len(statuses) > 0 {
 		for _, st := range statuses {
-			if !st.IsActive() && !st.IsTerminal() {
+			if !known(st) {
 				return 0, invalid(fmt.Sprintf("sqlstore: unknown status %q", st))
 			}
 			a = append(a, string(st))
