@@ -67,6 +67,32 @@ func LowerBound(n, c int) {
 	}
 }
 
+// LowerBoundWaitGroup is the cheaper floor the restructure issue names: a
+// UUID, a sync.Map record (a status word) and a goroutine per task, gated by
+// a weighted semaphore of c, and one WaitGroup for all n tasks. It cannot
+// wait for one task by id, which is why LowerBound keeps a channel each.
+func LowerBoundWaitGroup(n, c int) {
+	ctx := context.Background()
+	sem := semaphore.NewWeighted(int64(c))
+	var records sync.Map
+	var wg sync.WaitGroup
+	wg.Add(n)
+	for range n {
+		st := new(atomic.Int32)
+		records.Store(uuid.NewString(), st)
+		go func() {
+			defer wg.Done()
+			if err := sem.Acquire(ctx, 1); err != nil {
+				panic(err)
+			}
+			st.Store(1)
+			st.Store(2)
+			sem.Release(1)
+		}()
+	}
+	wg.Wait()
+}
+
 // NewManager returns a manager for the workload: no-op module, max_concurrent
 // c, max_tasks n+10.
 func NewManager(n, c int) *apcore.TaskManager {
