@@ -42,6 +42,21 @@ func TestBadInput(t *testing.T) {
 	rows := []row{
 		// constructor and options
 		{"NewTaskManager(nil)", apcore.CodeInvalidInput, func() error { _, err := apcore.NewTaskManager(nil); return err }},
+		{"NewTaskManager(typed nil *Registry)", apcore.CodeInvalidInput, func() error {
+			var r *apcore.Registry
+			_, err := apcore.NewTaskManager(r)
+			return err
+		}},
+		{"NewTaskManager(nil ExecutorFunc)", apcore.CodeInvalidInput, func() error {
+			_, err := apcore.NewTaskManager(apcore.ExecutorFunc(nil))
+			return err
+		}},
+		{"Register(nil Module)", apcore.CodeInvalidInput, func() error { return apcore.NewRegistry().Register("a.b", nil) }},
+		{"Register(nil ModuleFunc)", apcore.CodeInvalidInput, func() error { return apcore.NewRegistry().Register("a.b", apcore.ModuleFunc(nil)) }},
+		{"Register(typed nil Module)", apcore.CodeInvalidInput, func() error {
+			var g *nilModule
+			return apcore.NewRegistry().Register("a.b", g)
+		}},
 		{"WithMaxConcurrent(-1)", apcore.CodeInvalidInput, func() error { _, err := apcore.NewTaskManager(reg, apcore.WithMaxConcurrent(-1)); return err }},
 		{"WithMaxConcurrent(MaxInt)", valid, func() error {
 			mm, err := apcore.NewTaskManager(reg, apcore.WithMaxConcurrent(math.MaxInt))
@@ -67,9 +82,11 @@ func TestBadInput(t *testing.T) {
 
 		// Submit
 		{"Submit(nil ctx)", apcore.CodeInvalidInput, func() error { _, err := m.Submit(nilCtx, "bad.input", nil); return err }},
-		{"Submit empty id", apcore.CodeInvalidInput, func() error { _, err := m.Submit(bg, "", nil); return err }},
-		{"Submit huge id", apcore.CodeInvalidInput, func() error { _, err := m.Submit(bg, huge, nil); return err }},
-		{"Submit unknown module", apcore.CodeModuleNotFound, func() error { _, err := m.Submit(bg, "not.registered", nil); return err }},
+		// The protocol's newest text: a bad module id is accepted, and the
+		// task fails (runner_test.go checks how).
+		{"Submit empty id is accepted", valid, func() error { _, err := m.Submit(bg, "", nil); return err }},
+		{"Submit huge id is accepted", valid, func() error { _, err := m.Submit(bg, huge, nil); return err }},
+		{"Submit unknown module is accepted", valid, func() error { _, err := m.Submit(bg, "not.registered", nil); return err }},
 		{"Submit nil inputs", valid, func() error { _, err := m.Submit(bg, "bad.input", nil); return err }},
 		{"Submit nil SubmitOption", apcore.CodeInvalidInput, func() error { _, err := m.Submit(bg, "bad.input", nil, nil); return err }},
 		{"WithRetry negative MaxRetries", apcore.CodeInvalidInput, func() error {
@@ -244,3 +261,8 @@ func codeIs(got, want apcore.ErrorCode) error {
 	}
 	return nil
 }
+
+// nilModule is a Module whose nil pointer would panic when executed.
+type nilModule struct{ v any }
+
+func (n *nilModule) Execute(context.Context, map[string]any) (any, error) { return n.v, nil }

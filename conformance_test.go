@@ -217,7 +217,7 @@ func runFixture(t *testing.T, c fixtureCase) {
 		assert.Equal(t, after.RetryCount, stored.RetryCount)
 		assert.Equal(t, c.TaskInfo.MaxRetries, stored.MaxRetries)
 		assert.Equal(t, ms(exp["next_retry_delay_ms"].(float64)), cfg.ComputeDelay(stored.RetryCount-1))
-		tk, ok := m.lookup(id)
+		tk, ok := m.tasks.load(id)
 		require.True(t, ok)
 		tk.mu.Lock()
 		assert.Equal(t, stateBackoff, tk.state, "waiting out the delay, holding no slot")

@@ -10,7 +10,8 @@ import (
 // languages.
 type ErrorCode string
 
-// The error codes this package produces.
+// The protocol's error codes. Each says when this package produces it;
+// two are defined only so that a service can match codes from other SDKs.
 const (
 	// CodeTaskLimitExceeded: Submit found max_tasks active tasks already.
 	CodeTaskLimitExceeded ErrorCode = "TASK_LIMIT_EXCEEDED"
@@ -30,11 +31,18 @@ const (
 	CodeModuleExecuteError ErrorCode = "MODULE_EXECUTE_ERROR"
 	// CodeModuleTimeout: an attempt ran past the WithTimeout bound.
 	CodeModuleTimeout ErrorCode = "MODULE_TIMEOUT"
-	// CodeExecutionCancelled: the task was cancelled.
+	// CodeTaskAbandoned: the task's manager stopped (its process crashed,
+	// froze or lost the store) before the task ended; the ErrorCode of a
+	// record that FailStale, or lease recovery, failed.
+	CodeTaskAbandoned ErrorCode = "TASK_ABANDONED"
+	// CodeExecutionCancelled: a protocol code for a cancelled execution.
+	// This package never returns it: a cancelled task ends with status
+	// cancelled and no error, and Cancel itself reports a bool.
 	CodeExecutionCancelled ErrorCode = "EXECUTION_CANCELLED"
 	// CodeInvalidInput: an argument or option was out of range or malformed.
 	CodeInvalidInput ErrorCode = "GENERAL_INVALID_INPUT"
-	// CodeInternalError: a broken invariant inside the library.
+	// CodeInternalError: a protocol code for a broken invariant inside an
+	// SDK. This package defines it for matching but never returns it.
 	CodeInternalError ErrorCode = "GENERAL_INTERNAL_ERROR"
 )
 
@@ -122,4 +130,9 @@ func storeErr(op string, err error) error {
 		return err
 	}
 	return &Error{Code: CodeTaskStoreUnavailable, Message: "task store: " + op, Cause: err}
+}
+
+// taskNotFound is the protocol's "Task not found: <id>" error.
+func taskNotFound(taskID string) error {
+	return newError(CodeTaskNotFound, "Task not found: %s", taskID)
 }

@@ -2,6 +2,7 @@ package apcore
 
 import (
 	"context"
+	"reflect"
 	"sync"
 	"sync/atomic"
 )
@@ -22,8 +23,11 @@ func (f ExecutorFunc) Call(ctx context.Context, moduleID string, inputs map[stri
 	return f(ctx, moduleID, inputs)
 }
 
-// ModuleResolver is an optional Executor capability; when present, Submit
-// rejects an unknown module with ErrModuleNotFound instead of starting it.
+// ModuleResolver is an optional Executor capability: whether a module is
+// known. When the executor has it, a task whose module it does not know
+// fails at its first attempt with MODULE_NOT_FOUND, without calling the
+// executor and without retries. (Following the protocol's newest text,
+// Submit accepts such a task rather than refusing it.)
 type ModuleResolver interface {
 	HasModule(moduleID string) bool
 }
@@ -73,17 +77,17 @@ func (r *Registry) Register(moduleID string, m Module) error {
 	if err := ValidateModuleID(moduleID); err != nil {
 		return err
 	}
-	if m == nil {
-		return invalidf("module %q is nil", moduleID)
+	if isNil(m) {
+		return invalidf("Register: module %q is nil", moduleID)
 	}
-	if f, ok := m.(ModuleFunc); ok && f == nil {
-		return invalidf("module %q is nil", moduleID)
+	if r == nil {
+		return invalidf("Register: the registry is nil")
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	old := *r.modules.Load()
 	if _, dup := old[moduleID]; dup {
-		return invalidf("module %q is already registered", moduleID)
+		return invalidf("Register: module %q is already registered", moduleID)
 	}
 	next := make(map[string]Module, len(old)+1)
 	for k, v := range old {
@@ -149,4 +153,18 @@ func ValidateModuleID(moduleID string) error {
 		return invalidf("module id %q ends with '.'", moduleID)
 	}
 	return nil
+}
+
+// isNil reports whether v is nil or holds a nil pointer, func, map, slice,
+// channel or interface: a typed nil (a nil *Registry passed as an Executor,
+// say) would otherwise pass a nil check and panic on first use.
+func isNil(v any) bool {
+	if v == nil {
+		return true
+	}
+	switch rv := reflect.ValueOf(v); rv.Kind() {
+	case reflect.Pointer, reflect.Func, reflect.Map, reflect.Slice, reflect.Chan, reflect.Interface, reflect.UnsafePointer:
+		return rv.IsNil()
+	}
+	return false
 }

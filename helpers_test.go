@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -312,3 +313,4 @@ func (p plainStore) ListExpired(ctx context.Context, b time.Time) ([]TaskInfo, e
 	return p.s.ListExpired(ctx, b)
 }
 func (p plainStore) Name() string { return p.s.Name() }
+func nan() float64                { return math.NaN() }

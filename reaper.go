@@ -2,6 +2,7 @@ package apcore
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 )
@@ -120,4 +121,132 @@ func (h *ReaperHandle) signal() {
 		}
 		h.m.reaperMu.Unlock()
 	})
+}
+
+// Cleanup deletes terminal records whose reference time (CompletedAt, or
+// SubmittedAt when that is unset) is at least maxAge in the past, and returns
+// how many it deleted. Active tasks are never deleted; a negative maxAge
+// deletes every terminal record.
+func (m *TaskManager) Cleanup(ctx context.Context, maxAge time.Duration) (int, error) {
+	if err := checkCtx(ctx, "Cleanup"); err != nil {
+		return 0, err
+	}
+	all, err := m.store.List(ctx, "")
+	if err != nil {
+		return 0, storeErr("list", err)
+	}
+	cutoff := time.Now()
+	var ids []string
+	for i := range all {
+		t := &all[i]
+		if !t.Status.IsTerminal() {
+			continue
+		}
+		ref := t.CompletedAt
+		if ref.IsZero() {
+			ref = t.SubmittedAt
+		}
+		if maxAge < 0 || cutoff.Sub(ref) >= maxAge {
+			ids = append(ids, t.TaskID)
+		}
+	}
+	return m.deleteAll(ctx, ids)
+}
+
+// FailStale ends tasks that a crashed process left active. It marks failed
+// every pending or running record in the store that this manager does not
+// run and whose last start (StartedAt, or SubmittedAt if it never started)
+// is at least olderThan in the past, and returns how many it marked. The
+// error message says the task was abandoned.
+//
+// A record only ever leaves pending or running through the manager that
+// runs it, so after a crash its records would stay active for good and
+// count against max_tasks. Call FailStale at start-up (olderThan 0 is right
+// when no other process shares the store), or now and then with an
+// olderThan longer than any task runs when replicas share it: a task that
+// another live replica still runs is marked failed too, and that replica's
+// late result is then refused. Each record is changed with SaveIf when the
+// store has it, so a task that ends meanwhile keeps its own outcome.
+func (m *TaskManager) FailStale(ctx context.Context, olderThan time.Duration) (int, error) {
+	if err := checkCtx(ctx, "FailStale"); err != nil {
+		return 0, err
+	}
+	if olderThan < 0 {
+		return 0, invalidf("FailStale(%v): the age must be 0 or more", olderThan)
+	}
+	cutoff := time.Now().Add(-olderThan)
+	n := 0
+	var errs []error
+	for _, status := range activeStatuses {
+		records, err := m.store.List(ctx, status)
+		if err != nil {
+			return n, storeErr("list", err)
+		}
+		for i := range records {
+			info := &records[i]
+			last := info.StartedAt
+			if last.IsZero() {
+				last = info.SubmittedAt
+			}
+			if last.After(cutoff) {
+				continue
+			}
+			if _, ours := m.tasks.load(info.TaskID); ours {
+				continue
+			}
+			if m.isKept(info.TaskID) {
+				continue // it ended here; the store has not heard yet
+			}
+			info.Status, info.CompletedAt, info.Result = StatusFailed, now(), nil
+			info.Error = "abandoned: the process running it stopped before it ended (marked by FailStale)"
+			info.ErrorCode = CodeTaskAbandoned
+			saved, err := m.writeTransition(ctx, info)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if saved {
+				n++
+			}
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
+// Reap is one reaper sweep: it deletes the records that the store's
+// ListExpired(before) returns (terminal, CompletedAt strictly before before)
+// and returns how many it deleted.
+func (m *TaskManager) Reap(ctx context.Context, before time.Time) (int, error) {
+	if err := checkCtx(ctx, "Reap"); err != nil {
+		return 0, err
+	}
+	expired, err := m.store.ListExpired(ctx, before)
+	if err != nil {
+		return 0, storeErr("list expired", err)
+	}
+	ids := make([]string, 0, len(expired))
+	for i := range expired {
+		if expired[i].Status.IsTerminal() { // a faulty store must not cost us an active task
+			ids = append(ids, expired[i].TaskID)
+		}
+	}
+	return m.deleteAll(ctx, ids)
+}
+
+// deleteAll deletes ids, going on past failures; it returns how many it
+// deleted and the failures joined.
+func (m *TaskManager) deleteAll(ctx context.Context, ids []string) (int, error) {
+	n := 0
+	var errs []error
+	for _, id := range ids {
+		if err := m.store.Delete(ctx, id); err != nil {
+			errs = append(errs, storeErr("delete "+id, err))
+			if ctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
 }

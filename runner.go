@@ -2,398 +2,89 @@ package apcore
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
-	"log/slog"
 	"runtime/debug"
-	"sync"
 	"time"
-
-	"github.com/google/uuid"
-	"golang.org/x/sync/semaphore"
 )
 
-// This file runs tasks. The rules, in one place:
+// This file is one task's life, step by step, with the store write each
+// step makes. One verb a step:
 //
-//   - A pending task waits as a node in the scheduler's FIFO, not as a
-//     goroutine. A goroutine exists only for a task that holds one of the
-//     semaphore's slots; when its task is done it takes the next queued task
-//     itself, and releases the slot only when the queue is empty.
-//   - The queue is never non-empty while a slot is free: enqueue and the
-//     release in next both happen under the scheduler's lock.
-//   - A task's mu orders everything that happens to it (start, finish,
-//     retry, cancel, wait). Lock order: task.mu, then scheduler.mu.
-//   - A task in retry backoff holds a runtime timer (time.AfterFunc), not a
-//     goroutine and not a slot.
-//   - Every store write of a transition goes through transition, which uses
-//     SaveIf(from pending, running) when the store has it, so a terminal
-//     record written by anyone is never overwritten.
+//	start    pending -> running, once a worker holds a slot for the task
+//	call     the module runs (a panic or runtime.Goexit becomes an error)
+//	settle   the attempt is over: finish it, or retry it
+//	retry    running -> pending, with a timer for the backoff; requeue when due
+//	cancel   pending or running -> cancelled, from Cancel or Shutdown
+//	finish   write the terminal record, then forget the handle
+//
+// Every write of a transition goes through writeTransition, which uses
+// SaveIf(from pending, running) when the store has it, so a terminal record
+// written by anyone (another goroutine, another replica) is never
+// overwritten. A task's mu is held across each step, store write included.
 
-// taskState is where a task of this manager is in its life.
-type taskState uint8
-
-const (
-	stateQueued  taskState = iota // pending: in the queue or about to be
-	stateRunning                  // a goroutine is calling the module
-	stateBackoff                  // pending: waiting out a retry delay
-	stateDone                     // terminal (final holds the record if a Wait needs it)
-)
-
-// task is the manager's handle on one of its active tasks.
-type task struct {
-	owner        *TaskManager
-	id, moduleID string
-	inputs       map[string]any
-	ctx          taskCtx // what the module runs with
-	retry        RetryConfig
-	timeout      time.Duration
-	submittedAt  time.Time
-
-	mu         sync.Mutex
-	state      taskState
-	startedAt  time.Time
-	retryCount int
-	cancel     context.CancelFunc // set while running: ends the attempt's timeout context
-	timer      *time.Timer        // set while in backoff
-	done       chan struct{}      // made by the first Wait, closed at the end
-	final      *TaskInfo          // the terminal record, kept once done if a Wait needs it
-
-	// rec is the task's record when the store is a *MemoryStore, so
-	// transitions skip the lookup and the record carries the handle (see
-	// MemoryStore.insert).
-	rec *memRecord
-
-	// Queue links, guarded by scheduler.mu.
-	prev, next *task
-	queued     bool
-}
-
-// record fills info with the task's record in status, from what the handle
-// knows. (It fills rather than returns, so callers hold one copy.)
-func (t *task) record(info *TaskInfo, status TaskStatus) {
-	info.TaskID, info.ModuleID, info.Status = t.id, t.moduleID, status
-	info.SubmittedAt, info.StartedAt = t.submittedAt, t.startedAt
-	info.RetryCount, info.MaxRetries = t.retryCount, t.retry.MaxRetries
-}
-
-// waitTask blocks until t is terminal or ctx ends.
-func (m *TaskManager) waitTask(ctx context.Context, t *task) (TaskInfo, error) {
-	t.mu.Lock()
-	if t.state == stateDone {
-		final := t.final
-		t.mu.Unlock()
-		if final == nil { // ended before anyone waited: the store has it
-			return m.Status(ctx, t.id)
-		}
-		return final.clone(), nil
-	}
-	if t.done == nil {
-		t.done = make(chan struct{})
-	}
-	done := t.done
-	t.mu.Unlock()
-	select {
-	case <-done:
-		t.mu.Lock()
-		defer t.mu.Unlock()
-		return t.final.clone(), nil
-	case <-ctx.Done():
-		return TaskInfo{}, ctx.Err()
-	}
-}
-
-// taskCtx is the context a task's module runs with: the values of Submit's
-// context (parent), no deadline and no cancellation of its own but Cancel's
-// and Shutdown's. It lives inside the task, so starting an attempt allocates
-// nothing (context.WithCancel would allocate twice per task), and it
-// implements AfterFunc, so a context a module derives from it costs no
-// goroutine (the context package uses AfterFunc to propagate cancellation).
-type taskCtx struct {
-	parent context.Context // Submit's ctx without its cancellation
-	wg     *sync.WaitGroup // counts AfterFunc goroutines that cancel starts
-
-	mu     sync.Mutex
-	done   chan struct{} // made by the first Done
-	err    error
-	afters []*afterFunc
-}
-
-// afterFunc is one AfterFunc registration.
-type afterFunc struct{ f func() }
-
-var _ context.Context = (*taskCtx)(nil)
-
-// Deadline reports no deadline: a task outlives its request.
-func (c *taskCtx) Deadline() (time.Time, bool) { return c.parent.Deadline() }
-
-// Done returns a channel closed when the task is cancelled.
-func (c *taskCtx) Done() <-chan struct{} {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.done == nil {
-		c.done = make(chan struct{})
-		if c.err != nil {
-			close(c.done)
-		}
-	}
-	return c.done
-}
-
-// Err returns context.Canceled once the task is cancelled, nil before.
-func (c *taskCtx) Err() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.err
-}
-
-// Value returns the value Submit's context has for key.
-func (c *taskCtx) Value(key any) any { return c.parent.Value(key) }
-
-// String names the context in debugging output.
-func (c *taskCtx) String() string { return "apcore.taskContext" }
-
-// AfterFunc runs f in its own goroutine once the task is cancelled (at once
-// if it already is); stop unregisters f and reports whether it did so
-// before f started. It has the semantics of context.AfterFunc.
-func (c *taskCtx) AfterFunc(f func()) (stop func() bool) {
-	a := &afterFunc{f: f}
-	c.mu.Lock()
-	if c.err != nil {
-		c.mu.Unlock()
-		go f()
-		return func() bool { return false }
-	}
-	c.afters = append(c.afters, a)
-	c.mu.Unlock()
-	return func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		for i, x := range c.afters {
-			if x == a {
-				c.afters = append(c.afters[:i], c.afters[i+1:]...)
-				return true
-			}
-		}
-		return false
-	}
-}
-
-// cancel cancels the task's context; later calls do nothing.
-func (c *taskCtx) cancel() {
-	c.mu.Lock()
-	if c.err != nil {
-		c.mu.Unlock()
-		return
-	}
-	c.err = context.Canceled
-	if c.done != nil {
-		close(c.done)
-	}
-	afters := c.afters
-	c.afters = nil
-	c.mu.Unlock()
-	// cancel runs only while the task's worker runs, so the WaitGroup is
-	// above zero here and Shutdown waits for these goroutines too.
-	if c.wg != nil {
-		c.wg.Add(len(afters))
-	}
-	for _, a := range afters {
-		go func() {
-			if c.wg != nil {
-				defer c.wg.Done()
-			}
-			a.f()
-		}()
-	}
-}
-
-// scheduler is the FIFO of tasks waiting for a slot, and the slots.
-type scheduler struct {
-	mu         sync.Mutex
-	sem        *semaphore.Weighted
-	head, tail *task
-	closed     bool // after Shutdown: nothing new starts
-}
-
-// enqueue queues t, or takes a free slot for it and reports that the caller
-// must start a worker on it (start; the WaitGroup already counts it), so
-// that the goroutine can be started after the caller's locks are released.
-// ok is false, and nothing done, once the scheduler is closed.
-func (s *scheduler) enqueue(m *TaskManager, t *task) (start, ok bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false, false
-	}
-	if s.sem.TryAcquire(1) { // a free slot means an empty queue: t is next
-		m.wg.Add(1)
-		return true, true
-	}
-	t.queued, t.prev = true, s.tail
-	if s.tail == nil {
-		s.head = t
-	} else {
-		s.tail.next = t
-	}
-	s.tail = t
-	return false, true
-}
-
-// remove takes t out of the queue if it is there. t.mu is held.
-func (s *scheduler) remove(t *task) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if t.queued {
-		s.unlink(t)
-	}
-}
-
-// unlink takes a queued t out of the list; s.mu is held.
-func (s *scheduler) unlink(t *task) {
-	if t.prev == nil {
-		s.head = t.next
-	} else {
-		t.prev.next = t.next
-	}
-	if t.next == nil {
-		s.tail = t.prev
-	} else {
-		t.next.prev = t.prev
-	}
-	t.prev, t.next, t.queued = nil, nil, false
-}
-
-// next hands the caller's slot to the first queued task, or releases the
-// slot when there is none (or the scheduler is closed).
-func (s *scheduler) next() *task {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if t := s.head; t != nil && !s.closed {
-		s.unlink(t)
-		return t
-	}
-	s.sem.Release(1)
-	return nil
-}
-
-// close stops new starts: queued tasks stay queued for Shutdown to cancel.
-func (s *scheduler) close() {
-	s.mu.Lock()
-	s.closed = true
-	s.mu.Unlock()
-}
-
-// work runs t, then every task it takes from the queue, on one goroutine
-// holding one slot.
+// work runs one attempt of t, from start to settle, then of every task it
+// takes from the queue, on one goroutine holding one slot.
 func (m *TaskManager) work(t *task) {
 	defer m.wg.Done()
-	for t != nil {
-		m.attempt(t)
-		t = m.sched.next()
+	for ; t != nil; t = m.sched.next() {
+		ctx, inputs, ok := m.start(t)
+		if !ok {
+			continue
+		}
+		result, err := m.call(ctx, t, inputs)
+		m.settle(ctx, t, result, err)
 	}
 }
 
-// attempt runs one attempt of t: running, the module call, then completed,
-// failed, or pending again for a retry. Its parts are separate functions so
-// that a worker's stack stays within the first 2 KiB a goroutine gets.
-func (m *TaskManager) attempt(t *task) {
-	ctx, cancel, inputs, ok := m.begin(t)
-	if !ok {
-		return
-	}
-	result, err := m.call(ctx, t, inputs)
-	timedOut := t.timeout > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded)
-	cancel()
-	m.complete(t, result, err, timedOut)
-}
-
-// begin makes t running and returns what the module call needs; ok is false
-// when t was cancelled while it waited.
-func (m *TaskManager) begin(t *task) (ctx context.Context, cancel context.CancelFunc, inputs map[string]any, ok bool) {
+// start makes t running and returns what the module call needs; ok is false
+// when t was cancelled while it waited, or the store shows it ended.
+func (m *TaskManager) start(t *task) (ctx context.Context, inputs map[string]any, ok bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.state != stateQueued { // cancelled while it waited
-		return nil, nil, nil, false
+		return nil, nil, false
 	}
 	if t.startedAt.IsZero() {
 		t.startedAt = now()
 	}
-	var info TaskInfo
-	t.record(&info, StatusRunning)
-	if !m.step(t, &info) {
-		return nil, nil, nil, false
+	if !m.advance(t, StatusRunning) {
+		return nil, nil, false
 	}
-	ctx, cancel = &t.ctx, func() {}
+	ctx, t.cancel = &t.ctx, func() {}
 	if t.timeout > 0 {
-		ctx, cancel = context.WithTimeout(ctx, t.timeout)
+		ctx, t.cancel = context.WithTimeout(ctx, t.timeout)
 	}
-	t.state, t.cancel = stateRunning, cancel
-	m.notify(&info)
-	return ctx, cancel, t.inputs, true // inputs read now: a cancel may drop them
+	t.state = stateRunning
+	return ctx, t.inputs, true // inputs read now: a cancel may drop them
 }
 
-// complete settles an attempt once the module has returned.
-func (m *TaskManager) complete(t *task, result any, err error, timedOut bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.state != stateRunning { // cancelled: Cancel has written the record
-		return
-	}
-	t.cancel = nil
-	switch {
-	case timedOut:
-		m.failed(t, t.timeoutError(err))
-	case err != nil:
-		m.failed(t, err)
-	default:
-		var info TaskInfo
-		t.record(&info, StatusCompleted)
-		info.CompletedAt, info.Result = now(), result
-		m.finish(t, &info)
-	}
-}
-
-// timeoutError is the error of an attempt that ran past its timeout.
-func (t *task) timeoutError(cause error) error {
-	return &Error{
-		Code:    CodeModuleTimeout,
-		Message: fmt.Sprintf("Module %s timed out after %v", t.moduleID, t.timeout),
-		Cause:   cause,
-	}
-}
-
-// logStoreFailure logs a transition the store could not record. (Apart from
-// its callers to keep their stack frames small.)
-func (m *TaskManager) logStoreFailure(level slog.Level, msg string, t *task, status TaskStatus, err error) {
-	m.log.Log(context.Background(), level, msg, "task_id", t.id, "status", status, "error", err)
-}
-
-// failed handles a failed attempt: a retry if the policy allows, the failed
-// state otherwise. t.mu is held.
-func (m *TaskManager) failed(t *task, err error) {
-	if t.retryCount < t.retry.MaxRetries && !isPermanent(err) {
-		m.backoff(t, err)
-		return
-	}
-	var info TaskInfo
-	t.record(&info, StatusFailed)
-	info.CompletedAt, info.Error = now(), err.Error()
-	if info.Error == "" {
-		info.Error = "module returned an error with an empty message"
-	}
-	m.log.Warn("apcore: task failed", "task_id", t.id, "module_id", t.moduleID, "retries", t.retryCount, "error", err)
-	m.finish(t, &info)
-}
-
-// call runs the module, turning a panic into an error.
+// call runs the module. A malformed or unknown module id fails at once,
+// for good (the protocol's newest text: Submit accepts it, the task fails).
+// A panic becomes the attempt's error. A module that calls runtime.Goexit
+// (as testing's FailNow does) ends this worker's goroutine; goexited
+// settles the attempt and hands the slot on before it goes.
 func (m *TaskManager) call(ctx context.Context, t *task, inputs map[string]any) (result any, err error) {
+	if err := ValidateModuleID(t.moduleID); err != nil {
+		return nil, Permanent(err)
+	}
+	if m.resolver != nil && !m.resolver.HasModule(t.moduleID) {
+		return nil, Permanent(newError(CodeModuleNotFound, "Module not found: %s", t.moduleID))
+	}
+	returned := false
 	defer func() {
+		if returned {
+			return
+		}
 		if r := recover(); r != nil {
 			result, err = nil, m.panicked(t, r)
+			return
 		}
+		m.goexited(ctx, t)
 	}()
-	return m.exec.Call(ctx, t.moduleID, inputs)
+	result, err = m.exec.Call(ctx, t.moduleID, inputs)
+	returned = true
+	return result, err
 }
 
 // panicked logs a module's panic with its stack and returns the attempt's
@@ -404,25 +95,107 @@ func (m *TaskManager) panicked(t *task, r any) error {
 	return &Error{Code: CodeModuleExecuteError, Message: fmt.Sprintf("panic: %v", r)}
 }
 
-// backoff sends t back to pending and arms its retry timer. t.mu is held.
-func (m *TaskManager) backoff(t *task, cause error) {
-	delay := t.retry.ComputeDelay(t.retryCount)
-	t.retryCount++
-	var info TaskInfo
-	t.record(&info, StatusPending)
-	if !m.step(t, &info) {
-		return
+// goexited settles an attempt whose module called runtime.Goexit, and
+// starts a worker for the next queued task, since this worker's goroutine
+// is ending.
+func (m *TaskManager) goexited(ctx context.Context, t *task) {
+	m.log.Error("apcore: module called runtime.Goexit", "task_id", t.id, "module_id", t.moduleID)
+	m.settle(ctx, t, nil, &Error{
+		Code:    CodeModuleExecuteError,
+		Message: fmt.Sprintf("Module %s called runtime.Goexit instead of returning", t.moduleID),
+	})
+	if next := m.sched.next(); next != nil {
+		m.wg.Add(1)
+		go m.work(next)
 	}
-	m.log.Debug("apcore: retrying task", "task_id", t.id, "module_id", t.moduleID,
-		"retry", t.retryCount, "delay", delay, "error", cause)
-	t.state = stateBackoff
-	m.wg.Add(1) // done by the timer's function, or by whoever stops the timer
-	t.timer = time.AfterFunc(delay, func() { m.retryDue(t) })
-	m.notify(&info)
 }
 
-// retryDue queues t again when its backoff is over.
-func (m *TaskManager) retryDue(t *task) {
+// settle ends an attempt once the module has returned: completed, failed,
+// or a retry. ctx is the attempt's context.
+//
+// A worker runs start, call and settle on a goroutine that begins with a
+// 2 KiB stack; settle keeps one record on its frame and leaves the logging
+// and the result check to helpers, so that the path down to the store's
+// SaveIf fits without growing the stack (BenchmarkSubmitWait shows the cost
+// of growing it: about 5% of the manager's CPU time per task).
+func (m *TaskManager) settle(ctx context.Context, t *task, result any, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.state != stateRunning { // cancelled: the cancel wrote the record
+		return
+	}
+	timedOut := t.timeout > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded)
+	t.cancel()
+	t.cancel = nil
+	if timedOut {
+		err = t.timeoutError(err)
+	}
+	if err == nil && result != nil {
+		err = checkResult(t.moduleID, result)
+	}
+	if err != nil && t.retryCount < t.retry.MaxRetries && retryable(err) {
+		m.retry(t, err)
+		return
+	}
+	var info TaskInfo
+	if err == nil {
+		t.record(&info, StatusCompleted)
+		info.Result = result
+	} else {
+		t.record(&info, StatusFailed)
+		info.Error, info.ErrorCode = m.failure(t, err)
+	}
+	info.CompletedAt = now()
+	m.finish(t, &info)
+}
+
+// checkResult refuses a result that holds itself or nests too deeply to be
+// copied: such a task fails, for good, rather than crash the process.
+func checkResult(moduleID string, result any) error {
+	if _, err := cloneResult(result, 0); err != nil {
+		return Permanent(invalidf("Module %s returned a result that cannot be kept: %v", moduleID, err))
+	}
+	return nil
+}
+
+// retryable reports whether a failed attempt may be retried: not when its
+// error is Permanent, nor when the module is unknown (the protocol says
+// such a task is never retried).
+func retryable(err error) bool {
+	return !isPermanent(err) && CodeOf(err) != CodeModuleNotFound
+}
+
+// failure logs a task's final failure and returns its record's message and
+// code: the code of the first *Error in err's chain, or
+// MODULE_EXECUTE_ERROR for an error that carries none.
+func (m *TaskManager) failure(t *task, err error) (string, ErrorCode) {
+	m.log.Warn("apcore: task failed", "task_id", t.id, "module_id", t.moduleID, "retries", t.retryCount, "error", err)
+	msg, code := err.Error(), CodeOf(err)
+	if msg == "" {
+		msg = "module returned an error with an empty message"
+	}
+	if code == "" {
+		code = CodeModuleExecuteError
+	}
+	return msg, code
+}
+
+// retry sends t back to pending and arms its backoff timer. t.mu is held.
+func (m *TaskManager) retry(t *task, cause error) {
+	delay := t.retry.ComputeDelay(t.retryCount)
+	t.retryCount++
+	m.log.Debug("apcore: retrying task", "task_id", t.id, "module_id", t.moduleID,
+		"retry", t.retryCount, "delay", delay, "error", cause)
+	if !m.advance(t, StatusPending) {
+		return
+	}
+	t.state = stateBackoff
+	m.wg.Add(1) // done by the timer's function, or by the cancel that stops the timer
+	t.timer = time.AfterFunc(delay, func() { m.requeue(t) })
+}
+
+// requeue queues t again when its backoff is over.
+func (m *TaskManager) requeue(t *task) {
 	defer m.wg.Done()
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -430,26 +203,55 @@ func (m *TaskManager) retryDue(t *task) {
 		return
 	}
 	t.state, t.timer = stateQueued, nil
-	if start, _ := m.sched.enqueue(m, t); start { // refused after Shutdown, which then cancels t
+	if start, _ := m.sched.enqueue(t); start { // refused after Shutdown, which then cancels t
 		go m.work(t)
 	}
 }
 
-// step writes a non-terminal transition. When the store shows the task
-// already terminal (another manager cancelled it) or gone, t ends with that
-// and step reports false. A failing store is logged and the task goes on:
-// this manager's handle is the truth for its own tasks, and the terminal
-// write will try the store again. t.mu is held.
-func (m *TaskManager) step(t *task, info *TaskInfo) bool {
-	saved, err := m.transition(t.ctx.parent, t.rec, info)
-	if err != nil {
-		m.logStoreFailure(slog.LevelWarn, "apcore: could not record a task transition", t, info.Status, err)
-		return true
+// cancelTask cancels one of this manager's tasks (see Cancel) and writes
+// the cancelled record with ctx.
+func (m *TaskManager) cancelTask(ctx context.Context, t *task) (bool, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch t.state {
+	case stateDone:
+		return false, nil
+	case stateQueued:
+		m.sched.remove(t)
+	case stateRunning:
+		t.cancel() // the attempt's timeout context, at once rather than by propagation
+	case stateBackoff:
+		if t.timer.Stop() {
+			m.wg.Done() // the timer's function will not run
+		}
 	}
-	if !saved {
-		m.end(t, info, false)
+	t.ctx.cancel() // in every state: a helper of an earlier attempt may hold it
+	var info TaskInfo
+	t.record(&info, StatusCancelled)
+	info.CompletedAt = now()
+	saved, err := m.writeTransition(ctx, &info)
+	m.forget(t, &info, err != nil)
+	return saved, err
+}
+
+// advance writes a non-terminal transition (running, or pending for a
+// retry) and announces it. When the store shows the task already terminal
+// (another manager cancelled it) or gone, t ends as that and advance
+// reports false. A failing store is logged and the task goes on: this
+// manager's handle is the truth for its own tasks, and the terminal write
+// will try the store again. t.mu is held.
+func (m *TaskManager) advance(t *task, status TaskStatus) bool {
+	var info TaskInfo
+	t.record(&info, status)
+	saved, err := m.writeTransition(t.ctx.parent, &info)
+	switch {
+	case err != nil:
+		m.log.Warn("apcore: could not record a task transition", "task_id", t.id, "status", status, "error", err)
+	case !saved:
+		m.forget(t, &info, false)
 		return false
 	}
+	m.notify(&info)
 	return true
 }
 
@@ -457,72 +259,52 @@ func (m *TaskManager) step(t *task, info *TaskInfo) bool {
 // the store failed to take it.
 var outcomeRetries = []time.Duration{5 * time.Millisecond, 25 * time.Millisecond, 100 * time.Millisecond}
 
-// finish writes t's terminal record and ends it. A store that fails is tried
-// again after each of outcomeRetries; if it still fails, the outcome is kept
-// in memory (see keepUnsaved) and logged as an error. t.mu is held.
+// finish writes t's terminal record and forgets t. A store that fails is
+// tried again after each of outcomeRetries; if it still fails, the outcome
+// is kept in memory (see keep) and logged as an error. t.mu is held.
 func (m *TaskManager) finish(t *task, info *TaskInfo) {
-	_, err := m.transition(t.ctx.parent, t.rec, info)
+	_, err := m.writeTransition(t.ctx.parent, info)
 	for _, pause := range outcomeRetries {
 		if err == nil {
 			break
 		}
 		time.Sleep(pause)
-		_, err = m.transition(t.ctx.parent, t.rec, info)
+		_, err = m.writeTransition(t.ctx.parent, info)
 	}
 	if err != nil {
-		m.logStoreFailure(slog.LevelError, "apcore: could not record a task's outcome; it is kept in memory", t, info.Status, err)
+		m.log.Error("apcore: could not record a task's outcome; it is kept in memory", "task_id", t.id, "status", info.Status, "error", err)
 	}
-	m.end(t, info, err != nil)
+	m.forget(t, info, err != nil)
 }
 
-// end makes t terminal in memory, wakes its waiters and forgets it. The
-// record stays on the handle for a Wait that holds it, or when the store
-// could not take it (unsaved); otherwise a late Wait reads the store, and a
-// finished task costs nothing here. t.mu is held.
-func (m *TaskManager) end(t *task, info *TaskInfo, unsaved bool) {
+// forget makes t terminal in memory, wakes its waiters and drops it from the
+// manager's table. The record stays on the handle for a Wait that holds it,
+// or when the store could not take it (unsaved); otherwise a late Wait reads
+// the store, and a finished task costs nothing here. t.mu is held.
+func (m *TaskManager) forget(t *task, info *TaskInfo, unsaved bool) {
 	t.state = stateDone
 	if t.done != nil || unsaved {
 		final := *info
 		t.final = &final
 	}
 	if unsaved {
-		m.keepUnsaved(t.final)
+		m.keep(t.final)
 	}
-	if t.rec != nil {
-		m.mem.release(t.rec)
-	} else {
-		m.tasks.delete(t.id)
-	}
-	t.inputs, t.cancel, t.timer, t.rec = nil, nil, nil, nil
+	m.tasks.delete(t.id)
+	t.inputs, t.cancel, t.timer = nil, nil, nil
 	if t.done != nil {
 		close(t.done)
 	}
 	m.notify(info)
 }
 
-// transition saves an active task's new record. With a ConditionalSaver the
-// write happens only if the stored record is still active. When it is not,
-// saved is false and *info becomes what the task ended as: the stored
-// terminal record, or a cancelled one when the record has vanished. rec,
-// when not nil, is the task's record in the memory store. Records go by
-// pointer here, to keep the worker's stack small.
-func (m *TaskManager) transition(ctx context.Context, rec *memRecord, info *TaskInfo) (saved bool, err error) {
-	if rec == nil {
-		return m.transitionStore(ctx, info)
-	}
-	if m.mem.saveIfRecord(rec, info, activeStatuses) {
-		return true, nil
-	}
-	return false, m.settled(ctx, info)
-}
-
-// transitionStore is transition through the TaskStore interface.
-func (m *TaskManager) transitionStore(ctx context.Context, info *TaskInfo) (saved bool, err error) {
+// writeTransition saves an active task's new record. With a
+// ConditionalSaver the write happens only if the stored record is still
+// active. When it is not, saved is false and *info becomes what the task
+// ended as (see storedOutcome).
+func (m *TaskManager) writeTransition(ctx context.Context, info *TaskInfo) (saved bool, err error) {
 	if m.cas == nil {
-		if err := m.store.Save(ctx, *info); err != nil {
-			return false, storeErr("save", err)
-		}
-		return true, nil
+		return m.overwrite(ctx, info)
 	}
 	saved, err = m.cas.SaveIf(ctx, *info, activeStatuses...)
 	if err != nil {
@@ -531,11 +313,23 @@ func (m *TaskManager) transitionStore(ctx context.Context, info *TaskInfo) (save
 	if saved {
 		return true, nil
 	}
-	return false, m.settled(ctx, info)
+	return false, m.storedOutcome(ctx, info)
 }
 
-// settled sets *info to what a task that could not be written ended as.
-func (m *TaskManager) settled(ctx context.Context, info *TaskInfo) error {
+// overwrite is writeTransition for a store without SaveIf: a plain Save,
+// which a concurrent cancel by another writer may lose to. (Apart from
+// writeTransition so that its frame holds one copy of the record, not two;
+// see settle on worker stacks.)
+func (m *TaskManager) overwrite(ctx context.Context, info *TaskInfo) (bool, error) {
+	if err := m.store.Save(ctx, *info); err != nil {
+		return false, storeErr("save", err)
+	}
+	return true, nil
+}
+
+// storedOutcome sets *info to what a task whose write SaveIf refused ended
+// as: the stored terminal record, or cancelled when the record is gone.
+func (m *TaskManager) storedOutcome(ctx context.Context, info *TaskInfo) error {
 	current, err := m.store.Get(ctx, info.TaskID)
 	if err == nil && current.Status.IsTerminal() {
 		*info = current
@@ -546,136 +340,9 @@ func (m *TaskManager) settled(ctx context.Context, info *TaskInfo) error {
 	}
 	// Gone, or active again in a way SaveIf refused: a record this manager
 	// can no longer own. It ends cancelled.
-	info.Status, info.Result, info.Error = StatusCancelled, nil, ""
+	info.Status, info.Result, info.Error, info.ErrorCode = StatusCancelled, nil, "", ""
 	if info.CompletedAt.IsZero() {
 		info.CompletedAt = now()
 	}
 	return nil
-}
-
-// keepUnsaved keeps a terminal record that the store refused, so that
-// Status, Result, Wait and Cancel still report it; each of them, and
-// Shutdown, tries to write it again.
-func (m *TaskManager) keepUnsaved(info *TaskInfo) {
-	m.unsaved.store(info.TaskID, info)
-	m.nUnsaved.Add(1)
-}
-
-// unsavedOutcome returns the kept outcome of a task whose terminal record
-// the store refused, after one more try at writing it.
-func (m *TaskManager) unsavedOutcome(ctx context.Context, taskID string) (TaskInfo, bool) {
-	if m.nUnsaved.Load() == 0 {
-		return TaskInfo{}, false
-	}
-	kept, ok := m.unsaved.load(taskID)
-	if !ok {
-		return TaskInfo{}, false
-	}
-	info, _ := m.writeKept(ctx, kept)
-	return info, true
-}
-
-// flushUnsaved tries once more to write every kept outcome and returns how
-// many the store still refuses.
-func (m *TaskManager) flushUnsaved(ctx context.Context) int {
-	if m.nUnsaved.Load() == 0 {
-		return 0
-	}
-	left := 0
-	for _, kept := range m.unsaved.values() {
-		if _, written := m.writeKept(ctx, kept); !written {
-			left++
-		}
-	}
-	return left
-}
-
-// writeKept tries once more to write a kept outcome, and forgets it once
-// the store holds a terminal record. It returns what the task ended as (the
-// store's record if another writer got there first) and whether the store
-// now has it.
-func (m *TaskManager) writeKept(ctx context.Context, kept *TaskInfo) (TaskInfo, bool) {
-	info := kept.clone()
-	if _, err := m.transitionStore(ctx, &info); err != nil {
-		return kept.clone(), false
-	}
-	if m.unsaved.remove(kept.TaskID) {
-		m.nUnsaved.Add(-1)
-	}
-	return info, true
-}
-
-// lookup returns this manager's handle on an active task.
-func (m *TaskManager) lookup(taskID string) (*task, bool) {
-	if m.mem != nil {
-		return m.mem.handleOf(taskID, m)
-	}
-	return m.tasks.load(taskID)
-}
-
-// active returns this manager's handles on its active tasks.
-func (m *TaskManager) active() []*task {
-	if m.mem != nil {
-		return m.mem.handles(m)
-	}
-	return m.tasks.values()
-}
-
-// cancelTask cancels one of this manager's tasks (see Cancel).
-func (m *TaskManager) cancelTask(ctx context.Context, t *task) (bool, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	switch t.state {
-	case stateDone:
-		return false, nil
-	case stateQueued:
-		m.sched.remove(t)
-	case stateRunning:
-		t.ctx.cancel()
-		t.cancel() // the attempt's timeout context, at once rather than by propagation
-	case stateBackoff:
-		if t.timer.Stop() {
-			m.wg.Done() // the timer's function will not run
-		}
-	}
-	var info TaskInfo
-	t.record(&info, StatusCancelled)
-	info.CompletedAt = now()
-	saved, err := m.transition(ctx, t.rec, &info)
-	m.end(t, &info, err != nil)
-	return saved, err
-}
-
-// notify hands a copy of info to the observer, if there is one.
-func (m *TaskManager) notify(info *TaskInfo) {
-	if m.observer != nil {
-		m.observer(info.clone())
-	}
-}
-
-// idPool hands out random bytes for task ids from a buffer refilled from
-// crypto/rand, so an id costs one small copy instead of a system call.
-var idPool struct {
-	sync.Mutex
-	buf [16 * 256]byte
-	pos int
-}
-
-func init() { idPool.pos = len(idPool.buf) }
-
-// newTaskID returns a random (version 4) UUID as a string.
-func newTaskID() string {
-	var u uuid.UUID
-	idPool.Lock()
-	if idPool.pos == len(idPool.buf) {
-		_, _ = rand.Read(idPool.buf[:]) // never fails (crypto/rand.Read documents it)
-		idPool.pos = 0
-	}
-	copy(u[:], idPool.buf[idPool.pos:])
-	clear(idPool.buf[idPool.pos : idPool.pos+16])
-	idPool.pos += 16
-	idPool.Unlock()
-	u[6] = u[6]&0x0f | 0x40 // version 4
-	u[8] = u[8]&0x3f | 0x80 // RFC 4122 variant
-	return u.String()
 }

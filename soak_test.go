@@ -248,7 +248,7 @@ func TestSoak(t *testing.T) {
 			cancel()
 			note("Wait", err)
 		case 2:
-			_, err := m.List(bg, allStatuses[r.IntN(numStatuses)])
+			_, err := m.List(bg, allStatuses[r.IntN(len(allStatuses))])
 			note("List", err)
 		case 3:
 			_, err := m.TaskCount(bg)
@@ -282,7 +282,7 @@ func TestSoak(t *testing.T) {
 	defer cancel()
 	require.NoError(t, m.Shutdown(sctx))
 	goleak.VerifyNone(t, baseline) // goroutines are back to what they were before the soak
-	assert.Empty(t, m.active(), "no task is still active in memory")
+	assert.Empty(t, m.tasks.values(), "no task is still active in memory")
 
 	unexpected.Range(func(k, _ any) bool {
 		t.Errorf("unexpected error during the soak: %s", k)
@@ -325,7 +325,7 @@ func TestSoak(t *testing.T) {
 	}
 	assert.LessOrEqual(t, peak.Load(), int64(maxConcurrent), "peak concurrency")
 	assert.Zero(t, overCap.Load(), "the active count went over max_tasks")
-	assert.Zero(t, m.nUnsaved.Load(), "every kept outcome reached the store")
+	assert.Zero(t, m.nKept.Load(), "every kept outcome reached the store")
 
 	var parts []string
 	for _, st := range allStatuses {

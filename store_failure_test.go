@@ -193,7 +193,7 @@ func TestStatusWritesAKeptOutcome(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, StatusFailed, stored.Status)
 	assert.Equal(t, "nope", stored.Error)
-	assert.Zero(t, m.nUnsaved.Load())
+	assert.Zero(t, m.nKept.Load())
 }
 
 // A cancel the store refuses still stops the task; Cancel says so with the

@@ -1,0 +1,116 @@
+package apcore
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Manager defaults, from the protocol.
+const (
+	defaultMaxConcurrent = 10
+	defaultMaxTasks      = 1000
+)
+
+// managerConfig collects the Options given to NewTaskManager.
+type managerConfig struct {
+	maxConcurrent int
+	maxTasks      int
+	store         TaskStore
+	logger        *slog.Logger
+	observer      func(TaskInfo)
+	err           error // the first invalid option
+}
+
+// fail records the first invalid option.
+func (c *managerConfig) fail(err error) {
+	if c.err == nil {
+		c.err = err
+	}
+}
+
+// Option configures a TaskManager; pass them to NewTaskManager.
+type Option func(*managerConfig)
+
+// WithMaxConcurrent bounds how many modules run at once. Default 10; 0 means
+// nothing ever starts (every task stays pending), negative is invalid.
+func WithMaxConcurrent(n int) Option {
+	return func(c *managerConfig) {
+		if n < 0 {
+			c.fail(invalidf("WithMaxConcurrent(%d): the limit must be 0 or more", n))
+		}
+		c.maxConcurrent = n
+	}
+}
+
+// WithMaxTasks bounds how many tasks may be active (pending + running) in the
+// store at once; terminal records do not count. Default 1000; 0 refuses
+// every submit, negative is invalid.
+func WithMaxTasks(n int) Option {
+	return func(c *managerConfig) {
+		if n < 0 {
+			c.fail(invalidf("WithMaxTasks(%d): the limit must be 0 or more", n))
+		}
+		c.maxTasks = n
+	}
+}
+
+// WithStore sets where task records live. Default: NewMemoryStore(). A nil
+// store is invalid.
+func WithStore(s TaskStore) Option {
+	return func(c *managerConfig) {
+		if s == nil {
+			c.fail(invalidf("WithStore(nil): a store is required"))
+		}
+		c.store = s
+	}
+}
+
+// WithLogger sets the logger for task failures, panics (with their stack),
+// store errors and reaper sweeps. Default: discard everything. nil also
+// means discard.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *managerConfig) { c.logger = l }
+}
+
+// WithObserver registers fn to be called with a copy of the record after
+// every transition the manager makes: pending at submit, running, pending
+// again before a retry, and the terminal state. For each task the calls come
+// in order, one at a time, on the goroutine making the transition; fn must
+// return quickly and must not call the manager about the same task. Default:
+// none.
+func WithObserver(fn func(TaskInfo)) Option {
+	return func(c *managerConfig) { c.observer = fn }
+}
+
+// submitConfig collects the SubmitOptions given to Submit.
+type submitConfig struct {
+	retry   RetryConfig
+	timeout time.Duration
+	err     error
+}
+
+// SubmitOption configures one task; pass them to Submit.
+type SubmitOption func(*submitConfig)
+
+// WithRetry sets the task's retry policy (see RetryConfig). Default: no retry.
+func WithRetry(cfg RetryConfig) SubmitOption {
+	return func(c *submitConfig) {
+		if err := cfg.validate(); err != nil && c.err == nil {
+			c.err = err
+		}
+		c.retry = cfg.withDefaults()
+	}
+}
+
+// WithTimeout bounds each attempt: when d passes, the attempt's context is
+// cancelled and, once the module returns, the attempt fails with
+// MODULE_TIMEOUT (and is retried if the policy allows). 0 (the default)
+// means no bound; negative is invalid.
+func WithTimeout(d time.Duration) SubmitOption {
+	return func(c *submitConfig) {
+		if d < 0 && c.err == nil {
+			c.err = invalidf("WithTimeout(%v): the timeout must be 0 (none) or more", d)
+		}
+		c.timeout = d
+	}
+}

@@ -1,0 +1,251 @@
+package apcore
+
+import (
+	"container/list"
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// BenchmarkSchedulerQueue is what the intrusive queue buys over
+// container/list: each op queues 1,024 tasks, cancels every third while it
+// waits (an O(1) unlink in both), and hands the rest their slot. The list
+// allocates an element per queued task; the intrusive queue allocates
+// nothing.
+func BenchmarkSchedulerQueue(b *testing.B) {
+	tasks := make([]*task, 1024)
+	for i := range tasks {
+		tasks[i] = &task{}
+	}
+	b.Run("intrusive", func(b *testing.B) {
+		b.ReportAllocs()
+		var wg sync.WaitGroup
+		for b.Loop() {
+			s := scheduler{wg: &wg}
+			for _, t := range tasks {
+				s.enqueue(t)
+			}
+			for i := 0; i < len(tasks); i += 3 {
+				s.remove(tasks[i])
+			}
+			for s.next() != nil {
+			}
+		}
+	})
+	b.Run("container/list", func(b *testing.B) {
+		b.ReportAllocs()
+		var mu sync.Mutex
+		elems := make([]*list.Element, len(tasks))
+		for b.Loop() {
+			q := list.New()
+			for i, t := range tasks {
+				mu.Lock()
+				elems[i] = q.PushBack(t)
+				mu.Unlock()
+			}
+			for i := 0; i < len(tasks); i += 3 {
+				mu.Lock()
+				q.Remove(elems[i])
+				mu.Unlock()
+			}
+			for {
+				mu.Lock()
+				front := q.Front()
+				if front != nil {
+					q.Remove(front)
+				}
+				mu.Unlock()
+				if front == nil {
+					break
+				}
+			}
+		}
+	})
+}
+
+// A cancelled queued task never starts, and the queue keeps its order.
+func TestSchedulerQueueOrder(t *testing.T) {
+	var wg sync.WaitGroup
+	s := scheduler{limit: 1, wg: &wg}
+	tasks := make([]*task, 6)
+	for i := range tasks {
+		tasks[i] = &task{id: string(rune('a' + i))}
+	}
+	start, ok := s.enqueue(tasks[0])
+	if !start || !ok {
+		t.Fatal("the first task takes the free slot")
+	}
+	for _, tk := range tasks[1:] {
+		if start, ok := s.enqueue(tk); start || !ok {
+			t.Fatalf("task %s: with the slot taken it must queue", tk.id)
+		}
+	}
+	s.remove(tasks[2])
+	s.remove(tasks[5])
+	var got string
+	for tk := s.next(); tk != nil; tk = s.next() {
+		got += tk.id
+	}
+	if got != "bde" {
+		t.Fatalf("queue handed out %q, want %q", got, "bde")
+	}
+	if s.busy != 0 {
+		t.Fatalf("the slot was not given back: busy = %d", s.busy)
+	}
+	wg.Done() // the first enqueue counted a worker
+	s.close()
+	if _, ok := s.enqueue(tasks[1]); ok {
+		t.Fatal("a closed scheduler must refuse")
+	}
+}
+
+func TestMaxConcurrentBoundsRunningModules(t *testing.T) {
+	ctx := testCtx(t)
+	g := newGate(true)
+	m := newManager(t, registry(t, map[string]Module{"slow.job": g}), WithMaxConcurrent(3))
+	var ids []string
+	for i := 0; i < 12; i++ {
+		id, err := m.Submit(ctx, "slow.job", nil)
+		require.NoError(t, err)
+		ids = append(ids, id)
+	}
+	for i := 0; i < 3; i++ {
+		g.waitStart(t)
+	}
+	running, err := m.List(ctx, StatusRunning)
+	require.NoError(t, err)
+	assert.Len(t, running, 3)
+	pending, err := m.List(ctx, StatusPending)
+	require.NoError(t, err)
+	assert.Len(t, pending, 9)
+	g.open()
+	for _, id := range ids {
+		info, err := m.Wait(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, StatusCompleted, info.Status)
+	}
+	assert.EqualValues(t, 3, g.peak.Load())
+	assert.EqualValues(t, 12, g.calls.Load())
+}
+
+func TestStartsAreFIFO(t *testing.T) {
+	ctx := testCtx(t)
+	g := newGate(true)
+	m := newManager(t, registry(t, map[string]Module{"slow.job": g}), WithMaxConcurrent(1))
+	var ids []string
+	for i := 0; i < 20; i++ {
+		id, err := m.Submit(ctx, "slow.job", map[string]any{"name": fmt.Sprint(i)})
+		require.NoError(t, err)
+		ids = append(ids, id)
+	}
+	g.open()
+	for i := 0; i < 20; i++ {
+		assert.Equal(t, fmt.Sprint(i), g.waitStart(t))
+	}
+	for _, id := range ids {
+		_, err := m.Wait(ctx, id)
+		require.NoError(t, err)
+	}
+}
+
+func TestMaxConcurrentZeroKeepsTasksPending(t *testing.T) {
+	ctx := testCtx(t)
+	g := newGate(true)
+	m, err := NewTaskManager(registry(t, map[string]Module{"slow.job": g}), WithMaxConcurrent(0))
+	require.NoError(t, err)
+	id, err := m.Submit(ctx, "slow.job", nil)
+	require.NoError(t, err)
+	info, err := m.Status(ctx, id)
+	require.NoError(t, err)
+	assert.Equal(t, StatusPending, info.Status)
+	require.NoError(t, m.Shutdown(ctx))
+	info, err = m.Status(ctx, id)
+	require.NoError(t, err)
+	assert.Equal(t, StatusCancelled, info.Status)
+	assert.True(t, info.StartedAt.IsZero())
+	assert.Zero(t, g.calls.Load(), "with no slot, nothing ever starts")
+}
+
+func TestCancelledPendingTaskNeverRuns(t *testing.T) {
+	ctx := testCtx(t)
+	g := newGate(true)
+	var laterCalls atomic.Int32
+	later := ModuleFunc(func(ctx context.Context, in map[string]any) (any, error) {
+		laterCalls.Add(1)
+		return nil, nil
+	})
+	m := newManager(t, registry(t, map[string]Module{"slow.job": g, "later.job": later}), WithMaxConcurrent(1))
+	first, err := m.Submit(ctx, "slow.job", nil)
+	require.NoError(t, err)
+	g.waitStart(t)
+	queued, err := m.Submit(ctx, "later.job", nil)
+	require.NoError(t, err)
+	ok, err := m.Cancel(ctx, queued)
+	require.NoError(t, err)
+	require.True(t, ok)
+	info, err := m.Status(ctx, queued)
+	require.NoError(t, err)
+	assert.Equal(t, StatusCancelled, info.Status)
+	assert.False(t, info.CompletedAt.IsZero())
+
+	after, err := m.Submit(ctx, "later.job", nil) // proves the queue moved on
+	require.NoError(t, err)
+	g.open()
+	_, err = m.Wait(ctx, first)
+	require.NoError(t, err)
+	_, err = m.Wait(ctx, after)
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, laterCalls.Load(), "only the task that was not cancelled ran")
+}
+
+// ---- 6. cancel ------------------------------------------------------------------
+
+func TestCancelledRunningTaskHoldsItsSlotUntilItReturns(t *testing.T) {
+	ctx := testCtx(t)
+	g := newGate(false) // ignores ctx
+	m := newManager(t, registry(t, map[string]Module{"slow.job": g, "a.b": constModule(1)}), WithMaxConcurrent(1))
+	id, err := m.Submit(ctx, "slow.job", nil)
+	require.NoError(t, err)
+	g.waitStart(t)
+	ok, err := m.Cancel(ctx, id)
+	require.NoError(t, err)
+	require.True(t, ok)
+	next, err := m.Submit(ctx, "a.b", nil)
+	require.NoError(t, err)
+	info, err := m.Status(ctx, next)
+	require.NoError(t, err)
+	assert.Equal(t, StatusPending, info.Status, "the cancelled module still holds the only slot")
+	g.open()
+	info, err = m.Wait(ctx, next)
+	require.NoError(t, err)
+	assert.Equal(t, StatusCompleted, info.Status)
+}
+
+func TestBackoffHoldsNoSlot(t *testing.T) {
+	ctx := testCtx(t)
+	obs := newObserved()
+	m := newManager(t, registry(t, map[string]Module{"always.fails": failModule("boom", nil), "a.b": constModule(1)}),
+		WithMaxConcurrent(1), WithObserver(obs.observe))
+	flaky, err := m.Submit(ctx, "always.fails", nil, WithRetry(RetryConfig{MaxRetries: 1, RetryDelay: time.Hour}))
+	require.NoError(t, err)
+	obs.waitFor(t, func(i TaskInfo) bool { return i.TaskID == flaky && i.RetryCount == 1 })
+	info, err := m.Status(ctx, flaky)
+	require.NoError(t, err)
+	assert.Equal(t, StatusPending, info.Status)
+	assert.Equal(t, 1, info.RetryCount)
+
+	other, err := m.Submit(ctx, "a.b", nil)
+	require.NoError(t, err)
+	info, err = m.Wait(ctx, other)
+	require.NoError(t, err)
+	assert.Equal(t, StatusCompleted, info.Status, "the only slot is free while the other task backs off")
+	ok, err := m.Cancel(ctx, flaky)
+	require.NoError(t, err)
+	assert.True(t, ok)
+}

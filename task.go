@@ -1,0 +1,196 @@
+package apcore
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// taskState is where a task of this manager is in its life.
+type taskState uint8
+
+const (
+	stateQueued  taskState = iota // pending: in the scheduler's queue, or about to be
+	stateRunning                  // a worker is calling the module
+	stateBackoff                  // pending: waiting out a retry delay
+	stateDone                     // terminal
+)
+
+// task is the manager's handle on one of its active tasks. The manager keeps
+// it in its own table (TaskManager.tasks) from Submit until the task is
+// terminal; no store ever sees it.
+type task struct {
+	id, moduleID string
+	inputs       map[string]any
+	ctx          taskCtx // what the module runs with
+	retry        RetryConfig
+	timeout      time.Duration
+	submittedAt  time.Time
+
+	// mu orders everything that happens to the task: start, settle, retry,
+	// cancel, wait. Lock order: task.mu, then scheduler.mu.
+	mu         sync.Mutex
+	state      taskState
+	startedAt  time.Time
+	retryCount int
+	cancel     context.CancelFunc // set while running: ends the attempt's timeout context
+	timer      *time.Timer        // set while in backoff
+	done       chan struct{}      // made by the first Wait, closed when the task ends
+	final      *TaskInfo          // the terminal record, kept once done if a Wait needs it
+
+	// Queue links, guarded by scheduler.mu.
+	prev, next *task
+	queued     bool
+}
+
+// record fills info with the task's record in status, from what the handle
+// knows.
+func (t *task) record(info *TaskInfo, status TaskStatus) {
+	*info = TaskInfo{
+		TaskID: t.id, ModuleID: t.moduleID, Status: status,
+		SubmittedAt: t.submittedAt, StartedAt: t.startedAt,
+		RetryCount: t.retryCount, MaxRetries: t.retry.MaxRetries,
+	}
+}
+
+// timeoutError is the error of an attempt that ran past its timeout.
+func (t *task) timeoutError(cause error) error {
+	return &Error{
+		Code:    CodeModuleTimeout,
+		Message: fmt.Sprintf("Module %s timed out after %v", t.moduleID, t.timeout),
+		Cause:   cause,
+	}
+}
+
+// wait blocks until t ends or ctx does. ok is false when t ended before
+// anyone waited, so it kept no record: the caller reads the store.
+func (t *task) wait(ctx context.Context) (info TaskInfo, ok bool, err error) {
+	t.mu.Lock()
+	if t.state == stateDone {
+		final := t.final
+		t.mu.Unlock()
+		if final == nil {
+			return TaskInfo{}, false, nil
+		}
+		return final.clone(), true, nil
+	}
+	if t.done == nil {
+		t.done = make(chan struct{})
+	}
+	done := t.done
+	t.mu.Unlock()
+	select {
+	case <-done:
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		return t.final.clone(), true, nil
+	case <-ctx.Done():
+		return TaskInfo{}, true, ctx.Err()
+	}
+}
+
+// taskCtx is the context a task's module runs with: the values of Submit's
+// context (parent), no deadline and no cancellation of its own but Cancel's
+// and Shutdown's. It lives inside the task, so a task costs no context
+// allocation; it implements AfterFunc, so a context a module derives from it
+// costs no goroutine (the context package uses AfterFunc to propagate
+// cancellation). BenchmarkTaskContext compares it with
+// context.WithCancel on a WithoutCancel parent.
+type taskCtx struct {
+	parent context.Context // Submit's ctx without its cancellation
+	wg     *sync.WaitGroup // counts AfterFunc goroutines that cancel starts
+
+	mu     sync.Mutex
+	done   chan struct{} // made by the first Done
+	err    error
+	afters []*afterFunc
+}
+
+// afterFunc is one AfterFunc registration.
+type afterFunc struct{ f func() }
+
+var _ context.Context = (*taskCtx)(nil)
+
+// Deadline reports the parent's deadline, which is none: Submit drops it.
+func (c *taskCtx) Deadline() (time.Time, bool) { return c.parent.Deadline() }
+
+// Done returns a channel closed when the task is cancelled.
+func (c *taskCtx) Done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done == nil {
+		c.done = make(chan struct{})
+		if c.err != nil {
+			close(c.done)
+		}
+	}
+	return c.done
+}
+
+// Err returns context.Canceled once the task is cancelled, nil before.
+func (c *taskCtx) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// Value returns the value Submit's context has for key.
+func (c *taskCtx) Value(key any) any { return c.parent.Value(key) }
+
+// String names the context in debugging output.
+func (c *taskCtx) String() string { return "apcore.taskContext" }
+
+// AfterFunc runs f in its own goroutine once the task is cancelled (at once
+// if it already is); stop unregisters f and reports whether it did so
+// before f started. It has the semantics of context.AfterFunc.
+func (c *taskCtx) AfterFunc(f func()) (stop func() bool) {
+	a := &afterFunc{f: f}
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		// Not counted: a module's helper may register after the worker has
+		// returned, when the WaitGroup may be at a zero Shutdown waits on.
+		go f()
+		return func() bool { return false }
+	}
+	c.afters = append(c.afters, a)
+	c.mu.Unlock()
+	return func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for i, x := range c.afters {
+			if x == a {
+				c.afters = append(c.afters[:i], c.afters[i+1:]...)
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// cancel cancels the task's context; later calls do nothing. The manager
+// calls it only for an active task, under the task's lock, before Shutdown
+// starts waiting: the WaitGroup it adds to is then never at a zero that
+// Shutdown waits on.
+func (c *taskCtx) cancel() {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.err = context.Canceled
+	if c.done != nil {
+		close(c.done)
+	}
+	afters := c.afters
+	c.afters = nil
+	c.mu.Unlock()
+	c.wg.Add(len(afters))
+	for _, a := range afters {
+		go func() {
+			defer c.wg.Done()
+			a.f()
+		}()
+	}
+}
