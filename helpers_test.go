@@ -314,3 +314,14 @@ func (p plainStore) ListExpired(ctx context.Context, b time.Time) ([]TaskInfo, e
 }
 func (p plainStore) Name() string { return p.s.Name() }
 func nan() float64                { return math.NaN() }
+
+// countingStore is a MemoryStore that counts its conditional writes.
+type countingStore struct {
+	*MemoryStore
+	saveIfs atomic.Int64
+}
+
+func (c *countingStore) SaveIf(ctx context.Context, task TaskInfo, from ...TaskStatus) (bool, error) {
+	c.saveIfs.Add(1)
+	return c.MemoryStore.SaveIf(ctx, task, from...)
+}

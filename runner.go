@@ -218,14 +218,12 @@ func (m *TaskManager) cancelTask(ctx context.Context, t *task) (bool, error) {
 		return false, nil
 	case stateQueued:
 		m.sched.remove(t)
-	case stateRunning:
-		t.cancel() // the attempt's timeout context, at once rather than by propagation
 	case stateBackoff:
 		if t.timer.Stop() {
 			m.wg.Done() // the timer's function will not run
 		}
 	}
-	t.ctx.cancel() // in every state: a helper of an earlier attempt may hold it
+	t.interrupt() // in every state: a helper of an earlier attempt may hold the context
 	var info TaskInfo
 	t.record(&info, StatusCancelled)
 	info.CompletedAt = now()
@@ -291,7 +289,10 @@ func (m *TaskManager) forget(t *task, info *TaskInfo, unsaved bool) {
 		m.keep(t.final)
 	}
 	m.tasks.delete(t.id)
-	t.inputs, t.cancel, t.timer = nil, nil, nil
+	if t.progressTimer != nil && t.progressTimer.Stop() {
+		m.wg.Done() // the progress write will not run
+	}
+	t.inputs, t.cancel, t.timer, t.progressTimer = nil, nil, nil, nil
 	if t.done != nil {
 		close(t.done)
 	}

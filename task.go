@@ -36,6 +36,10 @@ type task struct {
 	retryCount int
 	cancel     context.CancelFunc // set while running: ends the attempt's timeout context
 	timer      *time.Timer        // set while in backoff
+
+	progress      float64     // the last ReportProgress, 0-100
+	progressMsg   string      // and its message
+	progressTimer *time.Timer // set while a progress write is due (see progress.go)
 	done       chan struct{}      // made by the first Wait, closed when the task ends
 	final      *TaskInfo          // the terminal record, kept once done if a Wait needs it
 
@@ -51,6 +55,16 @@ func (t *task) record(info *TaskInfo, status TaskStatus) {
 		TaskID: t.id, ModuleID: t.moduleID, Status: status,
 		SubmittedAt: t.submittedAt, StartedAt: t.startedAt,
 		RetryCount: t.retryCount, MaxRetries: t.retry.MaxRetries,
+		Progress: t.progress, ProgressMessage: t.progressMsg,
+	}
+}
+
+// interrupt cancels the module's context and the attempt's timeout context,
+// so a running module sees ctx.Done(). t.mu is held.
+func (t *task) interrupt() {
+	t.ctx.cancel()
+	if t.cancel != nil {
+		t.cancel()
 	}
 }
 
@@ -100,6 +114,8 @@ func (t *task) wait(ctx context.Context) (info TaskInfo, ok bool, err error) {
 type taskCtx struct {
 	parent context.Context // Submit's ctx without its cancellation
 	wg     *sync.WaitGroup // counts AfterFunc goroutines that cancel starts
+	task   *task           // the task, for ReportProgress (see Value)
+	m      *TaskManager    // its manager
 
 	mu     sync.Mutex
 	done   chan struct{} // made by the first Done
@@ -135,8 +151,18 @@ func (c *taskCtx) Err() error {
 	return c.err
 }
 
-// Value returns the value Submit's context has for key.
-func (c *taskCtx) Value(key any) any { return c.parent.Value(key) }
+// taskKey is the context key under which a task's context names its task.
+type taskKey struct{}
+
+// Value returns the value Submit's context has for key; for taskKey, the
+// task itself, which is how ReportProgress finds it through any context a
+// module derives.
+func (c *taskCtx) Value(key any) any {
+	if _, ok := key.(taskKey); ok {
+		return c
+	}
+	return c.parent.Value(key)
+}
 
 // String names the context in debugging output.
 func (c *taskCtx) String() string { return "apcore.taskContext" }
@@ -193,4 +219,35 @@ func (c *taskCtx) cancel() {
 			a.f()
 		}()
 	}
+}
+
+// TaskFromContext returns the record, as it stands, of the task whose
+// module was given ctx (or a context derived from it), and true; or false
+// for any other context. Modules use it to log their task's id, and
+// integrations (apcoreotel) to name an attempt: the attempt number is
+// RetryCount + 1.
+func TaskFromContext(ctx context.Context) (TaskInfo, bool) {
+	if ctx == nil {
+		return TaskInfo{}, false
+	}
+	tc, _ := ctx.Value(taskKey{}).(*taskCtx)
+	if tc == nil || tc.task == nil {
+		return TaskInfo{}, false
+	}
+	t := tc.task
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var info TaskInfo
+	status := StatusPending
+	switch t.state {
+	case stateRunning:
+		status = StatusRunning
+	case stateDone:
+		if t.final != nil {
+			return t.final.clone(), true
+		}
+		status = StatusCancelled // ended; the store has the outcome
+	}
+	t.record(&info, status)
+	return info, true
 }

@@ -74,8 +74,12 @@ type TaskManager struct {
 	counter  Counter          // nil when the store has no Count
 	cas      ConditionalSaver // nil when the store has no SaveIf
 	log      *slog.Logger
-	observer func(TaskInfo)
 	maxTasks int
+
+	// observers are WithObserver's function and those Subscribe added, or
+	// nil when there are none (see observe.go).
+	observers atomic.Pointer[[]*observer]
+	obsMu     sync.Mutex // serialises Subscribe and its cancel
 
 	// admit makes the capacity check and the save of a new record atomic
 	// across concurrent Submits, and orders them with Shutdown.
@@ -131,9 +135,11 @@ func NewTaskManager(exec Executor, opts ...Option) (*TaskManager, error) {
 		exec:     exec,
 		store:    cfg.store,
 		log:      cfg.logger,
-		observer: cfg.observer,
 		maxTasks: cfg.maxTasks,
 		drained:  make(chan struct{}),
+	}
+	if cfg.observer != nil {
+		m.observers.Store(&[]*observer{{fn: cfg.observer}})
 	}
 	m.tasks.init()
 	m.kept.init()
@@ -181,11 +187,12 @@ func (m *TaskManager) Submit(ctx context.Context, moduleID string, inputs map[st
 		id:          newTaskID(),
 		moduleID:    moduleID,
 		inputs:      inputs,
-		ctx:         taskCtx{parent: ctx, wg: &m.wg},
+		ctx:         taskCtx{parent: ctx, wg: &m.wg, m: m},
 		retry:       sc.retry,
 		timeout:     sc.timeout,
 		submittedAt: now(),
 	}
+	t.ctx.task = t
 	if ctx.Done() != nil {
 		t.ctx.parent = context.WithoutCancel(ctx)
 	}
@@ -196,7 +203,7 @@ func (m *TaskManager) Submit(ctx context.Context, moduleID string, inputs map[st
 	// announced, so that neither a worker nor Cancel acts on the task first.
 	// Without one nothing needs it, and a worker starting on another core
 	// need not wait for this Submit to return.
-	if m.observer != nil {
+	if m.observers.Load() != nil {
 		t.mu.Lock()
 		defer t.mu.Unlock()
 	}
@@ -460,15 +467,3 @@ func (m *TaskManager) Shutdown(ctx context.Context) error {
 	}
 	return nil
 }
-
-// notify hands a copy of info to the observer, if there is one. It is small
-// enough to inline, so that a manager without an observer pays no frame for
-// the copy (see settle on worker stacks).
-func (m *TaskManager) notify(info *TaskInfo) {
-	if m.observer != nil {
-		m.announce(info)
-	}
-}
-
-// announce calls the observer with a copy of info.
-func (m *TaskManager) announce(info *TaskInfo) { m.observer(info.clone()) }
