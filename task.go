@@ -37,11 +37,11 @@ type task struct {
 	cancel     context.CancelFunc // set while running: ends the attempt's timeout context
 	timer      *time.Timer        // set while in backoff
 
-	progress      float64     // the last ReportProgress, 0-100
-	progressMsg   string      // and its message
-	progressTimer *time.Timer // set while a progress write is due (see progress.go)
-	done       chan struct{}      // made by the first Wait, closed when the task ends
-	final      *TaskInfo          // the terminal record, kept once done if a Wait needs it
+	progress      float64       // the last ReportProgress, 0-100
+	progressMsg   string        // and its message
+	progressTimer *time.Timer   // set while a progress write is due (see progress.go)
+	done          chan struct{} // made by the first Wait, closed when the task ends
+	final         *TaskInfo     // the terminal record, kept once done if a Wait needs it
 
 	// Queue links, guarded by scheduler.mu.
 	prev, next *task
