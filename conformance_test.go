@@ -14,14 +14,15 @@ import (
 )
 
 // The protocol's cross-language conformance cases are read at run time from
-// ../shared/spec/fixtures (or $APCORE_FIXTURES). A missing folder fails the
-// suite: conformance is not optional.
+// the project's copy in testdata/ (see testdata/README.md), or from
+// $APCORE_FIXTURES when it is set. A missing folder fails the suite:
+// conformance is not optional.
 
 func fixturesDir() string {
 	if d := os.Getenv("APCORE_FIXTURES"); d != "" {
 		return d
 	}
-	return filepath.Join("..", "shared", "spec", "fixtures")
+	return "testdata"
 }
 
 type fixtureFile struct {

@@ -2,9 +2,11 @@
 # The project's one test command. For each Go module of the repository
 # (the core in the root, sqlstore/, redisstore/, examples/durable/): gofmt,
 # go vet, staticcheck and go test -race; for the core also a short fuzzing
-# budget per target and the quickstart example. The store tests run against
-# real PostgreSQL and Redis servers that scripts/services.sh installs (from
-# Debian, when missing) and starts on loopback for the run.
+# budget per target and the quickstart example. It also checks that
+# testdata/ holds the same conformance fixtures as ../shared/spec/fixtures
+# (when that folder exists). The store tests run against real PostgreSQL
+# and Redis servers that scripts/services.sh installs (from Debian, when
+# missing) and starts on loopback for the run.
 #
 #   ./scripts/test.sh               # everything
 #   FUZZTIME=1m ./scripts/test.sh   # fuzz longer (default 15s per target)
@@ -23,6 +25,33 @@ step "gofmt"
 unformatted=$(gofmt -l .)
 if [ -n "$unformatted" ]; then
 	echo "gofmt would change:"; echo "$unformatted"; exit 1
+fi
+
+step "conformance fixtures: testdata/ against ../shared/spec/fixtures"
+reference="$root/../shared/spec/fixtures"
+if [ -d "$reference" ]; then
+	differ=0
+	shopt -s nullglob
+	for f in "$reference"/*; do
+		name=$(basename "$f")
+		if [ ! -f "testdata/$name" ]; then
+			echo "testdata/$name is missing"; differ=1
+		elif ! cmp "$f" "testdata/$name"; then
+			differ=1
+		fi
+	done
+	for f in testdata/*.json; do
+		if [ ! -e "$reference/$(basename "$f")" ]; then
+			echo "$f is not in $reference"; differ=1
+		fi
+	done
+	shopt -u nullglob
+	if [ "$differ" -ne 0 ]; then
+		echo "testdata/ and $reference differ: copy the reference over (see testdata/README.md)"; exit 1
+	fi
+	echo "testdata/ holds the same $(ls "$reference" | wc -l) fixture files as $reference"
+else
+	echo "no $reference here: nothing to compare testdata/ with"
 fi
 
 if ! command -v staticcheck >/dev/null 2>&1; then
