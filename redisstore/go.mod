@@ -3,7 +3,7 @@ module github.com/apcore-go/apcore/redisstore
 go 1.26.0
 
 require (
-	github.com/apcore-go/apcore v0.0.0
+	github.com/apcore-go/apcore v0.2.0
 	github.com/redis/go-redis/v9 v9.23.0
 	github.com/stretchr/testify v1.12.1
 	go.uber.org/goleak v1.3.0
@@ -17,5 +17,3 @@ require (
 	golang.org/x/sync v0.25.0 // indirect
 	golang.org/x/sys v0.48.0 // indirect
 )
-
-replace github.com/apcore-go/apcore => ../

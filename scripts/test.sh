@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # The project's one test command. For each Go module of the repository
-# (the core in the root, sqlstore/, redisstore/, examples/durable/): gofmt,
-# go vet, staticcheck and go test -race; for the core also a short fuzzing
-# budget per target and the quickstart example. It also checks that
-# testdata/ holds the same conformance fixtures as ../shared/spec/fixtures
-# (when that folder exists). The store tests run against real PostgreSQL
-# and Redis servers that scripts/services.sh installs (from Debian, when
-# missing) and starts on loopback for the run.
+# (the core in the root, sqlstore/, redisstore/, examples/durable/, built
+# together through go.work): gofmt, go vet, staticcheck and go test -race;
+# for the core also a short fuzzing budget per target and the quickstart
+# example. It also checks that testdata/ holds the same conformance
+# fixtures as ../shared/spec/fixtures (when that folder exists). The store
+# tests run against real PostgreSQL and Redis servers that
+# scripts/services.sh installs (from Debian, when missing) and starts on
+# loopback for the run.
 #
 #   ./scripts/test.sh               # everything
 #   FUZZTIME=1m ./scripts/test.sh   # fuzz longer (default 15s per target)
 #   go test -race ./...             # the core alone: no servers needed
+#
+# In the root, ./... is the core alone even in workspace mode: a package
+# pattern stops at every folder with a go.mod of its own. So each module's
+# tests run once, in the loop at the end, from that module's folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)

@@ -3,7 +3,7 @@ module github.com/apcore-go/apcore/sqlstore
 go 1.26.0
 
 require (
-	github.com/apcore-go/apcore v0.0.0
+	github.com/apcore-go/apcore v0.2.0
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/stretchr/testify v1.12.1
 	go.uber.org/goleak v1.3.0
@@ -27,5 +27,3 @@ require (
 	modernc.org/mathutil v1.7.1 // indirect
 	modernc.org/memory v1.12.1 // indirect
 )
-
-replace github.com/apcore-go/apcore => ../

@@ -3,8 +3,8 @@ module github.com/apcore-go/apcore/examples/durable
 go 1.26.0
 
 require (
-	github.com/apcore-go/apcore v0.0.0
-	github.com/apcore-go/apcore/sqlstore v0.0.0
+	github.com/apcore-go/apcore v0.2.0
+	github.com/apcore-go/apcore/sqlstore v0.2.0
 	go.uber.org/goleak v1.3.0
 	modernc.org/sqlite v1.62.0
 )
@@ -20,9 +20,4 @@ require (
 	modernc.org/libc v1.80.1 // indirect
 	modernc.org/mathutil v1.7.1 // indirect
 	modernc.org/memory v1.12.1 // indirect
-)
-
-replace (
-	github.com/apcore-go/apcore => ../..
-	github.com/apcore-go/apcore/sqlstore => ../../sqlstore
 )
