@@ -4,10 +4,12 @@
 # together through go.work): gofmt, go vet, staticcheck and go test -race;
 # for the core also a short fuzzing budget per target and the quickstart
 # example. It also checks that testdata/ holds the same conformance
-# fixtures as ../shared/spec/fixtures (when that folder exists). The store
-# tests run against real PostgreSQL and Redis servers that
-# scripts/services.sh installs (from Debian, when missing) and starts on
-# loopback for the run.
+# fixtures as ../shared/spec/fixtures (when that folder exists), and that
+# the modules can be fetched and used from outside the repository
+# (scripts/consumer.sh: a local module proxy at v0.2.0 and a program that
+# go-gets from it). The store tests run against real PostgreSQL and Redis
+# servers that scripts/services.sh installs (from Debian, when missing) and
+# starts on loopback for the run.
 #
 #   ./scripts/test.sh               # everything
 #   FUZZTIME=1m ./scripts/test.sh   # fuzz longer (default 15s per target)
@@ -67,9 +69,16 @@ for mod in "${modules[@]}"; do
 	step "go vet, staticcheck: $mod"
 	(cd "$root/$mod" && go vet ./... && staticcheck ./...)
 done
+# The tool that lays out the local module proxy is a module kept out of the
+# workspace, so that its dependency never enters the others' build list.
+step "go vet, staticcheck: scripts/modproxy"
+(cd "$root/scripts/modproxy" && GOWORK=off go vet ./... && GOWORK=off staticcheck ./...)
 
 step "quickstart example"
 timeout 60 go run ./examples/quickstart >/dev/null
+
+step "the modules used from outside: local module proxy, go get, build, run"
+bash "$root/scripts/consumer.sh"
 
 step "fuzz ($fuzztime per target)"
 for target in $(go test -list '^Fuzz' . | grep '^Fuzz'); do
