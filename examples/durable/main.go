@@ -1,10 +1,22 @@
 // Command durable shows task records that outlive the process: it keeps
-// them in a SQLite file (pure Go, no cgo, no server) through sqlstore. Each
-// run first lists the tasks earlier runs left in the file, then submits a
-// few tasks of its own and waits for them. Run it twice:
+// them in a SQLite file (pure Go, no cgo, no server) through sqlstore, in a
+// folder of its own. Run it twice:
 //
 //	go run . && go run .
-//	go run . -db /tmp/tasks.db -reset   # start from an empty file
+//	go run . -dir /tmp/my-tasks    # another folder
+//	go run . -reset                # start again from an empty file
+//
+// The folder is chosen by -dir; by default it is apcore-durable in the
+// user's cache folder (os.UserCacheDir, such as ~/.cache/apcore-durable),
+// or in the temporary folder when there is none. The records are in
+// tasks.db there.
+//
+// Each run first fails the tasks that an earlier run left pending or
+// running (a run killed before its tasks ended), then lists every task
+// that earlier runs left in the file (id, module, state, time of
+// submission, result or error), and then submits three tasks of its own,
+// waits for them and lists those: two reports built, one refused by a
+// (pretend) mail server. The next run lists them among the earlier ones.
 package main
 
 import (
@@ -25,20 +37,44 @@ import (
 )
 
 func main() {
-	path := flag.String("db", filepath.Join(os.TempDir(), "apcore-durable.db"), "the SQLite file that keeps the tasks")
-	reset := flag.Bool("reset", false, "delete the file first")
+	dir := flag.String("dir", defaultDir(), "the folder of this example's SQLite file (created when missing)")
+	reset := flag.Bool("reset", false, "delete the SQLite file first")
 	flag.Parse()
 	if *reset {
-		_ = os.Remove(*path)
+		// Only the files this program makes: -dir may name any folder.
+		for _, suffix := range []string{"", "-wal", "-shm"} {
+			if err := os.Remove(dbPath(*dir) + suffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+				fmt.Fprintln(os.Stderr, "durable:", err)
+				os.Exit(1)
+			}
+		}
 	}
-	if err := run(context.Background(), os.Stdout, *path); err != nil {
+	if err := run(context.Background(), os.Stdout, *dir); err != nil {
 		fmt.Fprintln(os.Stderr, "durable:", err)
 		os.Exit(1)
 	}
 }
 
-// run is one run of the program against the database at path.
-func run(ctx context.Context, out io.Writer, path string) error {
+// defaultDir is apcore-durable in the user's cache folder, or in the
+// temporary folder when the user has none.
+func defaultDir() string {
+	base, err := os.UserCacheDir()
+	if err != nil {
+		base = os.TempDir()
+	}
+	return filepath.Join(base, "apcore-durable")
+}
+
+// dbPath is the SQLite file in the folder dir.
+func dbPath(dir string) string { return filepath.Join(dir, "tasks.db") }
+
+// run is one run of the program, with its SQLite file in the folder dir.
+func run(ctx context.Context, out io.Writer, dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	path := dbPath(dir)
+	fmt.Fprintf(out, "task records are kept in %s\n", path)
 	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)")
 	if err != nil {
 		return err
@@ -59,9 +95,9 @@ func run(ctx context.Context, out io.Writer, path string) error {
 		return err
 	}
 	if len(earlier) == 0 {
-		fmt.Fprintf(out, "%s holds no tasks yet: this is the first run.\n", path)
+		fmt.Fprintln(out, "\nthe file holds no tasks yet: this is the first run.")
 	} else {
-		fmt.Fprintf(out, "%d tasks from earlier runs in %s:\n", len(earlier), path)
+		fmt.Fprintf(out, "\n%d tasks from earlier runs, read back from the file:\n", len(earlier))
 		printTasks(out, earlier)
 	}
 
@@ -106,7 +142,7 @@ func run(ctx context.Context, out io.Writer, path string) error {
 		}
 		mine = append(mine, info)
 	}
-	fmt.Fprintf(out, "\nthis run's tasks, now kept in %s too:\n", path)
+	fmt.Fprintln(out, "\nthis run's tasks, now kept in the file too:")
 	printTasks(out, mine)
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,17 +18,21 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// A second run lists the tasks of the first: the records survived.
+// A second run lists the tasks of the first: the records survived, in the
+// folder the run was given.
 func TestSecondRunSeesTheFirst(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "tasks.db")
+	dir := filepath.Join(t.TempDir(), "not-yet-made")
 	var first, second bytes.Buffer
-	if err := run(context.Background(), &first, path); err != nil {
+	if err := run(context.Background(), &first, dir); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(first.String(), "holds no tasks yet") {
+	if !strings.Contains(first.String(), "holds no tasks yet") || !strings.Contains(first.String(), "kept in "+dbPath(dir)) {
 		t.Fatalf("first run:\n%s", first.String())
 	}
-	if err := run(context.Background(), &second, path); err != nil {
+	if _, err := os.Stat(dbPath(dir)); err != nil {
+		t.Fatalf("the first run left no file in its folder: %v", err)
+	}
+	if err := run(context.Background(), &second, dir); err != nil {
 		t.Fatal(err)
 	}
 	out := second.String()
@@ -44,9 +49,9 @@ func TestSecondRunSeesTheFirst(t *testing.T) {
 
 // Tasks a crashed run left active are failed on the next run.
 func TestCrashedRunIsCleanedUp(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "tasks.db")
+	dir := t.TempDir()
 	ctx := context.Background()
-	db, err := sql.Open("sqlite", "file:"+path)
+	db, err := sql.Open("sqlite", "file:"+dbPath(dir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,10 +66,17 @@ func TestCrashedRunIsCleanedUp(t *testing.T) {
 	}
 	db.Close()
 	var out bytes.Buffer
-	if err := run(ctx, &out, path); err != nil {
+	if err := run(ctx, &out, dir); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), "1 tasks of a run that stopped early") || !strings.Contains(out.String(), "abandoned") {
 		t.Fatalf("the killed task was not failed:\n%s", out.String())
+	}
+}
+
+// The default folder is the example's own, never a file shared with others.
+func TestDefaultDirIsItsOwn(t *testing.T) {
+	if got := filepath.Base(defaultDir()); got != "apcore-durable" {
+		t.Fatalf("defaultDir() = %q", defaultDir())
 	}
 }
