@@ -76,8 +76,16 @@ func TestBadInput(t *testing.T) {
 			return err
 		}},
 		{"WithStore(nil)", apcore.CodeInvalidInput, func() error { _, err := apcore.NewTaskManager(reg, apcore.WithStore(nil)); return err }},
-		{"WithLogger(nil) discards", valid, func() error { _, err := apcore.NewTaskManager(reg, apcore.WithLogger(nil)); return err }},
-		{"WithObserver(nil) observes nothing", valid, func() error { _, err := apcore.NewTaskManager(reg, apcore.WithObserver(nil)); return err }},
+		{"WithLogger(nil) discards", valid, func() error { return shut(apcore.NewTaskManager(reg, apcore.WithLogger(nil))) }},
+		{"WithObserver(nil) observes nothing", valid, func() error { return shut(apcore.NewTaskManager(reg, apcore.WithObserver(nil))) }},
+		{"WithLeaseTTL(0)", apcore.CodeInvalidInput, func() error { return shut(apcore.NewTaskManager(reg, apcore.WithLeaseTTL(0))) }},
+		{"WithLeaseTTL(-1s)", apcore.CodeInvalidInput, func() error { return shut(apcore.NewTaskManager(reg, apcore.WithLeaseTTL(-time.Second))) }},
+		{"Subscribe(nil)", apcore.CodeInvalidInput, func() error { _, err := m.Subscribe(nil); return err }},
+		{"Drain(nil ctx)", apcore.CodeInvalidInput, func() error { return m.Drain(nilCtx) }},
+		{"WithResumable, inputs that do not encode", apcore.CodeInvalidInput, func() error {
+			_, err := m.Submit(bg, "bad.input", map[string]any{"c": make(chan int)}, apcore.WithResumable())
+			return err
+		}},
 		{"nil Option", apcore.CodeInvalidInput, func() error { _, err := apcore.NewTaskManager(reg, nil); return err }},
 
 		// Submit
@@ -246,6 +254,14 @@ func TestBadInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+// shut shuts down a manager the row made, so that it leaves no goroutine.
+func shut(m *apcore.TaskManager, err error) error {
+	if err != nil {
+		return err
+	}
+	return m.Shutdown(context.Background())
 }
 
 func delayIn(d time.Duration) error {

@@ -269,6 +269,20 @@ func (h *hookStore) SaveIf(ctx context.Context, task TaskInfo, from ...TaskStatu
 	return h.MemoryStore.SaveIf(ctx, task, from...)
 }
 
+func (h *hookStore) Insert(ctx context.Context, task StoredTask, limit int) (bool, error) {
+	if err, _, _, _ := h.errs(); err != nil {
+		return false, err
+	}
+	return h.MemoryStore.Insert(ctx, task, limit)
+}
+
+func (h *hookStore) Update(ctx context.Context, task StoredTask, holder string) (bool, error) {
+	if err, _, _, _ := h.errs(); err != nil {
+		return false, err
+	}
+	return h.MemoryStore.Update(ctx, task, holder)
+}
+
 func (h *hookStore) Get(ctx context.Context, id string) (TaskInfo, error) {
 	h.gets.Add(1)
 	if _, err, _, _ := h.errs(); err != nil {

@@ -8,9 +8,16 @@ import "context"
 // them, and Shutdown, tries to write it again, and forgets it once the store
 // holds a terminal record.
 
+// keptOutcome is a kept terminal record, and the manager id that held the
+// task when it ended (for a SharedStore's Update).
+type keptOutcome struct {
+	info   TaskInfo
+	holder string
+}
+
 // keep keeps a terminal record that the store refused.
-func (m *TaskManager) keep(info *TaskInfo) {
-	m.kept.store(info.TaskID, info)
+func (m *TaskManager) keep(info *TaskInfo, holder string) {
+	m.kept.store(info.TaskID, &keptOutcome{info: *info, holder: holder})
 	m.nKept.Add(1)
 }
 
@@ -56,12 +63,26 @@ func (m *TaskManager) flushKept(ctx context.Context) int {
 // the store holds a terminal record. It returns what the task ended as (the
 // store's record if another writer got there first) and whether the store
 // now has it.
-func (m *TaskManager) writeKept(ctx context.Context, kept *TaskInfo) (TaskInfo, bool) {
-	info := kept.clone()
-	if _, err := m.writeTransition(ctx, &info); err != nil {
-		return kept.clone(), false
+func (m *TaskManager) writeKept(ctx context.Context, kept *keptOutcome) (TaskInfo, bool) {
+	info := kept.info.clone()
+	var err error
+	if m.shared != nil && kept.holder != "" {
+		var ok bool
+		ok, err = m.shared.Update(ctx, StoredTask{Info: info, Owner: kept.holder}, kept.holder)
+		if err == nil && !ok {
+			_, err = m.storedOutcome(ctx, &info)
+			if err == nil && info.Status.IsActive() {
+				// Another manager holds it now: this outcome is void.
+				info, err = m.store.Get(ctx, info.TaskID)
+			}
+		}
+	} else {
+		_, err = m.write(ctx, nil, &info)
 	}
-	if m.kept.remove(kept.TaskID) {
+	if err != nil {
+		return kept.info.clone(), false
+	}
+	if m.kept.remove(kept.info.TaskID) {
 		m.nKept.Add(-1)
 	}
 	return info, true

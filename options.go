@@ -5,10 +5,11 @@ import (
 	"time"
 )
 
-// Manager defaults, from the protocol.
+// Manager defaults: the first two from the protocol.
 const (
 	defaultMaxConcurrent = 10
 	defaultMaxTasks      = 1000
+	defaultLeaseTTL      = 30 * time.Second
 )
 
 // managerConfig collects the Options given to NewTaskManager.
@@ -18,6 +19,7 @@ type managerConfig struct {
 	store         TaskStore
 	logger        *slog.Logger
 	observer      func(TaskInfo)
+	leaseTTL      time.Duration
 	err           error // the first invalid option
 }
 
@@ -82,11 +84,48 @@ func WithObserver(fn func(TaskInfo)) Option {
 	return func(c *managerConfig) { c.observer = fn }
 }
 
+// WithLeaseTTL sets how long this manager's claim on its active tasks lasts
+// in a shared store without being renewed (default 30s; it renews every
+// third of it). When a manager stops renewing (its process crashed, froze
+// or lost the network), any live manager sharing the store recovers its
+// tasks within about two TTLs: a resumable task goes back to pending and
+// runs again on a live replica; any other ends failed with ErrorCode
+// TASK_ABANDONED. A manager whose lease has lapsed can no longer write its
+// tasks' records, and stops their modules. Zero or negative is
+// GENERAL_INVALID_INPUT. It matters only with a SharedStore.
+func WithLeaseTTL(d time.Duration) Option {
+	return func(c *managerConfig) {
+		if d <= 0 {
+			c.fail(invalidf("WithLeaseTTL(%v): the lease must last more than 0", d))
+		}
+		c.leaseTTL = d
+	}
+}
+
 // submitConfig collects the SubmitOptions given to Submit.
 type submitConfig struct {
-	retry   RetryConfig
-	timeout time.Duration
-	err     error
+	retry     RetryConfig
+	timeout   time.Duration
+	resumable bool
+	err       error
+}
+
+// WithResumable declares the task safe to run more than once (its module is
+// idempotent). Its inputs are kept in the store (they must encode as JSON;
+// otherwise Submit fails with GENERAL_INVALID_INPUT and saves nothing), any
+// manager sharing the store may run it when it has a free slot, and if the
+// manager running it dies it runs again elsewhere: at least once, never
+// lost. Without it a task runs only on the manager that accepted it. It
+// needs a SharedStore (the default MemoryStore is one); with any other
+// store Submit fails with GENERAL_INVALID_INPUT.
+//
+// A resumable task runs with a context that has none of Submit's values
+// (it may run in another process), and its module gets the inputs as JSON
+// decodes them (numbers as float64), wherever it runs. Between attempts it
+// waits in the store, not on a timer here, so any manager may take the
+// retry.
+func WithResumable() SubmitOption {
+	return func(c *submitConfig) { c.resumable = true }
 }
 
 // SubmitOption configures one task; pass them to Submit.

@@ -74,12 +74,12 @@ func (m *TaskManager) writeProgress(t *task) {
 	}
 	var info TaskInfo
 	t.record(&info, StatusRunning)
-	saved, err := m.writeTransition(t.ctx.parent, &info)
+	res, err := m.write(t.ctx.parent, t, &info)
 	switch {
 	case err != nil:
 		m.log.Warn("apcore: could not record a task's progress", "task_id", t.id, "error", err)
-	case !saved:
+	case res != written:
 		t.interrupt()
-		m.forget(t, &info, false)
+		m.settleWith(t, &info, res)
 	}
 }

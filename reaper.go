@@ -60,9 +60,9 @@ func (m *TaskManager) StartReaper(cfg ReaperConfig) (*ReaperHandle, error) {
 	if m.reaper != nil {
 		return nil, &Error{Code: CodeReaperAlreadyRunning, Message: "A reaper is already running for this task manager; stop it first"}
 	}
-	m.admit.Lock()
+	m.gate.RLock()
 	closed := m.closed
-	m.admit.Unlock()
+	m.gate.RUnlock()
 	if closed {
 		return nil, &Error{Code: CodeTaskManagerClosed, Message: "Task manager is shut down"}
 	}
@@ -200,12 +200,12 @@ func (m *TaskManager) FailStale(ctx context.Context, olderThan time.Duration) (i
 			info.Status, info.CompletedAt, info.Result = StatusFailed, now(), nil
 			info.Error = "abandoned: the process running it stopped before it ended (marked by FailStale)"
 			info.ErrorCode = CodeTaskAbandoned
-			saved, err := m.writeTransition(ctx, info)
+			res, err := m.write(ctx, nil, info)
 			if err != nil {
 				errs = append(errs, err)
 				continue
 			}
-			if saved {
+			if res == written {
 				n++
 			}
 		}

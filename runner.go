@@ -2,6 +2,7 @@ package apcore
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime/debug"
@@ -18,10 +19,12 @@ import (
 //	cancel   pending or running -> cancelled, from Cancel or Shutdown
 //	finish   write the terminal record, then forget the handle
 //
-// Every write of a transition goes through writeTransition, which uses
-// SaveIf(from pending, running) when the store has it, so a terminal record
-// written by anyone (another goroutine, another replica) is never
-// overwritten. A task's mu is held across each step, store write included.
+// Every write of a transition goes through write: Update while this manager
+// holds the task, with a SharedStore; SaveIf(from pending, running) with a
+// ConditionalSaver; so a terminal record written by anyone (another
+// goroutine, another replica) is never overwritten, and a manager whose
+// lease lapsed writes nothing. A task's mu is held across each step, store
+// write included.
 
 // work runs one attempt of t, from start to settle, then of every task it
 // takes from the queue, on one goroutine holding one slot.
@@ -35,10 +38,15 @@ func (m *TaskManager) work(t *task) {
 		result, err := m.call(ctx, t, inputs)
 		m.settle(ctx, t, result, err)
 	}
+	if m.shared != nil {
+		m.wakeKeeper() // a slot is free: claim a resumable task for it
+	}
 }
 
 // start makes t running and returns what the module call needs; ok is false
-// when t was cancelled while it waited, or the store shows it ended.
+// when t was cancelled while it waited, or the store shows it ended. A task
+// claimed from a SharedStore is running there already: start only
+// announces it.
 func (m *TaskManager) start(t *task) (ctx context.Context, inputs map[string]any, ok bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -48,7 +56,12 @@ func (m *TaskManager) start(t *task) (ctx context.Context, inputs map[string]any
 	if t.startedAt.IsZero() {
 		t.startedAt = now()
 	}
-	if !m.advance(t, StatusRunning) {
+	if t.claimed {
+		t.claimed = false
+		var info TaskInfo
+		t.record(&info, StatusRunning)
+		m.notify(&info)
+	} else if !m.advance(t, StatusRunning) {
 		return nil, nil, false
 	}
 	ctx, t.cancel = &t.ctx, func() {}
@@ -56,6 +69,9 @@ func (m *TaskManager) start(t *task) (ctx context.Context, inputs map[string]any
 		ctx, t.cancel = context.WithTimeout(ctx, t.timeout)
 	}
 	t.state = stateRunning
+	if m.shared != nil {
+		t.watched.Store(true)
+	}
 	return ctx, t.inputs, true // inputs read now: a cancel may drop them
 }
 
@@ -116,7 +132,7 @@ func (m *TaskManager) goexited(ctx context.Context, t *task) {
 // A worker runs start, call and settle on a goroutine that begins with a
 // 2 KiB stack; settle keeps one record on its frame and leaves the logging
 // and the result check to helpers, so that the path down to the store's
-// SaveIf fits without growing the stack (BenchmarkSubmitWait shows the cost
+// write fits without growing the stack (BenchmarkSubmitWait shows the cost
 // of growing it: about 5% of the manager's CPU time per task).
 func (m *TaskManager) settle(ctx context.Context, t *task, result any, err error) {
 	t.mu.Lock()
@@ -131,7 +147,7 @@ func (m *TaskManager) settle(ctx context.Context, t *task, result any, err error
 		err = t.timeoutError(err)
 	}
 	if err == nil && result != nil {
-		err = checkResult(t.moduleID, result)
+		result, err = m.keepable(t.moduleID, result)
 	}
 	if err != nil && t.retryCount < t.retry.MaxRetries && retryable(err) {
 		m.retry(t, err)
@@ -149,13 +165,26 @@ func (m *TaskManager) settle(ctx context.Context, t *task, result any, err error
 	m.finish(t, &info)
 }
 
-// checkResult refuses a result that holds itself or nests too deeply to be
-// copied: such a task fails, for good, rather than crash the process.
-func checkResult(moduleID string, result any) error {
+// keepable returns the result as the store will give it back, or the
+// error that fails the task, for good, when the result cannot be kept: one
+// that holds itself or nests too deeply to be copied, or, for a store that
+// keeps JSON, one that does not encode. A JSON store's result is the
+// JSON-decoded form, so that every reader sees the same value and types.
+func (m *TaskManager) keepable(moduleID string, result any) (any, error) {
 	if _, err := cloneResult(result, 0); err != nil {
-		return Permanent(invalidf("Module %s returned a result that cannot be kept: %v", moduleID, err))
+		return nil, Permanent(invalidf("Module %s returned a result that cannot be kept: %v", moduleID, err))
 	}
-	return nil
+	if !m.jsonResults {
+		return result, nil
+	}
+	b, err := json.Marshal(result)
+	if err == nil {
+		var decoded any
+		if err = json.Unmarshal(b, &decoded); err == nil {
+			return decoded, nil
+		}
+	}
+	return nil, Permanent(invalidf("Module %s returned a result that cannot be kept: the store keeps JSON, and it does not encode: %v", moduleID, err))
 }
 
 // retryable reports whether a failed attempt may be retried: not when its
@@ -180,12 +209,19 @@ func (m *TaskManager) failure(t *task, err error) (string, ErrorCode) {
 	return msg, code
 }
 
-// retry sends t back to pending and arms its backoff timer. t.mu is held.
+// retry sends t back to pending for another attempt. t.mu is held. A
+// resumable task goes back to the store, held by no one and due when its
+// backoff ends, for any manager to claim; any other waits out its backoff
+// here, on a timer.
 func (m *TaskManager) retry(t *task, cause error) {
 	delay := t.retry.ComputeDelay(t.retryCount)
 	t.retryCount++
 	m.log.Debug("apcore: retrying task", "task_id", t.id, "module_id", t.moduleID,
 		"retry", t.retryCount, "delay", delay, "error", cause)
+	if t.resumable {
+		m.handBack(t, delay)
+		return
+	}
 	if !m.advance(t, StatusPending) {
 		return
 	}
@@ -208,6 +244,25 @@ func (m *TaskManager) requeue(t *task) {
 	}
 }
 
+// handBack writes a resumable task back to the store as pending, held by no
+// one and due after delay, for any manager to claim, and lets go of it
+// here. A store that refuses leaves it to lease recovery. t.mu is held.
+func (m *TaskManager) handBack(t *task, delay time.Duration) {
+	var info TaskInfo
+	t.record(&info, StatusPending)
+	t.notBefore = now().Add(delay)
+	switch res, err := m.write(t.ctx.parent, t, &info); {
+	case err != nil:
+		m.log.Warn("apcore: could not hand a resumable task back; lease recovery will", "task_id", t.id, "error", err)
+		m.release(t)
+	case res == written:
+		m.notify(&info)
+		m.release(t)
+	default:
+		m.settleWith(t, &info, res)
+	}
+}
+
 // cancelTask cancels one of this manager's tasks (see Cancel) and writes
 // the cancelled record with ctx.
 func (m *TaskManager) cancelTask(ctx context.Context, t *task) (bool, error) {
@@ -227,30 +282,46 @@ func (m *TaskManager) cancelTask(ctx context.Context, t *task) (bool, error) {
 	var info TaskInfo
 	t.record(&info, StatusCancelled)
 	info.CompletedAt = now()
-	saved, err := m.writeTransition(ctx, &info)
-	m.forget(t, &info, err != nil)
-	return saved, err
+	res, err := m.write(ctx, t, &info)
+	if err != nil {
+		m.forget(t, &info, true)
+		return false, err
+	}
+	m.settleWith(t, &info, res)
+	return res == written, nil
 }
 
 // advance writes a non-terminal transition (running, or pending for a
-// retry) and announces it. When the store shows the task already terminal
-// (another manager cancelled it) or gone, t ends as that and advance
-// reports false. A failing store is logged and the task goes on: this
-// manager's handle is the truth for its own tasks, and the terminal write
-// will try the store again. t.mu is held.
+// retry) and announces it. When the store shows the task ended (another
+// manager cancelled it) or held by another manager, t goes as that and
+// advance reports false. A failing store is logged and the task goes on:
+// this manager's handle is the truth for its own tasks, and the terminal
+// write will try the store again. t.mu is held.
 func (m *TaskManager) advance(t *task, status TaskStatus) bool {
 	var info TaskInfo
 	t.record(&info, status)
-	saved, err := m.writeTransition(t.ctx.parent, &info)
+	res, err := m.write(t.ctx.parent, t, &info)
 	switch {
 	case err != nil:
 		m.log.Warn("apcore: could not record a task transition", "task_id", t.id, "status", status, "error", err)
-	case !saved:
-		m.forget(t, &info, false)
+	case res != written:
+		m.settleWith(t, &info, res)
 		return false
 	}
 	m.notify(&info)
 	return true
+}
+
+// settleWith ends t here after the store refused its write: as the stored
+// outcome when the task ended (res == ended), or let go of when another
+// manager holds it now (res == movedOn). t.mu is held.
+func (m *TaskManager) settleWith(t *task, info *TaskInfo, res writeResult) {
+	if res == movedOn {
+		t.interrupt()
+		m.release(t)
+		return
+	}
+	m.forget(t, info, false)
 }
 
 // outcomeRetries are the pauses before writing a task's outcome again when
@@ -261,18 +332,20 @@ var outcomeRetries = []time.Duration{5 * time.Millisecond, 25 * time.Millisecond
 // tried again after each of outcomeRetries; if it still fails, the outcome
 // is kept in memory (see keep) and logged as an error. t.mu is held.
 func (m *TaskManager) finish(t *task, info *TaskInfo) {
-	_, err := m.writeTransition(t.ctx.parent, info)
+	res, err := m.write(t.ctx.parent, t, info)
 	for _, pause := range outcomeRetries {
 		if err == nil {
 			break
 		}
 		time.Sleep(pause)
-		_, err = m.writeTransition(t.ctx.parent, info)
+		res, err = m.write(t.ctx.parent, t, info)
 	}
 	if err != nil {
 		m.log.Error("apcore: could not record a task's outcome; it is kept in memory", "task_id", t.id, "status", info.Status, "error", err)
+		m.forget(t, info, true)
+		return
 	}
-	m.forget(t, info, err != nil)
+	m.settleWith(t, info, res)
 }
 
 // forget makes t terminal in memory, wakes its waiters and drops it from the
@@ -286,8 +359,24 @@ func (m *TaskManager) forget(t *task, info *TaskInfo, unsaved bool) {
 		t.final = &final
 	}
 	if unsaved {
-		m.keep(t.final)
+		m.keep(t.final, t.holder)
 	}
+	m.drop(t)
+	m.notify(info)
+}
+
+// release lets go of t without a terminal record here: another manager
+// holds it now, or it waits in the store for one. Waiters fall back to
+// reading the store. t.mu is held.
+func (m *TaskManager) release(t *task) {
+	t.state, t.final = stateDone, nil
+	m.drop(t)
+}
+
+// drop takes an ended t out of the table, stops its timers and wakes its
+// waiters. t.mu is held.
+func (m *TaskManager) drop(t *task) {
+	t.watched.Store(false)
 	m.tasks.delete(t.id)
 	if t.progressTimer != nil && t.progressTimer.Stop() {
 		m.wg.Done() // the progress write will not run
@@ -296,54 +385,74 @@ func (m *TaskManager) forget(t *task, info *TaskInfo, unsaved bool) {
 	if t.done != nil {
 		close(t.done)
 	}
-	m.notify(info)
 }
 
-// writeTransition saves an active task's new record. With a
-// ConditionalSaver the write happens only if the stored record is still
-// active. When it is not, saved is false and *info becomes what the task
-// ended as (see storedOutcome).
-func (m *TaskManager) writeTransition(ctx context.Context, info *TaskInfo) (saved bool, err error) {
-	if m.cas == nil {
-		return m.overwrite(ctx, info)
+// writeResult is what became of a transition's write.
+type writeResult uint8
+
+const (
+	written writeResult = iota // the store took it
+	ended                      // the task had ended: the record is now the stored outcome
+	movedOn                    // another manager holds the task now
+)
+
+// write saves a transition of t, or of a task of no manager here when t is
+// nil (a cancel through another manager, FailStale). The store never lets
+// a terminal record be overwritten: with a SharedStore, t's write happens
+// only while this manager holds t (Update); otherwise with SaveIf(from
+// pending, running) when the store has it. When the write is refused,
+// *info becomes what the store says (see storedOutcome).
+func (m *TaskManager) write(ctx context.Context, t *task, info *TaskInfo) (writeResult, error) {
+	var ok bool
+	var err error
+	switch {
+	case m.shared != nil && t != nil:
+		ok, err = m.update(ctx, t, info)
+	case m.cas != nil:
+		ok, err = m.cas.SaveIf(ctx, *info, activeStatuses...)
+	default:
+		err = m.store.Save(ctx, *info)
+		ok = err == nil
 	}
-	saved, err = m.cas.SaveIf(ctx, *info, activeStatuses...)
 	if err != nil {
-		return false, storeErr("save", err)
+		return written, storeErr("save", err)
 	}
-	if saved {
-		return true, nil
+	if ok {
+		return written, nil
 	}
-	return false, m.storedOutcome(ctx, info)
+	return m.storedOutcome(ctx, info)
 }
 
-// overwrite is writeTransition for a store without SaveIf: a plain Save,
-// which a concurrent cancel by another writer may lose to. (Apart from
-// writeTransition so that its frame holds one copy of the record, not two;
-// see settle on worker stacks.)
-func (m *TaskManager) overwrite(ctx context.Context, info *TaskInfo) (bool, error) {
-	if err := m.store.Save(ctx, *info); err != nil {
-		return false, storeErr("save", err)
+// update is write's Update through a SharedStore: the record, held by this
+// manager (or by no one, for a resumable task handed back). (Apart from
+// write so that the worker's frames stay small; see settle.)
+func (m *TaskManager) update(ctx context.Context, t *task, info *TaskInfo) (bool, error) {
+	st := StoredTask{Info: *info, Owner: t.holder}
+	if t.resumable && info.Status == StatusPending {
+		st.Owner, st.NotBefore = "", t.notBefore
 	}
-	return true, nil
+	return m.shared.Update(ctx, st, t.holder)
 }
 
-// storedOutcome sets *info to what a task whose write SaveIf refused ended
-// as: the stored terminal record, or cancelled when the record is gone.
-func (m *TaskManager) storedOutcome(ctx context.Context, info *TaskInfo) error {
+// storedOutcome reads what became of a task whose write the store refused:
+// ended, with *info set to the stored terminal record (or to a cancelled
+// one when the record is gone); or movedOn when the record is active,
+// which means another manager holds it.
+func (m *TaskManager) storedOutcome(ctx context.Context, info *TaskInfo) (writeResult, error) {
 	current, err := m.store.Get(ctx, info.TaskID)
-	if err == nil && current.Status.IsTerminal() {
+	switch {
+	case err == nil && current.Status.IsTerminal():
 		*info = current
-		return nil
+		return ended, nil
+	case err == nil:
+		return movedOn, nil
+	case !errors.Is(err, ErrTaskNotFound):
+		return ended, storeErr("get", err)
 	}
-	if err != nil && !errors.Is(err, ErrTaskNotFound) {
-		return storeErr("get", err)
-	}
-	// Gone, or active again in a way SaveIf refused: a record this manager
-	// can no longer own. It ends cancelled.
+	// Gone: deleted by someone while it ran. It ends cancelled.
 	info.Status, info.Result, info.Error, info.ErrorCode = StatusCancelled, nil, "", ""
 	if info.CompletedAt.IsZero() {
 		info.CompletedAt = now()
 	}
-	return nil
+	return ended, nil
 }

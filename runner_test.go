@@ -211,15 +211,13 @@ type slowSaveStore struct {
 	resume chan struct{}
 }
 
-func (s *slowSaveStore) Save(ctx context.Context, task TaskInfo) error {
-	if err := s.MemoryStore.Save(ctx, task); err != nil {
-		return err
-	}
-	if task.Status == StatusPending && task.RetryCount == 0 && task.StartedAt.IsZero() {
+func (s *slowSaveStore) Insert(ctx context.Context, task StoredTask, limit int) (bool, error) {
+	ok, err := s.MemoryStore.Insert(ctx, task, limit)
+	if ok {
 		s.saving <- struct{}{}
 		<-s.resume
 	}
-	return nil
+	return ok, err
 }
 
 // FailStale never touches this manager's own tasks, not even one whose

@@ -86,6 +86,16 @@ func (s *scheduler) next() *task {
 	return nil
 }
 
+// free returns how many slots are free.
+func (s *scheduler) free() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0
+	}
+	return s.limit - s.busy
+}
+
 // close stops new starts: queued tasks stay queued for Shutdown to cancel.
 func (s *scheduler) close() {
 	s.mu.Lock()

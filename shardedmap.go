@@ -79,3 +79,16 @@ func (s *shardedMap[V]) values() []V {
 	}
 	return out
 }
+
+// each calls fn for every value, one shard locked at a time; fn must not
+// use the map.
+func (s *shardedMap[V]) each(fn func(V)) {
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		for _, v := range sh.m {
+			fn(v)
+		}
+		sh.mu.Unlock()
+	}
+}

@@ -34,12 +34,19 @@ type MemoryStore struct {
 	// at every instant, rather than a sum of counters read one by one.
 	counts        [5]atomic.Int64
 	active, total atomic.Int64
+
+	// What SharedStore adds (see store_memory_shared.go), guarded by order.
+	leases    map[string]time.Time // owner -> end of its lease
+	claimable []*memRecord         // resumable records that were pending and held by no one, oldest first
+	released  bool                 // a lease was released since Recover last looked at every record
 }
 
 // memRecord is one stored task.
 type memRecord struct {
 	sh         *mapShard[*memRecord] // the shard holding it; never changes
 	info       TaskInfo
+	owner      string     // SharedStore: the manager holding it, "" for none
+	shared     *memShared // SharedStore: what a resumable task keeps beside it
 	prev, next *memRecord // guarded by MemoryStore.order
 }
 
@@ -47,12 +54,13 @@ var (
 	_ TaskStore        = (*MemoryStore)(nil)
 	_ Counter          = (*MemoryStore)(nil)
 	_ ConditionalSaver = (*MemoryStore)(nil)
+	_ SharedStore      = (*MemoryStore)(nil)
 )
 
 // NewMemoryStore returns an empty in-memory store. Its Name is
 // "InMemoryTaskStore".
 func NewMemoryStore() *MemoryStore {
-	s := &MemoryStore{}
+	s := &MemoryStore{leases: make(map[string]time.Time)}
 	s.records.init()
 	return s
 }
@@ -77,16 +85,22 @@ func (s *MemoryStore) Save(ctx context.Context, task TaskInfo) error {
 		r.info = task
 		return nil
 	}
-	r := &memRecord{sh: sh, info: task, prev: s.tail}
-	sh.m[task.TaskID] = r
+	s.appendLocked(sh, &memRecord{info: task})
+	return nil
+}
+
+// appendLocked adds a new record at the end of the order; s.order and sh.mu
+// are held.
+func (s *MemoryStore) appendLocked(sh *mapShard[*memRecord], r *memRecord) {
+	r.sh, r.prev = sh, s.tail
+	sh.m[r.info.TaskID] = r
 	if s.tail == nil {
 		s.head = r
 	} else {
 		s.tail.next = r
 	}
 	s.tail = r
-	s.counted(task.Status, 1)
-	return nil
+	s.counted(r.info.Status, 1)
 }
 
 // SaveIf overwrites the record only if its status is one of from; an absent

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -27,6 +28,13 @@ type task struct {
 	retry        RetryConfig
 	timeout      time.Duration
 	submittedAt  time.Time
+	holder       string // with a SharedStore: the manager id that holds the task in the store
+	resumable    bool   // submitted WithResumable: it goes back to the store between attempts
+	claimed      bool   // claimed from the store, so running there already (see start)
+
+	// watched is set while the task runs or waits out a backoff: the keeper
+	// asks the store about these tasks (see checkLost), without t.mu.
+	watched atomic.Bool
 
 	// mu orders everything that happens to the task: start, settle, retry,
 	// cancel, wait. Lock order: task.mu, then scheduler.mu.
@@ -37,6 +45,7 @@ type task struct {
 	cancel     context.CancelFunc // set while running: ends the attempt's timeout context
 	timer      *time.Timer        // set while in backoff
 
+	notBefore     time.Time     // a resumable task handed back: when it is due again
 	progress      float64       // the last ReportProgress, 0-100
 	progressMsg   string        // and its message
 	progressTimer *time.Timer   // set while a progress write is due (see progress.go)

@@ -54,6 +54,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"cmp"
 	"log/slog"
 	"slices"
 	"sync"
@@ -81,10 +82,23 @@ type TaskManager struct {
 	observers atomic.Pointer[[]*observer]
 	obsMu     sync.Mutex // serialises Subscribe and its cancel
 
-	// admit makes the capacity check and the save of a new record atomic
-	// across concurrent Submits, and orders them with Shutdown.
-	admit  sync.Mutex
-	closed bool // guarded by admit
+	// gate orders Submits with Shutdown and Drain (closed); without a
+	// SharedStore it also makes the capacity check and the save of a new
+	// record atomic across concurrent Submits (see admit).
+	gate   sync.RWMutex
+	closed bool // guarded by gate
+
+	// With a SharedStore (see replicas.go).
+	shared      SharedStore
+	jsonResults bool          // the store keeps results as JSON
+	leaseTTL    time.Duration // WithLeaseTTL
+	owner       atomic.Pointer[string]
+	leased      atomic.Bool   // this manager holds a lease under owner
+	leaseMu     sync.Mutex    // serialises making a lease
+	draining    atomic.Bool   // Drain has begun: claim nothing more
+	wake        chan struct{} // wakes the keeper to claim now
+	keeperStop  context.CancelFunc
+	keeperDone  chan struct{}
 
 	// tasks holds this manager's handles on its active tasks. A task is in
 	// it from before its record is saved until it is terminal, so the table
@@ -105,7 +119,7 @@ type TaskManager struct {
 	lastReaper *ReaperHandle // the reaper Shutdown stopped; set once, in stopOnce
 
 	// kept holds terminal records the store refused (see keep in kept.go).
-	kept  shardedMap[*TaskInfo]
+	kept  shardedMap[*keptOutcome]
 	nKept atomic.Int64
 }
 
@@ -146,7 +160,15 @@ func NewTaskManager(exec Executor, opts ...Option) (*TaskManager, error) {
 	m.resolver, _ = exec.(ModuleResolver)
 	m.counter, _ = cfg.store.(Counter)
 	m.cas, _ = cfg.store.(ConditionalSaver)
+	if js, ok := cfg.store.(JSONStore); ok {
+		m.jsonResults = js.KeepsJSON()
+	}
 	m.sched.limit, m.sched.wg = cfg.maxConcurrent, &m.wg
+	if shared, ok := cfg.store.(SharedStore); ok {
+		m.shared = shared
+		m.leaseTTL = cmp.Or(cfg.leaseTTL, defaultLeaseTTL)
+		m.startKeeper()
+	}
 	return m, nil
 }
 
@@ -183,6 +205,9 @@ func (m *TaskManager) Submit(ctx context.Context, moduleID string, inputs map[st
 			return "", err
 		}
 	}
+	if sc.resumable {
+		return m.submitResumable(ctx, moduleID, inputs, &sc)
+	}
 	t := &task{
 		id:          newTaskID(),
 		moduleID:    moduleID,
@@ -207,13 +232,10 @@ func (m *TaskManager) Submit(ctx context.Context, moduleID string, inputs map[st
 		t.mu.Lock()
 		defer t.mu.Unlock()
 	}
-	m.admit.Lock()
-	if err := m.admitLocked(ctx, t, &info); err != nil {
-		m.admit.Unlock()
+	start, err := m.admit(ctx, t, &info)
+	if err != nil {
 		return "", err
 	}
-	start, _ := m.sched.enqueue(t) // never refused: Shutdown closes it only after taking admit
-	m.admit.Unlock()
 	m.notify(&info)
 	if start {
 		go m.work(t)
@@ -235,28 +257,73 @@ func submitOptions(opts []SubmitOption) (submitConfig, error) {
 	return *sc, sc.err
 }
 
-// admitLocked checks the capacity, puts t in the manager's table and saves
-// its pending record; on failure t is in neither. m.admit is held. The
-// handle goes into the table before the record reaches the store, so that
-// nothing reading the store (FailStale, say) takes the new record for
-// another process's.
-func (m *TaskManager) admitLocked(ctx context.Context, t *task, info *TaskInfo) error {
+// admit checks the capacity, puts t in the manager's table, saves its
+// pending record and queues it; on failure t is in neither table nor store.
+// It reports whether the caller must start a worker for t. The handle goes
+// into the table before the record reaches the store, so that nothing
+// reading the store (FailStale, say) takes the new record for another
+// process's.
+//
+// With a SharedStore the count and the insert are one atomic Insert, and
+// Submits run side by side (gate read-locked, against Shutdown only);
+// otherwise the count and the save are made atomic here, one Submit at a
+// time, which bounds max_tasks within this manager only.
+func (m *TaskManager) admit(ctx context.Context, t *task, info *TaskInfo) (start bool, err error) {
+	if m.shared != nil {
+		m.gate.RLock()
+		defer m.gate.RUnlock()
+		if err := m.checkOpen(ctx); err != nil {
+			return false, err
+		}
+		t.holder = m.ownerID()
+		m.tasks.store(t.id, t)
+		ok, err := m.shared.Insert(ctx, StoredTask{Info: *info, Owner: t.holder, Retry: t.retry, Timeout: t.timeout}, m.maxTasks)
+		if err != nil || !ok {
+			m.tasks.delete(t.id)
+			return false, m.refused(err)
+		}
+	} else {
+		m.gate.Lock()
+		defer m.gate.Unlock()
+		if err := m.checkOpen(ctx); err != nil {
+			return false, err
+		}
+		active, err := m.count(ctx, activeStatuses...)
+		if err != nil {
+			return false, err
+		}
+		if active >= m.maxTasks {
+			return false, m.refused(nil)
+		}
+		m.tasks.store(t.id, t)
+		if err := m.store.Save(ctx, *info); err != nil {
+			m.tasks.delete(t.id)
+			return false, storeErr("save new task", err)
+		}
+	}
+	start, _ = m.sched.enqueue(t) // never refused: Shutdown closes it only after taking gate
+	return start, nil
+}
+
+// checkOpen refuses a Submit once Shutdown or Drain has begun, and makes
+// sure this manager holds a lease in a SharedStore before its first task
+// reaches it. m.gate is held.
+func (m *TaskManager) checkOpen(ctx context.Context) error {
 	if m.closed {
 		return &Error{Code: CodeTaskManagerClosed, Message: "Task manager is shut down"}
 	}
-	active, err := m.count(ctx, activeStatuses...)
-	if err != nil {
-		return err
-	}
-	if active >= m.maxTasks {
-		return newError(CodeTaskLimitExceeded, "Task limit reached (%d)", m.maxTasks)
-	}
-	m.tasks.store(t.id, t)
-	if err := m.store.Save(ctx, *info); err != nil {
-		m.tasks.delete(t.id)
-		return storeErr("save new task", err)
+	if m.shared != nil && !m.leased.Load() {
+		return m.createLease(ctx)
 	}
 	return nil
+}
+
+// refused is Submit's error for a failed insert (err) or a full store.
+func (m *TaskManager) refused(err error) error {
+	if err != nil {
+		return storeErr("save new task", err)
+	}
+	return newError(CodeTaskLimitExceeded, "Task limit reached (%d)", m.maxTasks)
 }
 
 // count counts the store's records in statuses (none = all), with Count
@@ -318,18 +385,20 @@ func (m *TaskManager) Result(ctx context.Context, taskID string) (any, error) {
 // Wait blocks until the task is terminal and returns its final record, or
 // returns ctx's error when ctx ends first. For tasks this manager runs it
 // wakes on the transition itself; for a task that another manager runs on a
-// shared store it polls the store, from 10ms up to every second.
+// shared store it polls the store, from 10ms up to every 200ms.
 func (m *TaskManager) Wait(ctx context.Context, taskID string) (TaskInfo, error) {
 	if err := checkCtx(ctx, "Wait"); err != nil {
 		return TaskInfo{}, err
 	}
-	if t, ok := m.tasks.load(taskID); ok {
-		if info, ok, err := t.wait(ctx); ok {
-			return info, err
-		}
-	}
 	delay := 10 * time.Millisecond
 	for {
+		if t, ok := m.tasks.load(taskID); ok {
+			if info, ok, err := t.wait(ctx); ok {
+				return info, err
+			}
+			// It ended without keeping its record here, or left this
+			// manager: the store has it.
+		}
 		info, err := m.Status(ctx, taskID)
 		if err != nil || info.Status.IsTerminal() {
 			return info, err
@@ -341,9 +410,13 @@ func (m *TaskManager) Wait(ctx context.Context, taskID string) (TaskInfo, error)
 			return TaskInfo{}, ctx.Err()
 		case <-timer.C:
 		}
-		delay = min(delay*2, time.Second)
+		delay = min(delay*2, maxWaitPoll)
 	}
 }
+
+// maxWaitPoll is the longest pause between two reads of the store while
+// Wait follows a task that another manager runs.
+const maxWaitPoll = 200 * time.Millisecond
 
 // Cancel cancels an active task and reports whether this call did it: false
 // (and nil) for an unknown or already terminal task. A pending task never
@@ -377,7 +450,8 @@ func (m *TaskManager) Cancel(ctx context.Context, taskID string) (bool, error) {
 	}
 	info.Status, info.CompletedAt = StatusCancelled, now()
 	info.Result, info.Error, info.ErrorCode = nil, "", ""
-	return m.writeTransition(ctx, &info)
+	res, err := m.write(ctx, nil, &info)
+	return res == written && err == nil, err
 }
 
 // List returns copies of every record (status "") or of those in one state,
@@ -409,20 +483,31 @@ func (m *TaskManager) Store() TaskStore { return m.store }
 
 // Shutdown stops the reaper, cancels every active task of this manager and
 // waits for their goroutines to return (or ctx to end). Later Submits fail
-// with ErrManagerClosed. Every cancel is recorded in the store even when ctx
-// has already ended: ctx bounds only the wait for modules. It is
-// idempotent: a second call waits again and returns nil once every task
-// goroutine has returned. When ctx ends first it returns ctx's error; the
-// tasks are cancelled all the same, and their goroutines end when their
-// modules return.
+// with ErrManagerClosed. With a SharedStore it also cancels the active
+// records that no live manager holds (an earlier run's leftovers, or a
+// dead replica's), never a live replica's, and then ends its lease. Every
+// cancel is attempted, and recorded in the store even when ctx has already
+// ended: ctx bounds only the wait for modules. It returns the first cancel
+// the store refused, or ctx's error when ctx ends before the modules
+// return (the tasks are cancelled all the same, and their goroutines end
+// when their modules return). It is idempotent: a later call waits again
+// and returns nil once every task goroutine has returned.
 func (m *TaskManager) Shutdown(ctx context.Context) error {
 	if err := checkCtx(ctx, "Shutdown"); err != nil {
 		return err
 	}
+	return m.shutdown(ctx, true)
+}
+
+// shutdown is Shutdown; Drain calls it without cancelling orphans, so that
+// a draining replica leaves the pending resumable tasks to the others.
+func (m *TaskManager) shutdown(ctx context.Context, orphans bool) error {
+	var first error
 	m.stopOnce.Do(func() {
-		m.admit.Lock()
+		m.gate.Lock()
 		m.closed = true
-		m.admit.Unlock()
+		m.gate.Unlock()
+		m.stopKeeper()
 		m.sched.close()
 		m.reaperMu.Lock()
 		m.lastReaper = m.reaper
@@ -437,8 +522,12 @@ func (m *TaskManager) Shutdown(ctx context.Context) error {
 				errs = append(errs, err)
 			}
 		}
+		if orphans && m.shared != nil {
+			errs = append(errs, m.cancelOrphans(writes)...)
+		}
 		if len(errs) > 0 {
-			m.log.Warn("apcore: shutdown could not record every cancel", "failures", len(errs), "error", errs[0])
+			first = errs[0]
+			m.log.Warn("apcore: shutdown could not record every cancel", "failures", len(errs), "error", first)
 		}
 		go func() {
 			m.wg.Wait()
@@ -456,14 +545,15 @@ func (m *TaskManager) Shutdown(ctx context.Context) error {
 		select {
 		case <-done:
 		case <-ctx.Done():
-			return ctx.Err()
+			return cmp.Or(first, ctx.Err())
 		}
 	}
 	if left := m.flushKept(ctx); left > 0 {
-		return &Error{
+		return cmp.Or(first, error(&Error{
 			Code:    CodeTaskStoreUnavailable,
 			Message: fmt.Sprintf("Shutdown: the store refused the outcome of %d task(s); Status on this manager still reports them", left),
-		}
+		}))
 	}
-	return nil
+	m.endLease(ctx)
+	return first
 }

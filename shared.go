@@ -1,0 +1,109 @@
+package apcore
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+)
+
+// SharedStore is the optional TaskStore capability that lets several
+// managers (replicas of a service) share one store as one task manager.
+// MemoryStore, sqlstore and redisstore implement it; storetest.TestStore
+// checks it. With it the manager:
+//
+//   - admits a task with one atomic Insert, so WithMaxTasks bounds the
+//     active records in the store exactly, however many managers submit;
+//   - holds a lease (Renew) while it lives, and writes its tasks' records
+//     only while it holds them (Update), so that once its lease has lapsed
+//     and another manager has recovered its tasks (Recover), its late writes
+//     are refused: fencing;
+//   - learns, by asking which of its running tasks it no longer holds
+//     (Lost), that another manager cancelled one, and stops the module;
+//   - keeps resumable tasks (WithResumable) with their inputs, so that any
+//     manager may Claim and run them;
+//   - on Shutdown, cancels what no live manager holds (Orphans).
+//
+// A store without it keeps working as a single manager's store: admission
+// counts and then saves under the manager's own lock (exact only within one
+// manager), a dead manager's tasks stay active until FailStale ends them, a
+// cancel through another manager is recorded but does not stop the module,
+// WithResumable is refused, and Shutdown cancels only its own tasks.
+//
+// Every method must be atomic with respect to the others, across processes.
+type SharedStore interface {
+	TaskStore
+	ConditionalSaver
+
+	// Insert saves a new record (with what is kept beside it) only while
+	// fewer than limit records are active (pending or running), atomically
+	// with that count; it reports false, saving nothing, at the limit.
+	Insert(ctx context.Context, task StoredTask, limit int) (bool, error)
+	// Update writes task.Info, task.Owner and task.NotBefore only if the
+	// stored record is active and held by holder; it reports whether it
+	// wrote. The inputs and options kept beside the record never change
+	// after Insert.
+	Update(ctx context.Context, task StoredTask, holder string) (bool, error)
+	// Claim hands owner up to n resumable records that are pending, held by
+	// no one and due (NotBefore not after now), oldest first: each becomes
+	// running and held by owner (StartedAt set to now if unset), and is
+	// returned as it now stands.
+	Claim(ctx context.Context, owner string, n int, now time.Time) ([]StoredTask, error)
+	// Renew sets owner's lease to end at expires. With create it makes the
+	// lease; without, it reports false when owner has no lease any more
+	// (Recover took it, or Release ended it).
+	Renew(ctx context.Context, owner string, expires time.Time, create bool) (bool, error)
+	// Release ends owner's lease.
+	Release(ctx context.Context, owner string) error
+	// Recover ends the leases that ended before now and what their owners
+	// held, and what is held by an owner with no lease: each active record
+	// becomes pending and held by no one if it is resumable (RetryCount and
+	// NotBefore unchanged), and failed with ErrorCode TASK_ABANDONED
+	// otherwise. It returns how many records it changed.
+	Recover(ctx context.Context, now time.Time) (int, error)
+	// Lost returns the ids among ids whose record owner no longer holds
+	// while it is active: ended (by a cancel elsewhere), gone, or held by
+	// another manager.
+	Lost(ctx context.Context, owner string, ids []string) ([]string, error)
+	// Orphans returns the active records that no live manager holds: held
+	// by an owner whose lease ended before now (or who has none), or held
+	// by no one while no lease but self's is live. self's own are never
+	// orphans.
+	Orphans(ctx context.Context, self string, now time.Time) ([]TaskInfo, error)
+}
+
+// StoredTask is a record as a SharedStore keeps it: the TaskInfo and what
+// replicas need beside it.
+type StoredTask struct {
+	// Info is the record.
+	Info TaskInfo
+	// Owner is the id of the manager that holds the task, "" for none: a
+	// resumable task waiting for any manager to claim it.
+	Owner string
+	// Resumable is set for a task submitted WithResumable.
+	Resumable bool
+	// Inputs are a resumable task's inputs, as JSON; nil otherwise.
+	Inputs json.RawMessage
+	// Retry is the task's retry policy (Retry.MaxRetries is
+	// Info.MaxRetries).
+	Retry RetryConfig
+	// Timeout is the task's per-attempt timeout, 0 for none.
+	Timeout time.Duration
+	// NotBefore is when a pending resumable task may be claimed: after a
+	// failed attempt, the end of its retry backoff.
+	NotBefore time.Time
+	// Trace carries the submitter's trace context (see apcoreotel), or is
+	// nil.
+	Trace map[string]string
+}
+
+// JSONStore is an optional TaskStore capability: the store keeps results as
+// JSON, so a result reads back in its JSON-decoded form (objects as
+// map[string]any, numbers as float64). The manager then encodes each result
+// before the completed write and keeps the decoded form, so that Wait,
+// Status, Result, List and the observers agree on the value and its Go
+// types whatever the timing; a result that does not encode (NaN, a channel,
+// a cycle) fails the task with GENERAL_INVALID_INPUT.
+type JSONStore interface {
+	// KeepsJSON reports whether results come back JSON-decoded.
+	KeepsJSON() bool
+}

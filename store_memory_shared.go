@@ -1,0 +1,247 @@
+package apcore
+
+import (
+	"context"
+	"slices"
+	"time"
+)
+
+// The MemoryStore's SharedStore methods: managers sharing one MemoryStore in
+// one process behave as replicas sharing a database do, and storetest
+// checks the other stores against this.
+
+// memShared is what a resumable record keeps beside it.
+type memShared struct {
+	resumable bool
+	inputs    []byte
+	retry     RetryConfig
+	timeout   time.Duration
+	notBefore time.Time
+	trace     map[string]string
+}
+
+// stored returns r as a StoredTask; r's shard lock is held.
+func (r *memRecord) stored() StoredTask {
+	st := StoredTask{Info: r.info.clone(), Owner: r.owner}
+	if x := r.shared; x != nil {
+		st.Resumable, st.Inputs, st.Retry, st.Timeout = x.resumable, slices.Clone(x.inputs), x.retry, x.timeout
+		st.NotBefore, st.Trace = x.notBefore, cloneTrace(x.trace)
+	}
+	return st
+}
+
+func cloneTrace(m map[string]string) map[string]string {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// claimableLocked reports whether a Claim may take r; r's shard lock is held.
+func (r *memRecord) claimableLocked() bool {
+	return r.shared != nil && r.shared.resumable && r.owner == "" && r.info.Status == StatusPending
+}
+
+// Insert saves a new record only while fewer than limit records are active.
+// Every insert holds s.order, and only inserts make a record active, so the
+// count and the insert are one step.
+func (s *MemoryStore) Insert(ctx context.Context, task StoredTask, limit int) (bool, error) {
+	if err := checkRecord(&task.Info); err != nil {
+		return false, err
+	}
+	if !task.Info.Status.IsActive() {
+		return false, invalidf("task store: Insert of task %s in state %s; a new task is pending or running", task.Info.TaskID, task.Info.Status)
+	}
+	r := &memRecord{info: task.Info.clone(), owner: task.Owner}
+	if task.Resumable || task.Inputs != nil || task.Trace != nil || task.Timeout != 0 || !task.NotBefore.IsZero() || task.Retry != (RetryConfig{}) {
+		r.shared = &memShared{
+			resumable: task.Resumable, inputs: slices.Clone(task.Inputs), retry: task.Retry,
+			timeout: task.Timeout, notBefore: task.NotBefore, trace: cloneTrace(task.Trace),
+		}
+	}
+	s.order.Lock()
+	defer s.order.Unlock()
+	if s.active.Load() >= int64(limit) {
+		return false, nil
+	}
+	sh := s.records.shard(r.info.TaskID)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if _, dup := sh.m[r.info.TaskID]; dup {
+		return false, invalidf("task store: task %s already exists", r.info.TaskID)
+	}
+	s.appendLocked(sh, r)
+	if r.claimableLocked() {
+		s.claimable = append(s.claimable, r)
+	}
+	return true, nil
+}
+
+// Update writes the record, its owner and NotBefore, if the stored record is
+// active and held by holder.
+func (s *MemoryStore) Update(ctx context.Context, task StoredTask, holder string) (bool, error) {
+	if err := checkRecord(&task.Info); err != nil {
+		return false, err
+	}
+	task.Info.Result = CloneResult(task.Info.Result)
+	sh := s.records.shard(task.Info.TaskID)
+	sh.mu.Lock()
+	r, ok := sh.m[task.Info.TaskID]
+	if !ok || !r.info.Status.IsActive() || r.owner != holder {
+		sh.mu.Unlock()
+		return false, nil
+	}
+	s.move(r.info.Status, task.Info.Status)
+	r.info, r.owner = task.Info, task.Owner
+	if r.shared != nil {
+		r.shared.notBefore = task.NotBefore
+	}
+	requeue := r.claimableLocked()
+	sh.mu.Unlock()
+	if requeue {
+		s.order.Lock()
+		s.claimable = append(s.claimable, r)
+		s.order.Unlock()
+	}
+	return true, nil
+}
+
+// Claim hands owner up to n due, claimable records, oldest first.
+func (s *MemoryStore) Claim(ctx context.Context, owner string, n int, now time.Time) ([]StoredTask, error) {
+	if owner == "" {
+		return nil, invalidf("task store: Claim needs an owner")
+	}
+	s.order.Lock()
+	defer s.order.Unlock()
+	var out []StoredTask
+	keep := s.claimable[:0]
+	for _, r := range s.claimable {
+		r.sh.mu.Lock()
+		switch {
+		case !r.claimableLocked() || s.records.shard(r.info.TaskID).m[r.info.TaskID] != r:
+			// taken, ended or deleted since it was queued: drop it
+		case len(out) >= n || r.shared.notBefore.After(now):
+			keep = append(keep, r)
+		default:
+			s.move(r.info.Status, StatusRunning)
+			r.info.Status, r.owner = StatusRunning, owner
+			if r.info.StartedAt.IsZero() {
+				r.info.StartedAt = now
+			}
+			out = append(out, r.stored())
+		}
+		r.sh.mu.Unlock()
+	}
+	clear(s.claimable[len(keep):])
+	s.claimable = keep
+	return out, nil
+}
+
+// Renew sets owner's lease to end at expires.
+func (s *MemoryStore) Renew(ctx context.Context, owner string, expires time.Time, create bool) (bool, error) {
+	s.order.Lock()
+	defer s.order.Unlock()
+	if _, ok := s.leases[owner]; !ok && !create {
+		return false, nil
+	}
+	s.leases[owner] = expires
+	return true, nil
+}
+
+// Release ends owner's lease.
+func (s *MemoryStore) Release(ctx context.Context, owner string) error {
+	s.order.Lock()
+	defer s.order.Unlock()
+	if _, ok := s.leases[owner]; ok {
+		delete(s.leases, owner)
+		s.released = true
+	}
+	return nil
+}
+
+// Recover ends the leases that ended before now and what their owners held,
+// and what is held by an owner with no lease. It walks the records only
+// when a lease has ended or was released since the last walk.
+func (s *MemoryStore) Recover(ctx context.Context, now time.Time) (int, error) {
+	s.order.Lock()
+	defer s.order.Unlock()
+	expired := false
+	for owner, end := range s.leases {
+		if end.Before(now) {
+			delete(s.leases, owner)
+			expired = true
+		}
+	}
+	if !expired && !s.released {
+		return 0, nil
+	}
+	s.released = false
+	n := 0
+	for r := s.head; r != nil; r = r.next {
+		r.sh.mu.Lock()
+		if _, live := s.leases[r.owner]; r.owner != "" && !live && r.info.Status.IsActive() {
+			n++
+			if r.shared != nil && r.shared.resumable {
+				s.move(r.info.Status, StatusPending)
+				r.info.Status, r.owner = StatusPending, ""
+				s.claimable = append(s.claimable, r)
+			} else {
+				s.move(r.info.Status, StatusFailed)
+				abandon(&r.info, now)
+			}
+		}
+		r.sh.mu.Unlock()
+	}
+	return n, nil
+}
+
+// abandon makes info the failed record of a task whose manager stopped.
+func abandon(info *TaskInfo, now time.Time) {
+	info.Status, info.CompletedAt, info.Result = StatusFailed, now, nil
+	info.Error = "abandoned: the manager running it stopped (its lease lapsed) before it ended"
+	info.ErrorCode = CodeTaskAbandoned
+}
+
+// Lost returns the ids among ids that owner no longer holds while active.
+func (s *MemoryStore) Lost(ctx context.Context, owner string, ids []string) ([]string, error) {
+	var lost []string
+	for _, id := range ids {
+		sh := s.records.shard(id)
+		sh.mu.Lock()
+		r, ok := sh.m[id]
+		if !ok || !r.info.Status.IsActive() || r.owner != owner {
+			lost = append(lost, id)
+		}
+		sh.mu.Unlock()
+	}
+	return lost, nil
+}
+
+// Orphans returns the active records no live manager holds.
+func (s *MemoryStore) Orphans(ctx context.Context, self string, now time.Time) ([]TaskInfo, error) {
+	s.order.Lock()
+	live := func(owner string) bool {
+		end, ok := s.leases[owner]
+		return ok && !end.Before(now)
+	}
+	others := false
+	for owner := range s.leases {
+		if owner != self && live(owner) {
+			others = true
+		}
+	}
+	var out []TaskInfo
+	for r := s.head; r != nil; r = r.next {
+		r.sh.mu.Lock()
+		if r.info.Status.IsActive() && r.owner != self && ((r.owner == "" && !others) || (r.owner != "" && !live(r.owner))) {
+			out = append(out, r.info.clone())
+		}
+		r.sh.mu.Unlock()
+	}
+	s.order.Unlock()
+	return out, nil
+}
