@@ -51,10 +51,10 @@
 package apcore
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"cmp"
 	"log/slog"
 	"slices"
 	"sync"
