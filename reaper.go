@@ -233,20 +233,31 @@ func (m *TaskManager) Reap(ctx context.Context, before time.Time) (int, error) {
 	return m.deleteAll(ctx, ids)
 }
 
-// deleteAll deletes ids, going on past failures; it returns how many it
-// deleted and the failures joined.
+// deleteAll deletes ids, going on past failures; it returns how many this
+// call deleted (with a Remover; otherwise how many Deletes did not fail)
+// and the failures joined.
 func (m *TaskManager) deleteAll(ctx context.Context, ids []string) (int, error) {
+	remover, _ := m.store.(Remover)
 	n := 0
 	var errs []error
 	for _, id := range ids {
-		if err := m.store.Delete(ctx, id); err != nil {
+		deleted := true
+		var err error
+		if remover != nil {
+			deleted, err = remover.Remove(ctx, id)
+		} else {
+			err = m.store.Delete(ctx, id)
+		}
+		if err != nil {
 			errs = append(errs, storeErr("delete "+id, err))
 			if ctx.Err() != nil {
 				break
 			}
 			continue
 		}
-		n++
+		if deleted {
+			n++
+		}
 	}
 	return n, errors.Join(errs...)
 }

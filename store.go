@@ -52,3 +52,12 @@ type Counter interface {
 type ConditionalSaver interface {
 	SaveIf(ctx context.Context, task TaskInfo, from ...TaskStatus) (bool, error)
 }
+
+// Remover is an optional TaskStore capability: delete the record and report
+// whether this call deleted it (false, nil for an absent id). Cleanup and
+// Reap count what they deleted with it, so that replicas sweeping at once
+// never count one record twice; without it they count every Delete that
+// did not fail.
+type Remover interface {
+	Remove(ctx context.Context, taskID string) (bool, error)
+}

@@ -38,7 +38,6 @@ type MemoryStore struct {
 	// What SharedStore adds (see store_memory_shared.go), guarded by order.
 	leases    map[string]time.Time // owner -> end of its lease
 	claimable []*memRecord         // resumable records that were pending and held by no one, oldest first
-	released  bool                 // a lease was released since Recover last looked at every record
 }
 
 // memRecord is one stored task.
@@ -55,6 +54,7 @@ var (
 	_ Counter          = (*MemoryStore)(nil)
 	_ ConditionalSaver = (*MemoryStore)(nil)
 	_ SharedStore      = (*MemoryStore)(nil)
+	_ Remover          = (*MemoryStore)(nil)
 )
 
 // NewMemoryStore returns an empty in-memory store. Its Name is
@@ -180,6 +180,12 @@ func (s *MemoryStore) collect(size int, keep func(*TaskInfo) bool) []TaskInfo {
 
 // Delete removes the record; an absent id is a no-op.
 func (s *MemoryStore) Delete(ctx context.Context, taskID string) error {
+	_, err := s.Remove(ctx, taskID)
+	return err
+}
+
+// Remove removes the record and reports whether it was there.
+func (s *MemoryStore) Remove(ctx context.Context, taskID string) (bool, error) {
 	s.order.Lock()
 	defer s.order.Unlock()
 	sh := s.records.shard(taskID)
@@ -191,7 +197,7 @@ func (s *MemoryStore) Delete(ctx context.Context, taskID string) error {
 	}
 	sh.mu.Unlock()
 	if !ok {
-		return nil
+		return false, nil
 	}
 	if r.prev == nil {
 		s.head = r.next
@@ -204,7 +210,7 @@ func (s *MemoryStore) Delete(ctx context.Context, taskID string) error {
 		r.next.prev = r.prev
 	}
 	r.prev, r.next = nil, nil
-	return nil
+	return true, nil
 }
 
 // Count returns how many records are in any of statuses (none = all), in

@@ -156,30 +156,20 @@ func (s *MemoryStore) Renew(ctx context.Context, owner string, expires time.Time
 func (s *MemoryStore) Release(ctx context.Context, owner string) error {
 	s.order.Lock()
 	defer s.order.Unlock()
-	if _, ok := s.leases[owner]; ok {
-		delete(s.leases, owner)
-		s.released = true
-	}
+	delete(s.leases, owner)
 	return nil
 }
 
 // Recover ends the leases that ended before now and what their owners held,
-// and what is held by an owner with no lease. It walks the records only
-// when a lease has ended or was released since the last walk.
+// and what is held by an owner with no lease. It walks every record.
 func (s *MemoryStore) Recover(ctx context.Context, now time.Time) (int, error) {
 	s.order.Lock()
 	defer s.order.Unlock()
-	expired := false
 	for owner, end := range s.leases {
 		if end.Before(now) {
 			delete(s.leases, owner)
-			expired = true
 		}
 	}
-	if !expired && !s.released {
-		return 0, nil
-	}
-	s.released = false
 	n := 0
 	for r := s.head; r != nil; r = r.next {
 		r.sh.mu.Lock()

@@ -36,8 +36,11 @@ import (
 // idempotent; that ListExpired is strict (<), returns terminal records only
 // and never one without CompletedAt; that records handed out are copies, in
 // both directions, results included; that 8 goroutines saving, reading and
-// deleting 1,000 records each leave the store consistent; and that the
-// optional Counter and ConditionalSaver agree with List.
+// deleting 1,000 records each leave the store consistent; that the
+// optional Counter, ConditionalSaver and Remover agree with List; and, for
+// a SharedStore, every rule of each of its methods (see shared.go),
+// including that Insert bounds the active records exactly under racing
+// inserts and that racing Claims never hand one task to two owners.
 func TestStore(ctx context.Context, newStore func() (apcore.TaskStore, error)) error {
 	if ctx == nil || newStore == nil {
 		return &apcore.Error{Code: apcore.CodeInvalidInput, Message: "storetest: TestStore needs a context and a newStore function"}
@@ -58,6 +61,16 @@ func TestStore(ctx context.Context, newStore func() (apcore.TaskStore, error)) e
 		{"counter", checkCounter},
 		{"conditional save", checkConditionalSave},
 		{"concurrency", checkConcurrency},
+		{"remover", checkRemover},
+		{"shared: insert", checkSharedInsert},
+		{"shared: admission race", checkSharedAdmissionRace},
+		{"shared: update", checkSharedUpdate},
+		{"shared: claim", checkSharedClaim},
+		{"shared: claim race", checkSharedClaimRace},
+		{"shared: leases", checkSharedLeases},
+		{"shared: recover", checkSharedRecover},
+		{"shared: lost", checkSharedLost},
+		{"shared: orphans", checkSharedOrphans},
 	} {
 		c.run(check.name, check.fn)
 	}
@@ -199,6 +212,10 @@ func sameRecord(want, got apcore.TaskInfo) []string {
 		diffs = append(diffs, fmt.Sprintf("Error/RetryCount/MaxRetries %q/%d/%d, want %q/%d/%d",
 			got.Error, got.RetryCount, got.MaxRetries, want.Error, want.RetryCount, want.MaxRetries))
 	}
+	if want.ErrorCode != got.ErrorCode || want.Progress != got.Progress || want.ProgressMessage != got.ProgressMessage {
+		diffs = append(diffs, fmt.Sprintf("ErrorCode/Progress/ProgressMessage %q/%v/%q, want %q/%v/%q",
+			got.ErrorCode, got.Progress, got.ProgressMessage, want.ErrorCode, want.Progress, want.ProgressMessage))
+	}
 	return diffs
 }
 
@@ -225,6 +242,12 @@ func checkRoundTrip(r *run) {
 	}
 	for i, st := range []apcore.TaskStatus{apcore.StatusPending, apcore.StatusRunning, apcore.StatusFailed, apcore.StatusCancelled} {
 		t := record(fmt.Sprintf("rt-status-%d", i), st, 100+i)
+		switch st {
+		case apcore.StatusRunning:
+			t.Progress, t.ProgressMessage = 42.5, "half way, ünïcode"
+		case apcore.StatusFailed:
+			t.ErrorCode, t.Progress, t.ProgressMessage = apcore.CodeModuleTimeout, 10, "stuck"
+		}
 		r.save(t)
 		if d := sameRecord(t, r.get(t.TaskID)); d != nil {
 			r.errorf("%s record: %s", st, strings.Join(d, "; "))
