@@ -1,6 +1,7 @@
 package apcore
 
 import (
+	"context"
 	"log/slog"
 	"time"
 )
@@ -20,6 +21,7 @@ type managerConfig struct {
 	logger        *slog.Logger
 	observer      func(TaskInfo)
 	leaseTTL      time.Duration
+	carrier       ContextCarrier
 	err           error // the first invalid option
 }
 
@@ -99,6 +101,28 @@ func WithLeaseTTL(d time.Duration) Option {
 			c.fail(invalidf("WithLeaseTTL(%v): the lease must last more than 0", d))
 		}
 		c.leaseTTL = d
+	}
+}
+
+// ContextCarrier carries what a resumable task's context needs from the
+// submitter to whichever manager runs it, through the store: typically the
+// trace context (apcoreotel provides one). Inject reads it from Submit's
+// context into a small map, kept beside the record (StoredTask.Trace);
+// Extract puts it back into the context the module runs with.
+type ContextCarrier interface {
+	Inject(ctx context.Context) map[string]string
+	Extract(ctx context.Context, carrier map[string]string) context.Context
+}
+
+// WithContextCarrier sets how resumable tasks carry context values (such as
+// the trace context) to the manager that runs them. Default: none, and a
+// resumable task runs with an empty context. A nil carrier is invalid.
+func WithContextCarrier(c ContextCarrier) Option {
+	return func(cfg *managerConfig) {
+		if isNil(c) {
+			cfg.fail(invalidf("WithContextCarrier(nil): a carrier is required"))
+		}
+		cfg.carrier = c
 	}
 }
 

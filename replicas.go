@@ -289,6 +289,9 @@ func (m *TaskManager) run(ctx context.Context, st *StoredTask) {
 		startedAt: info.StartedAt, retryCount: info.RetryCount,
 	}
 	t.ctx.task = t
+	if m.carrier != nil && len(st.Trace) > 0 {
+		t.ctx.parent = m.carrier.Extract(t.ctx.parent, st.Trace)
+	}
 	t.retry.MaxRetries = info.MaxRetries
 	if err := json.Unmarshal(st.Inputs, &t.inputs); err != nil {
 		t.state = stateRunning
@@ -324,6 +327,9 @@ func (m *TaskManager) submitResumable(ctx context.Context, moduleID string, inpu
 	}
 	info := TaskInfo{TaskID: newTaskID(), ModuleID: moduleID, Status: StatusPending, SubmittedAt: now(), MaxRetries: sc.retry.MaxRetries}
 	st := StoredTask{Info: info, Resumable: true, Inputs: raw, Retry: sc.retry, Timeout: sc.timeout, NotBefore: info.SubmittedAt}
+	if m.carrier != nil {
+		st.Trace = m.carrier.Inject(ctx)
+	}
 	m.gate.RLock()
 	err = m.checkOpen(ctx)
 	var ok bool

@@ -90,8 +90,9 @@ type TaskManager struct {
 
 	// With a SharedStore (see replicas.go).
 	shared      SharedStore
-	jsonResults bool          // the store keeps results as JSON
-	leaseTTL    time.Duration // WithLeaseTTL
+	jsonResults bool           // the store keeps results as JSON
+	leaseTTL    time.Duration  // WithLeaseTTL
+	carrier     ContextCarrier // WithContextCarrier, or nil
 	owner       atomic.Pointer[string]
 	leased      atomic.Bool   // this manager holds a lease under owner
 	leaseMu     sync.Mutex    // serialises making a lease
@@ -167,6 +168,7 @@ func NewTaskManager(exec Executor, opts ...Option) (*TaskManager, error) {
 	if shared, ok := cfg.store.(SharedStore); ok {
 		m.shared = shared
 		m.leaseTTL = cmp.Or(cfg.leaseTTL, defaultLeaseTTL)
+		m.carrier = cfg.carrier
 		m.startKeeper()
 	}
 	return m, nil
