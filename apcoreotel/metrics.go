@@ -1,0 +1,133 @@
+package apcoreotel
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/apcore-go/apcore"
+	"go.opentelemetry.io/otel/metric"
+)
+
+// Metric names recorded by Instrument.
+const (
+	MetricSubmitted       = "apcore.tasks.submitted"       // counter, by module
+	MetricFinished        = "apcore.tasks.finished"        // counter, by module and final status
+	MetricAttemptDuration = "apcore.task.attempt.duration" // histogram (s), by module and the status the attempt led to
+	MetricQueueWait       = "apcore.task.queue.wait"       // histogram (s), by module: submitted to first start
+	MetricActive          = "apcore.tasks.active"          // up-down counter, by status (pending, running)
+	MetricProgress        = "apcore.task.progress.updates" // counter, by module
+)
+
+// Instrument records metrics of mgr's tasks from its transitions (see
+// apcore.TaskManager.Subscribe): tasks submitted (by module) and finished
+// (by module and final status), each attempt's duration and the queue wait
+// before a task's first attempt (histograms, in seconds), the tasks active
+// on this manager (by status) and progress reports (by module). Each
+// manager reports what it does itself: sum over replicas in the metrics
+// backend. stop removes the observer; it is safe to call more than once.
+func Instrument(mgr *apcore.TaskManager, opts ...Option) (stop func(), err error) {
+	if mgr == nil {
+		return nil, &apcore.Error{Code: apcore.CodeInvalidInput, Message: "apcoreotel.Instrument: the manager is nil"}
+	}
+	c := newConfig(opts)
+	meter := c.mp.Meter(ScopeName)
+	in := &instruments{tasks: map[string]*seen{}}
+	if in.submitted, err = meter.Int64Counter(MetricSubmitted, metric.WithUnit("{task}"),
+		metric.WithDescription("Tasks submitted to the manager.")); err != nil {
+		return nil, err
+	}
+	if in.finished, err = meter.Int64Counter(MetricFinished, metric.WithUnit("{task}"),
+		metric.WithDescription("Tasks that reached a final status.")); err != nil {
+		return nil, err
+	}
+	if in.duration, err = meter.Float64Histogram(MetricAttemptDuration, metric.WithUnit("s"),
+		metric.WithDescription("How long each attempt of a task ran.")); err != nil {
+		return nil, err
+	}
+	if in.wait, err = meter.Float64Histogram(MetricQueueWait, metric.WithUnit("s"),
+		metric.WithDescription("How long a task waited from submission to its first start.")); err != nil {
+		return nil, err
+	}
+	if in.active, err = meter.Int64UpDownCounter(MetricActive, metric.WithUnit("{task}"),
+		metric.WithDescription("Tasks pending or running on this manager.")); err != nil {
+		return nil, err
+	}
+	if in.progress, err = meter.Int64Counter(MetricProgress, metric.WithUnit("{report}"),
+		metric.WithDescription("Progress reports of running tasks.")); err != nil {
+		return nil, err
+	}
+	cancel, err := mgr.Subscribe(in.observe)
+	if err != nil {
+		return nil, err
+	}
+	var once sync.Once
+	return func() { once.Do(cancel) }, nil
+}
+
+type instruments struct {
+	submitted, finished, progress metric.Int64Counter
+	duration, wait                metric.Float64Histogram
+	active                        metric.Int64UpDownCounter
+
+	mu    sync.Mutex
+	tasks map[string]*seen // active tasks: removed when they end
+}
+
+// seen is what Instrument remembers of an active task.
+type seen struct {
+	status  apcore.TaskStatus
+	started time.Time // this attempt's start, when running
+}
+
+// observe is the manager's observer: it must return quickly.
+func (in *instruments) observe(info apcore.TaskInfo) {
+	now := time.Now()
+	ctx := context.Background()
+	module := AttrModuleID.String(info.ModuleID)
+	in.mu.Lock()
+	prev, known := in.tasks[info.TaskID]
+	switch {
+	case !known:
+		prev = &seen{}
+		if info.Status.IsActive() {
+			in.tasks[info.TaskID] = prev
+		}
+	case info.Status.IsTerminal():
+		delete(in.tasks, info.TaskID)
+	}
+	before, attemptStart := prev.status, prev.started
+	prev.status = info.Status
+	if info.Status == apcore.StatusRunning && before != apcore.StatusRunning {
+		prev.started = now
+	}
+	in.mu.Unlock()
+
+	if !known && info.Status == apcore.StatusPending && info.RetryCount == 0 && info.StartedAt.IsZero() {
+		in.submitted.Add(ctx, 1, metric.WithAttributes(module))
+	}
+	if before == info.Status {
+		if info.Status == apcore.StatusRunning {
+			in.progress.Add(ctx, 1, metric.WithAttributes(module))
+		}
+		return
+	}
+	if before.IsActive() {
+		in.active.Add(ctx, -1, metric.WithAttributes(AttrStatus.String(string(before))))
+	}
+	if info.Status.IsActive() {
+		in.active.Add(ctx, 1, metric.WithAttributes(AttrStatus.String(string(info.Status))))
+	}
+	if before == apcore.StatusRunning && !attemptStart.IsZero() {
+		in.duration.Record(ctx, now.Sub(attemptStart).Seconds(),
+			metric.WithAttributes(module, AttrStatus.String(string(info.Status))))
+	}
+	if info.Status == apcore.StatusRunning && info.RetryCount == 0 && !info.StartedAt.IsZero() && !info.SubmittedAt.IsZero() {
+		if d := info.StartedAt.Sub(info.SubmittedAt); d >= 0 {
+			in.wait.Record(ctx, d.Seconds(), metric.WithAttributes(module))
+		}
+	}
+	if info.Status.IsTerminal() {
+		in.finished.Add(ctx, 1, metric.WithAttributes(module, AttrStatus.String(string(info.Status))))
+	}
+}
