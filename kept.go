@@ -1,12 +1,29 @@
 package apcore
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // When the store refuses a task's terminal record even after finish's
 // retries, the manager keeps the record in memory (kept), so that Status,
-// Result, Wait and Cancel on this manager still report the outcome; each of
-// them, and Shutdown, tries to write it again, and forgets it once the store
-// holds a terminal record.
+// Result, Wait and Cancel on this manager still report the outcome. A
+// background writer (writeBack) tries the store again, with backoff, until
+// it has taken every kept outcome, so that other replicas see the outcomes
+// as soon as the store answers; Status, Wait, Cancel and Shutdown also try
+// at once. Kept outcomes are bounded (maxKept): past the bound, a worker
+// with an outcome to write keeps its slot and retries until the store
+// answers (or the manager shuts down), so an outage stalls new starts
+// instead of growing memory.
+
+// maxKept bounds the outcomes kept in memory during a store outage.
+const maxKept = 10_000
+
+// Backoff of the background writer.
+const (
+	writeBackFirst = 50 * time.Millisecond
+	writeBackMax   = 5 * time.Second
+)
 
 // keptOutcome is a kept terminal record, and the manager id that held the
 // task when it ended (for a SharedStore's Update).
@@ -15,11 +32,46 @@ type keptOutcome struct {
 	holder string
 }
 
-// keep keeps a terminal record that the store refused.
+// keep keeps a terminal record that the store refused, and makes sure the
+// background writer runs.
 func (m *TaskManager) keep(info *TaskInfo, holder string) {
 	m.kept.store(info.TaskID, &keptOutcome{info: *info, holder: holder})
 	m.nKept.Add(1)
+	if m.writingBack.CompareAndSwap(false, true) {
+		m.wg.Add(1) // the worker calling keep holds the WaitGroup above zero
+		go m.writeBack()
+	}
 }
+
+// writeBack writes kept outcomes until none is left, pausing with backoff
+// while the store refuses them. It stops when the manager shuts down
+// (Shutdown makes the last try itself).
+func (m *TaskManager) writeBack() {
+	defer m.wg.Done()
+	pause := writeBackFirst
+	for {
+		timer := time.NewTimer(pause)
+		select {
+		case <-m.closing:
+			timer.Stop()
+			m.writingBack.Store(false)
+			return
+		case <-timer.C:
+		}
+		if m.flushKept(context.Background()) == 0 {
+			m.writingBack.Store(false)
+			if m.nKept.Load() == 0 || !m.writingBack.CompareAndSwap(false, true) {
+				return // done, or a newer writer took over
+			}
+			pause = writeBackFirst
+			continue
+		}
+		pause = min(pause*2, writeBackMax)
+	}
+}
+
+// keptFull reports whether no more outcomes may be kept.
+func (m *TaskManager) keptFull() bool { return m.nKept.Load() >= maxKept }
 
 // keptOutcome returns the kept outcome of a task whose terminal record the
 // store refused, after one more try at writing it.
@@ -65,22 +117,15 @@ func (m *TaskManager) flushKept(ctx context.Context) int {
 // now has it.
 func (m *TaskManager) writeKept(ctx context.Context, kept *keptOutcome) (TaskInfo, bool) {
 	info := kept.info.clone()
-	var err error
-	if m.shared != nil && kept.holder != "" {
-		var ok bool
-		ok, err = m.shared.Update(ctx, StoredTask{Info: info, Owner: kept.holder}, kept.holder)
-		if err == nil && !ok {
-			_, err = m.storedOutcome(ctx, &info)
-			if err == nil && info.Status.IsActive() {
-				// Another manager holds it now: this outcome is void.
-				info, err = m.store.Get(ctx, info.TaskID)
-			}
-		}
-	} else {
-		_, err = m.write(ctx, nil, &info)
-	}
+	// A handle for the write alone: the task has ended here.
+	res, err := m.write(ctx, &task{id: info.TaskID, holder: kept.holder}, &info)
 	if err != nil {
 		return kept.info.clone(), false
+	}
+	if res == movedOn { // another manager holds it now: this outcome is void
+		if info, err = m.store.Get(ctx, info.TaskID); err != nil {
+			return kept.info.clone(), false
+		}
 	}
 	if m.kept.remove(kept.info.TaskID) {
 		m.nKept.Add(-1)

@@ -236,11 +236,18 @@ func (m *TaskManager) lose(ctx context.Context, t *task) {
 		return
 	}
 	var info TaskInfo
-	t.record(&info, StatusCancelled)
-	res, err := m.storedOutcome(ctx, &info)
-	if err != nil || res == movedOn {
+	status := StatusPending
+	if t.state == stateRunning {
+		status = StatusRunning
+	}
+	t.record(&info, status)
+	res, err := m.storedOutcome(ctx, t, &info)
+	switch {
+	case err != nil || res == movedOn:
 		m.letGo(t)
 		return
+	case res == written:
+		return // the store had lost it; it has it back, and the task goes on
 	}
 	switch t.state {
 	case stateQueued:
@@ -398,7 +405,7 @@ func (m *TaskManager) Drain(ctx context.Context) error {
 		return err
 	}
 	m.gate.Lock()
-	m.closed = true
+	m.close()
 	m.gate.Unlock()
 	m.draining.Store(true)
 	for _, t := range m.tasks.values() {

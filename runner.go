@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"runtime/debug"
 	"time"
 )
@@ -330,7 +331,9 @@ var outcomeRetries = []time.Duration{5 * time.Millisecond, 25 * time.Millisecond
 
 // finish writes t's terminal record and forgets t. A store that fails is
 // tried again after each of outcomeRetries; if it still fails, the outcome
-// is kept in memory (see keep) and logged as an error. t.mu is held.
+// is kept in memory (see keep) and logged as an error, unless maxKept
+// outcomes are kept already: then finish keeps trying, with backoff, until
+// the store takes it or the manager shuts down. t.mu is held.
 func (m *TaskManager) finish(t *task, info *TaskInfo) {
 	res, err := m.write(t.ctx.parent, t, info)
 	for _, pause := range outcomeRetries {
@@ -338,6 +341,10 @@ func (m *TaskManager) finish(t *task, info *TaskInfo) {
 			break
 		}
 		time.Sleep(pause)
+		res, err = m.write(t.ctx.parent, t, info)
+	}
+	for pause := writeBackFirst; err != nil && m.keptFull() && !m.isClosing(); pause = min(pause*2, writeBackMax) {
+		time.Sleep(pause) // too many outcomes kept already: hold the slot instead
 		res, err = m.write(t.ctx.parent, t, info)
 	}
 	if err != nil {
@@ -420,7 +427,7 @@ func (m *TaskManager) write(ctx context.Context, t *task, info *TaskInfo) (write
 	if ok {
 		return written, nil
 	}
-	return m.storedOutcome(ctx, info)
+	return m.storedOutcome(ctx, t, info)
 }
 
 // update is write's Update through a SharedStore: the record, held by this
@@ -435,10 +442,13 @@ func (m *TaskManager) update(ctx context.Context, t *task, info *TaskInfo) (bool
 }
 
 // storedOutcome reads what became of a task whose write the store refused:
-// ended, with *info set to the stored terminal record (or to a cancelled
-// one when the record is gone); or movedOn when the record is active,
-// which means another manager holds it.
-func (m *TaskManager) storedOutcome(ctx context.Context, info *TaskInfo) (writeResult, error) {
+// ended, with *info set to the stored terminal record; or movedOn when the
+// record is active, which means another manager holds it. A record that is
+// gone was lost by the store (a Redis that restarted empty, say; nothing
+// else deletes an active record): for a task of this manager (t not nil)
+// the manager writes back what it knows, so a known outcome never turns
+// into another; for any other task (t nil) it ends cancelled here.
+func (m *TaskManager) storedOutcome(ctx context.Context, t *task, info *TaskInfo) (writeResult, error) {
 	current, err := m.store.Get(ctx, info.TaskID)
 	switch {
 	case err == nil && current.Status.IsTerminal():
@@ -448,11 +458,35 @@ func (m *TaskManager) storedOutcome(ctx context.Context, info *TaskInfo) (writeR
 		return movedOn, nil
 	case !errors.Is(err, ErrTaskNotFound):
 		return ended, storeErr("get", err)
+	case t != nil:
+		return m.restore(ctx, t, info)
 	}
-	// Gone: deleted by someone while it ran. It ends cancelled.
 	info.Status, info.Result, info.Error, info.ErrorCode = StatusCancelled, nil, "", ""
 	if info.CompletedAt.IsZero() {
 		info.CompletedAt = now()
 	}
 	return ended, nil
+}
+
+// restore writes back the record of one of this manager's tasks that the
+// store lost, as this manager knows it (*info, the write that was refused).
+func (m *TaskManager) restore(ctx context.Context, t *task, info *TaskInfo) (writeResult, error) {
+	m.log.Warn("apcore: the store lost the record of a task this manager holds; writing it back", "task_id", t.id, "status", info.Status)
+	if m.shared == nil || info.Status.IsTerminal() {
+		if err := m.store.Save(ctx, *info); err != nil {
+			return ended, storeErr("write back", err)
+		}
+		return written, nil
+	}
+	st := StoredTask{Info: *info, Owner: t.holder, Resumable: t.resumable, Retry: t.retry, Timeout: t.timeout}
+	if t.resumable {
+		st.Inputs, _ = json.Marshal(t.inputs) // they encoded at Submit
+		if info.Status == StatusPending {
+			st.Owner, st.NotBefore = "", t.notBefore
+		}
+	}
+	if _, err := m.shared.Insert(ctx, st, math.MaxInt); err != nil {
+		return ended, storeErr("write back", err)
+	}
+	return written, nil
 }

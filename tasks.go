@@ -120,8 +120,10 @@ type TaskManager struct {
 	lastReaper *ReaperHandle // the reaper Shutdown stopped; set once, in stopOnce
 
 	// kept holds terminal records the store refused (see keep in kept.go).
-	kept  shardedMap[*keptOutcome]
-	nKept atomic.Int64
+	kept        shardedMap[*keptOutcome]
+	nKept       atomic.Int64
+	writingBack atomic.Bool   // the background writer of kept outcomes runs
+	closing     chan struct{} // closed when Shutdown or Drain begins
 }
 
 // NewTaskManager validates its arguments: a nil executor or a negative
@@ -152,6 +154,7 @@ func NewTaskManager(exec Executor, opts ...Option) (*TaskManager, error) {
 		log:      cfg.logger,
 		maxTasks: cfg.maxTasks,
 		drained:  make(chan struct{}),
+		closing:  make(chan struct{}),
 	}
 	if cfg.observer != nil {
 		m.observers.Store(&[]*observer{{fn: cfg.observer}})
@@ -507,7 +510,7 @@ func (m *TaskManager) shutdown(ctx context.Context, orphans bool) error {
 	var first error
 	m.stopOnce.Do(func() {
 		m.gate.Lock()
-		m.closed = true
+		m.close()
 		m.gate.Unlock()
 		m.stopKeeper()
 		m.sched.close()
@@ -558,4 +561,23 @@ func (m *TaskManager) shutdown(ctx context.Context, orphans bool) error {
 	}
 	m.endLease(ctx)
 	return first
+}
+
+// close marks the manager closed (m.gate is held): Submit is refused, and
+// background work that waits on the store gives up.
+func (m *TaskManager) close() {
+	if !m.closed {
+		m.closed = true
+		close(m.closing)
+	}
+}
+
+// isClosing reports whether Shutdown or Drain has begun.
+func (m *TaskManager) isClosing() bool {
+	select {
+	case <-m.closing:
+		return true
+	default:
+		return false
+	}
 }
