@@ -1,6 +1,8 @@
 // Package sqlstore is an apcore.TaskStore on database/sql, for SQLite and
 // PostgreSQL: task records that survive restarts and that several managers
-// (several replicas of a service) can share.
+// (several replicas of a service) share as one task manager. It implements
+// apcore.SharedStore, apcore.Counter, apcore.ConditionalSaver,
+// apcore.Remover and apcore.JSONStore.
 //
 // Pick a driver and open the database as usual, then hand it to New:
 //
@@ -14,12 +16,66 @@
 //
 //	mgr, err := apcore.NewTaskManager(reg, apcore.WithStore(store))
 //
-// New creates the table and its indexes when they are missing. Insertion
-// order comes from a sequence column; an index on (status, seq) serves List
-// by state and Count, and a partial index on completed_at over terminal
-// records serves ListExpired. SaveIf is one conditional UPDATE, so a cancel
-// written by one replica is never overwritten by another's late result.
-// Times are stored as Unix microseconds, results as JSON.
+// # Schema
+//
+// New creates what is missing, under a migration lock (an advisory lock
+// on PostgreSQL, the write lock on SQLite), so processes may start at
+// once: the table, with a sequence column for insertion order, the record's
+// columns and, beside them, what replicas share (owner, resumable, inputs
+// as JSON, spec: the retry policy, timeout and trace context as JSON,
+// not_before); a <table>_leases table (owner primary key, expires_at); a
+// one-row <table>_active table that counts the active (pending or running)
+// records; and triggers that keep that count exact under every insert,
+// delete and change of status, whoever makes it (TRUNCATE resets it on
+// PostgreSQL). A table made by an older version gets its missing columns
+// (ALTER TABLE ADD COLUMN), its count (taken under the lock that CREATE
+// TRIGGER holds, so no write slips past it) and, on PostgreSQL, its JSONB
+// result column turned into TEXT (one rewrite of the table, once).
+//
+// Indexes: (status, seq) serves List by state and the scans of active
+// records (Recover, Orphans); a partial index on completed_at over
+// terminal records serves ListExpired; a partial index on seq over the
+// claimable records (pending, resumable, held by no one) serves Claim; the
+// unique task_id index serves Get, Update, Lost and Remove. Times are Unix
+// microseconds.
+//
+// # Admission, leases, claims and fencing
+//
+// Insert admits and inserts in one statement. On PostgreSQL a CTE locks the
+// count's row only if the count is below the limit (SELECT ... FOR UPDATE),
+// and the INSERT selects from it, so it inserts nothing at the limit; the
+// insert's trigger raises the count before the lock is released. A
+// concurrent Insert waits for that lock, and READ COMMITTED re-checks the
+// condition on the row's new version, so the bound is exact across any
+// number of processes, and the cost is one row lookup however many dead or
+// finished records the table holds. On SQLite, one writer at a time makes
+// INSERT ... SELECT ... WHERE (SELECT active ...) < limit atomic.
+//
+// Update is one UPDATE conditional on the record being active and held by
+// the writer: once Recover has taken a lapsed manager's records, its late
+// writes change nothing (fencing). Claim is one UPDATE of the oldest due
+// claimable records (on PostgreSQL chosen FOR UPDATE SKIP LOCKED, so racing
+// claimers never wait for or share a record) RETURNING them. Recover is one
+// statement on PostgreSQL (a CTE deletes the lapsed leases, and the UPDATE
+// resets or abandons what their owners, and owners with no lease, held)
+// and one immediate transaction on SQLite. Lost is one query by task id.
+// The manager's path for a task that is not resumable is three statements,
+// three round trips: Insert, Update (running), Update (terminal). The hot
+// statements are prepared once per Store; Close releases them.
+//
+// # What text columns keep
+//
+// PostgreSQL's text refuses NUL bytes and invalid UTF-8. Results are kept
+// as JSON text (not JSONB), where a NUL in a string is the escape \u0000,
+// so any result that encodes reads back equal on both dialects (the
+// manager refuses NaN, infinities, channels and the like before the store).
+// Module ids, error messages, error codes, progress messages and owners
+// are stored escaped: each NUL byte and each invalid UTF-8 sequence becomes
+// U+FFFD, on both dialects, so that such a message never leaves a record
+// running; the record keeps its state, and only the message's bad bytes
+// change. A task id that PostgreSQL cannot hold (NUL or invalid UTF-8) is
+// never there: Get says TASK_NOT_FOUND, Delete and Remove do nothing, and
+// Save and Insert refuse it with GENERAL_INVALID_INPUT.
 //
 // Every failure of the database is an error matching
 // apcore.ErrStoreUnavailable that wraps the driver's error; a cancelled
@@ -38,7 +94,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
+	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -79,34 +136,37 @@ type config struct {
 
 // WithTable sets the table name (default "apcore_tasks"): letters, digits
 // and underscores, not starting with a digit, at most 48 characters. Its
-// indexes are named after it.
+// indexes, triggers and the leases and count tables are named after it.
 func WithTable(name string) Option { return func(c *config) { c.table = name } }
 
-// Store is an apcore.TaskStore in a SQL table. It implements apcore.Counter
-// and apcore.ConditionalSaver. It is safe for concurrent use.
+// Store is an apcore.TaskStore in a SQL table. It implements
+// apcore.SharedStore, apcore.Counter, apcore.ConditionalSaver,
+// apcore.Remover and apcore.JSONStore. It is safe for concurrent use.
 type Store struct {
 	db      *sql.DB
 	dialect Dialect
 	table   string
 	q       queries
+	st      stmts
+}
+
+// stmts are the hot statements, prepared once.
+type stmts struct {
+	insert, update, saveIfActive, get, del, countActive, lost, claim, renew, renewCreate *sql.Stmt
 }
 
 var (
 	_ apcore.TaskStore        = (*Store)(nil)
 	_ apcore.Counter          = (*Store)(nil)
 	_ apcore.ConditionalSaver = (*Store)(nil)
+	_ apcore.SharedStore      = (*Store)(nil)
+	_ apcore.Remover          = (*Store)(nil)
+	_ apcore.JSONStore        = (*Store)(nil)
 )
 
-// columns in the order every query reads and writes them.
-const columns = "task_id, module_id, status, submitted_at, started_at, completed_at, result, error, retry_count, max_retries"
-
-// queries are the statements, built once for a table and a dialect.
-type queries struct {
-	upsert, update, get, list, listStatus, listExpired, del, count string
-}
-
-// New returns a store on db, creating the table and its indexes when they
-// are missing. It is safe to call from several processes at once.
+// New returns a store on db, creating or upgrading the table, its indexes
+// and triggers and the tables beside it when needed (see the package doc).
+// It is safe to call from several processes at once.
 func New(ctx context.Context, db *sql.DB, dialect Dialect, opts ...Option) (*Store, error) {
 	if ctx == nil || db == nil {
 		return nil, invalid("sqlstore.New needs a context and a *sql.DB")
@@ -129,7 +189,44 @@ func New(ctx context.Context, db *sql.DB, dialect Dialect, opts ...Option) (*Sto
 	if err := s.migrate(ctx); err != nil {
 		return nil, err
 	}
+	if err := s.prepare(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
 	return s, nil
+}
+
+// prepare prepares the hot statements.
+func (s *Store) prepare(ctx context.Context) error {
+	for _, p := range []struct {
+		stmt  **sql.Stmt
+		query string
+	}{
+		{&s.st.insert, s.q.insert}, {&s.st.update, s.q.update},
+		{&s.st.saveIfActive, s.q.saveIf + s.phs(14, 15) + ")"},
+		{&s.st.get, s.q.get}, {&s.st.del, s.q.del}, {&s.st.countActive, s.q.countActive},
+		{&s.st.lost, s.q.lost}, {&s.st.claim, s.q.claim}, {&s.st.renew, s.q.renew}, {&s.st.renewCreate, s.q.renewCreate},
+	} {
+		st, err := s.db.PrepareContext(ctx, p.query)
+		if err != nil {
+			return unavailable("prepare", err)
+		}
+		*p.stmt = st
+	}
+	return nil
+}
+
+// Close releases the store's prepared statements. It does not close the
+// *sql.DB, which belongs to the caller; a closed Store must not be used.
+func (s *Store) Close() error {
+	var errs []error
+	for _, st := range []*sql.Stmt{s.st.insert, s.st.update, s.st.saveIfActive, s.st.get, s.st.del,
+		s.st.countActive, s.st.lost, s.st.claim, s.st.renew, s.st.renewCreate} {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Name returns "SqlTaskStore".
@@ -138,11 +235,39 @@ func (s *Store) Name() string { return "SqlTaskStore" }
 // Table returns the table's name.
 func (s *Store) Table() string { return s.table }
 
+// KeepsJSON reports true: results are kept as JSON and read back
+// JSON-decoded (objects as map[string]any, numbers as float64).
+func (s *Store) KeepsJSON() bool { return true }
+
 func invalid(msg string) error { return &apcore.Error{Code: apcore.CodeInvalidInput, Message: msg} }
+
+func isAPCoreError(err error) bool {
+	var e *apcore.Error
+	return errors.As(err, &e)
+}
 
 // unavailable wraps a database error.
 func unavailable(op string, err error) error {
 	return &apcore.Error{Code: apcore.CodeTaskStoreUnavailable, Message: "sqlstore: " + op, Cause: err}
+}
+
+func notFound(taskID string) error {
+	return &apcore.Error{Code: apcore.CodeTaskNotFound, Message: "Task not found: " + taskID}
+}
+
+// isDuplicate reports whether err is a unique constraint's violation:
+// SQLSTATE 23505 on PostgreSQL, SQLITE_CONSTRAINT_UNIQUE or _PRIMARYKEY on
+// SQLite.
+func isDuplicate(err error) bool {
+	var pg interface{ SQLState() string }
+	if errors.As(err, &pg) {
+		return pg.SQLState() == "23505"
+	}
+	var lite interface{ Code() int }
+	if errors.As(err, &lite) {
+		return lite.Code() == 2067 || lite.Code() == 1555
+	}
+	return false
 }
 
 func checkIdent(name string) error {
@@ -157,178 +282,28 @@ func checkIdent(name string) error {
 	return nil
 }
 
-// ph returns the dialect's placeholder for the n-th (1-based) argument.
-func (s *Store) ph(n int) string {
-	if s.dialect == PostgreSQL {
-		return fmt.Sprintf("$%d", n)
-	}
-	return "?"
-}
-
-// phs returns placeholders from..to, comma-separated.
-func (s *Store) phs(from, to int) string {
-	p := make([]string, 0, to-from+1)
-	for i := from; i <= to; i++ {
-		p = append(p, s.ph(i))
-	}
-	return strings.Join(p, ", ")
-}
-
-const terminalIn = "status IN ('completed', 'failed', 'cancelled')"
-
-func (s *Store) buildQueries() queries {
-	t := s.table
-	sets := []string{}
-	for i, c := range strings.Split(columns, ", ")[1:] {
-		sets = append(sets, fmt.Sprintf("%s = %s", c, s.ph(i+1)))
-	}
-	return queries{
-		upsert: fmt.Sprintf(`INSERT INTO %s (%s) VALUES (%s)
-ON CONFLICT (task_id) DO UPDATE SET module_id = excluded.module_id, status = excluded.status,
-submitted_at = excluded.submitted_at, started_at = excluded.started_at, completed_at = excluded.completed_at,
-result = excluded.result, error = excluded.error, retry_count = excluded.retry_count, max_retries = excluded.max_retries`,
-			t, columns, s.phs(1, 10)),
-		// the from states follow as arguments 11 and on (see SaveIf)
-		update:      fmt.Sprintf("UPDATE %s SET %s WHERE task_id = %s AND status IN (", t, strings.Join(sets, ", "), s.ph(10)),
-		get:         fmt.Sprintf("SELECT %s FROM %s WHERE task_id = %s", columns, t, s.ph(1)),
-		list:        fmt.Sprintf("SELECT %s FROM %s ORDER BY seq", columns, t),
-		listStatus:  fmt.Sprintf("SELECT %s FROM %s WHERE status = %s ORDER BY seq", columns, t, s.ph(1)),
-		listExpired: fmt.Sprintf("SELECT %s FROM %s WHERE %s AND completed_at IS NOT NULL AND completed_at < %s ORDER BY seq", columns, t, terminalIn, s.ph(1)),
-		del:         fmt.Sprintf("DELETE FROM %s WHERE task_id = %s", t, s.ph(1)),
-		count:       fmt.Sprintf("SELECT count(*) FROM %s", t),
-	}
-}
-
-// schema returns the statements that create the table and its indexes.
-func (s *Store) schema() []string {
-	t := s.table
-	seq, result := "seq INTEGER PRIMARY KEY AUTOINCREMENT", "result TEXT"
-	if s.dialect == PostgreSQL {
-		seq, result = "seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "result JSONB"
-	}
-	return []string{
-		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (
-	%s,
-	task_id TEXT NOT NULL UNIQUE,
-	module_id TEXT NOT NULL,
-	status TEXT NOT NULL,
-	submitted_at BIGINT,
-	started_at BIGINT,
-	completed_at BIGINT,
-	%s,
-	error TEXT,
-	retry_count INTEGER NOT NULL DEFAULT 0,
-	max_retries INTEGER NOT NULL DEFAULT 0
-)`, t, seq, result),
-		fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s_status_seq ON %s (status, seq)", t, t),
-		fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s_expiry ON %s (completed_at) WHERE %s AND completed_at IS NOT NULL", t, t, terminalIn),
-	}
-}
-
-// migrate creates what is missing. On PostgreSQL a transaction-scoped
-// advisory lock keyed by the table name serialises processes that start at
-// once (CREATE ... IF NOT EXISTS alone can fail when two run together); on
-// SQLite the database's write lock does.
-func (s *Store) migrate(ctx context.Context) error {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return unavailable("begin migration", err)
-	}
-	defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
-	if s.dialect == PostgreSQL {
-		h := fnv.New64a()
-		h.Write([]byte("apcore.sqlstore." + s.table))
-		if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", int64(h.Sum64())); err != nil {
-			return unavailable("lock for migration", err)
-		}
-	}
-	for _, stmt := range s.schema() {
-		if _, err := tx.ExecContext(ctx, stmt); err != nil {
-			return unavailable("create table "+s.table, err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return unavailable("commit migration", err)
-	}
-	return nil
-}
-
-// micros is t as Unix microseconds, or NULL for the zero time.
-func micros(t time.Time) sql.NullInt64 {
-	if t.IsZero() {
-		return sql.NullInt64{}
-	}
-	return sql.NullInt64{Int64: t.UnixMicro(), Valid: true}
-}
-
-func fromMicros(v sql.NullInt64) time.Time {
-	if !v.Valid {
-		return time.Time{}
-	}
-	return time.UnixMicro(v.Int64).UTC()
-}
-
-// args are the ten column values of a record, in column order.
-func args(t *apcore.TaskInfo) ([]any, error) {
-	var result, errText sql.NullString
-	if t.Result != nil {
-		b, err := json.Marshal(t.Result)
-		if err != nil {
-			return nil, invalid(fmt.Sprintf("sqlstore: task %s: the result is not JSON: %v", t.TaskID, err))
-		}
-		result = sql.NullString{String: string(b), Valid: true}
-	}
-	if t.Error != "" {
-		errText = sql.NullString{String: t.Error, Valid: true}
-	}
-	return []any{t.TaskID, t.ModuleID, string(t.Status), micros(t.SubmittedAt), micros(t.StartedAt), micros(t.CompletedAt),
-		result, errText, t.RetryCount, t.MaxRetries}, nil
-}
-
-func checkRecord(t *apcore.TaskInfo) error {
+// checkRecord refuses what no store keeps: an empty id, an unknown status,
+// and on PostgreSQL an id it cannot hold.
+func (s *Store) checkRecord(t *apcore.TaskInfo) error {
 	if t.TaskID == "" {
 		return invalid("sqlstore: record has an empty task id")
 	}
-	if !known(t.Status) {
+	if !t.Status.Valid() {
 		return invalid(fmt.Sprintf("sqlstore: record %s has unknown status %q", t.TaskID, t.Status))
+	}
+	if !s.storableID(t.TaskID) {
+		return invalid(fmt.Sprintf("sqlstore: task id %q holds a NUL byte or invalid UTF-8, which PostgreSQL cannot keep", t.TaskID))
 	}
 	return nil
 }
 
-// known reports whether s is one of the five states.
-func known(s apcore.TaskStatus) bool { return s.IsActive() || s.IsTerminal() }
-
-type scanner interface{ Scan(dest ...any) error }
-
-func scan(row scanner) (apcore.TaskInfo, error) {
-	var (
-		t                   apcore.TaskInfo
-		status              string
-		sub, start, done    sql.NullInt64
-		result, errText     sql.NullString
-		retryCount, maxRetr int64
-	)
-	if err := row.Scan(&t.TaskID, &t.ModuleID, &status, &sub, &start, &done, &result, &errText, &retryCount, &maxRetr); err != nil {
-		return t, err
-	}
-	t.Status = apcore.TaskStatus(status)
-	t.SubmittedAt, t.StartedAt, t.CompletedAt = fromMicros(sub), fromMicros(start), fromMicros(done)
-	if result.Valid {
-		if err := json.Unmarshal([]byte(result.String), &t.Result); err != nil {
-			return t, fmt.Errorf("task %s: stored result is not JSON: %w", t.TaskID, err)
-		}
-	}
-	t.Error, t.RetryCount, t.MaxRetries = errText.String, int(retryCount), int(maxRetr)
-	return t, nil
-}
-
 // Save creates or overwrites the record; an overwrite keeps its sequence
-// number, so its place in List.
+// number (its place in List) and what is kept beside it.
 func (s *Store) Save(ctx context.Context, task apcore.TaskInfo) error {
-	if err := checkRecord(&task); err != nil {
+	if err := s.checkRecord(&task); err != nil {
 		return err
 	}
-	a, err := args(&task)
+	a, err := infoArgs(&task)
 	if err != nil {
 		return err
 	}
@@ -341,38 +316,50 @@ func (s *Store) Save(ctx context.Context, task apcore.TaskInfo) error {
 // SaveIf overwrites the record only if its stored status is one of from, in
 // one conditional UPDATE; an absent record is not saved.
 func (s *Store) SaveIf(ctx context.Context, task apcore.TaskInfo, from ...apcore.TaskStatus) (bool, error) {
-	if err := checkRecord(&task); err != nil {
+	if err := s.checkRecord(&task); err != nil {
 		return false, err
 	}
 	if len(from) == 0 {
 		return false, nil
 	}
-	a, err := args(&task)
+	a, err := infoArgs(&task)
 	if err != nil {
 		return false, err
 	}
-	// arguments: nine columns after task_id, then task_id, then the states
+	// arguments: twelve columns after task_id, then task_id, then the states
 	a = append(a[1:], a[0])
 	for _, st := range from {
 		a = append(a, string(st))
 	}
-	query := s.q.update + s.phs(11, 10+len(from)) + ")"
-	res, err := s.db.ExecContext(ctx, query, a...)
+	var res sql.Result
+	if len(from) == 2 && from[0] == apcore.StatusPending && from[1] == apcore.StatusRunning {
+		res, err = s.st.saveIfActive.ExecContext(ctx, a...)
+	} else {
+		res, err = s.db.ExecContext(ctx, s.q.saveIf+s.phs(14, 13+len(from))+")", a...)
+	}
+	return affected(res, err, "save "+task.TaskID)
+}
+
+// affected reports whether an Exec changed exactly one row.
+func affected(res sql.Result, err error, op string) (bool, error) {
 	if err != nil {
-		return false, unavailable("save "+task.TaskID, err)
+		return false, unavailable(op, err)
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
-		return false, unavailable("save "+task.TaskID, err)
+		return false, unavailable(op, err)
 	}
 	return n == 1, nil
 }
 
 // Get returns the record, or an error matching apcore.ErrTaskNotFound.
 func (s *Store) Get(ctx context.Context, taskID string) (apcore.TaskInfo, error) {
-	t, err := scan(s.db.QueryRowContext(ctx, s.q.get, taskID))
+	if !s.storableID(taskID) {
+		return apcore.TaskInfo{}, notFound(taskID)
+	}
+	t, err := scan(s.st.get.QueryRowContext(ctx, taskID))
 	if errors.Is(err, sql.ErrNoRows) {
-		return apcore.TaskInfo{}, &apcore.Error{Code: apcore.CodeTaskNotFound, Message: "Task not found: " + taskID}
+		return apcore.TaskInfo{}, notFound(taskID)
 	}
 	if err != nil {
 		return apcore.TaskInfo{}, unavailable("get "+taskID, err)
@@ -386,7 +373,7 @@ func (s *Store) List(ctx context.Context, status apcore.TaskStatus) ([]apcore.Ta
 	if status == "" {
 		return s.query(ctx, "list", s.q.list)
 	}
-	if !known(status) {
+	if !status.Valid() {
 		return nil, invalid(fmt.Sprintf("sqlstore: unknown status %q", status))
 	}
 	return s.query(ctx, "list "+string(status), s.q.listStatus, string(status))
@@ -420,47 +407,105 @@ func (s *Store) query(ctx context.Context, op, query string, a ...any) ([]apcore
 
 // Delete removes the record; an absent id is not an error.
 func (s *Store) Delete(ctx context.Context, taskID string) error {
-	if _, err := s.db.ExecContext(ctx, s.q.del, taskID); err != nil {
-		return unavailable("delete "+taskID, err)
-	}
-	return nil
+	_, err := s.Remove(ctx, taskID)
+	return err
 }
 
-// Count returns how many records are in any of statuses (none = all), with
-// one query that the (status, seq) index answers.
+// Remove deletes the record and reports whether this call deleted it.
+func (s *Store) Remove(ctx context.Context, taskID string) (bool, error) {
+	if !s.storableID(taskID) {
+		return false, nil
+	}
+	res, err := s.st.del.ExecContext(ctx, taskID)
+	return affected(res, err, "delete "+taskID)
+}
+
+// Count returns how many records are in any of statuses (none = all). The
+// active ones (pending and running together) are read from the count that
+// the triggers keep; any other set is one query that the (status, seq)
+// index answers.
 func (s *Store) Count(ctx context.Context, statuses ...apcore.TaskStatus) (int, error) {
+	for _, st := range statuses {
+		if !st.Valid() {
+			return 0, invalid(fmt.Sprintf("sqlstore: unknown status %q", st))
+		}
+	}
+	var n int
+	if len(statuses) == 2 && slices.Contains(statuses, apcore.StatusPending) && slices.Contains(statuses, apcore.StatusRunning) {
+		if err := s.st.countActive.QueryRowContext(ctx).Scan(&n); err != nil {
+			return 0, unavailable("count", err)
+		}
+		return n, nil
+	}
 	query, a := s.q.count, []any{}
 	if len(statuses) > 0 {
 		for _, st := range statuses {
-			if !known(st) {
-				return 0, invalid(fmt.Sprintf("sqlstore: unknown status %q", st))
-			}
 			a = append(a, string(st))
 		}
 		query += " WHERE status IN (" + s.phs(1, len(a)) + ")"
 	}
-	var n int
 	if err := s.db.QueryRowContext(ctx, query, a...).Scan(&n); err != nil {
 		return 0, unavailable("count", err)
 	}
 	return n, nil
 }
 
-// Explain returns the database's plan for the query a method runs ("List",
-// "ListByStatus", "Count", "ListExpired"), to check that it uses the
-// store's indexes.
+// lostArg is Lost's ids as its query takes them: a text array on
+// PostgreSQL, a JSON array for json_each on SQLite.
+func (s *Store) lostArg(ids []string) (any, error) {
+	if s.dialect == PostgreSQL {
+		keep := make([]string, 0, len(ids))
+		for _, id := range ids {
+			if s.storableID(id) {
+				keep = append(keep, id)
+			}
+		}
+		return keep, nil
+	}
+	b, err := json.Marshal(ids)
+	return string(b), err
+}
+
+// sortBySeq sorts claimed records into insertion order.
+func sortBySeq(seqs []int64, ts []apcore.StoredTask) {
+	idx := make([]int, len(ts))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.Slice(idx, func(a, b int) bool { return seqs[idx[a]] < seqs[idx[b]] })
+	out := make([]apcore.StoredTask, len(ts))
+	for i, j := range idx {
+		out[i] = ts[j]
+	}
+	copy(ts, out)
+}
+
+// Explain returns the database's plan for the query a method runs
+// ("ListByStatus", "Count", "ListExpired", "Insert", "Lost", "Claim",
+// "Orphans"), to check that it uses the store's indexes. It runs nothing.
 func (s *Store) Explain(ctx context.Context, method string) (string, error) {
 	var query string
 	var a []any
+	now := time.Now().UnixMicro()
 	switch method {
 	case "ListByStatus":
 		query, a = s.q.listStatus, []any{"pending"}
 	case "Count":
-		query, a = s.q.count+" WHERE status IN ("+s.phs(1, 2)+")", []any{"pending", "running"}
+		query, a = s.q.count+" WHERE status IN ("+s.phs(1, 2)+")", []any{"pending", "completed"}
 	case "ListExpired":
-		query, a = s.q.listExpired, []any{time.Now().UnixMicro()}
+		query, a = s.q.listExpired, []any{now}
+	case "Insert":
+		a = []any{"id", "m.x", "pending", now, nil, nil, nil, nil, 0, 0, nil, 0.0, nil, "o", 0, nil, nil, nil, 10}
+		query = s.q.insert
+	case "Lost":
+		arg, _ := s.lostArg([]string{"a", "b"})
+		query, a = s.q.lost, []any{arg, "o"}
+	case "Claim":
+		query, a = s.q.claim, []any{"o", now, now, 5}
+	case "Orphans":
+		query, a = s.q.orphans, []any{"o", "o", now, now}
 	default:
-		return "", invalid("sqlstore: Explain knows ListByStatus, Count and ListExpired")
+		return "", invalid("sqlstore: Explain knows ListByStatus, Count, ListExpired, Insert, Lost, Claim and Orphans")
 	}
 	prefix := "EXPLAIN QUERY PLAN "
 	if s.dialect == PostgreSQL {

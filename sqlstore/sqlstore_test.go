@@ -69,8 +69,20 @@ var tableSeq atomic.Int64
 // freshTable returns a table name no other test uses, and drops it at the end.
 func freshTable(t testing.TB, db *sql.DB) string {
 	name := fmt.Sprintf("apcore_test_%d_%d", os.Getpid(), tableSeq.Add(1))
-	t.Cleanup(func() { _, _ = db.Exec("DROP TABLE IF EXISTS " + name) })
+	t.Cleanup(func() { dropTable(db, name) })
 	return name
+}
+
+// dropTable drops a table and what New made beside it.
+func dropTable(db *sql.DB, name string) {
+	for _, stmt := range []string{
+		"DROP TABLE IF EXISTS " + name,
+		"DROP TABLE IF EXISTS " + name + "_leases",
+		"DROP TABLE IF EXISTS " + name + "_active",
+		"DROP FUNCTION IF EXISTS " + name + "_count_active()",
+	} {
+		_, _ = db.Exec(stmt)
+	}
 }
 
 func ctx(t testing.TB) context.Context {

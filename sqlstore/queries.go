@@ -1,0 +1,129 @@
+package sqlstore
+
+import (
+	"fmt"
+	"strings"
+)
+
+// ph returns the dialect's placeholder for the n-th (1-based) argument.
+func (s *Store) ph(n int) string {
+	if s.dialect == PostgreSQL {
+		return fmt.Sprintf("$%d", n)
+	}
+	return "?"
+}
+
+// phs returns placeholders from..to, comma-separated.
+func (s *Store) phs(from, to int) string {
+	p := make([]string, 0, to-from+1)
+	for i := from; i <= to; i++ {
+		p = append(p, s.ph(i))
+	}
+	return strings.Join(p, ", ")
+}
+
+// sets returns "col = $n, ..." for cols, numbering from first.
+func (s *Store) sets(cols []string, first int) string {
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		out[i] = fmt.Sprintf("%s = %s", c, s.ph(first+i))
+	}
+	return strings.Join(out, ", ")
+}
+
+// queries are the statements, built once for a table and a dialect.
+type queries struct {
+	upsert, saveIf, get, list, listStatus, listExpired, del, count, countActive              string
+	insert, update, claim, lost, renew, renewCreate, release, recover, deleteLapsed, orphans string
+}
+
+func (s *Store) buildQueries() queries {
+	t := s.table
+	info := strings.Join(infoColumns, ", ")
+	all := append(append([]string{}, infoColumns...), sharedColumns...)
+	stored := "seq, " + info + ", " + strings.Join(sharedColumns, ", ")
+	q := queries{
+		upsert: fmt.Sprintf("INSERT INTO %s (%s) VALUES (%s)\nON CONFLICT (task_id) DO UPDATE SET %s",
+			t, info, s.phs(1, len(infoColumns)), excluded(infoColumns[1:])),
+		// the from states follow as arguments 14 and on (see SaveIf)
+		saveIf:      fmt.Sprintf("UPDATE %s SET %s WHERE task_id = %s AND status IN (", t, s.sets(infoColumns[1:], 1), s.ph(13)),
+		get:         fmt.Sprintf("SELECT %s FROM %s WHERE task_id = %s", info, t, s.ph(1)),
+		list:        fmt.Sprintf("SELECT %s FROM %s ORDER BY seq", info, t),
+		listStatus:  fmt.Sprintf("SELECT %s FROM %s WHERE status = %s ORDER BY seq", info, t, s.ph(1)),
+		listExpired: fmt.Sprintf("SELECT %s FROM %s WHERE %s AND completed_at IS NOT NULL AND completed_at < %s ORDER BY seq", info, t, terminalIn, s.ph(1)),
+		del:         fmt.Sprintf("DELETE FROM %s WHERE task_id = %s", t, s.ph(1)),
+		count:       fmt.Sprintf("SELECT count(*) FROM %s", t),
+		countActive: fmt.Sprintf("SELECT active FROM %s WHERE id = 1", s.counter()),
+
+		// Update: twelve record columns after task_id, owner, not_before;
+		// then task_id and the holder.
+		update: fmt.Sprintf("UPDATE %s SET %s, owner = %s, not_before = %s WHERE task_id = %s AND %s AND owner = %s",
+			t, s.sets(infoColumns[1:], 1), s.ph(13), s.ph(14), s.ph(15), activeIn, s.ph(16)),
+		renew:       fmt.Sprintf("UPDATE %s SET expires_at = %s WHERE owner = %s", s.leases(), s.ph(1), s.ph(2)),
+		renewCreate: fmt.Sprintf("INSERT INTO %s (owner, expires_at) VALUES (%s, %s) ON CONFLICT (owner) DO UPDATE SET expires_at = excluded.expires_at", s.leases(), s.ph(1), s.ph(2)),
+		release:     fmt.Sprintf("DELETE FROM %s WHERE owner = %s", s.leases(), s.ph(1)),
+		orphans: fmt.Sprintf(`SELECT %s FROM %s WHERE %s AND owner <> %s AND (
+	(owner = '' AND NOT EXISTS (SELECT 1 FROM %s l WHERE l.owner <> %s AND l.expires_at >= %s)) OR
+	(owner <> '' AND NOT EXISTS (SELECT 1 FROM %s l WHERE l.owner = %s.owner AND l.expires_at >= %s)))
+ORDER BY seq`, info, t, activeIn, s.ph(1), s.leases(), s.ph(2), s.ph(3), s.leases(), t, s.ph(4)),
+	}
+	// Recover's change of a record whose owner's lease is gone: arguments
+	// now, the message and the code.
+	abandon := func(first int) string {
+		return fmt.Sprintf(`status = CASE WHEN resumable = 1 THEN 'pending' ELSE 'failed' END,
+	owner = CASE WHEN resumable = 1 THEN '' ELSE owner END,
+	completed_at = CASE WHEN resumable = 1 THEN completed_at ELSE %s END,
+	result = CASE WHEN resumable = 1 THEN result ELSE NULL END,
+	error = CASE WHEN resumable = 1 THEN error ELSE %s END,
+	error_code = CASE WHEN resumable = 1 THEN error_code ELSE %s END`, s.ph(first), s.ph(first+1), s.ph(first+2))
+	}
+	claimSet := fmt.Sprintf("status = 'running', owner = %s, started_at = COALESCE(started_at, %s)", s.ph(1), s.ph(2))
+	due := fmt.Sprintf("%s AND (not_before IS NULL OR not_before <= %s)", claimable, s.ph(3))
+	if s.dialect == PostgreSQL {
+		casts := make([]string, len(all))
+		for i, c := range all {
+			casts[i] = fmt.Sprintf("$%d::%s", i+1, pgTypes[c])
+		}
+		// The gate locks the count's row when it admits: a concurrent
+		// Insert waits for the lock, then sees the count that this one's
+		// trigger raised (READ COMMITTED re-checks the row's new version).
+		q.insert = fmt.Sprintf("WITH gate AS (SELECT 1 FROM %s WHERE id = 1 AND active < $%d FOR UPDATE)\nINSERT INTO %s (%s) SELECT %s FROM gate",
+			s.counter(), len(all)+1, t, strings.Join(all, ", "), strings.Join(casts, ", "))
+		// The CTE picks (and locks) the records once; a sub-select in the
+		// WHERE could be run again by the plan and pick more than n.
+		q.claim = fmt.Sprintf(`WITH picked AS MATERIALIZED (SELECT seq FROM %s WHERE %s ORDER BY seq LIMIT $4 FOR UPDATE SKIP LOCKED)
+UPDATE %s SET %s
+FROM picked WHERE %s.seq = picked.seq AND %s
+RETURNING %s.%s`, t, due, t, claimSet, t, claimable, t, strings.ReplaceAll(stored, ", ", ", "+t+"."))
+		q.lost = fmt.Sprintf("SELECT task_id FROM %s WHERE task_id = ANY($1) AND %s AND owner = $2", t, activeIn)
+		// One statement: the lapsed leases it deletes, and the owners with
+		// no lease at all (as of its snapshot; a lease made since holds
+		// no record this statement can see).
+		q.recover = fmt.Sprintf(`WITH gone AS (DELETE FROM %s WHERE expires_at < $1 RETURNING owner)
+UPDATE %s SET %s
+WHERE %s AND owner <> '' AND (owner IN (SELECT owner FROM gone) OR NOT EXISTS (SELECT 1 FROM %s l WHERE l.owner = %s.owner))`,
+			s.leases(), t, abandon(1), activeIn, s.leases(), t)
+	} else {
+		// SQLite has one writer at a time: the count and the insert are
+		// one atomic statement.
+		q.insert = fmt.Sprintf("INSERT INTO %s (%s) SELECT %s WHERE (SELECT active FROM %s WHERE id = 1) < ?",
+			t, strings.Join(all, ", "), s.phs(1, len(all)), s.counter())
+		q.claim = fmt.Sprintf(`UPDATE %s SET %s
+WHERE seq IN (SELECT seq FROM %s WHERE %s ORDER BY seq LIMIT ?)
+RETURNING %s`, t, claimSet, t, due, stored)
+		q.lost = fmt.Sprintf("SELECT task_id FROM %s WHERE task_id IN (SELECT value FROM json_each(?)) AND %s AND owner = ?", t, activeIn)
+		q.deleteLapsed = fmt.Sprintf("DELETE FROM %s WHERE expires_at < ?", s.leases())
+		q.recover = fmt.Sprintf(`UPDATE %s SET %s
+WHERE %s AND owner <> '' AND NOT EXISTS (SELECT 1 FROM %s l WHERE l.owner = %s.owner)`, t, abandon(1), activeIn, s.leases(), t)
+	}
+	return q
+}
+
+// excluded returns "col = excluded.col, ..." for an upsert.
+func excluded(cols []string) string {
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		out[i] = c + " = excluded." + c
+	}
+	return strings.Join(out, ", ")
+}

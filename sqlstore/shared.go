@@ -1,0 +1,188 @@
+package sqlstore
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/apcore-go/apcore"
+)
+
+// The SharedStore methods; the package doc gives their design.
+
+// abandonedMessage is the error of a record Recover ends failed.
+const abandonedMessage = "abandoned: the manager running it stopped (its lease lapsed) before it ended"
+
+// Insert saves a new record, with what is kept beside it, only while fewer
+// than limit records are active: one statement, atomic with the count.
+func (s *Store) Insert(ctx context.Context, task apcore.StoredTask, limit int) (bool, error) {
+	if err := s.checkRecord(&task.Info); err != nil {
+		return false, err
+	}
+	if !task.Info.Status.IsActive() {
+		return false, invalid(fmt.Sprintf("sqlstore: Insert of task %s in state %s; a new task is pending or running", task.Info.TaskID, task.Info.Status))
+	}
+	if limit <= 0 {
+		return false, nil
+	}
+	a, err := infoArgs(&task.Info)
+	if err != nil {
+		return false, err
+	}
+	b, err := sharedArgs(&task)
+	if err != nil {
+		return false, err
+	}
+	a = append(append(a, b...), limit)
+	res, err := s.st.insert.ExecContext(ctx, a...)
+	if err != nil && isDuplicate(err) {
+		return false, invalid(fmt.Sprintf("sqlstore: task %s already exists", task.Info.TaskID))
+	}
+	return affected(res, err, "insert "+task.Info.TaskID)
+}
+
+// Update writes the record, its owner and not_before if the stored record
+// is active and held by holder: one conditional UPDATE.
+func (s *Store) Update(ctx context.Context, task apcore.StoredTask, holder string) (bool, error) {
+	if err := s.checkRecord(&task.Info); err != nil {
+		if s.storableID(task.Info.TaskID) {
+			return false, err
+		}
+		return false, nil // no such record can exist
+	}
+	a, err := infoArgs(&task.Info)
+	if err != nil {
+		return false, err
+	}
+	// twelve columns after task_id, owner, not_before, task_id, holder
+	a = append(a[1:], clean(task.Owner), micros(task.NotBefore), a[0], clean(holder))
+	res, err := s.st.update.ExecContext(ctx, a...)
+	return affected(res, err, "update "+task.Info.TaskID)
+}
+
+// Claim hands owner up to n due resumable records held by no one, oldest
+// first, in one UPDATE ... RETURNING.
+func (s *Store) Claim(ctx context.Context, owner string, n int, now time.Time) ([]apcore.StoredTask, error) {
+	if owner == "" {
+		return nil, invalid("sqlstore: Claim needs an owner")
+	}
+	if n <= 0 {
+		return nil, nil
+	}
+	at := now.UnixMicro()
+	rows, err := s.st.claim.QueryContext(ctx, clean(owner), at, at, n)
+	if err != nil {
+		return nil, unavailable("claim", err)
+	}
+	defer rows.Close()
+	var out []apcore.StoredTask
+	var seqs []int64
+	for rows.Next() {
+		seq, st, err := scanStored(rows)
+		if err != nil {
+			return nil, unavailable("claim", err)
+		}
+		out, seqs = append(out, st), append(seqs, seq)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, unavailable("claim", err)
+	}
+	sortBySeq(seqs, out)
+	return out, nil
+}
+
+// Renew sets owner's lease to end at expires; without create, only if the
+// lease is still there.
+func (s *Store) Renew(ctx context.Context, owner string, expires time.Time, create bool) (bool, error) {
+	if create {
+		if _, err := s.st.renewCreate.ExecContext(ctx, clean(owner), expires.UnixMicro()); err != nil {
+			return false, unavailable("create lease", err)
+		}
+		return true, nil
+	}
+	res, err := s.st.renew.ExecContext(ctx, expires.UnixMicro(), clean(owner))
+	return affected(res, err, "renew lease")
+}
+
+// Release ends owner's lease.
+func (s *Store) Release(ctx context.Context, owner string) error {
+	if _, err := s.db.ExecContext(ctx, s.q.release, clean(owner)); err != nil {
+		return unavailable("release lease", err)
+	}
+	return nil
+}
+
+// Recover ends the leases that ended before now, and resets (resumable) or
+// abandons (the others) the active records their owners, and owners with
+// no lease, held: one statement on PostgreSQL, one transaction on SQLite.
+func (s *Store) Recover(ctx context.Context, now time.Time) (int, error) {
+	at := now.UnixMicro()
+	args := []any{at, abandonedMessage, string(apcore.CodeTaskAbandoned)}
+	if s.dialect == PostgreSQL {
+		res, err := s.db.ExecContext(ctx, s.q.recover, args...)
+		if err != nil {
+			return 0, unavailable("recover", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return 0, unavailable("recover", err)
+		}
+		return int(n), nil
+	}
+	var n int64
+	err := s.inTx(ctx, "recover", func(tx execer) error {
+		if _, err := tx.ExecContext(ctx, s.q.deleteLapsed, at); err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, s.q.recover, args...)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	return int(n), err
+}
+
+// Lost returns the ids among ids that owner no longer holds while active,
+// with one query.
+func (s *Store) Lost(ctx context.Context, owner string, ids []string) ([]string, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	arg, err := s.lostArg(ids)
+	if err != nil {
+		return nil, invalid(fmt.Sprintf("sqlstore: Lost: %v", err))
+	}
+	rows, err := s.st.lost.QueryContext(ctx, arg, clean(owner))
+	if err != nil {
+		return nil, unavailable("lost", err)
+	}
+	defer rows.Close()
+	held := make(map[string]bool, len(ids))
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, unavailable("lost", err)
+		}
+		held[id] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, unavailable("lost", err)
+	}
+	var lost []string
+	for _, id := range ids {
+		if !held[id] {
+			lost = append(lost, id)
+		}
+	}
+	return lost, nil
+}
+
+// Orphans returns the active records that no live manager holds, with one
+// query.
+func (s *Store) Orphans(ctx context.Context, self string, now time.Time) ([]apcore.TaskInfo, error) {
+	at := now.UnixMicro()
+	self = clean(self)
+	return s.query(ctx, "orphans", s.q.orphans, self, self, at, at)
+}
