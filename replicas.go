@@ -203,8 +203,13 @@ func (m *TaskManager) recover(ctx context.Context, now time.Time) {
 func (m *TaskManager) checkLost(ctx context.Context) {
 	owner := m.ownerID()
 	var ids []string
-	m.tasks.each(func(t *task) {
-		if t.watched.Load() && t.holder == owner {
+	for _, t := range m.sched.running() {
+		if t.holder == owner {
+			ids = append(ids, t.id)
+		}
+	}
+	m.watch.each(func(t *task) {
+		if t.holder == owner {
 			ids = append(ids, t.id)
 		}
 	})

@@ -31,12 +31,17 @@ import (
 // takes from the queue, on one goroutine holding one slot.
 func (m *TaskManager) work(t *task) {
 	defer m.wg.Done()
-	for ; t != nil; t = m.sched.next() {
+	w := &worker{}
+	m.sched.join(w)
+	for ; t != nil; t = m.sched.next(w) {
 		ctx, inputs, ok := m.start(t)
 		if !ok {
 			continue
 		}
+		w.current.Store(t)
+		t.worker = w
 		result, err := m.call(ctx, t, inputs)
+		w.current.Store(nil)
 		m.settle(ctx, t, result, err)
 	}
 	if m.shared != nil {
@@ -70,9 +75,6 @@ func (m *TaskManager) start(t *task) (ctx context.Context, inputs map[string]any
 		ctx, t.cancel = context.WithTimeout(ctx, t.timeout)
 	}
 	t.state = stateRunning
-	if m.shared != nil {
-		t.watched.Store(true)
-	}
 	return ctx, t.inputs, true // inputs read now: a cancel may drop them
 }
 
@@ -121,7 +123,10 @@ func (m *TaskManager) goexited(ctx context.Context, t *task) {
 		Code:    CodeModuleExecuteError,
 		Message: fmt.Sprintf("Module %s called runtime.Goexit instead of returning", t.moduleID),
 	})
-	if next := m.sched.next(); next != nil {
+	w := t.worker
+	w.current.Store(nil)
+	if next := m.sched.next(w); next != nil {
+		m.sched.leave(w) // the slot goes on, on a goroutine of its own
 		m.wg.Add(1)
 		go m.work(next)
 	}
@@ -225,6 +230,10 @@ func (m *TaskManager) retry(t *task, cause error) {
 	}
 	if !m.advance(t, StatusPending) {
 		return
+	}
+	if m.shared != nil && !t.watched {
+		t.watched = true
+		m.watch.store(t.id, t)
 	}
 	t.state = stateBackoff
 	m.wg.Add(1) // done by the timer's function, or by the cancel that stops the timer
@@ -383,7 +392,10 @@ func (m *TaskManager) release(t *task) {
 // drop takes an ended t out of the table, stops its timers and wakes its
 // waiters. t.mu is held.
 func (m *TaskManager) drop(t *task) {
-	t.watched.Store(false)
+	if t.watched {
+		t.watched = false
+		m.watch.delete(t.id)
+	}
 	m.tasks.delete(t.id)
 	if t.progressTimer != nil && t.progressTimer.Stop() {
 		m.wg.Done() // the progress write will not run

@@ -1,6 +1,9 @@
 package apcore
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // scheduler hands this manager's concurrency slots to its queued tasks.
 //
@@ -22,6 +25,61 @@ type scheduler struct {
 	head, tail *task
 	closed     bool            // after Shutdown or Drain: nothing new starts
 	wg         *sync.WaitGroup // counts workers; Shutdown waits on it
+
+	// workers lists the goroutines holding a slot, so that the keeper can
+	// find the tasks that run now (see running) without walking every task.
+	workers *worker
+}
+
+// worker is one goroutine holding a slot.
+type worker struct {
+	current    atomic.Pointer[task] // the task whose attempt it runs, or nil
+	prev, next *worker              // guarded by scheduler.mu
+}
+
+// join lists w among the workers.
+func (s *scheduler) join(w *worker) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w.next = s.workers
+	if s.workers != nil {
+		s.workers.prev = w
+	}
+	s.workers = w
+}
+
+// leave takes w off the list; s.mu is held.
+func (s *scheduler) leaveLocked(w *worker) {
+	if w.prev == nil {
+		s.workers = w.next
+	} else {
+		w.prev.next = w.next
+	}
+	if w.next != nil {
+		w.next.prev = w.prev
+	}
+	w.prev, w.next = nil, nil
+}
+
+// leave takes w off the list, for a worker whose goroutine ends while its
+// slot goes on with another (see goexited).
+func (s *scheduler) leave(w *worker) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.leaveLocked(w)
+}
+
+// running returns the tasks whose attempts run now.
+func (s *scheduler) running() []*task {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*task
+	for w := s.workers; w != nil; w = w.next {
+		if t := w.current.Load(); t != nil {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // enqueue queues t, or takes a free slot for it and reports that the caller
@@ -73,9 +131,10 @@ func (s *scheduler) unlink(t *task) {
 	t.prev, t.next, t.queued = nil, nil, false
 }
 
-// next hands the caller's slot to the first queued task, or gives the slot
-// back when there is none (or the scheduler is closed).
-func (s *scheduler) next() *task {
+// next hands worker w's slot to the first queued task, or gives the slot
+// back, and takes w off the list, when there is none (or the scheduler is
+// closed).
+func (s *scheduler) next(w *worker) *task {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if t := s.head; t != nil && !s.closed {
@@ -83,6 +142,7 @@ func (s *scheduler) next() *task {
 		return t
 	}
 	s.busy--
+	s.leaveLocked(w)
 	return nil
 }
 

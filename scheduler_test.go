@@ -34,7 +34,9 @@ func BenchmarkSchedulerQueue(b *testing.B) {
 			for i := 0; i < len(tasks); i += 3 {
 				s.remove(tasks[i])
 			}
-			for s.next() != nil {
+			w := &worker{}
+			s.join(w)
+			for s.next(w) != nil {
 			}
 		}
 	})
@@ -89,14 +91,16 @@ func TestSchedulerQueueOrder(t *testing.T) {
 	s.remove(tasks[2])
 	s.remove(tasks[5])
 	var got string
-	for tk := s.next(); tk != nil; tk = s.next() {
+	w := &worker{}
+	s.join(w)
+	for tk := s.next(w); tk != nil; tk = s.next(w) {
 		got += tk.id
 	}
 	if got != "bde" {
 		t.Fatalf("queue handed out %q, want %q", got, "bde")
 	}
-	if s.busy != 0 {
-		t.Fatalf("the slot was not given back: busy = %d", s.busy)
+	if s.busy != 0 || s.workers != nil {
+		t.Fatalf("the slot was not given back: busy = %d, workers listed: %v", s.busy, s.workers != nil)
 	}
 	wg.Done() // the first enqueue counted a worker
 	s.close()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -31,10 +30,8 @@ type task struct {
 	holder       string // with a SharedStore: the manager id that holds the task in the store
 	resumable    bool   // submitted WithResumable: it goes back to the store between attempts
 	claimed      bool   // claimed from the store, so running there already (see start)
-
-	// watched is set while the task runs or waits out a backoff: the keeper
-	// asks the store about these tasks (see checkLost), without t.mu.
-	watched atomic.Bool
+	watched      bool    // in the manager's table of tasks in backoff (see checkLost); guarded by mu
+	worker       *worker // the worker running the current attempt, for goexited
 
 	// mu orders everything that happens to the task: start, settle, retry,
 	// cancel, wait. Lock order: task.mu, then scheduler.mu.

@@ -106,6 +106,11 @@ type TaskManager struct {
 	// never grows with finished records.
 	tasks shardedMap[*task]
 
+	// watch holds, with a SharedStore, the tasks that wait out a backoff:
+	// with those that run (sched.running), the ones the keeper asks the
+	// store about (see checkLost).
+	watch shardedMap[*task]
+
 	// sched is the FIFO of tasks waiting for a slot, and the slots.
 	sched scheduler
 
@@ -160,6 +165,7 @@ func NewTaskManager(exec Executor, opts ...Option) (*TaskManager, error) {
 		m.observers.Store(&[]*observer{{fn: cfg.observer}})
 	}
 	m.tasks.init()
+	m.watch.init()
 	m.kept.init()
 	m.resolver, _ = exec.(ModuleResolver)
 	m.counter, _ = cfg.store.(Counter)
