@@ -27,9 +27,9 @@ type task struct {
 	retry        RetryConfig
 	timeout      time.Duration
 	submittedAt  time.Time
-	holder       string // with a SharedStore: the manager id that holds the task in the store
-	resumable    bool   // submitted WithResumable: it goes back to the store between attempts
-	claimed      bool   // claimed from the store, so running there already (see start)
+	holder       string  // with a SharedStore: the manager id that holds the task in the store
+	resumable    bool    // submitted WithResumable: it goes back to the store between attempts
+	claimed      bool    // claimed from the store, so running there already (see start)
 	watched      bool    // in the manager's table of tasks in backoff (see checkLost); guarded by mu
 	worker       *worker // the worker running the current attempt, for goexited
 
