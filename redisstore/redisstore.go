@@ -1,26 +1,34 @@
 // Package redisstore is an apcore.TaskStore in Redis: task records that
-// several managers (several replicas of a service) share, and that services
-// written with the other apcore SDKs can read.
+// several managers (several replicas of a service) share as one task
+// manager, and that services written with the other apcore SDKs can read.
 //
 //	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
 //	store, err := redisstore.New(client)
 //	mgr, err := apcore.NewTaskManager(reg, apcore.WithStore(store))
 //
-// Any redis.UniversalClient works: a single node, sentinel (failover) or
-// cluster client. Each record is a string key, prefix + task id (prefix
-// "apcore:tasks:" by default), holding the protocol's JSON wire format.
-// Beside the records the store keeps, under prefix + "_idx:", a sorted set
-// in insertion order, one per state, an expiry set scored by completed_at,
-// a sequence counter and a hash of each task's state. Every write changes
-// the record and its indexes in one Lua script, which Redis runs
-// atomically, so a crash between two commands cannot leave an index that
-// disagrees with the records; SaveIf checks the stored state in the same
-// script.
+// Any redis.UniversalClient works: a single node, a Sentinel-managed
+// failover client, or a cluster client. Each record is a string key, prefix
+// + task id (prefix "apcore:tasks:" by default), holding the protocol's
+// JSON wire format. Beside the records the store keeps, under prefix +
+// "_idx:":
+//
+//	order                  sorted set: every id, scored by insertion sequence
+//	seq                    the insertion sequence counter
+//	meta                   hash: id -> "status|seq|r|not_before|owner"
+//	held                   sorted set (by name): "owner\x00id" per active record
+//	status:completed etc.  sorted sets: each terminal state's ids, scored by completed_at (µs)
+//	spec                   hash: a resumable task's inputs, retry policy, timeout, trace
+//	later, ready           sorted sets: resumable tasks held by no one, by not_before, then by sequence
+//	leases                 sorted set: owner -> end of its lease (µs)
+//
+// Every write is one Lua script, which Redis runs atomically, so an index
+// never disagrees with the records, and every method of apcore.SharedStore
+// is one script and one round trip (see scripts.go).
 //
 // With a cluster client the prefix becomes a hash tag ("{apcore:tasks}:"),
-// so all of one store's keys live in one slot, as multi-key scripts
-// require. Connection failures are errors matching
-// apcore.ErrStoreUnavailable that wrap go-redis's error.
+// so that all of one store's keys live in one slot, as multi-key scripts
+// require: one store lives on one master. Connection failures are errors
+// matching apcore.ErrStoreUnavailable that wrap go-redis's error.
 package redisstore
 
 import (
@@ -39,39 +47,53 @@ import (
 // DefaultPrefix is the key prefix New uses unless WithPrefix says otherwise.
 const DefaultPrefix = "apcore:tasks:"
 
+// DefaultMaxRecordBytes is the largest record the store writes unless
+// WithMaxRecordBytes says otherwise: Redis's default proto-max-bulk-len.
+const DefaultMaxRecordBytes = 512 << 20
+
 // Option configures New.
 type Option func(*config)
 
 type config struct {
-	prefix  string
-	hashTag *bool
+	prefix   string
+	hashTag  *bool
+	maxBytes int
 }
 
 // WithPrefix sets the key prefix (default "apcore:tasks:").
 func WithPrefix(p string) Option { return func(c *config) { c.prefix = p } }
 
 // WithHashTag forces (true) or prevents (false) wrapping the prefix in a
-// cluster hash tag. By default it is on for a *redis.ClusterClient only.
+// cluster hash tag. By default it is on for a *redis.ClusterClient only,
+// and it cannot be turned off for one.
 func WithHashTag(on bool) Option { return func(c *config) { c.hashTag = &on } }
 
-// Store is an apcore.TaskStore in Redis. It implements apcore.Counter and
-// apcore.ConditionalSaver. It is safe for concurrent use.
-type Store struct {
-	rdb  redis.UniversalClient
-	base string // what every key starts with
+// WithMaxRecordBytes sets the size of the largest record the store writes
+// (default DefaultMaxRecordBytes); set it to the server's
+// proto-max-bulk-len when that is lower. A terminal write whose record is
+// larger (a result too big to keep) is written as failed instead; see
+// Store.Update.
+func WithMaxRecordBytes(n int) Option { return func(c *config) { c.maxBytes = n } }
 
-	order, seq, expiry, state string
-	byStatus                  map[apcore.TaskStatus]string
-	indexKeys                 []string // order, seq, expiry, state, then the five state sets
+// Store is an apcore.TaskStore in Redis. It implements apcore.Counter,
+// apcore.ConditionalSaver, apcore.Remover, apcore.SharedStore and
+// apcore.JSONStore. It is safe for concurrent use.
+type Store struct {
+	rdb      redis.UniversalClient
+	base     string   // what every key starts with
+	keys     []string // the scripts' KEYS: the index keys (see scripts.go)
+	byStatus map[apcore.TaskStatus]string
+	maxBytes int
 }
 
 var (
 	_ apcore.TaskStore        = (*Store)(nil)
 	_ apcore.Counter          = (*Store)(nil)
 	_ apcore.ConditionalSaver = (*Store)(nil)
+	_ apcore.Remover          = (*Store)(nil)
+	_ apcore.SharedStore      = (*Store)(nil)
+	_ apcore.JSONStore        = (*Store)(nil)
 )
-
-var states = []apcore.TaskStatus{apcore.StatusPending, apcore.StatusRunning, apcore.StatusCompleted, apcore.StatusFailed, apcore.StatusCancelled}
 
 // indexTag marks the index keys; a task id may not start with it.
 const indexTag = "_idx:"
@@ -81,7 +103,7 @@ func New(client redis.UniversalClient, opts ...Option) (*Store, error) {
 	if client == nil {
 		return nil, invalid("redisstore.New: the client is nil")
 	}
-	cfg := config{prefix: DefaultPrefix}
+	cfg := config{prefix: DefaultPrefix, maxBytes: DefaultMaxRecordBytes}
 	for _, o := range opts {
 		if o == nil {
 			return nil, invalid("redisstore.New: nil option")
@@ -91,21 +113,31 @@ func New(client redis.UniversalClient, opts ...Option) (*Store, error) {
 	if cfg.prefix == "" || strings.ContainsAny(cfg.prefix, "{}") {
 		return nil, invalid(fmt.Sprintf("redisstore: prefix %q: it must be non-empty and hold no braces", cfg.prefix))
 	}
+	if cfg.maxBytes <= 0 {
+		return nil, invalid(fmt.Sprintf("redisstore: WithMaxRecordBytes(%d): it must be more than 0", cfg.maxBytes))
+	}
 	_, cluster := client.(*redis.ClusterClient)
 	tag := cluster
 	if cfg.hashTag != nil {
+		if cluster && !*cfg.hashTag {
+			return nil, invalid("redisstore: WithHashTag(false) with a cluster client: every key of a script must be in one slot")
+		}
 		tag = *cfg.hashTag
 	}
 	base := cfg.prefix
 	if tag {
 		base = "{" + strings.TrimSuffix(cfg.prefix, ":") + "}:"
 	}
-	s := &Store{rdb: client, base: base, byStatus: map[apcore.TaskStatus]string{}}
-	s.order, s.seq, s.expiry, s.state = base+indexTag+"order", base+indexTag+"seq", base+indexTag+"expiry", base+indexTag+"state"
-	s.indexKeys = []string{s.order, s.seq, s.expiry, s.state}
-	for _, st := range states {
-		s.byStatus[st] = base + indexTag + "status:" + string(st)
-		s.indexKeys = append(s.indexKeys, s.byStatus[st])
+	idx := base + indexTag
+	s := &Store{rdb: client, base: base, maxBytes: cfg.maxBytes, byStatus: map[apcore.TaskStatus]string{
+		apcore.StatusCompleted: idx + "status:completed",
+		apcore.StatusFailed:    idx + "status:failed",
+		apcore.StatusCancelled: idx + "status:cancelled",
+	}}
+	s.keys = []string{
+		idx + "order", idx + "seq", idx + "meta", idx + "held",
+		s.byStatus[apcore.StatusCompleted], s.byStatus[apcore.StatusFailed], s.byStatus[apcore.StatusCancelled],
+		idx + "spec", idx + "later", idx + "ready", idx + "leases",
 	}
 	return s, nil
 }
@@ -115,6 +147,10 @@ func (s *Store) Name() string { return "RedisTaskStore" }
 
 // Key returns the key holding a task's record.
 func (s *Store) Key(taskID string) string { return s.base + taskID }
+
+// KeepsJSON reports true: records are JSON, so a result reads back as
+// encoding/json decodes it into an any (apcore.JSONStore).
+func (s *Store) KeepsJSON() bool { return true }
 
 func invalid(msg string) error { return &apcore.Error{Code: apcore.CodeInvalidInput, Message: msg} }
 
@@ -126,60 +162,11 @@ func notFound(id string) error {
 	return &apcore.Error{Code: apcore.CodeTaskNotFound, Message: "Task not found: " + id}
 }
 
-// keys are the script's KEYS: the record, then the index keys.
-func (s *Store) keys(taskID string) []string {
-	return append([]string{s.Key(taskID)}, s.indexKeys...)
+// recordKeys are a script's KEYS for one record: the index keys, then the
+// record's.
+func (s *Store) recordKeys(taskID string) []string {
+	return append(s.keys[:len(s.keys):len(s.keys)], s.Key(taskID))
 }
-
-// saveScript writes a record and its indexes. KEYS: record, order, seq,
-// expiry, state, then the sets of pending, running, completed, failed,
-// cancelled. ARGV: id, json, status, completed_at in µs or "", mode ("set"
-// or "if"), then for "if" the states the stored record must be in.
-var saveScript = redis.NewScript(`
-local sets = {pending = 6, running = 7, completed = 8, failed = 9, cancelled = 10}
-local id, status = ARGV[1], ARGV[3]
-local old = redis.call('HGET', KEYS[5], id)
-if ARGV[5] == 'if' then
-  if not old then return 0 end
-  local ok = false
-  for i = 6, #ARGV do
-    if ARGV[i] == old then ok = true end
-  end
-  if not ok then return 0 end
-end
-local seq
-if old then
-  seq = redis.call('ZSCORE', KEYS[2], id)
-  redis.call('ZREM', KEYS[sets[old]], id)
-else
-  seq = redis.call('INCR', KEYS[3])
-  redis.call('ZADD', KEYS[2], seq, id)
-end
-redis.call('SET', KEYS[1], ARGV[2])
-redis.call('HSET', KEYS[5], id, status)
-redis.call('ZADD', KEYS[sets[status]], seq, id)
-if ARGV[4] ~= '' then
-  redis.call('ZADD', KEYS[4], ARGV[4], id)
-else
-  redis.call('ZREM', KEYS[4], id)
-end
-return 1
-`)
-
-// deleteScript removes a record and its index entries. KEYS as saveScript;
-// ARGV: id.
-var deleteScript = redis.NewScript(`
-local sets = {pending = 6, running = 7, completed = 8, failed = 9, cancelled = 10}
-local id = ARGV[1]
-local old = redis.call('HGET', KEYS[5], id)
-redis.call('DEL', KEYS[1])
-if not old then return 0 end
-redis.call('HDEL', KEYS[5], id)
-redis.call('ZREM', KEYS[2], id)
-redis.call('ZREM', KEYS[sets[old]], id)
-redis.call('ZREM', KEYS[4], id)
-return 1
-`)
 
 func checkRecord(t *apcore.TaskInfo) error {
 	switch {
@@ -187,50 +174,118 @@ func checkRecord(t *apcore.TaskInfo) error {
 		return invalid("redisstore: record has an empty task id")
 	case strings.HasPrefix(t.TaskID, indexTag):
 		return invalid(fmt.Sprintf("redisstore: task id %q starts with %q, which the store keeps for its indexes", t.TaskID, indexTag))
-	case !t.Status.IsActive() && !t.Status.IsTerminal():
+	case !t.Status.Valid():
 		return invalid(fmt.Sprintf("redisstore: record %s has unknown status %q", t.TaskID, t.Status))
 	}
 	return nil
 }
 
-// write runs saveScript for task in mode "set" or "if".
+// encode is the record's JSON, or GENERAL_INVALID_INPUT when it does not
+// encode or is larger than the store writes.
+func (s *Store) encode(t *apcore.TaskInfo) ([]byte, error) {
+	data, err := json.Marshal(t)
+	if err != nil {
+		return nil, &apcore.Error{Code: apcore.CodeInvalidInput, Message: fmt.Sprintf("redisstore: task %s cannot be encoded as JSON", t.TaskID), Cause: err}
+	}
+	if len(data) > s.maxBytes {
+		return nil, invalid(fmt.Sprintf("redisstore: task %s's record is %d bytes, more than the %d the store writes", t.TaskID, len(data), s.maxBytes))
+	}
+	return data, nil
+}
+
+// unkeepable turns a terminal record that cannot be written (its result
+// does not encode, or is too large) into the failed record written in its
+// place, or returns false when there is nothing to drop.
+func unkeepable(t *apcore.TaskInfo, cause error) bool {
+	if !t.Status.IsTerminal() || (t.Result == nil && t.ProgressMessage == "") {
+		return false
+	}
+	msg := "the task's outcome cannot be kept: " + cause.Error()
+	if ae := (*apcore.Error)(nil); errors.As(cause, &ae) && ae.Message != "" {
+		msg = "the task's outcome cannot be kept: " + ae.Message
+		if ae.Cause != nil {
+			msg += ": " + ae.Cause.Error()
+		}
+	}
+	t.Status, t.Result, t.Error, t.ErrorCode = apcore.StatusFailed, nil, msg, apcore.CodeInvalidInput
+	t.ProgressMessage = ""
+	if t.CompletedAt.IsZero() {
+		t.CompletedAt = time.Now()
+	}
+	return true
+}
+
+// micros is t in Unix microseconds, "" for the zero time.
+func micros(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return strconv.FormatInt(t.UnixMicro(), 10)
+}
+
+// doneScore is a record's score in its terminal state's index: its
+// completed_at, or +inf (never expires) without one.
+func doneScore(t *apcore.TaskInfo) string {
+	if t.Status.IsTerminal() && !t.CompletedAt.IsZero() {
+		return micros(t.CompletedAt)
+	}
+	return "+inf"
+}
+
+// wireSeconds is t as the wire format writes it (float Unix seconds).
+func wireSeconds(t time.Time) string {
+	b, _ := json.Marshal(float64(t.UnixMicro()) / 1e6)
+	return string(b)
+}
+
+// write runs saveScript for task in mode "set" or "if". A terminal record
+// that cannot be encoded is written as failed instead, and reported as not
+// written, so that a manager reads back the stored outcome.
 func (s *Store) write(ctx context.Context, task *apcore.TaskInfo, mode string, from []apcore.TaskStatus) (bool, error) {
 	if err := checkRecord(task); err != nil {
 		return false, err
 	}
-	data, err := json.Marshal(task)
+	data, err := s.encode(task)
+	substituted := false
 	if err != nil {
-		return false, invalid(fmt.Sprintf("redisstore: task %s cannot be encoded: %v", task.TaskID, err))
+		if mode != "if" || !unkeepable(task, err) {
+			return false, err
+		}
+		if data, err = s.encode(task); err != nil {
+			return false, err
+		}
+		substituted = true
 	}
-	completed := ""
-	if task.Status.IsTerminal() && !task.CompletedAt.IsZero() {
-		completed = strconv.FormatInt(task.CompletedAt.UnixMicro(), 10)
-	}
-	argv := []any{task.TaskID, data, string(task.Status), completed, mode}
+	argv := []any{s.base, task.TaskID, data, string(task.Status), doneScore(task), mode}
 	for _, st := range from {
 		argv = append(argv, string(st))
 	}
-	n, err := saveScript.Run(ctx, s.rdb, s.keys(task.TaskID), argv...).Int()
+	n, err := saveScript.Run(ctx, s.rdb, s.recordKeys(task.TaskID), argv...).Int()
 	if err != nil {
 		return false, unavailable("save "+task.TaskID, err)
 	}
-	return n == 1, nil
+	return n == 1 && !substituted, nil
 }
 
 // Save creates or overwrites the record; an overwrite keeps its place in
-// the insertion order.
+// the insertion order, and its owner. A record that cannot be encoded (a
+// result that is not JSON, or too large) is GENERAL_INVALID_INPUT.
 func (s *Store) Save(ctx context.Context, task apcore.TaskInfo) error {
 	_, err := s.write(ctx, &task, "set", nil)
 	return err
 }
 
 // SaveIf overwrites the record only if its stored state is one of from,
-// atomically; an absent record is not saved.
+// atomically; an absent record is not saved. A terminal record whose result
+// cannot be encoded (or is larger than WithMaxRecordBytes) is written as
+// failed with GENERAL_INVALID_INPUT instead, under the same condition, and
+// SaveIf reports false, so the caller reads the stored outcome: the task
+// never stays active because its result could not be kept.
 func (s *Store) SaveIf(ctx context.Context, task apcore.TaskInfo, from ...apcore.TaskStatus) (bool, error) {
+	if err := checkRecord(&task); err != nil {
+		return false, err
+	}
 	if len(from) == 0 {
-		if err := checkRecord(&task); err != nil {
-			return false, err
-		}
 		return false, nil
 	}
 	return s.write(ctx, &task, "if", from)
@@ -238,8 +293,11 @@ func (s *Store) SaveIf(ctx context.Context, task apcore.TaskInfo, from ...apcore
 
 // Get returns the record, or an error matching apcore.ErrTaskNotFound.
 func (s *Store) Get(ctx context.Context, taskID string) (apcore.TaskInfo, error) {
+	if strings.HasPrefix(taskID, indexTag) {
+		return apcore.TaskInfo{}, notFound(taskID)
+	}
 	data, err := s.rdb.Get(ctx, s.Key(taskID)).Bytes()
-	if errors.Is(err, redis.Nil) || strings.HasPrefix(taskID, indexTag) {
+	if errors.Is(err, redis.Nil) {
 		return apcore.TaskInfo{}, notFound(taskID)
 	}
 	if err != nil {
@@ -256,14 +314,16 @@ func (s *Store) Get(ctx context.Context, taskID string) (apcore.TaskInfo, error)
 // order. It reads the index, then the records in batches; a record that
 // changes state or is deleted in between is left out.
 func (s *Store) List(ctx context.Context, status apcore.TaskStatus) ([]apcore.TaskInfo, error) {
-	index := s.order
-	if status != "" {
-		var ok bool
-		if index, ok = s.byStatus[status]; !ok {
-			return nil, invalid(fmt.Sprintf("redisstore: unknown status %q", status))
-		}
+	var ids []string
+	var err error
+	switch {
+	case status == "":
+		ids, err = s.rdb.ZRange(ctx, s.keys[0], 0, -1).Result()
+	case status.Valid():
+		ids, err = idsScript.Run(ctx, s.rdb, s.keys, s.base, string(status)).StringSlice()
+	default:
+		return nil, invalid(fmt.Sprintf("redisstore: unknown status %q", status))
 	}
-	ids, err := s.rdb.ZRange(ctx, index, 0, -1).Result()
 	if err != nil {
 		return nil, unavailable("list", err)
 	}
@@ -271,11 +331,13 @@ func (s *Store) List(ctx context.Context, status apcore.TaskStatus) ([]apcore.Ta
 }
 
 // ListExpired returns the terminal records whose CompletedAt is set and
-// strictly before before, oldest first.
+// strictly before before, in insertion order.
 func (s *Store) ListExpired(ctx context.Context, before time.Time) ([]apcore.TaskInfo, error) {
-	ids, err := s.rdb.ZRangeByScore(ctx, s.expiry, &redis.ZRangeBy{
-		Min: "-inf", Max: "(" + strconv.FormatInt(before.UnixMicro(), 10),
-	}).Result()
+	bound := before.UnixMicro()
+	if before.Before(time.UnixMicro(bound)) { // a time between two microseconds: before is strict
+		bound++
+	}
+	ids, err := idsScript.Run(ctx, s.rdb, s.keys, s.base, "expired", strconv.FormatInt(bound, 10)).StringSlice()
 	if err != nil {
 		return nil, unavailable("list expired", err)
 	}
@@ -318,47 +380,37 @@ func (s *Store) fetch(ctx context.Context, ids []string, keep func(*apcore.TaskI
 // Delete removes the record and its index entries; an absent id is not an
 // error.
 func (s *Store) Delete(ctx context.Context, taskID string) error {
-	if strings.HasPrefix(taskID, indexTag) {
-		return nil
-	}
-	if err := deleteScript.Run(ctx, s.rdb, s.keys(taskID), taskID).Err(); err != nil {
-		return unavailable("delete "+taskID, err)
-	}
-	return nil
+	_, err := s.Remove(ctx, taskID)
+	return err
 }
 
-// Count returns how many records are in any of statuses (none = all), from
-// the indexes' sizes, read in one MULTI/EXEC.
-func (s *Store) Count(ctx context.Context, statuses ...apcore.TaskStatus) (int, error) {
-	keys := []string{s.order}
-	if len(statuses) > 0 {
-		keys = keys[:0]
-		for i, st := range statuses {
-			k, ok := s.byStatus[st]
-			if !ok {
-				return 0, invalid(fmt.Sprintf("redisstore: unknown status %q", st))
-			}
-			dup := false
-			for _, prev := range statuses[:i] {
-				dup = dup || prev == st
-			}
-			if !dup {
-				keys = append(keys, k)
-			}
-		}
+// Remove removes the record and its index entries and reports whether it
+// was there (apcore.Remover).
+func (s *Store) Remove(ctx context.Context, taskID string) (bool, error) {
+	if strings.HasPrefix(taskID, indexTag) || taskID == "" {
+		return false, nil
 	}
-	cmds, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		for _, k := range keys {
-			p.ZCard(ctx, k)
+	n, err := removeScript.Run(ctx, s.rdb, s.recordKeys(taskID), s.base, taskID).Int()
+	if err != nil {
+		return false, unavailable("delete "+taskID, err)
+	}
+	return n == 1, nil
+}
+
+// Count returns how many records are in any of statuses (none = all), in one
+// script. Count() and Count(pending, running) read one index's size; a
+// count of pending or running alone reads the active records' states.
+func (s *Store) Count(ctx context.Context, statuses ...apcore.TaskStatus) (int, error) {
+	argv := []any{s.base}
+	for _, st := range statuses {
+		if !st.Valid() {
+			return 0, invalid(fmt.Sprintf("redisstore: unknown status %q", st))
 		}
-		return nil
-	})
+		argv = append(argv, string(st))
+	}
+	n, err := countScript.Run(ctx, s.rdb, s.keys, argv...).Int()
 	if err != nil {
 		return 0, unavailable("count", err)
-	}
-	n := 0
-	for _, c := range cmds {
-		n += int(c.(*redis.IntCmd).Val())
 	}
 	return n, nil
 }

@@ -1,0 +1,425 @@
+package redisstore
+
+import "github.com/redis/go-redis/v9"
+
+// The store's Lua scripts. Redis runs each atomically, so every write
+// changes a record and all its index entries in one step, and every
+// SharedStore method is one script: one round trip (EVALSHA; go-redis falls
+// back to EVAL when the server has not cached the script yet, as after a
+// restart or a failover).
+//
+// Every script gets the same KEYS (see Store.keys): the fixed index keys,
+// then the record's key when the script is about one record. Claim,
+// Recover, Orphans and the listing scripts also read and write records whose
+// ids they find in the indexes; they build those keys from the prefix
+// (ARGV[1]). In a Redis Cluster every key of the store carries one hash tag,
+// so those keys are in the slot of the declared ones, which Redis allows.
+//
+// The meta hash holds, per record, "status|seq|r|not_before|owner": the
+// state, the insertion sequence number (the record's score in the order
+// index), "r" for a resumable task, NotBefore in Unix microseconds ("" for
+// none), and the manager holding it ("" for none; last, so it may hold any
+// byte but NUL).
+
+// prelude is what every script starts with: the key names and the helpers
+// that keep the indexes in step with a record's meta.
+const prelude = `
+local K_ORDER, K_SEQ, K_META, K_HELD = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local K_SPEC, K_LATER, K_READY, K_LEASES = KEYS[8], KEYS[9], KEYS[10], KEYS[11]
+local DONE = {completed = KEYS[5], failed = KEYS[6], cancelled = KEYS[7]}
+local base = ARGV[1]
+
+local function parse(m)
+  if not m then return nil end
+  local st, seq, r, nb, owner = string.match(m, '^(%a+)|(%d+)|(r?)|(%-?%d*)|(.*)$')
+  if not st then return nil end
+  return {st = st, seq = seq, r = (r == 'r'), nb = nb, owner = owner}
+end
+
+local function active(st) return st == 'pending' or st == 'running' end
+
+local function claimable(m)
+  return m ~= nil and m.r and m.owner == '' and m.st == 'pending'
+end
+
+local function encode(m)
+  return m.st .. '|' .. m.seq .. '|' .. (m.r and 'r' or '') .. '|' .. m.nb .. '|' .. m.owner
+end
+
+-- move writes new as the meta of record id and moves it between the indexes
+-- (old is its meta before, nil for a new record); done is the score of a
+-- terminal record: its completed_at in microseconds, or +inf.
+local function move(id, old, new, done)
+  local wasActive, isActive = old ~= nil and active(old.st), active(new.st)
+  if wasActive and (not isActive or old.owner ~= new.owner) then
+    redis.call('ZREM', K_HELD, old.owner .. '\0' .. id)
+  end
+  if isActive and not (wasActive and old.owner == new.owner) then
+    redis.call('ZADD', K_HELD, 0, new.owner .. '\0' .. id)
+  end
+  if old ~= nil and DONE[old.st] and old.st ~= new.st then
+    redis.call('ZREM', DONE[old.st], id)
+  end
+  if DONE[new.st] then
+    redis.call('ZADD', DONE[new.st], done, id)
+  end
+  local wasC, isC = claimable(old), claimable(new)
+  if wasC and (not isC or old.nb ~= new.nb) then
+    redis.call('ZREM', K_LATER, id)
+    redis.call('ZREM', K_READY, id)
+  end
+  if isC and not (wasC and old.nb == new.nb) then
+    redis.call('ZADD', K_LATER, new.nb == '' and '-inf' or new.nb, id)
+  end
+  if old ~= nil and old.r and not isActive then
+    redis.call('HDEL', K_SPEC, id)
+  end
+  redis.call('HSET', K_META, id, encode(new))
+end
+
+-- owners calls fn(owner) for each distinct owner of an active record, ""
+-- included, skipping from one owner's entries to the next's.
+local function owners(fn)
+  local cursor = '-'
+  while true do
+    local first = redis.call('ZRANGEBYLEX', K_HELD, cursor, '+', 'LIMIT', 0, 1)[1]
+    if not first then return end
+    local owner = string.sub(first, 1, string.find(first, '\0', 1, true) - 1)
+    cursor = '[' .. owner .. '\1'
+    fn(owner)
+  end
+end
+
+-- held returns the ids of the active records owner holds.
+local function held(owner)
+  local out = {}
+  for _, m in ipairs(redis.call('ZRANGEBYLEX', K_HELD, '[' .. owner .. '\0', '(' .. owner .. '\1')) do
+    out[#out + 1] = string.sub(m, #owner + 2)
+  end
+  return out
+end
+
+-- bySeq sorts ids into insertion order, dropping those without meta.
+local function bySeq(ids)
+  local seqs, out = {}, {}
+  for i = 1, #ids, 1000 do
+    local chunk = {unpack(ids, i, math.min(i + 999, #ids))}
+    local metas = redis.call('HMGET', K_META, unpack(chunk))
+    for j, id in ipairs(chunk) do
+      local m = parse(metas[j])
+      if m then
+        seqs[id] = tonumber(m.seq)
+        out[#out + 1] = id
+      end
+    end
+  end
+  table.sort(out, function(a, b) return seqs[a] < seqs[b] end)
+  return out
+end
+`
+
+func script(body string) *redis.Script { return redis.NewScript(prelude + body) }
+
+// saveScript writes a record (Save, SaveIf). ARGV: prefix, id, json,
+// status, done score, mode ("set" or "if"), then for "if" the states the
+// stored record must be in. Returns 1 if it wrote.
+var saveScript = script(`
+local id = ARGV[2]
+local old = parse(redis.call('HGET', K_META, id))
+if ARGV[6] == 'if' then
+  if not old then return 0 end
+  local ok = false
+  for i = 7, #ARGV do
+    if ARGV[i] == old.st then ok = true end
+  end
+  if not ok then return 0 end
+end
+local new
+if old then
+  new = {st = ARGV[4], seq = old.seq, r = old.r, nb = old.nb, owner = old.owner}
+else
+  local seq = string.format('%d', redis.call('INCR', K_SEQ))
+  redis.call('ZADD', K_ORDER, seq, id)
+  new = {st = ARGV[4], seq = seq, r = false, nb = '', owner = ''}
+end
+move(id, old, new, ARGV[5])
+redis.call('SET', KEYS[12], ARGV[3])
+return 1
+`)
+
+// removeScript deletes a record and its index entries. ARGV: prefix, id.
+// Returns 1 if the record was there.
+var removeScript = script(`
+local id = ARGV[2]
+local old = parse(redis.call('HGET', K_META, id))
+local had = redis.call('DEL', KEYS[12])
+if not old then return had end
+if active(old.st) then redis.call('ZREM', K_HELD, old.owner .. '\0' .. id) end
+if DONE[old.st] then redis.call('ZREM', DONE[old.st], id) end
+if claimable(old) then
+  redis.call('ZREM', K_LATER, id)
+  redis.call('ZREM', K_READY, id)
+end
+if old.r then redis.call('HDEL', K_SPEC, id) end
+redis.call('HDEL', K_META, id)
+redis.call('ZREM', K_ORDER, id)
+return 1
+`)
+
+// insertScript is Insert. ARGV: prefix, id, json, status, owner, "r" or "",
+// not_before, spec, limit. Returns the new record's sequence number, 0 at
+// the limit, -1 when the id is taken.
+var insertScript = script(`
+if redis.call('ZCARD', K_HELD) >= tonumber(ARGV[9]) then return 0 end
+if not redis.call('SET', KEYS[12], ARGV[3], 'NX') then return -1 end
+local id = ARGV[2]
+local seq = string.format('%d', redis.call('INCR', K_SEQ))
+redis.call('ZADD', K_ORDER, seq, id)
+local new = {st = ARGV[4], seq = seq, r = (ARGV[6] == 'r'), nb = ARGV[7], owner = ARGV[5]}
+if new.r then redis.call('HSET', K_SPEC, id, ARGV[8]) end
+move(id, nil, new, '')
+return tonumber(seq)
+`)
+
+// updateScript is Update. ARGV: prefix, id, json, status, owner, not_before,
+// done score, holder. Returns 1 if it wrote, 0 if the record is not active
+// and held by holder, and -1 if it is absent.
+var updateScript = script(`
+local id = ARGV[2]
+local old = parse(redis.call('HGET', K_META, id))
+if not old then return -1 end
+if not active(old.st) or old.owner ~= ARGV[8] then return 0 end
+move(id, old, {st = ARGV[4], seq = old.seq, r = old.r, nb = ARGV[6], owner = ARGV[5]}, ARGV[7])
+redis.call('SET', KEYS[12], ARGV[3])
+return 1
+`)
+
+// claimScript is Claim. ARGV: prefix, owner, n, now in microseconds, now as
+// the wire format's seconds. Returns, per claimed task, its record, its
+// spec and its not_before.
+//
+// Claimable tasks wait in "later", scored by not_before, until due; a Claim
+// first moves the due ones to "ready", scored by insertion order, and takes
+// the oldest from there. A claimed record changes by two substitutions in
+// its JSON, made on the first match: the status (the first "status" key of
+// the record is its own: the ids before it are JSON strings, in which every
+// quote is escaped) and an unset started_at, which comes before the result.
+var claimScript = script(`
+local owner, n = ARGV[2], tonumber(ARGV[3])
+if n <= 0 then return {} end
+local due = redis.call('ZRANGEBYSCORE', K_LATER, '-inf', ARGV[4])
+for i = 1, #due, 1000 do
+  local chunk = {unpack(due, i, math.min(i + 999, #due))}
+  local metas = redis.call('HMGET', K_META, unpack(chunk))
+  local args = {}
+  for j, id in ipairs(chunk) do
+    local m = parse(metas[j])
+    if m then
+      args[#args + 1] = m.seq
+      args[#args + 1] = id
+    end
+  end
+  if #args > 0 then redis.call('ZADD', K_READY, unpack(args)) end
+  redis.call('ZREM', K_LATER, unpack(chunk))
+end
+local out = {}
+while #out < n do
+  local ids = redis.call('ZRANGE', K_READY, 0, n - #out - 1)
+  if #ids == 0 then break end
+  for _, id in ipairs(ids) do
+    local old = parse(redis.call('HGET', K_META, id))
+    local rec = redis.call('GET', base .. id)
+    if claimable(old) and rec then
+      rec = string.gsub(rec, '"status":"pending"', '"status":"running"', 1)
+      rec = string.gsub(rec, '"started_at":null', '"started_at":' .. ARGV[5], 1)
+      redis.call('SET', base .. id, rec)
+      move(id, old, {st = 'running', seq = old.seq, r = true, nb = old.nb, owner = owner}, '')
+      out[#out + 1] = {rec, redis.call('HGET', K_SPEC, id) or '', old.nb}
+    else
+      redis.call('ZREM', K_READY, id)
+    end
+  end
+end
+return out
+`)
+
+// renewScript is Renew. ARGV: prefix, owner, expires in microseconds, "1"
+// to create.
+var renewScript = script(`
+if ARGV[4] ~= '1' and not redis.call('ZSCORE', K_LEASES, ARGV[2]) then return 0 end
+redis.call('ZADD', K_LEASES, ARGV[3], ARGV[2])
+return 1
+`)
+
+// recoverScript is Recover. ARGV: prefix, now in microseconds, now as the
+// wire format's seconds, the abandoned record's error as a JSON string.
+// Returns how many records it changed.
+//
+// A resumable record goes back to pending by a substitution (see
+// claimScript); an abandoned one is written anew from its decoded fields,
+// numbers in their shortest exact form (as Go writes them), without its
+// result: an active record has none.
+var recoverScript = script(`
+local now = ARGV[2]
+redis.call('ZREMRANGEBYSCORE', K_LEASES, '-inf', '(' .. now)
+
+local function num(x)
+  if x == math.floor(x) and math.abs(x) < 1e15 then return string.format('%d', x) end
+  for p = 15, 16 do
+    local s = string.format('%.' .. p .. 'g', x)
+    if tonumber(s) == x then return s end
+  end
+  return string.format('%.17g', x)
+end
+local function opt(x)
+  if type(x) ~= 'number' then return 'null' end
+  return num(x)
+end
+local function str(x)
+  if type(x) ~= 'string' then return '""' end
+  return cjson.encode(x)
+end
+local function abandon(rec)
+  local t = cjson.decode(rec)
+  local out = '{"task_id":' .. str(t.task_id) .. ',"module_id":' .. str(t.module_id) ..
+    ',"status":"failed","submitted_at":' .. opt(t.submitted_at) .. ',"started_at":' .. opt(t.started_at) ..
+    ',"completed_at":' .. ARGV[3] .. ',"result":null,"error":' .. ARGV[4] ..
+    ',"retry_count":' .. opt(t.retry_count) .. ',"max_retries":' .. opt(t.max_retries) ..
+    ',"error_code":"TASK_ABANDONED"'
+  if type(t.progress) == 'number' and t.progress ~= 0 then out = out .. ',"progress":' .. num(t.progress) end
+  if type(t.progress_message) == 'string' and t.progress_message ~= '' then
+    out = out .. ',"progress_message":' .. str(t.progress_message)
+  end
+  return out .. '}'
+end
+
+local dead = {}
+owners(function(owner)
+  if owner ~= '' and not redis.call('ZSCORE', K_LEASES, owner) then dead[#dead + 1] = owner end
+end)
+local n = 0
+for _, owner in ipairs(dead) do
+  for _, id in ipairs(held(owner)) do
+    local old = parse(redis.call('HGET', K_META, id))
+    local rec = redis.call('GET', base .. id)
+    if old and active(old.st) and rec then
+      n = n + 1
+      if old.r then
+        rec = string.gsub(rec, '"status":"running"', '"status":"pending"', 1)
+        move(id, old, {st = 'pending', seq = old.seq, r = true, nb = old.nb, owner = ''}, '')
+      else
+        rec = abandon(rec)
+        move(id, old, {st = 'failed', seq = old.seq, r = false, nb = old.nb, owner = owner}, now)
+      end
+      redis.call('SET', base .. id, rec)
+    else
+      redis.call('ZREM', K_HELD, owner .. '\0' .. id)
+    end
+  end
+end
+return n
+`)
+
+// orphansScript is Orphans. ARGV: prefix, self, now in microseconds.
+// Returns the records, in insertion order.
+var orphansScript = script(`
+local self, now = ARGV[2], tonumber(ARGV[3])
+local others = false
+for _, o in ipairs(redis.call('ZRANGEBYSCORE', K_LEASES, ARGV[3], '+inf', 'LIMIT', 0, 2)) do
+  if o ~= self then others = true end
+end
+local ids = {}
+owners(function(owner)
+  if owner == self then return end
+  local orphaned
+  if owner == '' then
+    orphaned = not others
+  else
+    local until_ = redis.call('ZSCORE', K_LEASES, owner)
+    orphaned = not until_ or tonumber(until_) < now
+  end
+  if orphaned then
+    for _, id in ipairs(held(owner)) do ids[#ids + 1] = id end
+  end
+end)
+local out = {}
+for _, id in ipairs(bySeq(ids)) do
+  local rec = redis.call('GET', base .. id)
+  if rec then out[#out + 1] = rec end
+end
+return out
+`)
+
+// idsScript returns record ids in insertion order. ARGV: prefix, what:
+// "pending" or "running" (from the active records), "completed", "failed"
+// or "cancelled" (from that state's index), or "expired" with a bound in
+// microseconds (terminal records completed strictly before it).
+var idsScript = script(`
+local what = ARGV[2]
+local ids = {}
+if what == 'pending' or what == 'running' then
+  local all = {}
+  for _, m in ipairs(redis.call('ZRANGE', K_HELD, 0, -1)) do
+    all[#all + 1] = string.sub(m, string.find(m, '\0', 1, true) + 1)
+  end
+  for i = 1, #all, 1000 do
+    local chunk = {unpack(all, i, math.min(i + 999, #all))}
+    local metas = redis.call('HMGET', K_META, unpack(chunk))
+    for j, id in ipairs(chunk) do
+      local m = parse(metas[j])
+      if m and m.st == what then ids[#ids + 1] = id end
+    end
+  end
+elseif what == 'expired' then
+  for _, k in pairs(DONE) do
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', k, '-inf', '(' .. ARGV[3])) do ids[#ids + 1] = id end
+  end
+else
+  ids = redis.call('ZRANGE', DONE[what], 0, -1)
+end
+return bySeq(ids)
+`)
+
+// countScript counts the records in the states given (ARGV[2:]), each
+// once; with none it counts every record.
+var countScript = script(`
+if #ARGV < 2 then return redis.call('ZCARD', K_ORDER) end
+local want = {}
+for i = 2, #ARGV do want[ARGV[i]] = true end
+local n = 0
+for st, k in pairs(DONE) do
+  if want[st] then n = n + redis.call('ZCARD', k) end
+end
+if want.pending and want.running then
+  n = n + redis.call('ZCARD', K_HELD)
+elseif want.pending or want.running then
+  local all = redis.call('ZRANGE', K_HELD, 0, -1)
+  for i = 1, #all, 1000 do
+    local chunk = {}
+    for j = i, math.min(i + 999, #all) do
+      local m = all[j]
+      chunk[#chunk + 1] = string.sub(m, string.find(m, '\0', 1, true) + 1)
+    end
+    for _, meta in ipairs(redis.call('HMGET', K_META, unpack(chunk))) do
+      local m = parse(meta)
+      if m and want[m.st] then n = n + 1 end
+    end
+  end
+end
+return n
+`)
+
+// lostScript is Lost. ARGV: prefix, owner, ids. Returns the ids that owner
+// no longer holds while active.
+var lostScript = script(`
+local owner, out = ARGV[2], {}
+for i = 3, #ARGV, 1000 do
+  local chunk = {unpack(ARGV, i, math.min(i + 999, #ARGV))}
+  local metas = redis.call('HMGET', K_META, unpack(chunk))
+  for j, id in ipairs(chunk) do
+    local m = parse(metas[j])
+    if not m or not active(m.st) or m.owner ~= owner then out[#out + 1] = id end
+  end
+end
+return out
+`)

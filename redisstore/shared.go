@@ -1,0 +1,231 @@
+package redisstore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/apcore-go/apcore"
+)
+
+// The apcore.SharedStore methods. Each is one script (see scripts.go), so
+// each is atomic with respect to the others, across processes, and costs
+// one round trip.
+
+// spec is what a resumable task keeps beside its record, in the spec hash.
+type spec struct {
+	Inputs  json.RawMessage    `json:"inputs,omitempty"`
+	Retry   apcore.RetryConfig `json:"retry"`
+	Timeout time.Duration      `json:"timeout,omitempty"`
+	Trace   map[string]string  `json:"trace,omitempty"`
+}
+
+// checkOwner refuses an owner id the meta and held indexes cannot hold.
+func checkOwner(owner string) error {
+	if strings.IndexByte(owner, 0) >= 0 {
+		return invalid(fmt.Sprintf("redisstore: owner id %q holds a NUL byte", owner))
+	}
+	return nil
+}
+
+// Insert saves a new record, with what is kept beside it, only while fewer
+// than limit records are active, atomically with that count (the size of
+// the held index). It reports false, saving nothing, at the limit. An id
+// that is taken is GENERAL_INVALID_INPUT.
+//
+// Only a resumable task keeps its inputs, retry policy, timeout and trace
+// (in the spec hash), since only Claim hands them back; a task held by its
+// manager keeps its owner and NotBefore in the meta hash.
+func (s *Store) Insert(ctx context.Context, task apcore.StoredTask, limit int) (bool, error) {
+	info := &task.Info
+	if err := checkRecord(info); err != nil {
+		return false, err
+	}
+	if err := checkOwner(task.Owner); err != nil {
+		return false, err
+	}
+	if !info.Status.IsActive() {
+		return false, invalid(fmt.Sprintf("redisstore: Insert of task %s in state %s; a new task is pending or running", info.TaskID, info.Status))
+	}
+	data, err := s.encode(info)
+	if err != nil {
+		return false, err
+	}
+	resumable, sp := "", []byte(nil)
+	if task.Resumable {
+		resumable = "r"
+		if sp, err = json.Marshal(spec{Inputs: task.Inputs, Retry: task.Retry, Timeout: task.Timeout, Trace: task.Trace}); err != nil {
+			return false, &apcore.Error{Code: apcore.CodeInvalidInput, Message: "redisstore: the inputs of task " + info.TaskID + " are not JSON", Cause: err}
+		}
+	}
+	n, err := insertScript.Run(ctx, s.rdb, s.recordKeys(info.TaskID),
+		s.base, info.TaskID, data, string(info.Status), task.Owner, resumable, micros(task.NotBefore), sp, limit).Int()
+	if err != nil {
+		return false, unavailable("insert "+info.TaskID, err)
+	}
+	if n < 0 {
+		return false, invalid(fmt.Sprintf("redisstore: task %s already exists", info.TaskID))
+	}
+	return n > 0, nil
+}
+
+// Update writes task.Info, task.Owner and task.NotBefore only if the stored
+// record is active and held by holder, and reports whether it wrote. A
+// terminal record whose result cannot be encoded (or is larger than
+// WithMaxRecordBytes) is written as failed with GENERAL_INVALID_INPUT
+// instead, under the same condition, and Update reports false, so that the
+// manager reads back the stored outcome: the task never stays running, and
+// every reader sees the same record.
+func (s *Store) Update(ctx context.Context, task apcore.StoredTask, holder string) (bool, error) {
+	info := &task.Info
+	if err := checkRecord(info); err != nil {
+		return false, err
+	}
+	if err := checkOwner(task.Owner); err != nil {
+		return false, err
+	}
+	data, err := s.encode(info)
+	substituted := false
+	if err != nil {
+		if !unkeepable(info, err) {
+			return false, err
+		}
+		if data, err = s.encode(info); err != nil {
+			return false, err
+		}
+		substituted = true
+	}
+	n, err := updateScript.Run(ctx, s.rdb, s.recordKeys(info.TaskID),
+		s.base, info.TaskID, data, string(info.Status), task.Owner, micros(task.NotBefore), doneScore(info), holder).Int()
+	if err != nil {
+		return false, unavailable("update "+info.TaskID, err)
+	}
+	return n == 1 && !substituted, nil
+}
+
+// Claim hands owner up to n resumable records that are pending, held by no
+// one and due (NotBefore not after now), oldest first (by insertion): each
+// becomes running and held by owner, StartedAt set to now if unset.
+func (s *Store) Claim(ctx context.Context, owner string, n int, now time.Time) ([]apcore.StoredTask, error) {
+	if owner == "" {
+		return nil, invalid("redisstore: Claim needs an owner")
+	}
+	if err := checkOwner(owner); err != nil {
+		return nil, err
+	}
+	if n <= 0 {
+		return nil, nil
+	}
+	now = time.UnixMicro(now.UnixMicro()).UTC()
+	rows, err := claimScript.Run(ctx, s.rdb, s.keys, s.base, owner, n, micros(now), wireSeconds(now)).Slice()
+	if err != nil {
+		return nil, unavailable("claim", err)
+	}
+	out := make([]apcore.StoredTask, 0, len(rows))
+	for _, row := range rows {
+		cols, ok := row.([]any)
+		if !ok || len(cols) != 3 {
+			return nil, unavailable("claim", fmt.Errorf("unexpected reply %#v", row))
+		}
+		rec, _ := cols[0].(string)
+		sp, _ := cols[1].(string)
+		nb, _ := cols[2].(string)
+		st := apcore.StoredTask{Owner: owner, Resumable: true}
+		if err := json.Unmarshal([]byte(rec), &st.Info); err != nil {
+			return nil, unavailable("decode a claimed record", err)
+		}
+		if sp != "" {
+			var x spec
+			if err := json.Unmarshal([]byte(sp), &x); err != nil {
+				return nil, unavailable("decode the spec of "+st.Info.TaskID, err)
+			}
+			st.Inputs, st.Retry, st.Timeout, st.Trace = x.Inputs, x.Retry, x.Timeout, x.Trace
+		}
+		if nb != "" {
+			us, err := strconv.ParseInt(nb, 10, 64)
+			if err != nil {
+				return nil, unavailable("decode the not_before of "+st.Info.TaskID, err)
+			}
+			st.NotBefore = time.UnixMicro(us).UTC()
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+// Renew sets owner's lease to end at expires. With create it makes the
+// lease; without, it reports false when owner has no lease any more.
+func (s *Store) Renew(ctx context.Context, owner string, expires time.Time, create bool) (bool, error) {
+	c := "0"
+	if create {
+		c = "1"
+	}
+	n, err := renewScript.Run(ctx, s.rdb, s.keys, s.base, owner, expires.UnixMicro(), c).Int()
+	if err != nil {
+		return false, unavailable("renew lease", err)
+	}
+	return n == 1, nil
+}
+
+// Release ends owner's lease.
+func (s *Store) Release(ctx context.Context, owner string) error {
+	if err := s.rdb.ZRem(ctx, s.keys[10], owner).Err(); err != nil {
+		return unavailable("release lease", err)
+	}
+	return nil
+}
+
+// abandonedError is the error of a record Recover fails, as JSON.
+var abandonedError, _ = json.Marshal("abandoned: the manager running it stopped (its lease lapsed) before it ended")
+
+// Recover ends the leases that ended before now, and what is held by an
+// owner without a lease: each active record becomes pending and held by no
+// one if it is resumable, and failed with TASK_ABANDONED otherwise. It
+// returns how many records it changed.
+func (s *Store) Recover(ctx context.Context, now time.Time) (int, error) {
+	now = time.UnixMicro(now.UnixMicro()).UTC()
+	n, err := recoverScript.Run(ctx, s.rdb, s.keys, s.base, micros(now), wireSeconds(now), abandonedError).Int()
+	if err != nil {
+		return 0, unavailable("recover", err)
+	}
+	return n, nil
+}
+
+// Lost returns the ids among ids whose record owner no longer holds while it
+// is active.
+func (s *Store) Lost(ctx context.Context, owner string, ids []string) ([]string, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	argv := make([]any, 0, len(ids)+2)
+	argv = append(argv, s.base, owner)
+	for _, id := range ids {
+		argv = append(argv, id)
+	}
+	lost, err := lostScript.Run(ctx, s.rdb, s.keys, argv...).StringSlice()
+	if err != nil {
+		return nil, unavailable("lost", err)
+	}
+	return lost, nil
+}
+
+// Orphans returns the active records that no live manager holds, in
+// insertion order.
+func (s *Store) Orphans(ctx context.Context, self string, now time.Time) ([]apcore.TaskInfo, error) {
+	recs, err := orphansScript.Run(ctx, s.rdb, s.keys, s.base, self, now.UnixMicro()).StringSlice()
+	if err != nil {
+		return nil, unavailable("orphans", err)
+	}
+	out := make([]apcore.TaskInfo, 0, len(recs))
+	for _, rec := range recs {
+		var t apcore.TaskInfo
+		if err := json.Unmarshal([]byte(rec), &t); err != nil {
+			return nil, unavailable("decode an orphan", err)
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
