@@ -73,6 +73,11 @@ done
 # workspace, so that its dependency never enters the others' build list.
 step "go vet, staticcheck: scripts/modproxy"
 (cd "$root/scripts/modproxy" && GOWORK=off go vet ./... && GOWORK=off staticcheck ./...)
+# The benchmark against river and asynq is a module of its own, so that no
+# other module requires them. It is built and checked here, never run: it
+# is a benchmark of a few minutes (scripts/bench-durable.sh runs it).
+step "build (not run), go vet, staticcheck: benchmarks"
+(cd "$root/benchmarks" && go build -o /dev/null ./... && go vet ./... && staticcheck ./...)
 
 step "quickstart example"
 timeout 60 go run ./examples/quickstart >/dev/null

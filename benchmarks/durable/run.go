@@ -1,0 +1,326 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// workload is one row of the table: a backend, how many goroutines submit,
+// and whether tasks are resumable (inputs kept, any worker runs them).
+type workload struct {
+	name       string
+	backend    string // "pg" or "redis"
+	submitters int
+	resumable  bool
+}
+
+// peer is the other queue measured on w's backend.
+func (w workload) peer() string {
+	if w.backend == "pg" {
+		return "river"
+	}
+	return "asynq"
+}
+
+// describe says what the row is, for the table's legend.
+func (w workload) describe() string {
+	be := map[string]string{"pg": "PostgreSQL", "redis": "Redis"}[w.backend]
+	s := fmt.Sprintf("%d submitter", w.submitters)
+	if w.submitters != 1 {
+		s += "s"
+	}
+	if w.resumable {
+		s += ", resumable"
+	}
+	return s + ", " + be
+}
+
+// allWorkloads are the rows -rows picks from.
+var allWorkloads = []workload{
+	{name: "pg1", backend: "pg", submitters: 1},
+	{name: "redis1", backend: "redis", submitters: 1},
+	{name: "pg16", backend: "pg", submitters: 16},
+	{name: "redis16", backend: "redis", submitters: 16},
+	{name: "pg1-resumable", backend: "pg", submitters: 1, resumable: true},
+	{name: "redis1-resumable", backend: "redis", submitters: 1, resumable: true},
+	{name: "pg16-resumable", backend: "pg", submitters: 16, resumable: true},
+	{name: "redis16-resumable", backend: "redis", submitters: 16, resumable: true},
+}
+
+// instance is a system set up for one run, its workers started.
+type instance struct {
+	// submit submits task i (one call, one task).
+	submit func(ctx context.Context, i int) error
+	// done is closed once the store records every task as ended.
+	done <-chan struct{}
+	// notCompleted counts the tasks that ended otherwise than completed.
+	notCompleted func() int64
+	// pollCommands counts the Redis commands the harness's completion poll
+	// sent (asynq), taken off the server's count.
+	pollCommands func() int64
+	// completed counts the completed records in the store; the harness
+	// checks it after the clock stops.
+	completed func(ctx context.Context) (int, error)
+	// close stops the workers and closes the connections.
+	close func(ctx context.Context) error
+}
+
+// tracker closes done when n tasks have ended.
+type tracker struct {
+	n     int64
+	ended atomic.Int64
+	bad   atomic.Int64
+	done  chan struct{}
+}
+
+func newTracker(n int) *tracker { return &tracker{n: int64(n), done: make(chan struct{})} }
+
+// end records a task whose end the store has recorded.
+func (t *tracker) end(completed bool) {
+	if !completed {
+		t.bad.Add(1)
+	}
+	if t.ended.Add(1) == t.n {
+		close(t.done)
+	}
+}
+
+// sample is what one run of one system measured.
+type sample struct {
+	elapsed     time.Duration
+	roundTrips  int64
+	statements  int64
+	clientCPU   time.Duration
+	serverCPU   time.Duration // -1 when the server's processes cannot be read
+	serverCalls int64         // statements (pg_stat_statements) or commands (INFO commandstats); -1 when unknown
+	detail      string        // per statement or command, for -v
+}
+
+// snapshot is the state of the counters at one instant.
+type snapshot struct {
+	roundTrips, statements int64
+	clientCPU, serverCPU   time.Duration
+	serverCalls            int64
+	redisPer               map[string]int64
+}
+
+// take reads the counters. For PostgreSQL with pg_stat_statements, begin
+// resets its counts and the end reads them.
+func (e *env) take(ctx context.Context, backend string, begin bool) (snapshot, error) {
+	s := snapshot{serverCPU: -1, serverCalls: -1}
+	switch backend {
+	case "pg":
+		if e.pgss {
+			if begin {
+				if _, err := e.pgAdmin.Exec(ctx, "SELECT pg_stat_statements_reset()"); err != nil {
+					return s, err
+				}
+				s.serverCalls = 0
+			} else if err := e.pgAdmin.QueryRow(ctx,
+				"SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%'").Scan(&s.serverCalls); err != nil {
+				return s, err
+			}
+		}
+		if e.postmaster != 0 {
+			if cpu, err := processCPU(e.postmaster, true); err == nil {
+				s.serverCPU = cpu
+			}
+		}
+	case "redis":
+		per, total, err := redisCommands(ctx, e.redisAdmin)
+		if err != nil {
+			return s, err
+		}
+		s.serverCalls, s.redisPer = total, per
+		if e.redisPID != 0 {
+			if cpu, err := processCPU(e.redisPID, false); err == nil {
+				s.serverCPU = cpu
+			}
+		}
+	}
+	s.roundTrips, s.statements = e.calls.roundTrips.Load(), e.calls.statements.Load()
+	s.clientCPU = clientCPU()
+	return s, nil
+}
+
+// runOnce sets system sys up for w on empty tables or an empty database,
+// then measures: every submitter submits its share of the n tasks, one call
+// each, while the workers run, and the clock stops when the store records
+// the last one completed. It then checks that the store holds n completed
+// records.
+func (e *env) runOnce(ctx context.Context, w workload, sys string) (sample, error) {
+	ctx, cancel := context.WithTimeout(ctx, e.timeout)
+	defer cancel()
+	var start func(context.Context, workload) (*instance, error)
+	switch sys {
+	case "floor":
+		start = e.startFloor
+	case "apcore":
+		start = e.startApcore
+	case "river":
+		start = e.startRiver
+	case "asynq":
+		start = e.startAsynq
+	}
+	switch w.backend {
+	case "pg":
+		if err := e.resetSchema(ctx, "bench_"+sys); err != nil {
+			return sample{}, fmt.Errorf("reset schema: %w", err)
+		}
+	case "redis":
+		if err := e.redisAdmin.FlushDB(ctx).Err(); err != nil {
+			return sample{}, fmt.Errorf("flushdb: %w", err)
+		}
+	}
+	inst, err := start(ctx, w)
+	if err != nil {
+		return sample{}, err
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			_ = inst.close(context.Background())
+		}
+	}()
+	if w.backend == "pg" {
+		// Write out what setup dirtied, so no run pays for another's.
+		if _, err := e.pgAdmin.Exec(ctx, "CHECKPOINT"); err != nil {
+			return sample{}, err
+		}
+	}
+
+	before, err := e.take(ctx, w.backend, true)
+	if err != nil {
+		return sample{}, fmt.Errorf("statistics: %w", err)
+	}
+	t0 := time.Now()
+	errc := make(chan error, w.submitters)
+	var wg sync.WaitGroup
+	for k := range w.submitters {
+		wg.Go(func() {
+			for i := k; i < e.n; i += w.submitters {
+				if err := inst.submit(ctx, i); err != nil {
+					errc <- fmt.Errorf("submit %d: %w", i, err)
+					return
+				}
+			}
+		})
+	}
+	go func() { wg.Wait(); close(errc) }()
+	var failed error
+	for err := range errc {
+		if failed == nil {
+			failed = err
+			cancel() // the other submitters stop too
+		}
+	}
+	if failed != nil {
+		return sample{}, failed
+	}
+	select {
+	case <-inst.done:
+	case <-ctx.Done():
+		return sample{}, fmt.Errorf("not all tasks completed within %v", e.timeout)
+	}
+	elapsed := time.Since(t0)
+	after, err := e.take(ctx, w.backend, false)
+	if err != nil {
+		return sample{}, fmt.Errorf("statistics: %w", err)
+	}
+
+	s := sample{
+		elapsed:     elapsed,
+		roundTrips:  after.roundTrips - before.roundTrips,
+		statements:  after.statements - before.statements,
+		clientCPU:   after.clientCPU - before.clientCPU,
+		serverCPU:   -1,
+		serverCalls: -1,
+	}
+	if before.serverCPU >= 0 && after.serverCPU >= 0 {
+		s.serverCPU = after.serverCPU - before.serverCPU
+	}
+	if before.serverCalls >= 0 && after.serverCalls >= 0 {
+		s.serverCalls = after.serverCalls - before.serverCalls
+		if w.backend == "redis" {
+			s.serverCalls -= inst.pollCommands()
+		}
+	}
+	if polls := inst.pollCommands(); polls > 0 && after.redisPer != nil {
+		after.redisPer["zcard"] -= polls // the harness's, not the system's
+	}
+	if e.verbose {
+		s.detail = e.detail(ctx, w.backend, before, after)
+	}
+
+	if bad := inst.notCompleted(); bad > 0 {
+		return s, fmt.Errorf("%d tasks ended otherwise than completed", bad)
+	}
+	n, err := inst.completed(ctx)
+	if err != nil {
+		return s, fmt.Errorf("count completed records: %w", err)
+	}
+	if n != e.n {
+		return s, fmt.Errorf("the store holds %d completed records, want %d", n, e.n)
+	}
+	closed = true
+	if err := inst.close(ctx); err != nil {
+		return s, fmt.Errorf("close: %w", err)
+	}
+	return s, nil
+}
+
+// detail lists the statements (pg_stat_statements) or commands (INFO
+// commandstats) of the run with their calls per task, most called first.
+func (e *env) detail(ctx context.Context, backend string, before, after snapshot) string {
+	type line struct {
+		calls int64
+		what  string
+	}
+	var lines []line
+	switch backend {
+	case "pg":
+		if !e.pgss {
+			return ""
+		}
+		rows, err := e.pgAdmin.Query(ctx,
+			"SELECT calls, query FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%' ORDER BY calls DESC LIMIT 15")
+		if err != nil {
+			return err.Error()
+		}
+		for rows.Next() {
+			var l line
+			if err := rows.Scan(&l.calls, &l.what); err == nil {
+				lines = append(lines, l)
+			}
+		}
+		rows.Close()
+	case "redis":
+		for k, v := range after.redisPer {
+			if d := v - before.redisPer[k]; d > 0 {
+				lines = append(lines, line{d, k})
+			}
+		}
+		sort.Slice(lines, func(i, j int) bool { return lines[i].calls > lines[j].calls })
+	}
+	out := ""
+	for _, l := range lines {
+		what := []rune(l.what)
+		if len(what) > 140 {
+			what = append(what[:140], '…')
+		}
+		out += fmt.Sprintf("      %8.3f/task  %s\n", float64(l.calls)/float64(e.n), string(what))
+	}
+	return out
+}
+
+// logf prints progress to stderr.
+func logf(format string, a ...any) { fmt.Fprintf(os.Stderr, format, a...) }
+
+// isUnsupported reports whether err says the system cannot run the row.
+func isUnsupported(err error) bool { return errors.Is(err, errUnsupported) }
