@@ -85,6 +85,121 @@ stop_services() {
 	if [ -f "$APCORE_SERVICES_DIR/redis/redis.pid" ]; then
 		kill "$(cat "$APCORE_SERVICES_DIR/redis/redis.pid")" 2>/dev/null || true
 	fi
+	local pidfile
+	for pidfile in "$APCORE_SERVICES_DIR"/redis-extra/*/*.pid; do
+		[ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+	done
 	rm -rf "$APCORE_SERVICES_DIR"
 	APCORE_SERVICES_DIR=""
+}
+
+# _redis_node starts one more redis-server on loopback for the cluster and
+# Sentinel tests, in $APCORE_SERVICES_DIR/redis-extra/<name>, with no
+# persistence, and waits until it answers. Extra arguments go to
+# redis-server. stop_services stops it.
+_redis_node() {
+	local name="$1" port="$2"
+	shift 2
+	local dir="$APCORE_SERVICES_DIR/redis-extra/$name" try i
+	mkdir -p "$dir"
+	for try in $(seq 1 140); do
+		redis-server --bind 127.0.0.1 --port "$port" --dir "$dir" --save "" --appendonly no \
+			--daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" "$@" || return 1
+		for i in $(seq 1 50); do
+			redis-cli -h 127.0.0.1 -p "$port" ping >/dev/null 2>&1 && return 0
+			grep -q 'aborting\|Could not create server TCP' "$dir/redis.log" 2>/dev/null && break
+			sleep 0.1
+		done
+		: >"$dir/redis.log"
+		sleep 0.5
+	done
+	echo "services: redis-server on port $port did not start" >&2
+	return 1
+}
+
+# _reserve_ports keeps Linux from handing out the given ports (ranges like
+# 57001-57006) as the local ports of outgoing connections, when we may: they
+# lie in the ephemeral range, and a client connection there, or its
+# TIME-WAIT for a minute after, makes a server's bind fail. _redis_node also
+# tries again for up to 70s.
+_reserve_ports() {
+	local f=/proc/sys/net/ipv4/ip_local_reserved_ports cur
+	[ -w "$f" ] || return 0
+	cur=$(cat "$f")
+	echo "${cur:+$cur,}$(IFS=,; echo "$*")" >"$f" 2>/dev/null || true
+}
+
+# start_redis_cluster starts a Redis Cluster of 3 masters on loopback, ports
+# $APCORE_REDIS_CLUSTER_PORTS (default 57001 57002 57003; each node's
+# cluster bus on its port + 3, as port + 10000 would be out of range), and
+# exports APCORE_TEST_REDIS_CLUSTER (the nodes' addresses, comma-separated).
+# Call it after start_services.
+start_redis_cluster() {
+	[ -n "$APCORE_SERVICES_DIR" ] || { echo "services: start_services first" >&2; return 1; }
+	local ports=(${APCORE_REDIS_CLUSTER_PORTS:-57001 57002 57003}) addrs=() p
+	echo "services: Redis Cluster on 127.0.0.1:${ports[*]}"
+	_reserve_ports "${ports[0]}-$((${ports[2]} + 3))"
+	for p in "${ports[@]}"; do
+		_redis_node "cluster-$p" "$p" --cluster-enabled yes --cluster-node-timeout 2000 --cluster-port $((p + 3)) \
+			--cluster-config-file "$APCORE_SERVICES_DIR/redis-extra/cluster-$p/nodes.conf" || return 1
+		addrs+=("127.0.0.1:$p")
+	done
+	redis-cli --cluster create "${addrs[@]}" --cluster-yes >"$APCORE_SERVICES_DIR/redis-extra/cluster-create.log" 2>&1 ||
+		{ cat "$APCORE_SERVICES_DIR/redis-extra/cluster-create.log" >&2; return 1; }
+	local i
+	for i in $(seq 1 100); do
+		for p in "${ports[@]}"; do
+			redis-cli -h 127.0.0.1 -p "$p" cluster info 2>/dev/null | grep -q '^cluster_state:ok' || continue 2
+		done
+		break
+	done
+	for p in "${ports[@]}"; do
+		redis-cli -h 127.0.0.1 -p "$p" cluster info | grep -q '^cluster_state:ok' || { echo "services: the cluster is not ok" >&2; return 1; }
+	done
+	export APCORE_TEST_REDIS_CLUSTER
+	APCORE_TEST_REDIS_CLUSTER=$(IFS=,; echo "${addrs[*]}")
+}
+
+# start_redis_sentinel starts a Redis master, one replica and three
+# Sentinels watching them (master name "apcore", quorum 2, down after 1s) on
+# loopback, ports $APCORE_REDIS_SENTINEL_PORTS (default: master 57101,
+# replica 57102, sentinels 57111 57112 57113), and exports
+# APCORE_TEST_REDIS_SENTINEL as "apcore@<sentinel>,<sentinel>,<sentinel>".
+# Call it after start_services.
+start_redis_sentinel() {
+	[ -n "$APCORE_SERVICES_DIR" ] || { echo "services: start_services first" >&2; return 1; }
+	local ports=(${APCORE_REDIS_SENTINEL_PORTS:-57101 57102 57111 57112 57113})
+	local master="${ports[0]}" replica="${ports[1]}" sentinels=() p dir
+	echo "services: Redis master 127.0.0.1:$master, replica :$replica, Sentinels :${ports[*]:2}"
+	_reserve_ports "${ports[@]}"
+	_redis_node "sentinel-master-$master" "$master" || return 1
+	_redis_node "sentinel-replica-$replica" "$replica" --replicaof 127.0.0.1 "$master" || return 1
+	for p in "${ports[@]:2}"; do
+		dir="$APCORE_SERVICES_DIR/redis-extra/sentinel-$p"
+		mkdir -p "$dir"
+		cat >"$dir/sentinel.conf" <<CONF
+bind 127.0.0.1
+port $p
+dir $dir
+daemonize yes
+pidfile $dir/redis.pid
+logfile $dir/redis.log
+sentinel monitor apcore 127.0.0.1 $master 2
+sentinel down-after-milliseconds apcore 1000
+sentinel failover-timeout apcore 4000
+sentinel parallel-syncs apcore 1
+CONF
+		redis-server "$dir/sentinel.conf" --sentinel || return 1
+		sentinels+=("127.0.0.1:$p")
+	done
+	local i
+	for i in $(seq 1 100); do
+		redis-cli -h 127.0.0.1 -p "$replica" info replication 2>/dev/null | grep -q '^master_link_status:up' &&
+			redis-cli -h 127.0.0.1 -p "${ports[2]}" sentinel replicas apcore 2>/dev/null | grep -q "$replica" && break
+		sleep 0.1
+	done
+	redis-cli -h 127.0.0.1 -p "$replica" info replication | grep -q '^master_link_status:up' ||
+		{ echo "services: the replica did not sync" >&2; return 1; }
+	export APCORE_TEST_REDIS_SENTINEL
+	APCORE_TEST_REDIS_SENTINEL="apcore@$(IFS=,; echo "${sentinels[*]}")"
 }

@@ -1,0 +1,189 @@
+package redisstore_test
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/apcore-go/apcore"
+	"github.com/apcore-go/apcore/redisstore"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// A result that JSON cannot encode, or that is larger than the store
+// writes, never leaves a record running: each task ends failed with
+// GENERAL_INVALID_INPUT for every reader, and its max_tasks place is freed.
+func TestResultsThatCannotBeKept(t *testing.T) {
+	s, _ := store(t, redisstore.WithMaxRecordBytes(64<<10))
+	results := map[string]any{
+		"nan":        math.NaN(),
+		"inf":        math.Inf(1),
+		"chan":       make(chan int),
+		"func":       func() {},
+		"complex":    complex(1, 2),
+		"nan-in-map": map[string]any{"ok": 1.0, "bad": math.NaN()},
+		"too-large":  strings.Repeat("x", 100<<10),
+	}
+	var mu sync.Mutex
+	seen := map[string]apcore.TaskInfo{} // the last record the observer saw, by task
+	modules := map[string]func(context.Context, map[string]any) (any, error){}
+	for name, res := range results {
+		modules["bad."+strings.ReplaceAll(name, "-", "_")] = func(context.Context, map[string]any) (any, error) { return res, nil }
+	}
+	m := manager(t, registry(t, modules), s, apcore.WithMaxTasks(1), apcore.WithObserver(func(info apcore.TaskInfo) {
+		mu.Lock()
+		seen[info.TaskID] = info
+		mu.Unlock()
+	}))
+	for name := range results {
+		t.Run(name, func(t *testing.T) {
+			id, err := m.Submit(ctx(t), "bad."+strings.ReplaceAll(name, "-", "_"), nil)
+			require.NoError(t, err, "Submit refused: the previous task's max_tasks place was not freed")
+			info, err := m.Wait(ctx(t), id)
+			require.NoError(t, err)
+			failedInvalid := func(who string, got apcore.TaskInfo) {
+				assert.Equal(t, apcore.StatusFailed, got.Status, who)
+				assert.Equal(t, apcore.CodeInvalidInput, got.ErrorCode, who)
+				assert.Nil(t, got.Result, who)
+				assert.NotEmpty(t, got.Error, who)
+			}
+			failedInvalid("Wait", info)
+			status, err := m.Status(ctx(t), id)
+			require.NoError(t, err)
+			failedInvalid("Status", status)
+			stored, err := s.Get(ctx(t), id)
+			require.NoError(t, err)
+			failedInvalid("the store", stored)
+			_, err = m.Result(ctx(t), id)
+			assert.ErrorIs(t, err, apcore.ErrTaskNotCompleted)
+			listed, err := m.List(ctx(t), apcore.StatusFailed)
+			require.NoError(t, err)
+			found := false
+			for _, l := range listed {
+				if l.TaskID == id {
+					found = true
+					failedInvalid("List", l)
+				}
+			}
+			assert.True(t, found, "List(failed) lacks the task")
+			mu.Lock()
+			failedInvalid("the observer", seen[id])
+			mu.Unlock()
+			n, err := s.Count(ctx(t), apcore.StatusPending, apcore.StatusRunning)
+			require.NoError(t, err)
+			assert.Zero(t, n, "the task still counts as active")
+		})
+	}
+}
+
+// A terminal Update or SaveIf whose record cannot be written writes a
+// failed record in its place and reports false, so the writer reads back
+// what the store holds; Save, which has no such reader, refuses it.
+func TestUnwritableTerminalRecordIsWrittenFailed(t *testing.T) {
+	s, _ := store(t)
+	base := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	for i, via := range []string{"Update", "SaveIf"} {
+		id := fmt.Sprint("unwritable-", i)
+		ok, err := s.Insert(ctx(t), apcore.StoredTask{Info: apcore.TaskInfo{TaskID: id, ModuleID: "a.b", Status: apcore.StatusPending, SubmittedAt: base}, Owner: "m1"}, 10)
+		require.NoError(t, err)
+		require.True(t, ok)
+		done := apcore.TaskInfo{TaskID: id, ModuleID: "a.b", Status: apcore.StatusCompleted, SubmittedAt: base, StartedAt: base, CompletedAt: base.Add(time.Second),
+			Result: map[string]any{"x": math.Inf(-1)}}
+		if via == "Update" {
+			ok, err = s.Update(ctx(t), apcore.StoredTask{Info: done, Owner: "m1"}, "m1")
+		} else {
+			ok, err = s.SaveIf(ctx(t), done, apcore.StatusPending, apcore.StatusRunning)
+		}
+		require.NoError(t, err, via)
+		assert.False(t, ok, via)
+		got, err := s.Get(ctx(t), id)
+		require.NoError(t, err)
+		assert.Equal(t, apcore.StatusFailed, got.Status, via)
+		assert.Equal(t, apcore.CodeInvalidInput, got.ErrorCode, via)
+		assert.Equal(t, base.Add(time.Second), got.CompletedAt, via)
+	}
+	err := s.Save(ctx(t), apcore.TaskInfo{TaskID: "unwritable-save", ModuleID: "a.b", Status: apcore.StatusCompleted, Result: math.NaN()})
+	assert.ErrorIs(t, err, apcore.ErrInvalidInput)
+	n, err := s.Count(ctx(t), apcore.StatusPending, apcore.StatusRunning)
+	require.NoError(t, err)
+	assert.Zero(t, n)
+}
+
+// With a JSON store every reader sees a result as JSON decodes it: Wait
+// started before the end and after it, Status, Result, List and the
+// observer.
+func TestResultTypesAgreeForEveryReader(t *testing.T) {
+	s, _ := store(t)
+	release := newGate()
+	var mu sync.Mutex
+	observed := map[string]any{}
+	m := manager(t, registry(t, map[string]func(context.Context, map[string]any) (any, error){
+		"types.int": func(context.Context, map[string]any) (any, error) { <-release.ch; return 42, nil },
+		"types.ints": func(context.Context, map[string]any) (any, error) {
+			<-release.ch
+			return []int{1, 2}, nil
+		},
+	}), s, apcore.WithObserver(func(info apcore.TaskInfo) {
+		if info.Status == apcore.StatusCompleted {
+			mu.Lock()
+			observed[info.TaskID] = info.Result
+			mu.Unlock()
+		}
+	}))
+	defer release.open()
+	want := map[string]any{"types.int": 42.0, "types.ints": []any{1.0, 2.0}}
+	ids := map[string]string{}
+	early := map[string]chan apcore.TaskInfo{}
+	for module := range want {
+		id, err := m.Submit(ctx(t), module, nil)
+		require.NoError(t, err)
+		ids[module] = id
+		ch := make(chan apcore.TaskInfo, 1)
+		early[module] = ch
+		go func() {
+			info, err := m.Wait(context.Background(), id)
+			assert.NoError(t, err)
+			ch <- info
+		}()
+	}
+	require.True(t, eventually(10*time.Second, func() bool {
+		n, err := s.Count(ctx(t), apcore.StatusRunning)
+		return err == nil && n == 2
+	}), "the tasks did not start")
+	release.open()
+	all, err := m.List(ctx(t), "")
+	_ = all
+	require.NoError(t, err)
+	for module, w := range want {
+		id := ids[module]
+		before := <-early[module]
+		assert.Equal(t, w, before.Result, "Wait started before the end: %s", module)
+		after, err := m.Wait(ctx(t), id)
+		require.NoError(t, err)
+		assert.Equal(t, w, after.Result, "Wait after the end: %s", module)
+		status, err := m.Status(ctx(t), id)
+		require.NoError(t, err)
+		assert.Equal(t, w, status.Result, "Status: %s", module)
+		res, err := m.Result(ctx(t), id)
+		require.NoError(t, err)
+		assert.Equal(t, w, res, "Result: %s", module)
+		listed, err := m.List(ctx(t), apcore.StatusCompleted)
+		require.NoError(t, err)
+		found := false
+		for _, l := range listed {
+			if l.TaskID == id {
+				found = true
+				assert.Equal(t, w, l.Result, "List: %s", module)
+			}
+		}
+		assert.True(t, found, "List lacks %s", module)
+		mu.Lock()
+		assert.Equal(t, w, observed[id], "observer: %s", module)
+		mu.Unlock()
+	}
+}
