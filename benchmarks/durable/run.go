@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -195,6 +196,8 @@ func (e *env) runOnce(ctx context.Context, w workload, sys string) (sample, erro
 		}
 	}
 
+	runtime.GC() // the garbage of setup and of earlier runs is not this run's
+
 	before, err := e.take(ctx, w.backend, true)
 	if err != nil {
 		return sample{}, fmt.Errorf("statistics: %w", err)
@@ -272,7 +275,15 @@ func (e *env) runOnce(ctx context.Context, w workload, sys string) (sample, erro
 	if err := inst.close(ctx); err != nil {
 		return s, fmt.Errorf("close: %w", err)
 	}
-	return s, nil
+	// Leave nothing behind for the server to clean up (autovacuum, say)
+	// while the next system is measured.
+	switch w.backend {
+	case "pg":
+		_, err = e.pgAdmin.Exec(ctx, "DROP SCHEMA bench_"+sys+" CASCADE")
+	case "redis":
+		err = e.redisAdmin.FlushDB(ctx).Err()
+	}
+	return s, err
 }
 
 // detail lists the statements (pg_stat_statements) or commands (INFO
