@@ -103,7 +103,7 @@ func main() {
 	logf("  river: FetchCooldown %s, FetchPollInterval %s; asynq: TaskCheckInterval %s\n",
 		orDefault(e.riverFetchCooldown, "100ms"), orDefault(e.riverFetchPoll, "1s"), orDefault(e.asynqCheck, "1s"))
 
-	began := time.Now()
+	began, loadBefore := time.Now(), loadAverage()
 	var results []rowResult
 	for _, w := range picked {
 		r := rowResult{w: w, samples: map[string][]sample{}, unsupported: map[string]string{}}
@@ -134,6 +134,17 @@ func main() {
 		results = append(results, r)
 	}
 	printTables(os.Stdout, e, results)
+	fmt.Printf("Load average (1, 5, 15 min) at the start: %s; at the end: %s; %d cores; %.0f s in all.\n",
+		loadBefore, loadAverage(), runtime.NumCPU(), time.Since(began).Seconds())
+}
+
+// loadAverage reads the machine's load averages, "?" when it cannot.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "?"
 }
 
 // workloadNames lists the rows -rows accepts.
