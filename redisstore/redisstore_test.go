@@ -111,9 +111,19 @@ func TestHashTagPutsEveryKeyInOneSlot(t *testing.T) {
 		require.NoError(t, s.Save(ctx(t), apcore.TaskInfo{TaskID: fmt.Sprint("t", i), ModuleID: "a.b", Status: st,
 			SubmittedAt: time.Now(), CompletedAt: time.Now()}))
 	}
+	// Every other kind of key: a resumable task's spec and queue, a held
+	// task, a lease.
+	for i, owner := range []string{"", "m1"} {
+		ok, err := s.Insert(ctx(t), apcore.StoredTask{Info: apcore.TaskInfo{TaskID: fmt.Sprint("i", i), ModuleID: "a.b", Status: apcore.StatusPending,
+			SubmittedAt: time.Now()}, Owner: owner, Resumable: owner == "", Inputs: []byte(`{}`)}, 10)
+		require.NoError(t, err)
+		require.True(t, ok)
+	}
+	_, err = s.Renew(ctx(t), "m1", time.Now().Add(time.Minute), true)
+	require.NoError(t, err)
 	keys, err := c.Keys(ctx(t), "*"+strings.TrimSuffix(prefix, ":")+"*").Result()
 	require.NoError(t, err)
-	require.GreaterOrEqual(t, len(keys), 6)
+	require.GreaterOrEqual(t, len(keys), 12, "%v", keys)
 	tag := "{" + strings.TrimSuffix(prefix, ":") + "}"
 	for _, k := range keys {
 		assert.True(t, strings.HasPrefix(k, tag), "key %q lacks the hash tag %q", k, tag)

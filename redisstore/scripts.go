@@ -320,8 +320,9 @@ end
 return n
 `)
 
-// orphansScript is Orphans. ARGV: prefix, self, now in microseconds.
-// Returns the records, in insertion order.
+// orphansScript is Orphans. ARGV: prefix, self ("" for a manager that has
+// ended its lease), now in microseconds. Returns the records, in insertion
+// order.
 var orphansScript = script(`
 local self, now = ARGV[2], tonumber(ARGV[3])
 local others = false
@@ -330,7 +331,7 @@ for _, o in ipairs(redis.call('ZRANGEBYSCORE', K_LEASES, ARGV[3], '+inf', 'LIMIT
 end
 local ids = {}
 owners(function(owner)
-  if owner == self then return end
+  if owner == self and self ~= '' then return end
   local orphaned
   if owner == '' then
     orphaned = not others
