@@ -248,7 +248,9 @@ func (m *TaskManager) lose(ctx context.Context, t *task) {
 	t.record(&info, status)
 	res, err := m.storedOutcome(ctx, t, &info)
 	switch {
-	case err != nil || res == movedOn:
+	case err != nil:
+		return // the next poll asks again
+	case res == movedOn:
 		m.letGo(t)
 		return
 	case res == written:
@@ -361,9 +363,13 @@ func (m *TaskManager) submitResumable(ctx context.Context, moduleID string, inpu
 }
 
 // cancelOrphans cancels the active records that no live manager holds, for
-// Shutdown, and returns the store's refusals.
+// Shutdown, and returns the store's refusals. It first ends this manager's
+// lease (its own tasks are cancelled by then), so that a record it still
+// holds without a handle (one it let go of when the store failed) counts as
+// an orphan too.
 func (m *TaskManager) cancelOrphans(ctx context.Context) []error {
-	orphans, err := m.shared.Orphans(ctx, m.ownerID(), time.Now())
+	m.endLease(ctx)
+	orphans, err := m.shared.Orphans(ctx, "", time.Now())
 	if err != nil {
 		return []error{storeErr("list orphans", err)}
 	}

@@ -67,7 +67,7 @@ type SharedStore interface {
 	// Orphans returns the active records that no live manager holds: held
 	// by an owner whose lease ended before now (or who has none), or held
 	// by no one while no lease but self's is live. self's own are never
-	// orphans.
+	// orphans; self may be "", for a manager that has ended its lease.
 	Orphans(ctx context.Context, self string, now time.Time) ([]TaskInfo, error)
 }
 

@@ -227,7 +227,7 @@ func (s *MemoryStore) Orphans(ctx context.Context, self string, now time.Time) (
 	var out []TaskInfo
 	for r := s.head; r != nil; r = r.next {
 		r.sh.mu.Lock()
-		if r.info.Status.IsActive() && r.owner != self && ((r.owner == "" && !others) || (r.owner != "" && !live(r.owner))) {
+		if r.info.Status.IsActive() && (self == "" || r.owner != self) && ((r.owner == "" && !others) || (r.owner != "" && !live(r.owner))) {
 			out = append(out, r.info.clone())
 		}
 		r.sh.mu.Unlock()

@@ -488,4 +488,17 @@ func checkSharedOrphans(r *run) {
 	if got := ids(orphans); !reflect.DeepEqual(got, []string{"or-dead", "or-ghost"}) {
 		r.errorf("Orphans while another manager lives = %v, want [or-dead or-ghost]: the task held by no one is the live manager's to claim", got)
 	}
+	// A manager that has ended its lease asks with no self.
+	for _, owner := range []string{"self", "other"} {
+		if err := s.Release(r.ctx, owner); err != nil {
+			r.fatalf("Release: %v", err)
+		}
+	}
+	orphans, err = s.Orphans(r.ctx, "", at(50))
+	if err != nil {
+		r.fatalf("Orphans: %v", err)
+	}
+	if got := ids(orphans); !reflect.DeepEqual(got, []string{"or-self", "or-dead", "or-ghost", "or-pool"}) {
+		r.errorf("Orphans with no self and no live lease = %v, want every active record [or-self or-dead or-ghost or-pool]", got)
+	}
 }
