@@ -38,6 +38,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/apcore-go/apcore"
@@ -84,6 +85,22 @@ type Store struct {
 	keys     []string // the scripts' KEYS: the index keys (see scripts.go)
 	byStatus map[apcore.TaskStatus]string
 	maxBytes int
+
+	// seen is the highest insertion sequence number this Store has seen;
+	// a counter below it means Redis lost its data (see wiped in
+	// scripts.go). leaseTTL is the length of the last lease renewed.
+	seen     atomic.Int64
+	leaseTTL atomic.Int64
+}
+
+// saw notes a sequence number this Store has seen.
+func (s *Store) saw(seq int64) {
+	for {
+		cur := s.seen.Load()
+		if seq <= cur || s.seen.CompareAndSwap(cur, seq) {
+			return
+		}
+	}
 }
 
 var (

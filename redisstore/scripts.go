@@ -77,6 +77,13 @@ local function move(id, old, new, done)
   redis.call('HSET', K_META, id, encode(new))
 end
 
+-- wiped reports whether Redis lost records since this Store saw sequence
+-- number seen (Redis restarted empty, or was flushed): the counter, which
+-- only ever grows, is below it.
+local function wiped(seen)
+  return tonumber(redis.call('GET', K_SEQ) or '0') < tonumber(seen)
+end
+
 -- owners calls fn(owner) for each distinct owner of an active record, ""
 -- included, skipping from one owner's entries to the next's.
 local function owners(fn)
@@ -182,12 +189,27 @@ return tonumber(seq)
 `)
 
 // updateScript is Update. ARGV: prefix, id, json, status, owner, not_before,
-// done score, holder. Returns 1 if it wrote, 0 if the record is not active
-// and held by holder, and -1 if it is absent.
+// done score, holder, the highest sequence number this Store saw, the end of
+// a lease made anew (µs). Returns 1 if it wrote, 0 if the record is not
+// active and held by holder, and -1 if it is absent.
+//
+// A record that is absent because Redis lost its data (see wiped) is
+// written anew, as a new record held by holder, with holder's lease if
+// that was lost too: the holder's record is the best account of the task
+// left. A resumable task handed back (no owner) is not, as its inputs are
+// gone.
 var updateScript = script(`
 local id = ARGV[2]
 local old = parse(redis.call('HGET', K_META, id))
-if not old then return -1 end
+if not old then
+  if ARGV[5] == '' or not wiped(ARGV[9]) then return -1 end
+  local seq = string.format('%d', redis.call('INCR', K_SEQ))
+  redis.call('ZADD', K_ORDER, seq, id)
+  move(id, nil, {st = ARGV[4], seq = seq, r = false, nb = ARGV[6], owner = ARGV[5]}, ARGV[7])
+  redis.call('SET', KEYS[12], ARGV[3])
+  redis.call('ZADD', K_LEASES, 'NX', ARGV[10], ARGV[8])
+  return 2
+end
 if not active(old.st) or old.owner ~= ARGV[8] then return 0 end
 move(id, old, {st = ARGV[4], seq = old.seq, r = old.r, nb = ARGV[6], owner = ARGV[5]}, ARGV[7])
 redis.call('SET', KEYS[12], ARGV[3])
@@ -196,7 +218,7 @@ return 1
 
 // claimScript is Claim. ARGV: prefix, owner, n, now in microseconds, now as
 // the wire format's seconds. Returns, per claimed task, its record, its
-// spec and its not_before.
+// spec, its not_before and its sequence number.
 //
 // Claimable tasks wait in "later", scored by not_before, until due; a Claim
 // first moves the due ones to "ready", scored by insertion order, and takes
@@ -234,7 +256,7 @@ while #out < n do
       rec = string.gsub(rec, '"started_at":null', '"started_at":' .. ARGV[5], 1)
       redis.call('SET', base .. id, rec)
       move(id, old, {st = 'running', seq = old.seq, r = true, nb = old.nb, owner = owner}, '')
-      out[#out + 1] = {rec, redis.call('HGET', K_SPEC, id) or '', old.nb}
+      out[#out + 1] = {rec, redis.call('HGET', K_SPEC, id) or '', old.nb, old.seq}
     else
       redis.call('ZREM', K_READY, id)
     end
@@ -244,9 +266,10 @@ return out
 `)
 
 // renewScript is Renew. ARGV: prefix, owner, expires in microseconds, "1"
-// to create.
+// to create, the highest sequence number this Store saw. A lease that is
+// gone because Redis lost its data (see wiped) is made anew.
 var renewScript = script(`
-if ARGV[4] ~= '1' and not redis.call('ZSCORE', K_LEASES, ARGV[2]) then return 0 end
+if ARGV[4] ~= '1' and not redis.call('ZSCORE', K_LEASES, ARGV[2]) and not wiped(ARGV[5]) then return 0 end
 redis.call('ZADD', K_LEASES, ARGV[3], ARGV[2])
 return 1
 `)
@@ -410,16 +433,19 @@ end
 return n
 `)
 
-// lostScript is Lost. ARGV: prefix, owner, ids. Returns the ids that owner
-// no longer holds while active.
+// lostScript is Lost. ARGV: prefix, owner, the highest sequence number
+// this Store saw, ids. Returns the ids that owner no longer holds while
+// active. An absent record is not lost when Redis lost it (see wiped): its
+// holder still has it, and its next Update writes it anew.
 var lostScript = script(`
 local owner, out = ARGV[2], {}
-for i = 3, #ARGV, 1000 do
+local gone = not wiped(ARGV[3])
+for i = 4, #ARGV, 1000 do
   local chunk = {unpack(ARGV, i, math.min(i + 999, #ARGV))}
   local metas = redis.call('HMGET', K_META, unpack(chunk))
   for j, id in ipairs(chunk) do
     local m = parse(metas[j])
-    if not m or not active(m.st) or m.owner ~= owner then out[#out + 1] = id end
+    if (not m and gone) or (m and (not active(m.st) or m.owner ~= owner)) then out[#out + 1] = id end
   end
 end
 return out

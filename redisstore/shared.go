@@ -69,6 +69,7 @@ func (s *Store) Insert(ctx context.Context, task apcore.StoredTask, limit int) (
 	if n < 0 {
 		return false, invalid(fmt.Sprintf("redisstore: task %s already exists", info.TaskID))
 	}
+	s.saw(int64(n))
 	return n > 0, nil
 }
 
@@ -98,12 +99,18 @@ func (s *Store) Update(ctx context.Context, task apcore.StoredTask, holder strin
 		}
 		substituted = true
 	}
+	ttl := time.Duration(s.leaseTTL.Load())
+	if ttl <= 0 {
+		ttl = 30 * time.Second // the manager's default
+	}
+	lease := time.Now().Add(ttl)
 	n, err := updateScript.Run(ctx, s.rdb, s.recordKeys(info.TaskID),
-		s.base, info.TaskID, data, string(info.Status), task.Owner, micros(task.NotBefore), doneScore(info), holder).Int()
+		s.base, info.TaskID, data, string(info.Status), task.Owner, micros(task.NotBefore), doneScore(info), holder,
+		s.seen.Load(), lease.UnixMicro()).Int()
 	if err != nil {
 		return false, unavailable("update "+info.TaskID, err)
 	}
-	return n == 1 && !substituted, nil
+	return n >= 1 && !substituted, nil
 }
 
 // Claim hands owner up to n resumable records that are pending, held by no
@@ -127,12 +134,15 @@ func (s *Store) Claim(ctx context.Context, owner string, n int, now time.Time) (
 	out := make([]apcore.StoredTask, 0, len(rows))
 	for _, row := range rows {
 		cols, ok := row.([]any)
-		if !ok || len(cols) != 3 {
+		if !ok || len(cols) != 4 {
 			return nil, unavailable("claim", fmt.Errorf("unexpected reply %#v", row))
 		}
 		rec, _ := cols[0].(string)
 		sp, _ := cols[1].(string)
 		nb, _ := cols[2].(string)
+		if seq, err := strconv.ParseInt(fmt.Sprint(cols[3]), 10, 64); err == nil {
+			s.saw(seq)
+		}
 		st := apcore.StoredTask{Owner: owner, Resumable: true}
 		if err := json.Unmarshal([]byte(rec), &st.Info); err != nil {
 			return nil, unavailable("decode a claimed record", err)
@@ -163,9 +173,12 @@ func (s *Store) Renew(ctx context.Context, owner string, expires time.Time, crea
 	if create {
 		c = "1"
 	}
-	n, err := renewScript.Run(ctx, s.rdb, s.keys, s.base, owner, expires.UnixMicro(), c).Int()
+	n, err := renewScript.Run(ctx, s.rdb, s.keys, s.base, owner, expires.UnixMicro(), c, s.seen.Load()).Int()
 	if err != nil {
 		return false, unavailable("renew lease", err)
+	}
+	if ttl := time.Until(expires); ttl > 0 {
+		s.leaseTTL.Store(int64(ttl))
 	}
 	return n == 1, nil
 }
@@ -200,8 +213,8 @@ func (s *Store) Lost(ctx context.Context, owner string, ids []string) ([]string,
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	argv := make([]any, 0, len(ids)+2)
-	argv = append(argv, s.base, owner)
+	argv := make([]any, 0, len(ids)+3)
+	argv = append(argv, s.base, owner, s.seen.Load())
 	for _, id := range ids {
 		argv = append(argv, id)
 	}
