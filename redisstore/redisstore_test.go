@@ -259,3 +259,71 @@ func BenchmarkManagerRedis(b *testing.B) {
 		return redisstore.New(c, redisstore.WithPrefix(freshPrefix(b, c)))
 	}, 10_000)
 }
+
+// go test -run '^$' -bench ManagerDirect -benchtime 1x: 10,000 no-op tasks
+// through a manager straight over the store (max_concurrent 100, one
+// submitter), with the Redis commands per task from INFO commandstats
+// (the server must serve nothing else meanwhile) and the scripts run per
+// task (EVALSHA: one round trip each).
+func BenchmarkManagerDirect(b *testing.B) {
+	const tasks = 10_000
+	c := client(b)
+	reg := apcore.NewRegistry()
+	require.NoError(b, reg.Register("bench.noop", apcore.ModuleFunc(func(context.Context, map[string]any) (any, error) { return nil, nil })))
+	var elapsed time.Duration
+	var cmds, scripts int64
+	for b.Loop() {
+		b.StopTimer()
+		s, err := redisstore.New(c, redisstore.WithPrefix(freshPrefix(b, c)))
+		require.NoError(b, err)
+		m, err := apcore.NewTaskManager(reg, apcore.WithStore(s), apcore.WithMaxConcurrent(100), apcore.WithMaxTasks(tasks+10))
+		require.NoError(b, err)
+		before := commandStats(b, c)
+		start := time.Now()
+		b.StartTimer()
+		ids := make([]string, tasks)
+		for i := range ids {
+			if ids[i], err = m.Submit(context.Background(), "bench.noop", nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for _, id := range ids {
+			if info, err := m.Wait(context.Background(), id); err != nil || info.Status != apcore.StatusCompleted {
+				b.Fatalf("task %s: %s %v", id, info.Status, err)
+			}
+		}
+		b.StopTimer()
+		elapsed += time.Since(start)
+		after := commandStats(b, c)
+		require.NoError(b, m.Shutdown(context.Background()))
+		for k, v := range after {
+			if k != "info" {
+				cmds += v - before[k]
+			}
+		}
+		scripts += after["evalsha"] + after["eval"] - before["evalsha"] - before["eval"]
+		b.StartTimer()
+	}
+	total := float64(b.N * tasks)
+	b.ReportMetric(total/elapsed.Seconds(), "tasks/s")
+	b.ReportMetric(float64(cmds)/total, "cmds/task")
+	b.ReportMetric(float64(scripts)/total, "scripts/task")
+}
+
+// commandStats reads the server's calls per command.
+func commandStats(t testing.TB, c *redis.Client) map[string]int64 {
+	info, err := c.Info(context.Background(), "commandstats").Result()
+	require.NoError(t, err)
+	out := map[string]int64{}
+	for _, line := range strings.Split(info, "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || !strings.HasPrefix(name, "cmdstat_") {
+			continue
+		}
+		var calls int64
+		if _, err := fmt.Sscanf(rest, "calls=%d", &calls); err == nil {
+			out[strings.TrimPrefix(name, "cmdstat_")] = calls
+		}
+	}
+	return out
+}

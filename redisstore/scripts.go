@@ -438,14 +438,18 @@ return n
 // active. An absent record is not lost when Redis lost it (see wiped): its
 // holder still has it, and its next Update writes it anew.
 var lostScript = script(`
-local owner, out = ARGV[2], {}
-local gone = not wiped(ARGV[3])
+local owner, out, gone = ARGV[2], {}, nil
 for i = 4, #ARGV, 1000 do
   local chunk = {unpack(ARGV, i, math.min(i + 999, #ARGV))}
   local metas = redis.call('HMGET', K_META, unpack(chunk))
   for j, id in ipairs(chunk) do
     local m = parse(metas[j])
-    if (not m and gone) or (m and (not active(m.st) or m.owner ~= owner)) then out[#out + 1] = id end
+    if not m then
+      if gone == nil then gone = not wiped(ARGV[3]) end
+      if gone then out[#out + 1] = id end
+    elseif not active(m.st) or m.owner ~= owner then
+      out[#out + 1] = id
+    end
   end
 end
 return out
