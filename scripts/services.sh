@@ -8,6 +8,11 @@
 #
 # Ports: 55432 (PostgreSQL) and 56379 (Redis), or $APCORE_PG_PORT and
 # $APCORE_REDIS_PORT.
+#
+# After start_services, start_redis_cluster (a 3-master Redis Cluster,
+# APCORE_TEST_REDIS_CLUSTER) and start_redis_sentinel (a master, a replica
+# and three Sentinels, APCORE_TEST_REDIS_SENTINEL) start the servers of
+# redisstore's cluster and failover tests; stop_services stops them too.
 
 APCORE_SERVICES_DIR=""
 

@@ -97,6 +97,8 @@ step "PostgreSQL and Redis for the store tests"
 source "$root/scripts/services.sh"
 trap stop_services EXIT
 start_services
+start_redis_cluster  # redisstore's cluster tests
+start_redis_sentinel # redisstore's failover test
 
 status=0
 step "soak test (the core under load and store faults)"
