@@ -1,0 +1,307 @@
+package apcorehttp_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"image/png"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/apcore-go/apcore"
+	"github.com/apcore-go/apcore/apcorehttp"
+	"github.com/chromedp/chromedp"
+)
+
+// chromiumPath is Debian's chromium, which scripts/test.sh installs.
+const chromiumPath = "/usr/bin/chromium"
+
+// browser starts a headless Chromium for the test and returns a tab's
+// context and a function returning the console errors and exceptions seen
+// so far. The browser stops when the test ends.
+func browser(t *testing.T) (context.Context, func() []string) {
+	t.Helper()
+	if _, err := os.Stat(chromiumPath); err != nil {
+		t.Fatalf("the browser test needs Chromium at %s (%v): run scripts/test.sh, which installs it (apt-get install -y chromium)", chromiumPath, err)
+	}
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromiumPath),
+		chromedp.Flag("headless", true),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true),
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("hide-scrollbars", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 800),
+	}
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelTab := chromedp.NewContext(allocCtx)
+	if err := chromedp.Do(ctx); err != nil { // starts the browser
+		cancelTab()
+		cancelAlloc()
+		t.Fatalf("starting %s: %v", chromiumPath, err)
+	}
+	var mu sync.Mutex
+	var problems []string
+	messages := chromedp.Console(ctx)
+	listening := make(chan struct{})
+	go func() {
+		defer close(listening)
+		for m, err := range messages {
+			if err != nil {
+				return
+			}
+			if m.Type == chromedp.ConsoleError || m.IsException() {
+				mu.Lock()
+				problems = append(problems, m.String()+" "+m.URL)
+				mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		cancelTab()
+		cancelAlloc() // waits for the browser process to exit
+		<-listening
+	})
+	return ctx, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), problems...)
+	}
+}
+
+// waitJS polls a JavaScript expression until it is true.
+func waitJS(ctx context.Context, expr string) error {
+	_, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingInterval(10*time.Millisecond), chromedp.WithPollingTimeout(10*time.Second)))
+	if err != nil {
+		return fmt.Errorf("waiting for %s: %w", expr, err)
+	}
+	return nil
+}
+
+// evalJS evaluates expr into out.
+func evalJS[T any](ctx context.Context, expr string, out *T) error {
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+	*out = v
+	return err
+}
+
+// click clicks the first element matching the CSS selector.
+func click(ctx context.Context, sel string) error {
+	return chromedp.Do(ctx, chromedp.Click(chromedp.CSS(sel)))
+}
+
+// rowSel is the selector of a task's row.
+func rowSel(id string) string { return fmt.Sprintf(`#rows tr[data-id=%q]`, id) }
+
+// The page in a real browser: it loads without console errors, a task
+// submitted after load appears and changes state live, its progress bar
+// moves, the cancel button cancels it (its module sees ctx.Done()), values
+// from records are shown as text, never run as markup; and a screenshot is
+// taken for the README.
+func TestBrowser(t *testing.T) {
+	steps := make(chan float64)
+	sawDone := make(chan struct{}, 1)
+	reg := apcore.NewRegistry()
+	must(t, reg.Register("report.build", apcore.ModuleFunc(func(ctx context.Context, _ map[string]any) (any, error) {
+		for {
+			select {
+			case p := <-steps:
+				if err := apcore.ReportProgress(ctx, p, fmt.Sprintf("step at %v%%", p)); err != nil {
+					return nil, err
+				}
+			case <-ctx.Done():
+				sawDone <- struct{}{}
+				return nil, ctx.Err()
+			}
+		}
+	})))
+	const evilText = `<script>window.__xss=1</script><img src=x onerror="window.__xss=2">"'&amp;`
+	must(t, reg.Register("xss.result", apcore.ModuleFunc(func(context.Context, map[string]any) (any, error) {
+		return map[string]any{"html": evilText}, nil
+	})))
+	must(t, reg.Register("xss.error", apcore.ModuleFunc(func(context.Context, map[string]any) (any, error) {
+		return nil, apcore.Permanent(errors.New(evilText))
+	})))
+	for _, m := range []string{"email.send", "image.resize", "invoice.render"} {
+		must(t, reg.Register(m, apcore.ModuleFunc(func(ctx context.Context, _ map[string]any) (any, error) {
+			return map[string]any{"ok": true, "module": m}, nil
+		})))
+	}
+	mgr := newManager(t, reg, apcore.WithMaxConcurrent(4))
+	h, err := apcorehttp.NewHandler(mgr)
+	must(t, err)
+	mux := http.NewServeMux()
+	mux.Handle("/ops/tasks/", http.StripPrefix("/ops/tasks", h))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close) // after the browser has closed its event stream
+
+	bctx, problems := browser(t)
+	ctx := context.Background()
+
+	// Some history for the table and the chart.
+	for i := range 12 {
+		module := []string{"email.send", "image.resize", "invoice.render"}[i%3]
+		id, err := mgr.Submit(ctx, module, map[string]any{"i": i})
+		must(t, err)
+		_, err = mgr.Wait(ctx, id)
+		must(t, err)
+	}
+
+	must(t, chromedp.Do(bctx, chromedp.EmulateViewport(1280, 800), chromedp.Navigate(srv.URL+"/ops/tasks/")))
+	must(t, waitJS(bctx, `document.body.dataset.live === "1" && document.querySelectorAll("#rows tr").length === 12`))
+
+	// A task submitted after load appears, and runs.
+	submitted := time.Now()
+	id, err := mgr.Submit(ctx, "report.build", nil)
+	must(t, err)
+	must(t, waitJS(bctx, fmt.Sprintf(`(() => { const r = document.querySelector(%q); return r !== null && r.dataset.status === "running"; })()`, rowSel(id))))
+	t.Logf("a task submitted after load shows running after %v", time.Since(submitted).Round(time.Millisecond))
+
+	// Its progress bar moves with each report.
+	for _, p := range []float64{30, 65} {
+		sent := time.Now()
+		steps <- p
+		must(t, waitJS(bctx, fmt.Sprintf(`document.querySelector(%q).getAttribute("aria-valuenow") === "%v"`, rowSel(id)+" .progress", p)))
+		lat := time.Since(sent)
+		t.Logf("progress %v%% showed after %v", p, lat.Round(time.Millisecond))
+		if lat > time.Second {
+			t.Errorf("progress took %v to show; want within a second", lat)
+		}
+	}
+
+	// The detail panel shows the record, with its progress and message.
+	must(t, click(bctx, rowSel(id)+" td.module"))
+	must(t, waitJS(bctx, `!document.getElementById("detail").hidden && document.getElementById("d-progress-msg").textContent === "step at 65%"`))
+
+	// XSS: records carrying markup are shown as text.
+	xssRes, err := mgr.Submit(ctx, "xss.result", nil)
+	must(t, err)
+	xssErr, err := mgr.Submit(ctx, "xss.error", nil)
+	must(t, err)
+	xssID, err := mgr.Submit(ctx, `evil<script>window.__xss=3</script>"'`, nil)
+	must(t, err)
+	for _, x := range []string{xssRes, xssErr, xssID} {
+		_, err := mgr.Wait(ctx, x)
+		must(t, err)
+		must(t, waitJS(bctx, fmt.Sprintf(`(() => { const r = document.querySelector(%q); return r !== null && (r.dataset.status === "completed" || r.dataset.status === "failed"); })()`, rowSel(x))))
+	}
+	var moduleText string
+	must(t, evalJS(bctx, fmt.Sprintf(`document.querySelector(%q).textContent`, rowSel(xssID)+" td.module"), &moduleText))
+	if moduleText != `evil<script>window.__xss=3</script>"'` {
+		t.Errorf("module cell shows %q, want the id as text", moduleText)
+	}
+	must(t, click(bctx, rowSel(xssRes)+" td.module"))
+	must(t, waitJS(bctx, `!document.getElementById("d-result-box").hidden && document.getElementById("d-result").textContent.includes("window.__xss=1")`))
+	var resultText string
+	must(t, evalJS(bctx, `JSON.parse(document.getElementById("d-result").textContent).html`, &resultText))
+	if resultText != evilText {
+		t.Errorf("result panel shows %q, want %q as text", resultText, evilText)
+	}
+	must(t, click(bctx, rowSel(xssErr)+" td.module"))
+	must(t, waitJS(bctx, `!document.getElementById("d-error-box").hidden`))
+	var errorText string
+	must(t, evalJS(bctx, `document.getElementById("d-error").textContent`, &errorText))
+	if !strings.Contains(errorText, evilText) {
+		t.Errorf("error panel shows %q, want it to contain %q as text", errorText, evilText)
+	}
+	var injected struct {
+		XSS     bool `json:"xss"`
+		Scripts int  `json:"scripts"`
+		Images  int  `json:"images"`
+	}
+	must(t, evalJS(bctx, `({xss: window.__xss !== undefined, scripts: document.scripts.length, images: document.images.length})`, &injected))
+	if injected.XSS || injected.Scripts != 1 || injected.Images != 0 {
+		t.Errorf("markup from records ran or entered the page: %+v", injected)
+	}
+	must(t, click(bctx, "#d-close"))
+
+	// The screenshot for the README: a running task with progress, history.
+	for i := range 6 {
+		id, err := mgr.Submit(ctx, []string{"email.send", "image.resize"}[i%2], nil)
+		must(t, err)
+		_, err = mgr.Wait(ctx, id)
+		must(t, err)
+	}
+	must(t, waitJS(bctx, `document.querySelectorAll("#rows tr").length === 22 && document.getElementById("count-total").textContent === "22"`))
+	shot := screenshot(t, bctx, 1280, 800)
+	if len(shot) > 300<<10 {
+		t.Errorf("the screenshot is %d bytes; keep docs/dashboard.png under 300 KB", len(shot))
+	} else {
+		must(t, os.WriteFile(filepath.Join("..", "docs", "dashboard.png"), shot, 0o644))
+	}
+	if dir := os.Getenv("APCOREHTTP_SHOTS"); dir != "" {
+		must(t, os.WriteFile(filepath.Join(dir, "laptop.png"), shot, 0o644))
+		phone := screenshot(t, bctx, 390, 844)
+		must(t, os.WriteFile(filepath.Join(dir, "phone.png"), phone, 0o644))
+		must(t, click(bctx, rowSel(id)+" td.module"))
+		must(t, waitJS(bctx, `!document.getElementById("detail").hidden`))
+		must(t, os.WriteFile(filepath.Join(dir, "phone-detail.png"), screenshot(t, bctx, 390, 844), 0o644))
+		must(t, click(bctx, "#d-close"))
+		must(t, chromedp.Do(bctx, chromedp.EmulateViewport(1280, 800)))
+	}
+
+	// The row's cancel button cancels the running task: the module sees
+	// ctx.Done() and the row shows cancelled.
+	clicked := time.Now()
+	must(t, click(bctx, rowSel(id)+" button.cancel"))
+	select {
+	case <-sawDone:
+		t.Logf("the module saw ctx.Done() %v after the click", time.Since(clicked).Round(time.Millisecond))
+	case <-time.After(10 * time.Second):
+		t.Fatal("the module never saw ctx.Done() after the cancel button was clicked")
+	}
+	must(t, waitJS(bctx, fmt.Sprintf(`document.querySelector(%q).dataset.status === "cancelled"`, rowSel(id))))
+	if info, err := mgr.Status(ctx, id); err != nil || info.Status != apcore.StatusCancelled {
+		t.Errorf("after the click: %+v, %v; want cancelled", info, err)
+	}
+
+	if p := problems(); len(p) > 0 {
+		t.Errorf("the page logged errors:\n%s", strings.Join(p, "\n"))
+	}
+}
+
+// screenshot takes a PNG of the viewport at w x h and checks that it is
+// not blank: a page that failed to render is one or two colours.
+func screenshot(t *testing.T, ctx context.Context, w, h int64) []byte {
+	t.Helper()
+	var opts []chromedp.EmulateViewportOption
+	if w < 600 {
+		opts = append(opts, chromedp.EmulateMobile, chromedp.EmulateTouch)
+	}
+	must(t, chromedp.Do(ctx, chromedp.EmulateViewport(w, h, opts...)))
+	// Wait for a frame drawn at the new size.
+	must(t, waitJS(ctx, fmt.Sprintf("window.innerWidth === %d", w)))
+	buf, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	must(t, err)
+	img, err := png.Decode(bytes.NewReader(buf))
+	must(t, err)
+	if n := distinctColours(img); n < 50 {
+		t.Fatalf("the %dx%d screenshot has %d distinct colours: it looks blank", w, h, n)
+	}
+	return buf
+}
+
+func distinctColours(img image.Image) int {
+	seen := map[[4]uint32]struct{}{}
+	b := img.Bounds()
+	for y := b.Min.Y; y < b.Max.Y; y += 2 {
+		for x := b.Min.X; x < b.Max.X; x += 2 {
+			r, g, bl, a := img.At(x, y).RGBA()
+			seen[[4]uint32{r, g, bl, a}] = struct{}{}
+		}
+	}
+	return len(seen)
+}

@@ -1,0 +1,313 @@
+// Package apcorehttp serves a live web page of an apcore.TaskManager's
+// tasks and a small JSON API: counts per state, a filtered and paged table,
+// each task's record, progress bars, cancel buttons, a chart of the last
+// minutes, and server-sent events so that the page follows transitions
+// without reloading. It shows what the manager's store holds, so replicas
+// sharing a store see each other's tasks.
+//
+// The handler adds no authentication: mount it behind your own.
+//
+//	h, err := apcorehttp.NewHandler(mgr)
+//	if err != nil { ... }
+//	http.Handle("/tasks/", requireAdmin(http.StripPrefix("/tasks", h)))
+package apcorehttp
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/apcore-go/apcore"
+)
+
+//go:embed static
+var staticFiles embed.FS
+
+// config collects the Options.
+type config struct {
+	readOnly     bool
+	trusted      []string
+	cacheTTL     time.Duration
+	pollInterval time.Duration
+	heartbeat    time.Duration
+	clientBuffer int
+	chartWindow  time.Duration
+	chartBucket  time.Duration
+}
+
+// Option configures NewHandler.
+type Option func(*config)
+
+// ReadOnly removes the cancel endpoint (POST /api/tasks/{id}/cancel answers
+// 405) and the page's cancel buttons.
+func ReadOnly() Option { return func(c *config) { c.readOnly = true } }
+
+// TrustedOrigin allows cancel requests from another origin (scheme://host
+// or scheme://host:port), such as the public address of a reverse proxy
+// that rewrites the Host header. By default only same-origin requests may
+// cancel.
+func TrustedOrigin(origin string) Option {
+	return func(c *config) { c.trusted = append(c.trusted, origin) }
+}
+
+// handler serves the page, the API and the events.
+type handler struct {
+	mgr   *apcore.TaskManager
+	cfg   config
+	mux   *http.ServeMux
+	cache *snapshotCache
+	hub   *hub
+	page  []byte
+}
+
+// NewHandler returns an http.Handler that serves a live web page of the
+// manager's tasks and a JSON API, to be mounted under any prefix with
+// http.StripPrefix. It adds no authentication: mount it behind your own.
+//
+// Routes, relative to the mount point:
+//
+//	GET  /                        the page (HTML, CSS, script: embedded)
+//	GET  /api/tasks               {"tasks": [record, ...]} (see below)
+//	GET  /api/tasks/{id}          the record, or 404 TASK_NOT_FOUND
+//	POST /api/tasks/{id}/cancel   {"cancelled": bool} (not under ReadOnly)
+//	GET  /api/summary             counts per state, modules, chart series
+//	GET  /api/events              text/event-stream of records
+//
+// GET /api/tasks takes status (one state), and for paging module (exact
+// module id), order ("asc", the default, insertion order; or "desc"),
+// offset and limit. Without module, order, offset or limit it answers with
+// every matching record, read from the store for this request. With any of
+// them it pages a copy of the store's records that is at most a second old
+// and shared by all requests, and adds "total", the number of matching
+// records.
+//
+// POST /api/tasks/{id}/cancel is refused (403) unless the request's
+// Content-Type is application/json or it carries the header
+// "X-Apcore-Request: 1", and it is cross-origin according to
+// Sec-Fetch-Site or Origin: a plain HTML form on another site can send
+// neither.
+//
+// GET /api/events sends an event for every transition and progress report
+// of the manager's own tasks as it happens, and, while any client listens,
+// reads the store's pending and running records every second to report
+// the transitions of other replicas' tasks too. Each event's data is a
+// record in the wire format.
+func NewHandler(mgr *apcore.TaskManager, opts ...Option) (http.Handler, error) {
+	if mgr == nil {
+		return nil, &apcore.Error{Code: apcore.CodeInvalidInput, Message: "apcorehttp.NewHandler: the manager is nil"}
+	}
+	cfg := config{
+		cacheTTL:     time.Second,
+		pollInterval: time.Second,
+		heartbeat:    15 * time.Second,
+		clientBuffer: 4096,
+		chartWindow:  5 * time.Minute,
+		chartBucket:  5 * time.Second,
+	}
+	for _, o := range opts {
+		if o != nil {
+			o(&cfg)
+		}
+	}
+	h := &handler{mgr: mgr, cfg: cfg, mux: http.NewServeMux()}
+	h.cache = &snapshotCache{mgr: mgr, ttl: cfg.cacheTTL, window: cfg.chartWindow, bucket: cfg.chartBucket}
+	h.hub = newHub(mgr, cfg)
+
+	page, err := staticFiles.ReadFile("static/index.html")
+	if err != nil {
+		return nil, err
+	}
+	mode := "rw"
+	if cfg.readOnly {
+		mode = "ro"
+	}
+	h.page = []byte(strings.Replace(string(page), `data-mode="rw"`, `data-mode="`+mode+`"`, 1))
+	sub, err := fs.Sub(staticFiles, "static")
+	if err != nil {
+		return nil, err
+	}
+	files := http.FileServerFS(sub)
+
+	h.mux.HandleFunc("GET /{$}", h.serveIndex)
+	h.mux.Handle("GET /app.js", files)
+	h.mux.Handle("GET /app.css", files)
+	h.mux.HandleFunc("GET /api/tasks", h.listTasks)
+	h.mux.HandleFunc("GET /api/tasks/{id}", h.getTask)
+	h.mux.HandleFunc("GET /api/summary", h.summary)
+	h.mux.HandleFunc("GET /api/events", h.hub.serve)
+	if !cfg.readOnly {
+		cop := http.NewCrossOriginProtection()
+		for _, o := range cfg.trusted {
+			if err := cop.AddTrustedOrigin(o); err != nil {
+				return nil, &apcore.Error{Code: apcore.CodeInvalidInput, Message: "apcorehttp.TrustedOrigin: " + err.Error(), Cause: err}
+			}
+		}
+		cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			writeError(w, http.StatusForbidden, "FORBIDDEN", "cross-origin request refused")
+		}))
+		h.mux.Handle("POST /api/tasks/{id}/cancel", cop.Handler(http.HandlerFunc(h.cancel)))
+	}
+	return h, nil
+}
+
+// ServeHTTP serves the routes listed at NewHandler.
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.mux.ServeHTTP(w, r)
+}
+
+func (h *handler) serveIndex(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'self'; base-uri 'none'; form-action 'none'")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write(h.page)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+type apiError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func writeError(w http.ResponseWriter, status int, code, message string) {
+	writeJSON(w, status, map[string]apiError{"error": {Code: code, Message: message}})
+}
+
+// writeStoreError answers for an error of the manager.
+func writeStoreError(w http.ResponseWriter, err error) {
+	code := apcore.CodeOf(err)
+	status := http.StatusInternalServerError
+	switch code {
+	case apcore.CodeTaskNotFound:
+		status = http.StatusNotFound
+	case apcore.CodeInvalidInput:
+		status = http.StatusBadRequest
+	case apcore.CodeTaskStoreUnavailable, apcore.CodeTaskManagerClosed:
+		status = http.StatusServiceUnavailable
+	case "":
+		code = apcore.CodeInternalError
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			status = http.StatusServiceUnavailable
+		}
+	}
+	writeError(w, status, string(code), err.Error())
+}
+
+// listResponse is GET /api/tasks's answer.
+type listResponse struct {
+	Tasks []apcore.TaskInfo `json:"tasks"`
+	Total *int              `json:"total,omitempty"`
+}
+
+const maxLimit = 1000
+
+func (h *handler) listTasks(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	status := apcore.TaskStatus(q.Get("status"))
+	if status != "" && !status.Valid() {
+		writeError(w, http.StatusBadRequest, string(apcore.CodeInvalidInput), "unknown status "+strconv.Quote(string(status)))
+		return
+	}
+	paged := q.Has("module") || q.Has("order") || q.Has("offset") || q.Has("limit")
+	if !paged {
+		tasks, err := h.mgr.List(r.Context(), status)
+		if err != nil {
+			writeStoreError(w, err)
+			return
+		}
+		if tasks == nil {
+			tasks = []apcore.TaskInfo{}
+		}
+		writeJSON(w, http.StatusOK, listResponse{Tasks: tasks})
+		return
+	}
+	order := q.Get("order")
+	if order != "" && order != "asc" && order != "desc" {
+		writeError(w, http.StatusBadRequest, string(apcore.CodeInvalidInput), `order must be "asc" or "desc"`)
+		return
+	}
+	offset, err1 := intParam(q.Get("offset"), 0)
+	limit, err2 := intParam(q.Get("limit"), 100)
+	if err1 != nil || err2 != nil || offset < 0 || limit < 0 {
+		writeError(w, http.StatusBadRequest, string(apcore.CodeInvalidInput), "offset and limit must be whole numbers from 0")
+		return
+	}
+	limit = min(limit, maxLimit)
+	snap, err := h.cache.get(r.Context())
+	if err != nil {
+		writeStoreError(w, err)
+		return
+	}
+	tasks, total := snap.page(status, q.Get("module"), order == "desc", offset, limit)
+	writeJSON(w, http.StatusOK, listResponse{Tasks: tasks, Total: &total})
+}
+
+func intParam(s string, def int) (int, error) {
+	if s == "" {
+		return def, nil
+	}
+	return strconv.Atoi(s)
+}
+
+func (h *handler) getTask(w http.ResponseWriter, r *http.Request) {
+	info, err := h.mgr.Status(r.Context(), r.PathValue("id"))
+	if err != nil {
+		writeStoreError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, info)
+}
+
+func (h *handler) summary(w http.ResponseWriter, r *http.Request) {
+	snap, err := h.cache.get(r.Context())
+	if err != nil {
+		writeStoreError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, snap.summary)
+}
+
+// allowedCancel tells whether a cancel request could not have come from a
+// plain HTML form: those can send neither a JSON content type nor a custom
+// header.
+func allowedCancel(r *http.Request) bool {
+	if r.Header.Get("X-Apcore-Request") != "" {
+		return true
+	}
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	return err == nil && mt == "application/json"
+}
+
+func (h *handler) cancel(w http.ResponseWriter, r *http.Request) {
+	if !allowedCancel(r) {
+		writeError(w, http.StatusForbidden, "FORBIDDEN", `cancel needs "Content-Type: application/json" or the header "X-Apcore-Request: 1"`)
+		return
+	}
+	id := r.PathValue("id")
+	ok, err := h.mgr.Cancel(r.Context(), id)
+	if err == nil && !ok {
+		// Cancel reports an unknown id as not cancelled: answer 404, as
+		// GET /api/tasks/{id} does.
+		_, err = h.mgr.Status(r.Context(), id)
+	}
+	if err != nil {
+		writeStoreError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"cancelled": ok})
+}

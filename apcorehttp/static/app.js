@@ -1,0 +1,355 @@
+// The apcore dashboard: plain script, no framework. Every value that comes
+// from a task record reaches the page through textContent or an attribute,
+// never as HTML.
+"use strict";
+(function () {
+  const readOnly = document.documentElement.dataset.mode === "ro";
+  const $ = (id) => document.getElementById(id);
+  const state = { status: "", module: "", order: "desc", offset: 0, limit: 50, total: 0 };
+  const rows = new Map(); // task id -> {tr, task}
+  let detailId = null;
+  let detailTask = null;
+
+  function el(tag, cls, text) {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+
+  function fmtTime(sec) {
+    if (sec === null || sec === undefined) return "–";
+    return new Date(sec * 1000).toLocaleString();
+  }
+  function ago(sec) {
+    if (sec === null || sec === undefined) return "–";
+    const d = Math.max(0, Date.now() / 1000 - sec);
+    if (d < 60) return Math.floor(d) + " s ago";
+    if (d < 3600) return Math.floor(d / 60) + " min ago";
+    if (d < 86400) return Math.floor(d / 3600) + " h ago";
+    return new Date(sec * 1000).toLocaleDateString();
+  }
+  function dur(t) {
+    if (!t.started_at) return "–";
+    const end = t.completed_at || Date.now() / 1000;
+    const d = Math.max(0, end - t.started_at);
+    if (d < 1) return Math.round(d * 1000) + " ms";
+    if (d < 60) return d.toFixed(1) + " s";
+    return Math.floor(d / 60) + " min " + Math.floor(d % 60) + " s";
+  }
+  function isActive(s) { return s === "pending" || s === "running"; }
+
+  function setProgress(bar, t) {
+    const p = t.status === "completed" ? 100 : (t.progress || 0);
+    bar.firstChild.style.width = p + "%";
+    bar.setAttribute("aria-valuenow", String(p));
+    bar.classList.toggle("done", t.status === "completed");
+    bar.title = t.progress_message ? p + "% – " + t.progress_message : p + "%";
+  }
+
+  // ---- table -------------------------------------------------------------
+  function makeRow(t) {
+    const tr = el("tr");
+    tr.dataset.id = t.task_id;
+    const cells = {
+      status: el("td"), module: el("td", "module"), id: el("td", "c-id"), time: el("td", "c-time"),
+      dur: el("td", "c-dur"), prog: el("td"), retry: el("td", "c-retry"), act: el("td", "c-act"),
+    };
+    cells.status.appendChild(el("span", "badge"));
+    const bar = el("div", "progress");
+    bar.setAttribute("role", "progressbar");
+    bar.setAttribute("aria-valuemin", "0");
+    bar.setAttribute("aria-valuemax", "100");
+    bar.appendChild(el("div", "fill"));
+    cells.prog.appendChild(bar);
+    if (!readOnly) {
+      const b = el("button", "danger cancel", "Cancel");
+      b.type = "button";
+      b.addEventListener("click", (ev) => { ev.stopPropagation(); cancelTask(tr.dataset.id, b); });
+      cells.act.appendChild(b);
+    }
+    for (const k of Object.keys(cells)) tr.appendChild(cells[k]);
+    tr.addEventListener("click", () => openDetail(tr.dataset.id));
+    const r = { tr, cells, task: null };
+    fillRow(r, t);
+    return r;
+  }
+
+  function fillRow(r, t) {
+    r.task = t;
+    const c = r.cells;
+    const badge = c.status.firstChild;
+    badge.textContent = t.status;
+    badge.className = "badge " + t.status;
+    r.tr.dataset.status = t.status;
+    c.module.textContent = t.module_id;
+    c.module.title = t.module_id;
+    c.id.textContent = t.task_id.slice(0, 8);
+    c.id.title = t.task_id;
+    c.time.textContent = ago(t.submitted_at);
+    c.time.title = fmtTime(t.submitted_at);
+    c.dur.textContent = dur(t);
+    setProgress(c.prog.firstChild, t);
+    c.retry.textContent = String((t.retry_count || 0) + (t.started_at ? 1 : 0));
+    const b = c.act.firstChild;
+    if (b) b.hidden = !isActive(t.status);
+  }
+
+  function render(tasks) {
+    const body = $("rows");
+    const keep = new Set(tasks.map((t) => t.task_id));
+    for (const [id, r] of rows) if (!keep.has(id)) { r.tr.remove(); rows.delete(id); }
+    let prev = null;
+    for (const t of tasks) {
+      let r = rows.get(t.task_id);
+      if (r) fillRow(r, t); else { r = makeRow(t); rows.set(t.task_id, r); }
+      const want = prev ? prev.nextSibling : body.firstChild;
+      if (want !== r.tr) body.insertBefore(r.tr, want);
+      prev = r.tr;
+    }
+    $("empty").hidden = tasks.length > 0;
+    renderRange();
+  }
+
+  function renderRange() {
+    const from = state.total === 0 ? 0 : state.offset + 1;
+    const to = Math.min(state.offset + rows.size, state.total);
+    $("range").textContent = from + "–" + to + " of " + state.total.toLocaleString();
+    $("prev").disabled = state.offset === 0;
+    $("next").disabled = state.offset + state.limit >= state.total;
+    $("prev").textContent = state.order === "desc" ? "‹ Newer" : "‹ Older";
+    $("next").textContent = state.order === "desc" ? "Older ›" : "Newer ›";
+  }
+
+  function matches(t) {
+    return (!state.status || t.status === state.status) && (!state.module || t.module_id === state.module);
+  }
+
+  // ---- data --------------------------------------------------------------
+  async function getJSON(url) {
+    const res = await fetch(url, { headers: { Accept: "application/json" }, cache: "no-store" });
+    if (!res.ok) throw new Error(url + ": HTTP " + res.status);
+    return res.json();
+  }
+
+  let pageSeq = 0;
+  async function loadPage() {
+    const seq = ++pageSeq;
+    const q = new URLSearchParams({ order: state.order, offset: String(state.offset), limit: String(state.limit) });
+    if (state.status) q.set("status", state.status);
+    if (state.module) q.set("module", state.module);
+    try {
+      const data = await getJSON("api/tasks?" + q);
+      if (seq !== pageSeq) return;
+      state.total = data.total || 0;
+      render(data.tasks || []);
+    } catch (e) { setLive(false, "cannot load tasks"); }
+  }
+
+  async function loadSummary() {
+    try {
+      const s = await getJSON("api/summary");
+      for (const k of ["total", "pending", "running", "completed", "failed", "cancelled"]) {
+        $("count-" + k).textContent = (s.counts[k] || 0).toLocaleString();
+      }
+      const sel = $("f-module");
+      const have = new Set(Array.from(sel.options).map((o) => o.value));
+      for (const m of s.modules || []) {
+        if (!have.has(m)) { const o = el("option", null, m); o.value = m; sel.appendChild(o); }
+      }
+      drawChart(s.chart);
+    } catch (e) { /* the next refresh tries again */ }
+  }
+
+  function refresh() { loadPage(); loadSummary(); }
+
+  // A burst of events refreshes the counts and the page at most once a
+  // second (the server caches for a second anyway).
+  let refreshTimer = null;
+  function scheduleRefresh() {
+    if (refreshTimer) return;
+    refreshTimer = setTimeout(() => { refreshTimer = null; refresh(); }, 1000);
+  }
+
+  // ---- chart -------------------------------------------------------------
+  const svgNS = "http://www.w3.org/2000/svg";
+  function drawChart(c) {
+    const svg = $("chart");
+    while (svg.firstChild) svg.removeChild(svg.firstChild);
+    if (!c || !c.finished) return;
+    const W = 600, H = 120, n = c.finished.length, bw = W / n;
+    const rates = c.finished.map((k) => k / c.bucket_seconds);
+    // Floors keep a quiet minute from looking busy: the bars scale to at
+    // least 1 task/s, the wait line to at least half a second.
+    const maxRate = Math.max(1, ...rates);
+    const maxWait = Math.max(0.5, ...c.wait_avg);
+    const axis = document.createElementNS(svgNS, "line");
+    axis.setAttribute("class", "axis");
+    axis.setAttribute("x1", "0"); axis.setAttribute("x2", String(W));
+    axis.setAttribute("y1", String(H - 0.5)); axis.setAttribute("y2", String(H - 0.5));
+    svg.appendChild(axis);
+    rates.forEach((r, i) => {
+      if (r <= 0) return;
+      const h = (r / maxRate) * (H - 8);
+      const rect = document.createElementNS(svgNS, "rect");
+      rect.setAttribute("class", "bar");
+      rect.setAttribute("x", String(i * bw + 1));
+      rect.setAttribute("y", String(H - h));
+      rect.setAttribute("width", String(Math.max(1, bw - 2)));
+      rect.setAttribute("height", String(h));
+      svg.appendChild(rect);
+    });
+    const pts = c.wait_avg.map((w, i) => (i * bw + bw / 2).toFixed(1) + "," + (H - 4 - (w / maxWait) * (H - 12)).toFixed(1));
+    const line = document.createElementNS(svgNS, "polyline");
+    line.setAttribute("class", "wait");
+    line.setAttribute("points", pts.join(" "));
+    svg.appendChild(line);
+    const last = rates.length > 1 ? rates[rates.length - 2] : 0; // the last bucket is still filling
+    const peakRate = Math.max(0, ...rates), peakWait = Math.max(0, ...c.wait_avg);
+    $("chart-rate").textContent = "finished " + last.toFixed(1) + "/s (peak " + peakRate.toFixed(1) + "/s)";
+    $("chart-wait").textContent = "queue wait ≤ " + peakWait.toFixed(2) + " s avg";
+  }
+
+  // ---- detail ------------------------------------------------------------
+  function pretty(v) {
+    if (typeof v === "string") return v;
+    try { return JSON.stringify(v, null, 2); } catch (e) { return String(v); }
+  }
+
+  function fillDetail(t) {
+    detailTask = t;
+    $("d-title").textContent = "Task " + t.task_id.slice(0, 8);
+    const st = $("d-status");
+    st.textContent = t.status;
+    st.className = "badge " + t.status;
+    $("d-module").textContent = t.module_id;
+    setProgress($("d-progress"), t);
+    $("d-progress-msg").textContent = t.progress_message || "";
+    const dl = $("d-fields");
+    while (dl.firstChild) dl.removeChild(dl.firstChild);
+    const fields = [
+      ["Task id", t.task_id], ["Submitted", fmtTime(t.submitted_at)], ["Started", fmtTime(t.started_at)],
+      ["Ended", fmtTime(t.completed_at)], ["Duration", dur(t)],
+      ["Retries", (t.retry_count || 0) + " of " + (t.max_retries || 0)],
+      ["Progress", (t.progress || 0) + "%"],
+    ];
+    if (t.error_code) fields.push(["Error code", t.error_code]);
+    for (const [k, v] of fields) { dl.appendChild(el("dt", null, k)); dl.appendChild(el("dd", null, v)); }
+    $("d-error-box").hidden = !t.error;
+    $("d-error").textContent = t.error || "";
+    const hasResult = t.status === "completed";
+    $("d-result-box").hidden = !hasResult;
+    $("d-result").textContent = hasResult ? pretty(t.result) : "";
+    $("d-cancel").hidden = readOnly || !isActive(t.status);
+  }
+
+  async function openDetail(id) {
+    detailId = id;
+    $("detail").hidden = false;
+    const r = rows.get(id);
+    if (r) fillDetail(r.task);
+    try {
+      const t = await getJSON("api/tasks/" + encodeURIComponent(id));
+      if (detailId === id) fillDetail(t);
+    } catch (e) { /* keep what the table had */ }
+  }
+  function closeDetail() { detailId = null; detailTask = null; $("detail").hidden = true; }
+
+  async function cancelTask(id, button) {
+    if (readOnly) return;
+    if (button) button.disabled = true;
+    try {
+      const res = await fetch("api/tasks/" + encodeURIComponent(id) + "/cancel", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", "X-Apcore-Request": "1" },
+        body: "{}",
+      });
+      if (!res.ok) throw new Error("HTTP " + res.status);
+    } catch (e) {
+      setLive(false, "cancel failed");
+    } finally {
+      if (button) button.disabled = false;
+    }
+  }
+
+  // ---- live events ---------------------------------------------------------
+  function setLive(on, text) {
+    const e = $("live");
+    e.classList.toggle("on", on);
+    e.classList.toggle("off", !on);
+    e.textContent = text;
+    document.body.dataset.live = on ? "1" : "0";
+  }
+
+  function onRecord(t) {
+    const r = rows.get(t.task_id);
+    if (r) {
+      const changed = r.task.status !== t.status;
+      fillRow(r, t);
+      if (changed) { r.tr.classList.remove("flash"); void r.tr.offsetWidth; r.tr.classList.add("flash"); }
+    } else if (state.order === "desc" && state.offset === 0 && matches(t) && isActive(t.status)) {
+      // A new task: it belongs at the top of the newest-first first page.
+      const nr = makeRow(t);
+      rows.set(t.task_id, nr);
+      $("rows").insertBefore(nr.tr, $("rows").firstChild);
+      nr.tr.classList.add("flash");
+      while (rows.size > state.limit) {
+        const lastTr = $("rows").lastChild;
+        rows.delete(lastTr.dataset.id);
+        lastTr.remove();
+      }
+      state.total++;
+      $("empty").hidden = true;
+      renderRange();
+    }
+    if (detailId === t.task_id) fillDetail(t);
+    scheduleRefresh();
+  }
+
+  function connect() {
+    const es = new EventSource("api/events");
+    es.onopen = () => { setLive(true, "live"); refresh(); };
+    es.onmessage = (ev) => {
+      let t;
+      try { t = JSON.parse(ev.data); } catch (e) { return; }
+      if (t && typeof t.task_id === "string") onRecord(t);
+    };
+    es.onerror = () => { setLive(false, "reconnecting…"); };
+  }
+
+  // ---- controls --------------------------------------------------------------
+  function setFilter(changes) {
+    Object.assign(state, changes, { offset: 0 });
+    $("f-status").value = state.status;
+    $("f-module").value = state.module;
+    for (const b of document.querySelectorAll(".count")) b.classList.toggle("active", b.dataset.status === state.status);
+    loadPage();
+  }
+
+  $("f-status").addEventListener("change", (e) => setFilter({ status: e.target.value }));
+  $("f-module").addEventListener("change", (e) => setFilter({ module: e.target.value }));
+  $("f-order").addEventListener("change", (e) => setFilter({ order: e.target.value }));
+  $("f-limit").addEventListener("change", (e) => setFilter({ limit: Number(e.target.value) }));
+  for (const b of document.querySelectorAll(".count")) b.addEventListener("click", () => setFilter({ status: b.dataset.status }));
+  $("filters").addEventListener("submit", (e) => e.preventDefault());
+  $("prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - state.limit); loadPage(); });
+  $("next").addEventListener("click", () => { state.offset += state.limit; loadPage(); });
+  $("d-close").addEventListener("click", closeDetail);
+  document.addEventListener("keydown", (e) => { if (e.key === "Escape") closeDetail(); });
+  $("d-cancel").addEventListener("click", () => { if (detailId) cancelTask(detailId, $("d-cancel")); });
+
+  // Times and durations of active tasks move on their own.
+  setInterval(() => {
+    for (const r of rows.values()) {
+      r.cells.time.textContent = ago(r.task.submitted_at);
+      if (isActive(r.task.status)) r.cells.dur.textContent = dur(r.task);
+    }
+    if (detailTask && isActive(detailTask.status)) fillDetail(detailTask);
+  }, 1000);
+
+  $("f-order").value = state.order;
+  $("f-limit").value = String(state.limit);
+  setLive(false, "connecting…");
+  refresh();
+  connect();
+})();
