@@ -96,7 +96,7 @@ type handler struct {
 //
 // GET /api/events sends an event for every transition and progress report
 // of the manager's own tasks as it happens, and, while any client listens,
-// reads the store's pending and running records every second to report
+// reads the store's pending and running records every 0.8 s to report
 // the transitions of other replicas' tasks too. Each event's data is a
 // record in the wire format.
 func NewHandler(mgr *apcore.TaskManager, opts ...Option) (http.Handler, error) {
@@ -105,7 +105,7 @@ func NewHandler(mgr *apcore.TaskManager, opts ...Option) (http.Handler, error) {
 	}
 	cfg := config{
 		cacheTTL:     time.Second,
-		pollInterval: time.Second,
+		pollInterval: 800 * time.Millisecond,
 		heartbeat:    15 * time.Second,
 		clientBuffer: 4096,
 		chartWindow:  5 * time.Minute,

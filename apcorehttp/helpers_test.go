@@ -2,6 +2,8 @@ package apcorehttp_test
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -31,4 +33,13 @@ func newManager(t *testing.T, exec apcore.Executor, opts ...apcore.Option) *apco
 		}
 	})
 	return mgr
+}
+
+// newServer serves h until the test ends; register it before the browser
+// so that the browser closes its event stream first.
+func newServer(t *testing.T, h http.Handler) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv
 }

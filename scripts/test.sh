@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's one test command. For each Go module of the repository
-# (the core in the root, sqlstore/, redisstore/, examples/durable/, built
+# (the core in the root, sqlstore/, redisstore/, examples/durable/,
+# apcoreotel/, apcorehttp/, examples/dashboard/, built
 # together through go.work): gofmt, go vet, staticcheck and go test -race;
 # for the core also a short fuzzing budget per target and the quickstart
 # example. It also checks that testdata/ holds the same conformance
@@ -24,7 +25,7 @@ root=$(pwd)
 
 export PATH="$(go env GOPATH)/bin:$PATH"
 fuzztime="${FUZZTIME:-15s}"
-modules=(. sqlstore redisstore examples/durable)
+modules=(. sqlstore redisstore examples/durable apcoreotel apcorehttp examples/dashboard)
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -92,6 +93,17 @@ for target in $(go test -list '^Fuzz' . | grep '^Fuzz'); do
 	fi
 	echo "$target: $(echo "$out" | tail -n 1)"
 done
+
+# apcorehttp's browser test drives Debian's Chromium (/usr/bin/chromium);
+# it fails, not skips, when the browser is missing.
+if [ ! -x /usr/bin/chromium ]; then
+	step "installing chromium for apcorehttp's browser test"
+	if [ "$(id -u)" != 0 ]; then
+		echo "chromium is missing and we are not root: apt-get install -y chromium" >&2; exit 1
+	fi
+	apt-get update -qq >/dev/null
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 
 step "PostgreSQL and Redis for the store tests"
 source "$root/scripts/services.sh"
