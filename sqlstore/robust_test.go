@@ -1,0 +1,226 @@
+package sqlstore_test
+
+import (
+	"context"
+	"errors"
+	"math"
+	"sync"
+	"testing"
+
+	"github.com/apcore-go/apcore"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// Results and messages that the database's text cannot hold as they are
+// never leave a record running: a NUL in a result's string is kept (JSON
+// escape), a NUL or invalid UTF-8 in an error or progress message is
+// stored replaced by U+FFFD, and every reader sees the task ended.
+func TestUnstorableTextEndsTheTask(t *testing.T) {
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			store := b.open(t)
+			reg := apcore.NewRegistry()
+			require.NoError(t, reg.Register("text.result", apcore.ModuleFunc(func(context.Context, map[string]any) (any, error) {
+				return map[string]any{"s": "a\x00b", "bad": "x\xffy"}, nil
+			})))
+			require.NoError(t, reg.Register("text.error", apcore.ModuleFunc(func(context.Context, map[string]any) (any, error) {
+				return nil, errors.New("broken\x00message\xfe")
+			})))
+			require.NoError(t, reg.Register("text.progress", apcore.ModuleFunc(func(ctx context.Context, _ map[string]any) (any, error) {
+				if err := apcore.ReportProgress(ctx, 50, "half\x00way\xff"); err != nil {
+					return nil, err
+				}
+				return "done", nil
+			})))
+			m := manager(t, reg, store)
+
+			id, err := m.Submit(ctx(t), "text.result", nil)
+			require.NoError(t, err)
+			info, err := m.Wait(ctx(t), id)
+			require.NoError(t, err)
+			want := map[string]any{"s": "a\x00b", "bad": "x\uFFFDy"} // encoding/json replaces invalid UTF-8
+			assert.Equal(t, apcore.StatusCompleted, info.Status)
+			assert.Equal(t, want, info.Result)
+			stored, err := store.Get(ctx(t), id)
+			require.NoError(t, err)
+			assert.Equal(t, apcore.StatusCompleted, stored.Status, "the store holds the outcome")
+			assert.Equal(t, want, stored.Result, "the NUL in the result's string is kept")
+			res, err := m.Result(ctx(t), id)
+			require.NoError(t, err)
+			assert.Equal(t, want, res)
+
+			id, err = m.Submit(ctx(t), "text.error", nil)
+			require.NoError(t, err)
+			info, err = m.Wait(ctx(t), id)
+			require.NoError(t, err)
+			assert.Equal(t, apcore.StatusFailed, info.Status)
+			stored, err = store.Get(ctx(t), id)
+			require.NoError(t, err)
+			assert.Equal(t, apcore.StatusFailed, stored.Status, "the store holds the failure")
+			assert.Equal(t, "broken\uFFFDmessage\uFFFD", stored.Error)
+			assert.Equal(t, apcore.CodeModuleExecuteError, stored.ErrorCode)
+
+			id, err = m.Submit(ctx(t), "text.progress", nil)
+			require.NoError(t, err)
+			info, err = m.Wait(ctx(t), id)
+			require.NoError(t, err)
+			assert.Equal(t, apcore.StatusCompleted, info.Status)
+			stored, err = store.Get(ctx(t), id)
+			require.NoError(t, err)
+			assert.Equal(t, apcore.StatusCompleted, stored.Status)
+			if stored.ProgressMessage != "" {
+				assert.Equal(t, "half\uFFFDway\uFFFD", stored.ProgressMessage)
+			}
+
+			// Nothing is left active.
+			n, err := store.Count(ctx(t), apcore.StatusPending, apcore.StatusRunning)
+			require.NoError(t, err)
+			assert.Zero(t, n)
+		})
+	}
+}
+
+// A result that JSON cannot hold fails the task with GENERAL_INVALID_INPUT
+// before it reaches the store, and the store holds that failure.
+func TestUnencodableResultsFailTheTask(t *testing.T) {
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			store := b.open(t)
+			results := map[string]any{
+				"nan": math.NaN(), "inf": math.Inf(1), "chan": make(chan int), "func": func() {},
+				"complex": complex(1, 2), "nested_nan": map[string]any{"x": []any{math.Inf(-1)}},
+			}
+			reg := apcore.NewRegistry()
+			for name, v := range results {
+				require.NoError(t, reg.Register("bad."+name, apcore.ModuleFunc(func(context.Context, map[string]any) (any, error) {
+					return v, nil
+				})))
+			}
+			m := manager(t, reg, store)
+			for name := range results {
+				id, err := m.Submit(ctx(t), "bad."+name, nil)
+				require.NoError(t, err)
+				info, err := m.Wait(ctx(t), id)
+				require.NoError(t, err)
+				assert.Equal(t, apcore.StatusFailed, info.Status, name)
+				assert.Equal(t, apcore.CodeInvalidInput, info.ErrorCode, name)
+				stored, err := store.Get(ctx(t), id)
+				require.NoError(t, err)
+				assert.Equal(t, apcore.StatusFailed, stored.Status, name)
+				assert.Equal(t, apcore.CodeInvalidInput, stored.ErrorCode, name)
+				assert.Nil(t, stored.Result, name)
+			}
+		})
+	}
+}
+
+// Task ids that PostgreSQL cannot hold are simply not there.
+func TestUnstorableTaskIDs(t *testing.T) {
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			store := b.open(t)
+			reg := apcore.NewRegistry()
+			m := manager(t, reg, store)
+			for _, id := range []string{"nul\x00id", "bad\xff\xfeutf8", "\x00"} {
+				_, err := m.Status(ctx(t), id)
+				assert.ErrorIs(t, err, apcore.ErrTaskNotFound, "Status(%q)", id)
+				_, err = m.Result(ctx(t), id)
+				assert.ErrorIs(t, err, apcore.ErrTaskNotFound, "Result(%q)", id)
+				_, err = m.Wait(ctx(t), id)
+				assert.ErrorIs(t, err, apcore.ErrTaskNotFound, "Wait(%q)", id)
+				ok, err := m.Cancel(ctx(t), id)
+				assert.NoError(t, err, "Cancel(%q)", id)
+				assert.False(t, ok)
+				_, err = store.Get(ctx(t), id)
+				assert.ErrorIs(t, err, apcore.ErrTaskNotFound, "Get(%q)", id)
+				assert.NoError(t, store.Delete(ctx(t), id), "Delete(%q)", id)
+				removed, err := store.Remove(ctx(t), id)
+				assert.NoError(t, err, "Remove(%q)", id)
+				assert.False(t, removed)
+				lost, err := store.Lost(ctx(t), "owner", []string{id})
+				assert.NoError(t, err)
+				assert.Equal(t, []string{id}, lost)
+			}
+		})
+	}
+}
+
+// With a JSON store every reader sees one value with one set of Go types:
+// a Wait started before the end, one after, Status, Result, List and the
+// observer.
+func TestJSONResultsAgreeForEveryReader(t *testing.T) {
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			store := b.open(t)
+			release := make(chan struct{})
+			reg := apcore.NewRegistry()
+			require.NoError(t, reg.Register("json.int", apcore.ModuleFunc(func(context.Context, map[string]any) (any, error) {
+				<-release
+				return 42, nil
+			})))
+			require.NoError(t, reg.Register("json.slice", apcore.ModuleFunc(func(context.Context, map[string]any) (any, error) {
+				<-release
+				return []int{1, 2}, nil
+			})))
+			var mu sync.Mutex
+			observed := map[string]any{}
+			m := manager(t, reg, store, apcore.WithObserver(func(info apcore.TaskInfo) {
+				if info.Status == apcore.StatusCompleted {
+					mu.Lock()
+					observed[info.TaskID] = info.Result
+					mu.Unlock()
+				}
+			}))
+			want := map[string]any{"json.int": float64(42), "json.slice": []any{1.0, 2.0}}
+			ids := map[string]string{}
+			early := map[string]chan apcore.TaskInfo{}
+			for module := range want {
+				id, err := m.Submit(ctx(t), module, nil)
+				require.NoError(t, err)
+				ids[module] = id
+				ch := make(chan apcore.TaskInfo, 1)
+				early[module] = ch
+				waiting := make(chan struct{})
+				go func() {
+					close(waiting)
+					info, err := m.Wait(ctx(t), id)
+					assert.NoError(t, err)
+					ch <- info
+				}()
+				<-waiting
+			}
+			close(release)
+			for module, w := range want {
+				id := ids[module]
+				before := <-early[module]
+				assert.Equal(t, w, before.Result, "%s: Wait started before the end", module)
+				after, err := m.Wait(ctx(t), id)
+				require.NoError(t, err)
+				assert.Equal(t, w, after.Result, "%s: Wait after the end", module)
+				status, err := m.Status(ctx(t), id)
+				require.NoError(t, err)
+				assert.Equal(t, w, status.Result, "%s: Status", module)
+				res, err := m.Result(ctx(t), id)
+				require.NoError(t, err)
+				assert.Equal(t, w, res, "%s: Result", module)
+				list, err := m.List(ctx(t), apcore.StatusCompleted)
+				require.NoError(t, err)
+				found := false
+				for _, info := range list {
+					if info.TaskID == id {
+						found = true
+						assert.Equal(t, w, info.Result, "%s: List", module)
+					}
+				}
+				assert.True(t, found, "%s: listed", module)
+			}
+			require.NoError(t, m.Shutdown(ctx(t)))
+			mu.Lock()
+			defer mu.Unlock()
+			for module, w := range want {
+				assert.Equal(t, w, observed[ids[module]], "%s: observer", module)
+			}
+		})
+	}
+}
