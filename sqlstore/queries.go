@@ -111,7 +111,9 @@ WHERE %s AND owner <> '' AND (owner IN (SELECT owner FROM gone) OR NOT EXISTS (S
 		q.claim = fmt.Sprintf(`UPDATE %s SET %s
 WHERE seq IN (SELECT seq FROM %s WHERE %s ORDER BY seq LIMIT ?)
 RETURNING %s`, t, claimSet, t, due, stored)
-		q.lost = fmt.Sprintf("SELECT task_id FROM %s WHERE task_id IN (SELECT value FROM json_each(?)) AND %s AND owner = ?", t, activeIn)
+		// +status keeps SQLite's planner (which has no statistics) on the
+		// task_id index: one lookup per id.
+		q.lost = fmt.Sprintf("SELECT task_id FROM %s WHERE task_id IN (SELECT value FROM json_each(?)) AND +%s AND owner = ?", t, activeIn)
 		q.deleteLapsed = fmt.Sprintf("DELETE FROM %s WHERE expires_at < ?", s.leases())
 		q.recover = fmt.Sprintf(`UPDATE %s SET %s
 WHERE %s AND owner <> '' AND NOT EXISTS (SELECT 1 FROM %s l WHERE l.owner = %s.owner)`, t, abandon(1), activeIn, s.leases(), t)
