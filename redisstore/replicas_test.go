@@ -98,11 +98,13 @@ func TestRemoteCancelLatency(t *testing.T) {
 func TestAdmissionAcrossManagers(t *testing.T) {
 	const managers, limit, rounds, each = 4, 10, 25, 5
 	stores := sharedStores(t, managers)
-	var round atomic.Pointer[gate]
-	round.Store(newGate())
+	gates := make([]*gate, rounds)
+	for i := range gates {
+		gates[i] = newGate()
+	}
 	reg := registry(t, map[string]func(context.Context, map[string]any) (any, error){
-		"admit.hold": func(ctx context.Context, _ map[string]any) (any, error) {
-			<-round.Load().ch
+		"admit.hold": func(ctx context.Context, in map[string]any) (any, error) {
+			<-gates[int(in["round"].(int))].ch
 			return nil, nil
 		},
 	})
@@ -110,7 +112,11 @@ func TestAdmissionAcrossManagers(t *testing.T) {
 	for i := range ms {
 		ms[i] = manager(t, reg, stores[i], apcore.WithMaxTasks(limit), apcore.WithMaxConcurrent(limit))
 	}
-	defer func() { round.Load().open() }()
+	defer func() {
+		for _, g := range gates {
+			g.open()
+		}
+	}()
 	for r := range rounds {
 		var wg sync.WaitGroup
 		var mu sync.Mutex
@@ -121,7 +127,7 @@ func TestAdmissionAcrossManagers(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				for range each {
-					id, err := m.Submit(ctx(t), "admit.hold", nil)
+					id, err := m.Submit(ctx(t), "admit.hold", map[string]any{"round": r})
 					if err != nil {
 						assert.ErrorIs(t, err, apcore.ErrTaskLimitExceeded)
 						continue
@@ -141,9 +147,7 @@ func TestAdmissionAcrossManagers(t *testing.T) {
 		require.Equal(t, limit, len(accepted), "round %d: accepted submits", r)
 		require.Equal(t, limit, n, "round %d: active records", r)
 		require.LessOrEqual(t, maxActive.Load(), int64(limit), "round %d: active records seen while submitting", r)
-		g := round.Load()
-		round.Store(newGate())
-		g.open()
+		gates[r].open()
 		for _, id := range accepted {
 			info, err := ms[0].Wait(ctx(t), id)
 			require.NoError(t, err)

@@ -48,7 +48,7 @@ func TestSentinelFailover(t *testing.T) {
 		return c
 	}
 	sc := redis.NewSentinelClient(&redis.Options{Addr: sentinels[0]})
-	defer sc.Close()
+	t.Cleanup(func() { sc.Close() })
 	addr, err := sc.GetMasterAddrByName(ctx(t), name).Result()
 	require.NoError(t, err, "ask a Sentinel for the master")
 	oldMaster := net.JoinHostPort(addr[0], addr[1])
@@ -64,7 +64,8 @@ func TestSentinelFailover(t *testing.T) {
 		"failover.echo": func(_ context.Context, in map[string]any) (any, error) { return in["i"], nil },
 	}), s)
 
-	// One submitter, Submit then Wait, before, during and after the kill.
+	// Four submitters, each Submit then Wait, before, during and after the
+	// kill.
 	type outcome struct {
 		id        string
 		completed bool
@@ -74,17 +75,18 @@ func TestSentinelFailover(t *testing.T) {
 	var submitErrs, waitErrs int
 	var killedAt, backAt time.Time
 	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	submit := func(g int) {
 		for i := 0; ; i++ {
 			select {
 			case <-stop:
 				return
 			default:
 			}
+			mu.Lock()
+			afterKill := !killedAt.IsZero()
+			mu.Unlock()
 			call, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			id, err := m.Submit(call, "failover.echo", map[string]any{"i": i})
+			id, err := m.Submit(call, "failover.echo", map[string]any{"i": g*1_000_000 + i})
 			if err != nil {
 				cancel()
 				mu.Lock()
@@ -100,11 +102,24 @@ func TestSentinelFailover(t *testing.T) {
 			if err != nil {
 				waitErrs++
 			}
-			if !killedAt.IsZero() && backAt.IsZero() && err == nil && info.Status == apcore.StatusCompleted {
-				backAt = time.Now() // the first task through after the kill
+			if afterKill && backAt.IsZero() && err == nil && info.Status == apcore.StatusCompleted {
+				backAt = time.Now() // the first task submitted after the kill that completed
 			}
 			mu.Unlock()
 		}
+	}
+	done := make(chan struct{})
+	var submitters sync.WaitGroup
+	for g := range 4 {
+		submitters.Add(1)
+		go func() {
+			defer submitters.Done()
+			submit(g)
+		}()
+	}
+	go func() {
+		submitters.Wait()
+		close(done)
 	}()
 	defer func() {
 		select {
@@ -125,7 +140,7 @@ func TestSentinelFailover(t *testing.T) {
 	beforeKill := len(acked)
 	mu.Unlock()
 	require.NoError(t, syscall.Kill(pid, syscall.SIGKILL), "SIGKILL the master")
-	t.Cleanup(func() { restartAsReplica(t, conf, oldMaster) })
+	t.Cleanup(func() { restartAsReplica(t, conf, oldMaster, sc, name) })
 
 	require.True(t, eventually(30*time.Second, func() bool {
 		mu.Lock()
@@ -205,12 +220,19 @@ func masterProcess(t *testing.T, c *redis.Client) (int, masterConf) {
 	return pid, masterConf{port: get("port"), dir: get("dir"), pidfile: get("pidfile"), logfile: get("logfile")}
 }
 
-// restartAsReplica starts the killed master again as scripts/services.sh
-// did; the Sentinels make it a replica of the new master, so the setup can
-// fail over again.
-func restartAsReplica(t *testing.T, conf masterConf, addr string) {
+// restartAsReplica starts the killed master again, as a replica of the
+// master the Sentinels now name, so that the setup can fail over again. (It
+// must not come back as an empty master: a Sentinel could fail over to it
+// and have the real master copy its empty data set.)
+func restartAsReplica(t *testing.T, conf masterConf, addr string, sc *redis.SentinelClient, name string) {
+	cur, err := sc.GetMasterAddrByName(context.Background(), name).Result()
+	if err != nil {
+		t.Errorf("ask a Sentinel for the master: %v", err)
+		return
+	}
 	cmd := exec.Command("redis-server", "--bind", "127.0.0.1", "--port", conf.port, "--dir", conf.dir,
-		"--save", "", "--appendonly", "no", "--daemonize", "yes", "--pidfile", conf.pidfile, "--logfile", conf.logfile)
+		"--save", "", "--appendonly", "no", "--daemonize", "yes", "--pidfile", conf.pidfile, "--logfile", conf.logfile,
+		"--replicaof", cur[0], cur[1])
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("restart the killed master: %v: %s", err, out)
 		return

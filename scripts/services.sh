@@ -166,7 +166,7 @@ start_redis_cluster() {
 }
 
 # start_redis_sentinel starts a Redis master, one replica and three
-# Sentinels watching them (master name "apcore", quorum 2, down after 1s) on
+# Sentinels watching them (master name "apcore", quorum 2, down after 2s) on
 # loopback, ports $APCORE_REDIS_SENTINEL_PORTS (default: master 57101,
 # replica 57102, sentinels 57111 57112 57113), and exports
 # APCORE_TEST_REDIS_SENTINEL as "apcore@<sentinel>,<sentinel>,<sentinel>".
@@ -190,8 +190,8 @@ daemonize yes
 pidfile $dir/redis.pid
 logfile $dir/redis.log
 sentinel monitor apcore 127.0.0.1 $master 2
-sentinel down-after-milliseconds apcore 1000
-sentinel failover-timeout apcore 4000
+sentinel down-after-milliseconds apcore 2000
+sentinel failover-timeout apcore 6000
 sentinel parallel-syncs apcore 1
 CONF
 		redis-server "$dir/sentinel.conf" --sentinel || return 1
