@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"testing"
 	"time"
@@ -124,4 +125,42 @@ func TestBrowserLargeStore(t *testing.T) {
 	if p := problems(); len(p) > 0 {
 		t.Errorf("the page logged errors: %v", p)
 	}
+}
+
+// historyStore returns a MemoryStore holding n finished records spread
+// over the last span, with varied modules, outcomes, queue waits and run
+// times: a plausible past for the page and its chart.
+func historyStore(t *testing.T, n int, span time.Duration) *apcore.MemoryStore {
+	t.Helper()
+	store := apcore.NewMemoryStore()
+	now := time.Now().Add(-2 * time.Second)
+	modules := []string{"email.send", "image.resize", "invoice.render", "report.build", "video.encode"}
+	for i := range n {
+		sub := now.Add(-span).Add(time.Duration(i) * span / time.Duration(n))
+		wave := (1 + math.Sin(float64(i)/25)) / 2
+		wait := time.Duration(float64(50*time.Millisecond) + wave*float64(1500*time.Millisecond))
+		run := time.Duration(100+(i*37)%900) * time.Millisecond
+		info := apcore.TaskInfo{
+			TaskID:      fmt.Sprintf("%08x-%04x-4000-8000-%012x", i*2654435761%(1<<32), i%65536, i),
+			ModuleID:    modules[(i*7)%len(modules)],
+			Status:      apcore.StatusCompleted,
+			SubmittedAt: sub,
+			StartedAt:   sub.Add(wait),
+			CompletedAt: sub.Add(wait + run),
+			Result:      map[string]any{"ok": true, "n": i},
+			Progress:    100,
+		}
+		switch {
+		case i%11 == 3:
+			info.Status, info.Result, info.Progress = apcore.StatusFailed, nil, 0
+			info.Error, info.ErrorCode = "upstream: connection refused", apcore.CodeModuleExecuteError
+			info.RetryCount, info.MaxRetries = 2, 2
+		case i%29 == 5:
+			info.Status, info.Result, info.Progress = apcore.StatusCancelled, nil, 35
+		}
+		if err := store.Save(context.Background(), info); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return store
 }

@@ -9,6 +9,18 @@
   const rows = new Map(); // task id -> {tr, task}
   let detailId = null;
   let detailTask = null;
+  // The newest record each event brought, with when it came. A fetched
+  // record may be older than an event already shown (the server's list is
+  // cached for up to a second, and the store may lag the manager by a
+  // quarter of a second), so an event from the last two seconds, or newer
+  // than the request, wins; and an ended record always beats an active one.
+  const fresh = new Map(); // task id -> {t, at}
+  function newest(t, requestedAt) {
+    const f = fresh.get(t.task_id);
+    if (!f) return t;
+    if (isActive(f.t.status) !== isActive(t.status)) return isActive(t.status) ? f.t : t;
+    return f.at > requestedAt - 2000 ? f.t : t;
+  }
 
   function el(tag, cls, text) {
     const e = document.createElement(tag);
@@ -135,6 +147,7 @@
   let pageSeq = 0;
   async function loadPage() {
     const seq = ++pageSeq;
+    const requestedAt = performance.now();
     const q = new URLSearchParams({ order: state.order, offset: String(state.offset), limit: String(state.limit) });
     if (state.status) q.set("status", state.status);
     if (state.module) q.set("module", state.module);
@@ -142,7 +155,7 @@
       const data = await getJSON("api/tasks?" + q);
       if (seq !== pageSeq) return;
       state.total = data.total || 0;
-      render(data.tasks || []);
+      render((data.tasks || []).map((t) => newest(t, requestedAt)));
     } catch (e) { setLive(false, "cannot load tasks"); }
   }
 
@@ -248,10 +261,12 @@
     $("detail").hidden = false;
     const r = rows.get(id);
     if (r) fillDetail(r.task);
+    const requestedAt = performance.now();
     try {
       const t = await getJSON("api/tasks/" + encodeURIComponent(id));
-      if (detailId === id) fillDetail(t);
+      if (detailId === id) fillDetail(newest(t, requestedAt));
     } catch (e) { /* keep what the table had */ }
+    $("detail").dataset.fetched = id; // for tests: the record has come
   }
   function closeDetail() { detailId = null; detailTask = null; $("detail").hidden = true; }
 
@@ -282,6 +297,7 @@
   }
 
   function onRecord(t) {
+    fresh.set(t.task_id, { t, at: performance.now() });
     const r = rows.get(t.task_id);
     if (r) {
       const changed = r.task.status !== t.status;
@@ -345,6 +361,8 @@
       if (isActive(r.task.status)) r.cells.dur.textContent = dur(r.task);
     }
     if (detailTask && isActive(detailTask.status)) fillDetail(detailTask);
+    const old = performance.now() - 30000;
+    for (const [id, f] of fresh) if (f.at < old) fresh.delete(id);
   }, 1000);
 
   $("f-order").value = state.order;
