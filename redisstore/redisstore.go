@@ -29,6 +29,22 @@
 // so that all of one store's keys live in one slot, as multi-key scripts
 // require: one store lives on one master. Connection failures are errors
 // matching apcore.ErrStoreUnavailable that wrap go-redis's error.
+//
+// Losing data. Redis replicates asynchronously, so a Sentinel or cluster
+// failover loses the writes the old master had acknowledged but not yet
+// sent to its replica (on a healthy link, those of the last moments before
+// it died): an accepted Submit's record, a transition (a completed task
+// reads back running or pending, and, once its owner's lease ends, another
+// manager's Recover fails it TASK_ABANDONED), a cancel (the task runs on),
+// a Claim (the task may run twice), or a delete (the record comes back).
+// Redis restarting empty (no persistence) or FLUSHALL loses everything.
+// The store tells such a loss from a delete by its insertion counter, which
+// only grows: while the counter is below the highest value a Store has
+// seen, Lost does not report that Store's vanished records (so their
+// owner does not end them cancelled), Renew makes a vanished lease anew,
+// and Update writes a vanished record again, held by the writer. Records
+// of tasks that had ended before the loss, which no owner holds any more,
+// stay lost.
 package redisstore
 
 import (
