@@ -537,3 +537,28 @@ func TestEventsSlowClientDropped(t *testing.T) {
 	for range reader {
 	}
 }
+
+// TrustedOrigin lets a named other origin cancel (a proxy with its own
+// public address); others stay refused; a malformed origin is an error.
+func TestTrustedOrigin(t *testing.T) {
+	g := newGate()
+	mgr := newManager(t, g)
+	srv, _ := serve(t, mgr, apcorehttp.TrustedOrigin("https://ops.example.com"))
+	id, err := mgr.Submit(context.Background(), "slow", nil)
+	must(t, err)
+	<-g.started
+	url := srv.URL + "/api/tasks/" + id + "/cancel"
+	if code, _ := post(t, url, map[string]string{"Content-Type": "application/json", "Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"}, "{}"); code != http.StatusForbidden {
+		t.Errorf("an untrusted origin: %d, want 403", code)
+	}
+	if code, body := post(t, url, map[string]string{"Content-Type": "application/json", "Sec-Fetch-Site": "cross-site", "Origin": "https://ops.example.com"}, "{}"); code != 200 || body != `{"cancelled":true}` {
+		t.Errorf("the trusted origin: %d %s", code, body)
+	}
+	<-g.done
+	if _, err := apcorehttp.NewHandler(mgr, apcorehttp.TrustedOrigin("not a url")); apcore.CodeOf(err) != apcore.CodeInvalidInput {
+		t.Errorf("TrustedOrigin(\"not a url\"): %v, want GENERAL_INVALID_INPUT", err)
+	}
+	if _, err := apcorehttp.NewHandler(nil); apcore.CodeOf(err) != apcore.CodeInvalidInput {
+		t.Errorf("NewHandler(nil): %v, want GENERAL_INVALID_INPUT", err)
+	}
+}

@@ -252,6 +252,9 @@ func (h *hub) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer h.remove(c)
+	// The stream lasts as long as the client stays: a server's
+	// WriteTimeout must not cut it.
+	_ = rc.SetWriteDeadline(time.Time{})
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Accel-Buffering", "no")
