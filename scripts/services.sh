@@ -151,12 +151,14 @@ start_redis_cluster() {
 	done
 	redis-cli --cluster create "${addrs[@]}" --cluster-yes >"$APCORE_SERVICES_DIR/redis-extra/cluster-create.log" 2>&1 ||
 		{ cat "$APCORE_SERVICES_DIR/redis-extra/cluster-create.log" >&2; return 1; }
-	local i
+	local i ok
 	for i in $(seq 1 100); do
+		ok=1
 		for p in "${ports[@]}"; do
-			redis-cli -h 127.0.0.1 -p "$p" cluster info 2>/dev/null | grep -q '^cluster_state:ok' || continue 2
+			redis-cli -h 127.0.0.1 -p "$p" cluster info 2>/dev/null | grep -q '^cluster_state:ok' || ok=0
 		done
-		break
+		[ "$ok" = 1 ] && break
+		sleep 0.1
 	done
 	for p in "${ports[@]}"; do
 		redis-cli -h 127.0.0.1 -p "$p" cluster info | grep -q '^cluster_state:ok' || { echo "services: the cluster is not ok" >&2; return 1; }

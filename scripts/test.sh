@@ -109,8 +109,10 @@ step "PostgreSQL and Redis for the store tests"
 source "$root/scripts/services.sh"
 trap stop_services EXIT
 start_services
-start_redis_cluster  # redisstore's cluster tests
-start_redis_sentinel # redisstore's failover test
+# redisstore's cluster and failover tests; without these servers they fail
+# and say why.
+start_redis_cluster || echo "services: the Redis Cluster did not start"
+start_redis_sentinel || echo "services: the Redis Sentinel setup did not start"
 
 status=0
 step "soak test (the core under load and store faults)"
