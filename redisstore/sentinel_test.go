@@ -15,6 +15,7 @@ import (
 
 	"github.com/apcore-go/apcore"
 	"github.com/apcore-go/apcore/redisstore"
+	"github.com/apcore-go/apcore/storetest"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -245,4 +246,15 @@ func restartAsReplica(t *testing.T, conf masterConf, addr string, sc *redis.Sent
 	}) {
 		t.Errorf("the restarted master %s did not become a synced replica within 30s", addr)
 	}
+}
+
+// The contract holds through a FailoverClient too.
+func TestSentinelContract(t *testing.T) {
+	name, sentinels := sentinelSetup(t)
+	c := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: name, SentinelAddrs: sentinels})
+	t.Cleanup(func() { c.Close() })
+	err := storetest.TestStore(ctx(t), func() (apcore.TaskStore, error) {
+		return redisstore.New(c, redisstore.WithPrefix(freshPrefix(t, c)))
+	})
+	require.NoError(t, err)
 }
