@@ -95,3 +95,15 @@ func eventually(d time.Duration, cond func() bool) bool {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// throwaway fails the test unless the server c talks to was started by
+// scripts/services.sh (its folder is one of that script's temporary ones):
+// the tests that flush, kill or restart a server refuse any other.
+func throwaway(t testing.TB, c *redis.Client) {
+	t.Helper()
+	dir, err := c.ConfigGet(context.Background(), "dir").Result()
+	require.NoError(t, err)
+	if !strings.Contains(dir["dir"], "/apcore-services.") {
+		t.Fatalf("the Redis server's folder is %q, not one of scripts/services.sh: this test flushes, kills and restarts its server, so it runs only on a throwaway one (./scripts/test.sh)", dir["dir"])
+	}
+}

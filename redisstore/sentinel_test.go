@@ -55,6 +55,7 @@ func TestSentinelFailover(t *testing.T) {
 	oldMaster := net.JoinHostPort(addr[0], addr[1])
 	direct := redis.NewClient(&redis.Options{Addr: oldMaster})
 	defer direct.Close()
+	throwaway(t, direct)
 	pid, conf := masterProcess(t, direct)
 
 	c := failover()

@@ -25,6 +25,7 @@ func TestRedisLosesItsData(t *testing.T) {
 	for _, how := range []string{"flushall", "restart"} {
 		t.Run(how, func(t *testing.T) {
 			s, c := store(t)
+			throwaway(t, c)
 			release := newGate()
 			defer release.open()
 			interrupted := make(chan error, 1)
