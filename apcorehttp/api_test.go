@@ -562,3 +562,36 @@ func TestTrustedOrigin(t *testing.T) {
 		t.Errorf("NewHandler(nil): %v, want GENERAL_INVALID_INPUT", err)
 	}
 }
+
+// The dashboard of one replica cancels a task another replica runs: the
+// module there sees ctx.Done(), and the stream shows the task cancelled.
+func TestCancelAcrossReplicas(t *testing.T) {
+	store := apcore.NewMemoryStore()
+	g := newGate()
+	local := newManager(t, g, apcore.WithStore(store), apcore.WithMaxConcurrent(0))
+	remote := newManager(t, g, apcore.WithStore(store))
+	srv, _ := serve(t, local)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch := events(t, ctx, srv.URL+"/api/events")
+	id, err := remote.Submit(context.Background(), "remote.job", nil)
+	must(t, err)
+	<-g.started
+	clicked := time.Now()
+	code, body := post(t, srv.URL+"/api/tasks/"+id+"/cancel", map[string]string{"Content-Type": "application/json"}, "{}")
+	if code != 200 || body != `{"cancelled":true}` {
+		t.Fatalf("cancel through the other replica's dashboard: %d %s", code, body)
+	}
+	select {
+	case done := <-g.done:
+		if done != id {
+			t.Errorf("the module of %s saw ctx.Done(), want %s", done, id)
+		}
+		t.Logf("the remote module saw ctx.Done() %v after the request", time.Since(clicked).Round(time.Millisecond))
+	case <-time.After(3 * time.Second):
+		t.Fatal("the remote module never saw ctx.Done()")
+	}
+	for e := next(t, ch, id, 3*time.Second); e.Status != apcore.StatusCancelled; e = next(t, ch, id, 3*time.Second) {
+		t.Logf("event %s", e.Status)
+	}
+}

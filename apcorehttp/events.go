@@ -132,7 +132,9 @@ func keyOf(t *apcore.TaskInfo) string {
 }
 
 // observe is the manager's observer: this manager's transitions and
-// progress reports, at once.
+// progress reports, at once. The cancel endpoint calls it too, with the
+// record it cancelled: a task another replica runs ends without an
+// observer call here.
 func (h *hub) observe(info apcore.TaskInfo) {
 	data, err := json.Marshal(info)
 	if err != nil {
@@ -142,6 +144,10 @@ func (h *hub) observe(info apcore.TaskInfo) {
 	h.stateMu.Lock()
 	if h.known != nil {
 		if info.Status.IsTerminal() {
+			if _, dup := h.ended[info.TaskID]; dup {
+				h.stateMu.Unlock()
+				return // reported already (by the cancel endpoint, say)
+			}
 			delete(h.known, info.TaskID)
 			h.ended[info.TaskID] = now
 		} else {

@@ -97,8 +97,11 @@ type handler struct {
 // GET /api/events sends an event for every transition and progress report
 // of the manager's own tasks as it happens, and, while any client listens,
 // reads the store's pending and running records every 0.8 s to report
-// the transitions of other replicas' tasks too. Each event's data is a
-// record in the wire format.
+// the transitions of other replicas' tasks too: a change there shows within
+// about a second, except that a task another replica starts and ends
+// between two reads is seen only by the next list (the page refreshes its
+// list every few seconds). Each event's data is a record in the wire
+// format.
 func NewHandler(mgr *apcore.TaskManager, opts ...Option) (http.Handler, error) {
 	if mgr == nil {
 		return nil, &apcore.Error{Code: apcore.CodeInvalidInput, Message: "apcorehttp.NewHandler: the manager is nil"}
@@ -308,6 +311,13 @@ func (h *handler) cancel(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeStoreError(w, err)
 		return
+	}
+	if ok {
+		// Tell the event streams now, also when another replica runs the
+		// task (then this manager's observers are not called).
+		if info, err := h.mgr.Status(r.Context(), id); err == nil && info.Status.IsTerminal() {
+			h.hub.observe(info)
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]bool{"cancelled": ok})
 }

@@ -354,6 +354,11 @@
   document.addEventListener("keydown", (e) => { if (e.key === "Escape") closeDetail(); });
   $("d-cancel").addEventListener("click", () => { if (detailId) cancelTask(detailId, $("d-cancel")); });
 
+  // Other replicas' tasks that start and end between two polls of the
+  // server send no event: refresh now and then anyway (cheap: the server
+  // shares one cached list among all pages).
+  setInterval(() => { if (!document.hidden) scheduleRefresh(); }, 5000);
+
   // Times and durations of active tasks move on their own.
   setInterval(() => {
     for (const r of rows.values()) {
