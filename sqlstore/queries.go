@@ -33,8 +33,8 @@ func (s *Store) sets(cols []string, first int) string {
 
 // queries are the statements, built once for a table and a dialect.
 type queries struct {
-	upsert, saveIf, get, list, listStatus, listExpired, del, count, countActive              string
-	insert, update, claim, lost, renew, renewCreate, release, recover, deleteLapsed, orphans string
+	upsert, saveIf, get, list, listStatus, listExpired, del, count, countActive                        string
+	insert, update, claim, claimAny, lost, renew, renewCreate, release, recover, deleteLapsed, orphans string
 }
 
 func (s *Store) buildQueries() queries {
@@ -62,10 +62,11 @@ func (s *Store) buildQueries() queries {
 		renew:       fmt.Sprintf("UPDATE %s SET expires_at = %s WHERE owner = %s", s.leases(), s.ph(1), s.ph(2)),
 		renewCreate: fmt.Sprintf("INSERT INTO %s (owner, expires_at) VALUES (%s, %s) ON CONFLICT (owner) DO UPDATE SET expires_at = excluded.expires_at", s.leases(), s.ph(1), s.ph(2)),
 		release:     fmt.Sprintf("DELETE FROM %s WHERE owner = %s", s.leases(), s.ph(1)),
-		orphans: fmt.Sprintf(`SELECT %s FROM %s WHERE %s AND owner <> %s AND (
+		// self "" is a manager that has ended its lease: nothing is its own.
+		orphans: fmt.Sprintf(`SELECT %s FROM %s WHERE %s AND (%s = '' OR owner <> %s) AND (
 	(owner = '' AND NOT EXISTS (SELECT 1 FROM %s l WHERE l.owner <> %s AND l.expires_at >= %s)) OR
 	(owner <> '' AND NOT EXISTS (SELECT 1 FROM %s l WHERE l.owner = %s.owner AND l.expires_at >= %s)))
-ORDER BY seq`, info, t, activeIn, s.ph(1), s.leases(), s.ph(2), s.ph(3), s.leases(), t, s.ph(4)),
+ORDER BY seq`, info, t, activeIn, s.ph(1), s.ph(2), s.leases(), s.ph(3), s.ph(4), s.leases(), t, s.ph(5)),
 	}
 	// Recover's change of a record whose owner's lease is gone: arguments
 	// now, the message and the code.
@@ -111,6 +112,10 @@ WHERE %s AND owner <> '' AND (owner IN (SELECT owner FROM gone) OR NOT EXISTS (S
 		q.claim = fmt.Sprintf(`UPDATE %s SET %s
 WHERE seq IN (SELECT seq FROM %s WHERE %s ORDER BY seq LIMIT ?)
 RETURNING %s`, t, claimSet, t, due, stored)
+		// An UPDATE takes the write lock even when it matches nothing; the
+		// keeper's Claim, mostly empty-handed, first looks with a read,
+		// which does not stop the writers.
+		q.claimAny = fmt.Sprintf("SELECT 1 FROM %s WHERE %s LIMIT 1", t, due)
 		// +status keeps SQLite's planner (which has no statistics) on the
 		// task_id index: one lookup per id.
 		q.lost = fmt.Sprintf("SELECT task_id FROM %s WHERE task_id IN (SELECT value FROM json_each(?)) AND +%s AND owner = ?", t, activeIn)

@@ -2,6 +2,8 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 
@@ -70,6 +72,15 @@ func (s *Store) Claim(ctx context.Context, owner string, n int, now time.Time) (
 		return nil, nil
 	}
 	at := now.UnixMicro()
+	if s.st.claimAny != nil {
+		var one int
+		switch err := s.st.claimAny.QueryRowContext(ctx, at).Scan(&one); {
+		case errors.Is(err, sql.ErrNoRows):
+			return nil, nil
+		case err != nil:
+			return nil, unavailable("claim", err)
+		}
+	}
 	rows, err := s.st.claim.QueryContext(ctx, clean(owner), at, at, n)
 	if err != nil {
 		return nil, unavailable("claim", err)
@@ -184,5 +195,5 @@ func (s *Store) Lost(ctx context.Context, owner string, ids []string) ([]string,
 func (s *Store) Orphans(ctx context.Context, self string, now time.Time) ([]apcore.TaskInfo, error) {
 	at := now.UnixMicro()
 	self = clean(self)
-	return s.query(ctx, "orphans", s.q.orphans, self, self, at, at)
+	return s.query(ctx, "orphans", s.q.orphans, self, self, self, at, at)
 }

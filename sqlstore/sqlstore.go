@@ -152,7 +152,7 @@ type Store struct {
 
 // stmts are the hot statements, prepared once.
 type stmts struct {
-	insert, update, saveIfActive, get, del, countActive, lost, claim, renew, renewCreate *sql.Stmt
+	insert, update, saveIfActive, get, del, countActive, lost, claim, claimAny, renew, renewCreate *sql.Stmt
 }
 
 var (
@@ -206,7 +206,11 @@ func (s *Store) prepare(ctx context.Context) error {
 		{&s.st.saveIfActive, s.q.saveIf + s.phs(14, 15) + ")"},
 		{&s.st.get, s.q.get}, {&s.st.del, s.q.del}, {&s.st.countActive, s.q.countActive},
 		{&s.st.lost, s.q.lost}, {&s.st.claim, s.q.claim}, {&s.st.renew, s.q.renew}, {&s.st.renewCreate, s.q.renewCreate},
+		{&s.st.claimAny, s.q.claimAny},
 	} {
+		if p.query == "" {
+			continue
+		}
 		st, err := s.db.PrepareContext(ctx, p.query)
 		if err != nil {
 			return unavailable("prepare", err)
@@ -221,7 +225,7 @@ func (s *Store) prepare(ctx context.Context) error {
 func (s *Store) Close() error {
 	var errs []error
 	for _, st := range []*sql.Stmt{s.st.insert, s.st.update, s.st.saveIfActive, s.st.get, s.st.del,
-		s.st.countActive, s.st.lost, s.st.claim, s.st.renew, s.st.renewCreate} {
+		s.st.countActive, s.st.lost, s.st.claim, s.st.claimAny, s.st.renew, s.st.renewCreate} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -503,7 +507,7 @@ func (s *Store) Explain(ctx context.Context, method string) (string, error) {
 	case "Claim":
 		query, a = s.q.claim, []any{"o", now, now, 5}
 	case "Orphans":
-		query, a = s.q.orphans, []any{"o", "o", now, now}
+		query, a = s.q.orphans, []any{"o", "o", "o", now, now}
 	default:
 		return "", invalid("sqlstore: Explain knows ListByStatus, Count, ListExpired, Insert, Lost, Claim and Orphans")
 	}
