@@ -227,10 +227,11 @@ func (s *Store) encode(t *apcore.TaskInfo) ([]byte, error) {
 }
 
 // unkeepable turns a terminal record that cannot be written (its result
-// does not encode, or is too large) into the failed record written in its
-// place, or returns false when there is nothing to drop.
+// does not encode, or it is too large) into the failed record written in
+// its place: no result, no progress message, an error that says why. It
+// returns false for an active record, which has no such substitute.
 func unkeepable(t *apcore.TaskInfo, cause error) bool {
-	if !t.Status.IsTerminal() || (t.Result == nil && t.ProgressMessage == "") {
+	if !t.Status.IsTerminal() {
 		return false
 	}
 	msg := "the task's outcome cannot be kept: " + cause.Error()

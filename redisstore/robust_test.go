@@ -107,7 +107,23 @@ func TestUnwritableTerminalRecordIsWrittenFailed(t *testing.T) {
 		assert.Equal(t, apcore.CodeInvalidInput, got.ErrorCode, via)
 		assert.Equal(t, base.Add(time.Second), got.CompletedAt, via)
 	}
-	err := s.Save(ctx(t), apcore.TaskInfo{TaskID: "unwritable-save", ModuleID: "a.b", Status: apcore.StatusCompleted, Result: math.NaN()})
+	// A failed record too large to write (a huge error message).
+	small, _ := store(t, redisstore.WithMaxRecordBytes(4096))
+	ok, err := small.Insert(ctx(t), apcore.StoredTask{Info: apcore.TaskInfo{TaskID: "huge-error", ModuleID: "a.b", Status: apcore.StatusRunning, SubmittedAt: base, StartedAt: base}, Owner: "m1"}, 10)
+	require.NoError(t, err)
+	require.True(t, ok)
+	huge := apcore.TaskInfo{TaskID: "huge-error", ModuleID: "a.b", Status: apcore.StatusFailed, SubmittedAt: base, StartedAt: base, CompletedAt: base,
+		Error: strings.Repeat("e", 10_000), ErrorCode: apcore.CodeModuleExecuteError}
+	ok, err = small.Update(ctx(t), apcore.StoredTask{Info: huge, Owner: "m1"}, "m1")
+	require.NoError(t, err)
+	assert.False(t, ok)
+	got, err := small.Get(ctx(t), "huge-error")
+	require.NoError(t, err)
+	assert.Equal(t, apcore.StatusFailed, got.Status)
+	assert.Equal(t, apcore.CodeInvalidInput, got.ErrorCode)
+	assert.Less(t, len(got.Error), 4096)
+
+	err = s.Save(ctx(t), apcore.TaskInfo{TaskID: "unwritable-save", ModuleID: "a.b", Status: apcore.StatusCompleted, Result: math.NaN()})
 	assert.ErrorIs(t, err, apcore.ErrInvalidInput)
 	n, err := s.Count(ctx(t), apcore.StatusPending, apcore.StatusRunning)
 	require.NoError(t, err)
