@@ -18,6 +18,7 @@ import (
 
 	"github.com/apcore-go/apcore"
 	"github.com/apcore-go/apcore/apcorehttp"
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 )
 
@@ -222,6 +223,12 @@ func TestBrowser(t *testing.T) {
 		must(t, waitJS(bctx, `!document.getElementById("detail").hidden`))
 		must(t, os.WriteFile(filepath.Join(dir, "phone-detail.png"), screenshot(t, bctx, 390, 844), 0o644))
 		must(t, click(bctx, "#d-close"))
+		dark := emulation.SetEmulatedMediaParams{Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}}}
+		_, err := chromedp.Call(bctx, emulation.SetEmulatedMedia, dark)
+		must(t, err)
+		must(t, os.WriteFile(filepath.Join(dir, "laptop-dark.png"), screenshot(t, bctx, 1280, 800), 0o644))
+		_, err = chromedp.Call(bctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{})
+		must(t, err)
 		must(t, chromedp.Do(bctx, chromedp.EmulateViewport(1280, 800)))
 	}
 
