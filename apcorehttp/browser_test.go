@@ -326,3 +326,35 @@ func distinctColours(img image.Image) int {
 	}
 	return len(seen)
 }
+
+// Under ReadOnly the page shows no cancel button, in the table or in a
+// running task's detail.
+func TestBrowserReadOnly(t *testing.T) {
+	g := newGate()
+	mgr := newManager(t, g)
+	h, err := apcorehttp.NewHandler(mgr, apcorehttp.ReadOnly())
+	must(t, err)
+	srv := newServer(t, h)
+	bctx, problems := browser(t)
+	must(t, chromedp.Do(bctx, chromedp.Navigate(srv.URL+"/")))
+	must(t, waitJS(bctx, `document.body.dataset.live === "1"`))
+	id, err := mgr.Submit(context.Background(), "slow", nil)
+	must(t, err)
+	<-g.started
+	must(t, waitJS(bctx, fmt.Sprintf(`document.querySelector(%q)?.dataset.status === "running"`, rowSel(id))))
+	must(t, click(bctx, rowSel(id)+" td.module"))
+	must(t, waitJS(bctx, fmt.Sprintf(`document.getElementById("detail").dataset.fetched === %q`, id)))
+	var buttons struct {
+		Rows   int  `json:"rows"`
+		Detail bool `json:"detail"`
+	}
+	must(t, evalJS(bctx, `({rows: document.querySelectorAll("button.cancel").length, detail: !document.getElementById("d-cancel").hidden})`, &buttons))
+	if buttons.Rows != 0 || buttons.Detail {
+		t.Errorf("read-only page shows cancel buttons: %+v", buttons)
+	}
+	close(g.release)
+	must(t, waitJS(bctx, fmt.Sprintf(`document.querySelector(%q)?.dataset.status === "completed"`, rowSel(id))))
+	if p := problems(); len(p) > 0 {
+		t.Errorf("the page logged errors: %v", p)
+	}
+}
