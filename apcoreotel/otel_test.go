@@ -357,3 +357,57 @@ func TestInstrument(t *testing.T) {
 	must(reader.Collect(ctx, &rm))
 	check(apcoreotel.MetricSubmitted, sumOf(t, rm, apcoreotel.MetricSubmitted), map[attribute.Distinct]int64{set(mod("ok")): 2})
 }
+
+// A module that panics still ends its span, with the panic recorded; the
+// manager recovers the panic as it does without the wrapper.
+func TestSpanPanic(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	defer func() { _ = tp.Shutdown(context.Background()) }()
+	exec := apcore.ExecutorFunc(func(context.Context, string, map[string]any) (any, error) {
+		panic("boom")
+	})
+	mgr, err := apcore.NewTaskManager(apcoreotel.WrapExecutor(exec, apcoreotel.WithTracerProvider(tp)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shutdown(t, mgr)
+	id, err := mgr.Submit(context.Background(), "explodes", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := mgr.Wait(context.Background(), id)
+	if err != nil || info.Status != apcore.StatusFailed || info.ErrorCode != apcore.CodeModuleExecuteError {
+		t.Fatalf("Wait: %+v, %v; want failed with MODULE_EXECUTE_ERROR", info, err)
+	}
+	spans := rec.Ended()
+	if len(spans) != 1 {
+		t.Fatalf("%d spans, want 1", len(spans))
+	}
+	if v, _ := attr(spans[0], apcoreotel.AttrOutcome); v.AsString() != apcoreotel.OutcomeError || spans[0].Status().Code != codes.Error {
+		t.Errorf("span: outcome %q status %v; want error", v.AsString(), spans[0].Status())
+	}
+}
+
+// Wrapping keeps the executor's module checks: an unknown module still
+// fails with MODULE_NOT_FOUND.
+func TestWrapKeepsResolver(t *testing.T) {
+	reg := apcore.NewRegistry()
+	wrapped := apcoreotel.WrapExecutor(reg)
+	if _, ok := wrapped.(apcore.ModuleResolver); !ok {
+		t.Fatal("the wrapped executor is not a ModuleResolver")
+	}
+	mgr, err := apcore.NewTaskManager(wrapped)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shutdown(t, mgr)
+	id, err := mgr.Submit(context.Background(), "no.such.module", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := mgr.Wait(context.Background(), id)
+	if err != nil || info.ErrorCode != apcore.CodeModuleNotFound {
+		t.Errorf("Wait: %+v, %v; want MODULE_NOT_FOUND", info, err)
+	}
+}
