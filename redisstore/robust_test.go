@@ -203,3 +203,49 @@ func TestResultTypesAgreeForEveryReader(t *testing.T) {
 		mu.Unlock()
 	}
 }
+
+// Recover writes an abandoned record anew from its fields (Redis' Lua has
+// no exact JSON encoder for them): every field reads back as it was.
+func TestRecoverKeepsEveryField(t *testing.T) {
+	s, _ := store(t)
+	sub := time.Date(2024, 3, 9, 12, 30, 45, 123456000, time.UTC)
+	info := apcore.TaskInfo{TaskID: "keep-all", ModuleID: "mod.with/slash\"quote", Status: apcore.StatusRunning,
+		SubmittedAt: sub, StartedAt: sub.Add(time.Microsecond), RetryCount: 2, MaxRetries: 3,
+		Progress: 42.123456789, ProgressMessage: "a/b \"q\" ünïcode \\ \n tab\t"}
+	ok, err := s.Insert(ctx(t), apcore.StoredTask{Info: info, Owner: "gone"}, 10)
+	require.NoError(t, err)
+	require.True(t, ok)
+	now := sub.Add(time.Hour + 654321*time.Microsecond)
+	n, err := s.Recover(ctx(t), now)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	got, err := s.Get(ctx(t), "keep-all")
+	require.NoError(t, err)
+	want := info
+	want.Status, want.CompletedAt, want.ErrorCode = apcore.StatusFailed, now, apcore.CodeTaskAbandoned
+	want.Error = got.Error
+	assert.NotEmpty(t, got.Error)
+	assert.Equal(t, want, got)
+}
+
+// Claim changes a record's own status and started_at, never text that
+// looks like them inside its ids.
+func TestClaimChangesOnlyTheRecordsOwnFields(t *testing.T) {
+	s, _ := store(t)
+	sub := time.Date(2024, 3, 9, 12, 30, 45, 123456000, time.UTC)
+	info := apcore.TaskInfo{TaskID: `id "status":"pending","started_at":null`, ModuleID: `m"status":"pending"`, Status: apcore.StatusPending, SubmittedAt: sub}
+	ok, err := s.Insert(ctx(t), apcore.StoredTask{Info: info, Resumable: true, Inputs: []byte(`{"status":"pending"}`), NotBefore: sub}, 10)
+	require.NoError(t, err)
+	require.True(t, ok)
+	now := sub.Add(time.Second)
+	claimed, err := s.Claim(ctx(t), "m1", 1, now)
+	require.NoError(t, err)
+	require.Len(t, claimed, 1)
+	want := info
+	want.Status, want.StartedAt = apcore.StatusRunning, now
+	assert.Equal(t, want, claimed[0].Info)
+	got, err := s.Get(ctx(t), info.TaskID)
+	require.NoError(t, err)
+	assert.Equal(t, want, got)
+	assert.JSONEq(t, `{"status":"pending"}`, string(claimed[0].Inputs))
+}
