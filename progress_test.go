@@ -149,3 +149,52 @@ func TestTaskFromContext(t *testing.T) {
 	_, ok = TaskFromContext(nil) //nolint:staticcheck // a nil context is what is tested
 	assert.False(t, ok)
 }
+
+// Status and List on the owning manager show a progress report at once,
+// before the coalesced store write.
+func TestProgressIsFreshOnTheOwner(t *testing.T) {
+	ctx := testCtx(t)
+	reported := make(chan struct{})
+	mod := ModuleFunc(func(taskCtx context.Context, _ map[string]any) (any, error) {
+		if err := ReportProgress(taskCtx, 50, "half"); err != nil {
+			return nil, err
+		}
+		close(reported)
+		<-taskCtx.Done()
+		return nil, taskCtx.Err()
+	})
+	m := newManager(t, registry(t, map[string]Module{"work": mod}))
+	id, err := m.Submit(ctx, "work", nil)
+	require.NoError(t, err)
+	<-reported
+	info, err := m.Status(ctx, id)
+	require.NoError(t, err)
+	assert.Equal(t, 50.0, info.Progress)
+	assert.Equal(t, "half", info.ProgressMessage)
+	list, err := m.List(ctx, StatusRunning)
+	require.NoError(t, err)
+	require.Len(t, list, 1)
+	assert.Equal(t, 50.0, list[0].Progress)
+	_, err = m.Cancel(ctx, id)
+	require.NoError(t, err)
+}
+
+// A cancel of another manager's task is a transition this manager makes:
+// its observers see it.
+func TestObserversSeeACancelOfAnotherManagersTask(t *testing.T) {
+	ctx := testCtx(t)
+	store := NewMemoryStore()
+	mod := newBlocker()
+	reg := registry(t, map[string]Module{"block": mod})
+	runner := newManager(t, reg, WithStore(store))
+	obs := newObserved()
+	canceller := newManager(t, reg, WithStore(store), WithObserver(obs.observe))
+	id, err := runner.Submit(ctx, "block", nil)
+	require.NoError(t, err)
+	recv(t, mod.started, 5*time.Second, "the start")
+	ok, err := canceller.Cancel(ctx, id)
+	require.NoError(t, err)
+	require.True(t, ok)
+	seen := obs.waitFor(t, func(i TaskInfo) bool { return i.TaskID == id })
+	assert.Equal(t, StatusCancelled, seen.Status)
+}

@@ -287,6 +287,9 @@ func (m *TaskManager) claim(ctx context.Context) {
 		}
 		return
 	}
+	// A full claim may have left more: then a slot that frees wakes the
+	// keeper at once; otherwise the next poll is soon enough.
+	m.mayClaim.Store(len(claimed) == free)
 	for i := range claimed {
 		m.run(call, &claimed[i])
 	}
@@ -358,6 +361,7 @@ func (m *TaskManager) submitResumable(ctx context.Context, moduleID string, inpu
 		return "", err
 	}
 	m.notify(&info)
+	m.mayClaim.Store(true)
 	m.wakeKeeper()
 	return info.TaskID, nil
 }

@@ -44,7 +44,7 @@ func (m *TaskManager) work(t *task) {
 		w.current.Store(nil)
 		m.settle(ctx, t, result, err)
 	}
-	if m.shared != nil {
+	if m.shared != nil && m.mayClaim.Load() {
 		m.wakeKeeper() // a slot is free: claim a resumable task for it
 	}
 }

@@ -97,6 +97,7 @@ type TaskManager struct {
 	leased      atomic.Bool   // this manager holds a lease under owner
 	leaseMu     sync.Mutex    // serialises making a lease
 	draining    atomic.Bool   // Drain has begun: claim nothing more
+	mayClaim    atomic.Bool   // resumable tasks may wait in the store: a freed slot wakes the keeper
 	wake        chan struct{} // wakes the keeper to claim now
 	keeperStop  context.CancelFunc
 	keeperDone  chan struct{}
@@ -376,7 +377,26 @@ func (m *TaskManager) Status(ctx context.Context, taskID string) (TaskInfo, erro
 	if err != nil {
 		return TaskInfo{}, storeErr("get", err)
 	}
+	m.freshProgress(&info)
 	return info, nil
+}
+
+// freshProgress puts the latest progress of a task this manager runs on a
+// record read from the store, which gets it up to a quarter of a second
+// later (see ReportProgress).
+func (m *TaskManager) freshProgress(info *TaskInfo) {
+	if info.Status != StatusRunning {
+		return
+	}
+	t, ok := m.tasks.load(info.TaskID)
+	if !ok {
+		return
+	}
+	t.mu.Lock()
+	if t.state == stateRunning && t.progressTimer != nil {
+		info.Progress, info.ProgressMessage = t.progress, t.progressMsg
+	}
+	t.mu.Unlock()
 }
 
 // Result returns the result of a completed task. It fails with
@@ -462,7 +482,11 @@ func (m *TaskManager) Cancel(ctx context.Context, taskID string) (bool, error) {
 	info.Status, info.CompletedAt = StatusCancelled, now()
 	info.Result, info.Error, info.ErrorCode = nil, "", ""
 	res, err := m.write(ctx, nil, &info)
-	return res == written && err == nil, err
+	if res == written && err == nil {
+		m.notify(&info)
+		return true, nil
+	}
+	return false, err
 }
 
 // List returns copies of every record (status "") or of those in one state,
@@ -477,6 +501,9 @@ func (m *TaskManager) List(ctx context.Context, status TaskStatus) ([]TaskInfo, 
 	out, err := m.store.List(ctx, status)
 	if err != nil {
 		return nil, storeErr("list", err)
+	}
+	for i := range out {
+		m.freshProgress(&out[i])
 	}
 	return out, nil
 }

@@ -66,7 +66,10 @@ func counted(s apcore.TaskStore, n *atomic.Int64) apcore.TaskStore {
 	base := &countingStore{s: s, n: n}
 	c, isCounter := s.(apcore.Counter)
 	cs, isCAS := s.(apcore.ConditionalSaver)
+	shared, isShared := s.(apcore.SharedStore)
 	switch {
+	case isShared && isCounter:
+		return &countingShared{countingFull: &countingFull{countingStore: base, c: c, cs: cs}, sh: shared}
 	case isCounter && isCAS:
 		return &countingFull{countingStore: base, c: c, cs: cs}
 	case isCAS:
@@ -138,4 +141,66 @@ func (c *countingFull) Count(ctx context.Context, st ...apcore.TaskStatus) (int,
 func (c *countingFull) SaveIf(ctx context.Context, t apcore.TaskInfo, from ...apcore.TaskStatus) (bool, error) {
 	c.n.Add(1)
 	return c.cs.SaveIf(ctx, t, from...)
+}
+
+// countingShared counts the calls of a SharedStore (that is also a
+// Counter), and keeps its JSONStore and Remover answers.
+type countingShared struct {
+	*countingFull
+	sh apcore.SharedStore
+}
+
+func (c *countingShared) Insert(ctx context.Context, t apcore.StoredTask, limit int) (bool, error) {
+	c.n.Add(1)
+	return c.sh.Insert(ctx, t, limit)
+}
+
+func (c *countingShared) Update(ctx context.Context, t apcore.StoredTask, holder string) (bool, error) {
+	c.n.Add(1)
+	return c.sh.Update(ctx, t, holder)
+}
+
+func (c *countingShared) Claim(ctx context.Context, owner string, n int, now time.Time) ([]apcore.StoredTask, error) {
+	c.n.Add(1)
+	return c.sh.Claim(ctx, owner, n, now)
+}
+
+func (c *countingShared) Renew(ctx context.Context, owner string, expires time.Time, create bool) (bool, error) {
+	c.n.Add(1)
+	return c.sh.Renew(ctx, owner, expires, create)
+}
+
+func (c *countingShared) Release(ctx context.Context, owner string) error {
+	c.n.Add(1)
+	return c.sh.Release(ctx, owner)
+}
+
+func (c *countingShared) Recover(ctx context.Context, now time.Time) (int, error) {
+	c.n.Add(1)
+	return c.sh.Recover(ctx, now)
+}
+
+func (c *countingShared) Lost(ctx context.Context, owner string, ids []string) ([]string, error) {
+	c.n.Add(1)
+	return c.sh.Lost(ctx, owner, ids)
+}
+
+func (c *countingShared) Orphans(ctx context.Context, self string, now time.Time) ([]apcore.TaskInfo, error) {
+	c.n.Add(1)
+	return c.sh.Orphans(ctx, self, now)
+}
+
+// KeepsJSON answers as the wrapped store does.
+func (c *countingShared) KeepsJSON() bool {
+	js, ok := c.sh.(apcore.JSONStore)
+	return ok && js.KeepsJSON()
+}
+
+// Remove uses the wrapped store's Remove, or its Delete.
+func (c *countingShared) Remove(ctx context.Context, id string) (bool, error) {
+	c.n.Add(1)
+	if r, ok := c.sh.(apcore.Remover); ok {
+		return r.Remove(ctx, id)
+	}
+	return true, c.sh.Delete(ctx, id)
 }
