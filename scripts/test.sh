@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's one test command. For each Go module of the repository
 # (the core in the root, sqlstore/, redisstore/, examples/durable/,
-# apcoreotel/, apcorehttp/, examples/dashboard/, built
+# apcoreotel/, apcorehttp/, examples/dashboard/, processtest/, built
 # together through go.work): gofmt, go vet, staticcheck and go test -race;
 # for the core also a short fuzzing budget per target and the quickstart
 # example. It also checks that testdata/ holds the same conformance
@@ -25,7 +25,7 @@ root=$(pwd)
 
 export PATH="$(go env GOPATH)/bin:$PATH"
 fuzztime="${FUZZTIME:-15s}"
-modules=(. sqlstore redisstore examples/durable apcoreotel apcorehttp examples/dashboard)
+modules=(. sqlstore redisstore examples/durable apcoreotel apcorehttp examples/dashboard processtest)
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -117,11 +117,21 @@ start_redis_sentinel || echo "services: the Redis Sentinel setup did not start"
 status=0
 step "soak test (the core under load and store faults)"
 if out=$(go test -race -count=1 -run '^TestSoak$' -v . 2>&1); then
-	echo "$out" | grep -E 'soak: |^(ok|PASS)'
+	echo "$out" | grep -E 'soak[ :(]|^(ok|PASS)'
+else
+	echo "$out"; status=1
+fi
+# Replica processes killed, frozen and drained over the real servers, and a
+# minute of chaos per server; -v so that recovery times and runs per task
+# show in the log.
+step "process tests (real child processes: SIGKILL, SIGSTOP, SIGTERM, chaos)"
+if out=$(cd "$root/processtest" && go test -race -count=1 -timeout 20m -v ./... 2>&1); then
+	echo "$out" | grep -E 'recovered|chaos:|^(ok|PASS|--- )'
 else
 	echo "$out"; status=1
 fi
 for mod in "${modules[@]}"; do
+	[ "$mod" = processtest ] && continue # just run above
 	step "go test -race: $mod"
 	(cd "$root/$mod" && go test -race -count=1 -skip '^TestSoak$' ./...) || status=1
 done

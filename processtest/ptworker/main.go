@@ -1,0 +1,181 @@
+// Command ptworker is the child process of the process tests: a service
+// replica with one apcore TaskManager over a shared store, which the tests
+// start, kill with SIGKILL, freeze with SIGSTOP and drain with SIGTERM.
+//
+// Its module "pt.work" sleeps inputs["ms"] milliseconds (stopping early
+// when its context ends) and returns {"pid": <pid>, "seq": <run number>}.
+// Every start and every return of the module is appended to -runlog as a
+// line "run <task id> <pid> <seq>" or "done <task id> <pid> <seq>", so the
+// tests can count runs per task and tell which run wrote a record.
+//
+//	ptworker -store postgres:DSN#table -ttl 1s -c 3 -submit 10 -resumable-every 2 -ms 3000
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/apcore-go/apcore"
+	"github.com/apcore-go/apcore/processtest/internal/ptstore"
+)
+
+func main() {
+	storeSpec := flag.String("store", "", "the shared store: sqlite:PATH, postgres:DSN#TABLE or redis:URL#PREFIX")
+	ttl := flag.Duration("ttl", time.Second, "lease TTL")
+	slots := flag.Int("c", 3, "max_concurrent")
+	maxTasks := flag.Int("max", 100_000, "max_tasks")
+	runlog := flag.String("runlog", "", "file to append run lines to")
+	submit := flag.Int("submit", 0, "tasks to submit at start")
+	resumableEvery := flag.Int("resumable-every", 0, "every Nth submitted task is resumable (0: none)")
+	ms := flag.Int("ms", 1000, "how long each submitted task's module sleeps, in ms")
+	trickle := flag.Duration("trickle", 0, "keep submitting a non-resumable task this often")
+	race := flag.Int("race", 0, "submit this many tasks as fast as possible, print 'accepted N' and exit")
+	drainFor := flag.Duration("drain", 5*time.Second, "how long Drain waits on SIGTERM")
+	flag.Parse()
+
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ctx := context.Background()
+	store, closeStore, err := ptstore.Open(ctx, *storeSpec)
+	if err != nil {
+		fail(err)
+	}
+	defer closeStore()
+
+	log := newRunLog(*runlog)
+	var seq atomic.Int64
+	reg := apcore.NewRegistry()
+	pid := os.Getpid()
+	if err := reg.Register("pt.work", apcore.ModuleFunc(func(ctx context.Context, in map[string]any) (any, error) {
+		info, _ := apcore.TaskFromContext(ctx)
+		n := seq.Add(1)
+		log.line("run", info.TaskID, pid, n)
+		d := 0.0
+		if v, ok := in["ms"].(float64); ok {
+			d = v
+		} else if v, ok := in["ms"].(int); ok {
+			d = float64(v)
+		}
+		timer := time.NewTimer(time.Duration(d) * time.Millisecond)
+		defer timer.Stop()
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			log.line("stopped", info.TaskID, pid, n)
+			return nil, ctx.Err()
+		}
+		log.line("done", info.TaskID, pid, n)
+		return map[string]any{"pid": pid, "seq": n}, nil
+	})); err != nil {
+		fail(err)
+	}
+	mgr, err := apcore.NewTaskManager(reg, apcore.WithStore(store), apcore.WithLeaseTTL(*ttl),
+		apcore.WithMaxConcurrent(*slots), apcore.WithMaxTasks(*maxTasks), apcore.WithLogger(logger))
+	if err != nil {
+		fail(err)
+	}
+	out := bufio.NewWriter(os.Stdout)
+	var outMu sync.Mutex
+	say := func(format string, args ...any) {
+		outMu.Lock()
+		defer outMu.Unlock()
+		fmt.Fprintf(out, format+"\n", args...)
+		_ = out.Flush()
+	}
+
+	if *race > 0 {
+		var accepted atomic.Int64
+		var wg sync.WaitGroup
+		for range *race {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := mgr.Submit(ctx, "pt.work", map[string]any{"ms": *ms}); err == nil {
+					accepted.Add(1)
+				}
+			}()
+		}
+		wg.Wait()
+		say("accepted %d", accepted.Load())
+		// Exit without Shutdown, as a process that stops: the records stay
+		// for the test to count.
+		os.Exit(0)
+	}
+
+	for i := range *submit {
+		var opts []apcore.SubmitOption
+		resumable := *resumableEvery > 0 && i%*resumableEvery == 0
+		if resumable {
+			opts = append(opts, apcore.WithResumable())
+		}
+		id, err := mgr.Submit(ctx, "pt.work", map[string]any{"ms": *ms}, opts...)
+		if err != nil {
+			fail(err)
+		}
+		say("submitted %s %v", id, resumable)
+	}
+	if *trickle > 0 {
+		go func() {
+			for range time.Tick(*trickle) {
+				if id, err := mgr.Submit(ctx, "pt.work", map[string]any{"ms": 5}); err == nil {
+					say("submitted %s false", id)
+				}
+			}
+		}()
+	}
+	say("ready %d", pid)
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	sig := <-sigs
+	stop, cancel := context.WithTimeout(ctx, *drainFor)
+	defer cancel()
+	if sig == syscall.SIGTERM {
+		err = mgr.Drain(stop)
+	} else {
+		err = mgr.Shutdown(stop)
+	}
+	say("stopped %v", err)
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "ptworker:", err)
+	os.Exit(2)
+}
+
+// runLog appends whole lines to a file shared by every process of a test.
+type runLog struct {
+	mu sync.Mutex
+	f  *os.File
+}
+
+func newRunLog(path string) *runLog {
+	if path == "" {
+		return &runLog{}
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		fail(err)
+	}
+	return &runLog{f: f}
+}
+
+// line appends one line with a single write, which O_APPEND keeps whole.
+func (l *runLog) line(what, id string, pid int, seq int64) {
+	if l.f == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, err := fmt.Fprintf(l.f, "%s %s %d %d\n", what, id, pid, seq); err != nil {
+		fail(err)
+	}
+}
