@@ -36,6 +36,11 @@ func (s *Store) Insert(ctx context.Context, task apcore.StoredTask, limit int) (
 		return false, err
 	}
 	a = append(append(a, b...), limit)
+	done, err := s.write(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer done()
 	res, err := s.st.insert.ExecContext(ctx, a...)
 	if err != nil && isDuplicate(err) {
 		return false, invalid(fmt.Sprintf("sqlstore: task %s already exists", task.Info.TaskID))
@@ -58,6 +63,11 @@ func (s *Store) Update(ctx context.Context, task apcore.StoredTask, holder strin
 	}
 	// twelve columns after task_id, owner, not_before, task_id, holder
 	a = append(a[1:], clean(task.Owner), micros(task.NotBefore), a[0], clean(holder))
+	done, err := s.write(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer done()
 	res, err := s.st.update.ExecContext(ctx, a...)
 	return affected(res, err, "update "+task.Info.TaskID)
 }
@@ -81,6 +91,11 @@ func (s *Store) Claim(ctx context.Context, owner string, n int, now time.Time) (
 			return nil, unavailable("claim", err)
 		}
 	}
+	done, err := s.write(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	rows, err := s.st.claim.QueryContext(ctx, clean(owner), at, at, n)
 	if err != nil {
 		return nil, unavailable("claim", err)
@@ -105,6 +120,11 @@ func (s *Store) Claim(ctx context.Context, owner string, n int, now time.Time) (
 // Renew sets owner's lease to end at expires; without create, only if the
 // lease is still there.
 func (s *Store) Renew(ctx context.Context, owner string, expires time.Time, create bool) (bool, error) {
+	done, err := s.write(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer done()
 	if create {
 		if _, err := s.st.renewCreate.ExecContext(ctx, clean(owner), expires.UnixMicro()); err != nil {
 			return false, unavailable("create lease", err)
@@ -117,6 +137,11 @@ func (s *Store) Renew(ctx context.Context, owner string, expires time.Time, crea
 
 // Release ends owner's lease.
 func (s *Store) Release(ctx context.Context, owner string) error {
+	done, err := s.write(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
 	if _, err := s.db.ExecContext(ctx, s.q.release, clean(owner)); err != nil {
 		return unavailable("release lease", err)
 	}
@@ -140,8 +165,13 @@ func (s *Store) Recover(ctx context.Context, now time.Time) (int, error) {
 		}
 		return int(n), nil
 	}
+	done, err := s.write(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer done()
 	var n int64
-	err := s.inTx(ctx, "recover", func(tx execer) error {
+	err = s.inTx(ctx, "recover", func(tx execer) error {
 		if _, err := tx.ExecContext(ctx, s.q.deleteLapsed, at); err != nil {
 			return err
 		}

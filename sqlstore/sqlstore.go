@@ -148,6 +148,11 @@ type Store struct {
 	table   string
 	q       queries
 	st      stmts
+	// wlock, on SQLite, lets one of this Store's writes at a time reach
+	// the database: SQLite has one writer, and writers that find it busy
+	// sleep in its busy handler (milliseconds at a time) instead of
+	// queueing; a Go channel hands the turn on at once.
+	wlock chan struct{}
 }
 
 // stmts are the hot statements, prepared once.
@@ -185,6 +190,9 @@ func New(ctx context.Context, db *sql.DB, dialect Dialect, opts ...Option) (*Sto
 		return nil, err
 	}
 	s := &Store{db: db, dialect: dialect, table: cfg.table}
+	if dialect == SQLite {
+		s.wlock = make(chan struct{}, 1)
+	}
 	s.q = s.buildQueries()
 	if err := s.migrate(ctx); err != nil {
 		return nil, err
@@ -242,6 +250,20 @@ func (s *Store) Table() string { return s.table }
 // KeepsJSON reports true: results are kept as JSON and read back
 // JSON-decoded (objects as map[string]any, numbers as float64).
 func (s *Store) KeepsJSON() bool { return true }
+
+// write takes this Store's turn to write, on SQLite; it returns the
+// function that hands the turn on, or ctx's error (as unavailable).
+func (s *Store) write(ctx context.Context) (func(), error) {
+	if s.wlock == nil {
+		return func() {}, nil
+	}
+	select {
+	case s.wlock <- struct{}{}:
+		return func() { <-s.wlock }, nil
+	case <-ctx.Done():
+		return nil, unavailable("wait to write", ctx.Err())
+	}
+}
 
 func invalid(msg string) error { return &apcore.Error{Code: apcore.CodeInvalidInput, Message: msg} }
 
@@ -311,6 +333,11 @@ func (s *Store) Save(ctx context.Context, task apcore.TaskInfo) error {
 	if err != nil {
 		return err
 	}
+	done, err := s.write(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
 	if _, err := s.db.ExecContext(ctx, s.q.upsert, a...); err != nil {
 		return unavailable("save "+task.TaskID, err)
 	}
@@ -335,6 +362,11 @@ func (s *Store) SaveIf(ctx context.Context, task apcore.TaskInfo, from ...apcore
 	for _, st := range from {
 		a = append(a, string(st))
 	}
+	done, err := s.write(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer done()
 	var res sql.Result
 	if len(from) == 2 && from[0] == apcore.StatusPending && from[1] == apcore.StatusRunning {
 		res, err = s.st.saveIfActive.ExecContext(ctx, a...)
@@ -420,6 +452,11 @@ func (s *Store) Remove(ctx context.Context, taskID string) (bool, error) {
 	if !s.storableID(taskID) {
 		return false, nil
 	}
+	done, err := s.write(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer done()
 	res, err := s.st.del.ExecContext(ctx, taskID)
 	return affected(res, err, "delete "+taskID)
 }
