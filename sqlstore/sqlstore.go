@@ -60,8 +60,20 @@
 // resets or abandons what their owners, and owners with no lease, held)
 // and one immediate transaction on SQLite. Lost is one query by task id.
 // The manager's path for a task that is not resumable is three statements,
-// three round trips: Insert, Update (running), Update (terminal). The hot
-// statements are prepared once per Store; Close releases them.
+// three round trips: Insert, Update (running), Update (terminal); no count,
+// no read before or after. The hot statements are prepared once per Store
+// (modernc's SQLite would otherwise compile each statement on every call;
+// pgx caches them per connection anyway); Close releases them. On SQLite
+// the writes of one Store take turns through a Go channel rather than
+// through SQLite's busy handler, which sleeps; writers in other processes
+// still wait through busy_timeout. Claim on SQLite looks for a due record
+// with a read first, since an UPDATE takes the write lock even when it
+// matches nothing.
+//
+// Fencing relies on the owner column: every Update names its writer, and
+// Recover changes the owner (to no one) or ends the record, so a late
+// write matches no row. Renew without create updates only a lease that is
+// still there, so a manager learns that Recover took its lease.
 //
 // # What text columns keep
 //

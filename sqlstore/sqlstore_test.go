@@ -292,6 +292,8 @@ func TestBadInput(t *testing.T) {
 	assert.Equal(t, "PostgreSQL", sqlstore.PostgreSQL.String())
 	_, err = s.Explain(ctx(t), "Nope")
 	assert.ErrorIs(t, err, apcore.ErrInvalidInput)
+	assert.True(t, s.KeepsJSON())
+	assert.NoError(t, s.Close())
 }
 
 // Two managers on one store, as two replicas of a service: each sees the
