@@ -168,18 +168,9 @@ func (m *TaskManager) lapse(why string) {
 	m.leased.Store(false)
 }
 
-// letGo stops t's module, timers and queue place and releases it, without
-// a write. t.mu is held.
+// letGo stops t and releases it, without a write. t.mu is held.
 func (m *TaskManager) letGo(t *task) {
-	switch t.state {
-	case stateQueued:
-		m.sched.remove(t)
-	case stateBackoff:
-		if t.timer.Stop() {
-			m.wg.Done()
-		}
-	}
-	t.interrupt()
+	m.halt(t)
 	m.release(t)
 }
 
@@ -256,15 +247,7 @@ func (m *TaskManager) lose(ctx context.Context, t *task) {
 	case res == written:
 		return // the store had lost it; it has it back, and the task goes on
 	}
-	switch t.state {
-	case stateQueued:
-		m.sched.remove(t)
-	case stateBackoff:
-		if t.timer.Stop() {
-			m.wg.Done()
-		}
-	}
-	t.interrupt()
+	m.halt(t)
 	m.forget(t, &info, false)
 }
 

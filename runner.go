@@ -278,17 +278,10 @@ func (m *TaskManager) handBack(t *task, delay time.Duration) {
 func (m *TaskManager) cancelTask(ctx context.Context, t *task) (bool, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	switch t.state {
-	case stateDone:
+	if t.state == stateDone {
 		return false, nil
-	case stateQueued:
-		m.sched.remove(t)
-	case stateBackoff:
-		if t.timer.Stop() {
-			m.wg.Done() // the timer's function will not run
-		}
 	}
-	t.interrupt() // in every state: a helper of an earlier attempt may hold the context
+	m.halt(t)
 	var info TaskInfo
 	t.record(&info, StatusCancelled)
 	info.CompletedAt = now()
@@ -299,6 +292,21 @@ func (m *TaskManager) cancelTask(ctx context.Context, t *task) (bool, error) {
 	}
 	m.settleWith(t, &info, res)
 	return res == written, nil
+}
+
+// halt stops an active t where it is: out of the queue, its backoff timer
+// stopped, its contexts cancelled (in every state: a helper of an earlier
+// attempt may hold the task's context). t.mu is held.
+func (m *TaskManager) halt(t *task) {
+	switch t.state {
+	case stateQueued:
+		m.sched.remove(t)
+	case stateBackoff:
+		if t.timer.Stop() {
+			m.wg.Done() // the timer's function will not run
+		}
+	}
+	t.interrupt()
 }
 
 // advance writes a non-terminal transition (running, or pending for a
