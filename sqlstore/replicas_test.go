@@ -36,6 +36,7 @@ func TestRemoteCancelLatency(t *testing.T) {
 			var mu sync.Mutex
 			stopped := map[string]time.Time{}
 			started := make(chan string, tasks)
+			ended := make(chan struct{}, tasks)
 			reg := apcore.NewRegistry()
 			require.NoError(t, reg.Register("cancel.wait", apcore.ModuleFunc(func(ctx context.Context, _ map[string]any) (any, error) {
 				info, _ := apcore.TaskFromContext(ctx)
@@ -44,6 +45,7 @@ func TestRemoteCancelLatency(t *testing.T) {
 				mu.Lock()
 				stopped[info.TaskID] = time.Now()
 				mu.Unlock()
+				ended <- struct{}{}
 				return nil, ctx.Err()
 			})))
 			a := manager(t, reg, b.open(t), apcore.WithMaxConcurrent(tasks), apcore.WithMaxTasks(tasks))
@@ -71,6 +73,14 @@ func TestRemoteCancelLatency(t *testing.T) {
 				info, err := a.Wait(ctx(t), id)
 				require.NoError(t, err)
 				assert.Equal(t, apcore.StatusCancelled, info.Status)
+			}
+			deadline := ctx(t)
+			for range tasks { // every module saw its context end
+				select {
+				case <-ended:
+				case <-deadline.Done():
+					t.Fatal("a module never saw its context end")
+				}
 			}
 			mu.Lock()
 			defer mu.Unlock()

@@ -105,7 +105,13 @@ BEGIN
 	END IF;
 	RETURN NULL;
 END $$`, fn, c, activeIn, activeIn, c),
-		fmt.Sprintf("CREATE TRIGGER %s_count AFTER INSERT OR DELETE OR UPDATE OF status ON %s FOR EACH ROW EXECUTE FUNCTION %s()", t, t, fn),
+		// The WHEN conditions keep the function (and the trigger's queued
+		// event) off the writes that leave the count as it is: a start, a
+		// claim, a progress write.
+		fmt.Sprintf("CREATE TRIGGER %s_count_insert AFTER INSERT ON %s FOR EACH ROW WHEN (NEW.%s) EXECUTE FUNCTION %s()", t, t, activeIn, fn),
+		fmt.Sprintf("CREATE TRIGGER %s_count_delete AFTER DELETE ON %s FOR EACH ROW WHEN (OLD.%s) EXECUTE FUNCTION %s()", t, t, activeIn, fn),
+		fmt.Sprintf("CREATE TRIGGER %s_count_update AFTER UPDATE OF status ON %s FOR EACH ROW WHEN ((OLD.%s) <> (NEW.%s)) EXECUTE FUNCTION %s()",
+			t, t, activeIn, activeIn, fn),
 		fmt.Sprintf("CREATE TRIGGER %s_count_truncate AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s()", t, t, fn),
 	}
 }
@@ -185,9 +191,14 @@ WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`
 // CREATE TRIGGER locks out the table's writers until the migration
 // commits, so the count cannot miss one; on SQLite the write lock does.
 func (s *Store) ensureTriggers(ctx context.Context, tx execer) error {
-	query := "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?"
+	names := []string{s.table + "_count_insert", s.table + "_count_delete", s.table + "_count_update"}
 	if s.dialect == PostgreSQL {
-		query = "SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass($1) AND NOT tgisinternal"
+		names = append(names, s.table+"_count_truncate")
+	}
+	quoted := "'" + strings.Join(names, "', '") + "'" // checkIdent allows no quote
+	query := "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ? AND name IN (" + quoted + ")"
+	if s.dialect == PostgreSQL {
+		query = "SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname IN (" + quoted + ")"
 	}
 	var n int
 	if err := tx.QueryRowContext(ctx, query, s.table).Scan(&n); err != nil {
@@ -197,15 +208,11 @@ func (s *Store) ensureTriggers(ctx context.Context, tx execer) error {
 	if err := tx.QueryRowContext(ctx, fmt.Sprintf("SELECT count(*) FROM %s", s.counter())).Scan(&present); err != nil {
 		return err
 	}
-	want := 3 // SQLite: insert, delete, update
-	if s.dialect == PostgreSQL {
-		want = 2 // one for rows, one for TRUNCATE
-	}
-	if n >= want && present == 1 {
+	if n == len(names) && present == 1 {
 		return nil
 	}
 	if n > 0 && s.dialect == PostgreSQL {
-		for _, name := range []string{s.table + "_count", s.table + "_count_truncate"} {
+		for _, name := range names {
 			if _, err := tx.ExecContext(ctx, fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", name, s.table)); err != nil {
 				return err
 			}
