@@ -101,7 +101,7 @@ func TestRemoteCancelLatency(t *testing.T) {
 // Four managers racing submits with WithMaxTasks(10): never more than 10
 // active in the store, and exactly 10 admitted each round.
 func TestReplicaAdmission(t *testing.T) {
-	const managers, limit, each, rounds = 4, 10, 6, 5
+	const managers, limit, each, rounds = 4, 10, 6, 12
 	for _, b := range backends(t) {
 		t.Run(b.name, func(t *testing.T) {
 			// Each round's tasks wait for that round's channel.

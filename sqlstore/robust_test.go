@@ -3,6 +3,7 @@ package sqlstore_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"sync"
 	"testing"
@@ -34,44 +35,63 @@ func TestUnstorableTextEndsTheTask(t *testing.T) {
 				return "done", nil
 			})))
 			m := manager(t, reg, store)
+			other := manager(t, reg, b.open(t)) // another replica, its own pool
+			// every reader sees the same ended record
+			everyReader := func(id string, status apcore.TaskStatus, check func(what string, info apcore.TaskInfo)) {
+				t.Helper()
+				_, err := m.Wait(ctx(t), id) // the end first; then every reader
+				require.NoError(t, err)
+				reads := map[string]func() (apcore.TaskInfo, error){
+					"Wait":         func() (apcore.TaskInfo, error) { return m.Wait(ctx(t), id) },
+					"Status":       func() (apcore.TaskInfo, error) { return m.Status(ctx(t), id) },
+					"store Get":    func() (apcore.TaskInfo, error) { return store.Get(ctx(t), id) },
+					"other Wait":   func() (apcore.TaskInfo, error) { return other.Wait(ctx(t), id) },
+					"other Status": func() (apcore.TaskInfo, error) { return other.Status(ctx(t), id) },
+					"other List": func() (apcore.TaskInfo, error) {
+						all, err := other.List(ctx(t), status)
+						for _, info := range all {
+							if info.TaskID == id {
+								return info, err
+							}
+						}
+						return apcore.TaskInfo{}, fmt.Errorf("not listed %s: %v", status, err)
+					},
+				}
+				for what, read := range reads {
+					info, err := read()
+					require.NoError(t, err, what)
+					assert.Equal(t, status, info.Status, what)
+					check(what, info)
+				}
+			}
 
 			id, err := m.Submit(ctx(t), "text.result", nil)
 			require.NoError(t, err)
-			info, err := m.Wait(ctx(t), id)
-			require.NoError(t, err)
 			want := map[string]any{"s": "a\x00b", "bad": "x\uFFFDy"} // encoding/json replaces invalid UTF-8
-			assert.Equal(t, apcore.StatusCompleted, info.Status)
-			assert.Equal(t, want, info.Result)
-			stored, err := store.Get(ctx(t), id)
-			require.NoError(t, err)
-			assert.Equal(t, apcore.StatusCompleted, stored.Status, "the store holds the outcome")
-			assert.Equal(t, want, stored.Result, "the NUL in the result's string is kept")
+			everyReader(id, apcore.StatusCompleted, func(what string, info apcore.TaskInfo) {
+				assert.Equal(t, want, info.Result, "%s: the NUL in the result's string is kept", what)
+			})
 			res, err := m.Result(ctx(t), id)
 			require.NoError(t, err)
 			assert.Equal(t, want, res)
 
 			id, err = m.Submit(ctx(t), "text.error", nil)
 			require.NoError(t, err)
-			info, err = m.Wait(ctx(t), id)
+			_, err = m.Wait(ctx(t), id)
 			require.NoError(t, err)
-			assert.Equal(t, apcore.StatusFailed, info.Status)
-			stored, err = store.Get(ctx(t), id)
-			require.NoError(t, err)
-			assert.Equal(t, apcore.StatusFailed, stored.Status, "the store holds the failure")
-			assert.Equal(t, "broken\uFFFDmessage\uFFFD", stored.Error)
-			assert.Equal(t, apcore.CodeModuleExecuteError, stored.ErrorCode)
+			everyReader(id, apcore.StatusFailed, func(what string, info apcore.TaskInfo) {
+				assert.Equal(t, "broken\uFFFDmessage\uFFFD", info.Error, what)
+				assert.Equal(t, apcore.CodeModuleExecuteError, info.ErrorCode, what)
+			})
 
 			id, err = m.Submit(ctx(t), "text.progress", nil)
 			require.NoError(t, err)
-			info, err = m.Wait(ctx(t), id)
+			_, err = m.Wait(ctx(t), id)
 			require.NoError(t, err)
-			assert.Equal(t, apcore.StatusCompleted, info.Status)
-			stored, err = store.Get(ctx(t), id)
-			require.NoError(t, err)
-			assert.Equal(t, apcore.StatusCompleted, stored.Status)
-			if stored.ProgressMessage != "" {
-				assert.Equal(t, "half\uFFFDway\uFFFD", stored.ProgressMessage)
-			}
+			everyReader(id, apcore.StatusCompleted, func(what string, info apcore.TaskInfo) {
+				assert.Equal(t, "done", info.Result, what)
+				assert.Equal(t, "half\uFFFDway\uFFFD", info.ProgressMessage, what)
+			})
 
 			// Nothing is left active.
 			n, err := store.Count(ctx(t), apcore.StatusPending, apcore.StatusRunning)
