@@ -131,10 +131,9 @@ func main() {
 			}
 		}()
 	}
-	say("ready %d", pid)
-
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT) // before "ready": the test may signal at once
+	say("ready %d", pid)
 	sig := <-sigs
 	stop, cancel := context.WithTimeout(ctx, *drainFor)
 	defer cancel()
