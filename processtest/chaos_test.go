@@ -79,7 +79,7 @@ func chaos(t *testing.T, spec string) {
 		pace := time.Duration(float64(*chaosFor) * 0.8 / float64(*chaosTasks))
 		next := time.Now()
 		for i := range *chaosTasks {
-			id, err := submitter.Submit(ctx, "pt.work", map[string]any{"ms": i % 6}, apcore.WithResumable(),
+			id, err := submitter.Submit(ctx, "pt.work", map[string]any{"ms": i % 50}, apcore.WithResumable(),
 				apcore.WithRetry(apcore.RetryConfig{MaxRetries: 1, RetryDelay: 10 * time.Millisecond}))
 			if !assert.NoError(t, err) {
 				return
