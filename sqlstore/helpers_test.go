@@ -17,6 +17,7 @@ type backend struct {
 	name    string
 	dialect sqlstore.Dialect
 	open    func(t testing.TB) *sqlstore.Store
+	raw     func(t testing.TB) *sql.DB // a pool of its own on the same database
 }
 
 // backends returns a SQLite file and a PostgreSQL table, both fresh.
@@ -24,21 +25,24 @@ func backends(t *testing.T) []backend {
 	path := filepath.Join(t.TempDir(), "shared.db")
 	dsn := os.Getenv("APCORE_TEST_POSTGRES")
 	table := freshTable(t, postgres(t))
+	pg := func(t testing.TB) *sql.DB {
+		db, err := sql.Open("pgx", dsn)
+		require.NoError(t, err)
+		db.SetMaxIdleConns(32)
+		t.Cleanup(func() { db.Close() })
+		return db
+	}
 	return []backend{
 		{"SQLite", sqlstore.SQLite, func(t testing.TB) *sqlstore.Store {
 			s, err := sqlstore.New(ctx(t), openSQLite(t, path), sqlstore.SQLite)
 			require.NoError(t, err)
 			return s
-		}},
+		}, func(t testing.TB) *sql.DB { return openSQLite(t, path) }},
 		{"PostgreSQL", sqlstore.PostgreSQL, func(t testing.TB) *sqlstore.Store {
-			db, err := sql.Open("pgx", dsn)
-			require.NoError(t, err)
-			db.SetMaxIdleConns(32)
-			t.Cleanup(func() { db.Close() })
-			s, err := sqlstore.New(ctx(t), db, sqlstore.PostgreSQL, sqlstore.WithTable(table))
+			s, err := sqlstore.New(ctx(t), pg(t), sqlstore.PostgreSQL, sqlstore.WithTable(table))
 			require.NoError(t, err)
 			return s
-		}},
+		}, pg},
 	}
 }
 
