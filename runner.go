@@ -64,9 +64,7 @@ func (m *TaskManager) start(t *task) (ctx context.Context, inputs map[string]any
 	}
 	if t.claimed {
 		t.claimed = false
-		var info TaskInfo
-		t.record(&info, StatusRunning)
-		m.notify(&info)
+		m.announce(t, StatusRunning)
 	} else if !m.advance(t, StatusRunning) {
 		return nil, nil, false
 	}
@@ -321,13 +319,27 @@ func (m *TaskManager) advance(t *task, status TaskStatus) bool {
 	res, err := m.write(t.ctx.parent, t, &info)
 	switch {
 	case err != nil:
-		m.log.Warn("apcore: could not record a task transition", "task_id", t.id, "status", status, "error", err)
+		m.warnUnrecorded(t, status, err)
 	case res != written:
 		m.settleWith(t, &info, res)
 		return false
 	}
 	m.notify(&info)
 	return true
+}
+
+// announce tells the observers that t is now in status, with no write: a
+// claimed task is running in the store already. (The record lives in this
+// frame, not in start's; see settle on worker stacks.)
+func (m *TaskManager) announce(t *task, status TaskStatus) {
+	var info TaskInfo
+	t.record(&info, status)
+	m.notify(&info)
+}
+
+// warnUnrecorded logs a transition the store could not record.
+func (m *TaskManager) warnUnrecorded(t *task, status TaskStatus, err error) {
+	m.log.Warn("apcore: could not record a task transition", "task_id", t.id, "status", status, "error", err)
 }
 
 // settleWith ends t here after the store refused its write: as the stored
@@ -432,14 +444,10 @@ const (
 func (m *TaskManager) write(ctx context.Context, t *task, info *TaskInfo) (writeResult, error) {
 	var ok bool
 	var err error
-	switch {
-	case m.shared != nil && t != nil:
+	if m.shared != nil && t != nil {
 		ok, err = m.update(ctx, t, info)
-	case m.cas != nil:
-		ok, err = m.cas.SaveIf(ctx, *info, activeStatuses...)
-	default:
-		err = m.store.Save(ctx, *info)
-		ok = err == nil
+	} else {
+		ok, err = m.overwrite(ctx, info)
 	}
 	if err != nil {
 		return written, storeErr("save", err)
@@ -454,11 +462,24 @@ func (m *TaskManager) write(ctx context.Context, t *task, info *TaskInfo) (write
 // manager (or by no one, for a resumable task handed back). (Apart from
 // write so that the worker's frames stay small; see settle.)
 func (m *TaskManager) update(ctx context.Context, t *task, info *TaskInfo) (bool, error) {
-	st := StoredTask{Info: *info, Owner: t.holder}
+	owner, notBefore := t.holder, time.Time{}
 	if t.resumable && info.Status == StatusPending {
-		st.Owner, st.NotBefore = "", t.notBefore
+		owner, notBefore = "", t.notBefore
 	}
-	return m.shared.Update(ctx, st, t.holder)
+	return m.shared.Update(ctx, StoredTask{Info: *info, Owner: owner, NotBefore: notBefore}, t.holder)
+}
+
+// overwrite is write without a SharedStore: SaveIf(from pending, running)
+// with a ConditionalSaver, a plain Save otherwise. (Apart from write for
+// its frame; see settle.)
+func (m *TaskManager) overwrite(ctx context.Context, info *TaskInfo) (bool, error) {
+	if m.cas != nil {
+		return m.cas.SaveIf(ctx, *info, activeStatuses...)
+	}
+	if err := m.store.Save(ctx, *info); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // storedOutcome reads what became of a task whose write the store refused:
