@@ -71,10 +71,22 @@ func (s *MemoryStore) Insert(ctx context.Context, task StoredTask, limit int) (b
 	sh := s.records.shard(r.info.TaskID)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if _, dup := sh.m[r.info.TaskID]; dup {
+	// One map write instead of a lookup and a write: a new id grows the
+	// shard. An id that was there already (never a fresh UUID, but Insert is
+	// public) is put back as it was, found by walking the order.
+	before := len(sh.m)
+	s.appendLocked(sh, r)
+	if len(sh.m) == before {
+		s.counted(r.info.Status, -1)
+		s.tail, r.prev.next = r.prev, nil
+		for old := s.head; old != nil; old = old.next {
+			if old.info.TaskID == r.info.TaskID {
+				sh.m[r.info.TaskID] = old
+				break
+			}
+		}
 		return false, invalidf("task store: task %s already exists", r.info.TaskID)
 	}
-	s.appendLocked(sh, r)
 	if r.claimableLocked() {
 		s.claimable = append(s.claimable, r)
 	}
