@@ -256,3 +256,31 @@ func histogram(perTask map[string]int, ids []string) string {
 	}
 	return s
 }
+
+// Shutdown with a context that has already ended (the common
+// `<-ctx.Done(); mgr.Shutdown(ctx)`) still records every cancel, on every
+// durable store: the context bounds only the wait for modules.
+func TestShutdownWithEndedContextRecordsEveryCancel(t *testing.T) {
+	for name, spec := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			store := open(t, spec)
+			m := manager(t, store, apcore.WithMaxConcurrent(2), apcore.WithMaxTasks(1000))
+			var ids []string
+			for range 300 {
+				id, err := m.Submit(context.Background(), "pt.work", map[string]any{"ms": 60_000.0}) // capped at 200 ms here; float64, as the module reads it
+				require.NoError(t, err)
+				ids = append(ids, id)
+			}
+			ended, cancel := context.WithCancel(context.Background())
+			cancel()
+			if err := m.Shutdown(ended); err != nil {
+				require.ErrorIs(t, err, context.Canceled)
+			}
+			for _, id := range ids {
+				info, err := store.Get(context.Background(), id)
+				require.NoError(t, err)
+				require.Equal(t, apcore.StatusCancelled, info.Status, "task %s", id)
+			}
+		})
+	}
+}
