@@ -305,12 +305,12 @@ func (m *TaskManager) run(ctx context.Context, st *StoredTask) {
 		return
 	}
 	m.tasks.store(t.id, t)
-	if start, ok := m.sched.enqueue(t); !ok {
+	if w, ok := m.sched.enqueue(t); !ok {
 		t.mu.Lock()
 		m.handBack(t, 0) // closing: the task stays pending for another manager
 		t.mu.Unlock()
-	} else if start {
-		go m.work(t)
+	} else if w != nil {
+		go m.work(w, t)
 	}
 }
 

@@ -29,10 +29,12 @@ import (
 
 // work runs one attempt of t, from start to settle, then of every task it
 // takes from the queue, on one goroutine holding one slot.
-func (m *TaskManager) work(t *task) {
+func (m *TaskManager) work(w *worker, t *task) {
 	defer m.wg.Done()
-	w := &worker{}
-	m.sched.join(w)
+	if w == nil {
+		w = &worker{}
+		m.sched.join(w)
+	}
 	for ; t != nil; t = m.sched.next(w) {
 		ctx, inputs, ok := m.start(t)
 		if !ok {
@@ -126,7 +128,7 @@ func (m *TaskManager) goexited(ctx context.Context, t *task) {
 	if next := m.sched.next(w); next != nil {
 		m.sched.leave(w) // the slot goes on, on a goroutine of its own
 		m.wg.Add(1)
-		go m.work(next)
+		go m.work(nil, next)
 	}
 }
 
@@ -247,8 +249,8 @@ func (m *TaskManager) requeue(t *task) {
 		return
 	}
 	t.state, t.timer = stateQueued, nil
-	if start, _ := m.sched.enqueue(t); start { // refused after Shutdown, which then cancels t
-		go m.work(t)
+	if w, _ := m.sched.enqueue(t); w != nil { // refused after Shutdown, which then cancels t
+		go m.work(w, t)
 	}
 }
 

@@ -41,6 +41,11 @@ type worker struct {
 func (s *scheduler) join(w *worker) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.joinLocked(w)
+}
+
+// joinLocked lists w among the workers; s.mu is held.
+func (s *scheduler) joinLocked(w *worker) {
 	w.next = s.workers
 	if s.workers != nil {
 		s.workers.prev = w
@@ -82,20 +87,22 @@ func (s *scheduler) running() []*task {
 	return out
 }
 
-// enqueue queues t, or takes a free slot for it and reports that the caller
-// must start a worker on it (start; the WaitGroup already counts it), so
+// enqueue queues t, or takes a free slot for it and returns the listed
+// worker the caller must start on it (the WaitGroup already counts it), so
 // that the goroutine can be started after the caller's locks are released.
 // ok is false, and nothing is done, once the scheduler is closed.
-func (s *scheduler) enqueue(t *task) (start, ok bool) {
+func (s *scheduler) enqueue(t *task) (w *worker, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return false, false
+		return nil, false
 	}
 	if s.busy < s.limit { // a free slot means an empty queue: t is next
 		s.busy++
 		s.wg.Add(1)
-		return true, true
+		w = &worker{}
+		s.joinLocked(w)
+		return w, true
 	}
 	t.queued, t.prev = true, s.tail
 	if s.tail == nil {
@@ -104,7 +111,7 @@ func (s *scheduler) enqueue(t *task) (start, ok bool) {
 		s.tail.next = t
 	}
 	s.tail = t
-	return false, true
+	return nil, true
 }
 
 // remove takes t out of the queue if it is there. t.mu is held.

@@ -79,20 +79,19 @@ func TestSchedulerQueueOrder(t *testing.T) {
 	for i := range tasks {
 		tasks[i] = &task{id: string(rune('a' + i))}
 	}
-	start, ok := s.enqueue(tasks[0])
-	if !start || !ok {
+	w0, ok := s.enqueue(tasks[0])
+	if w0 == nil || !ok {
 		t.Fatal("the first task takes the free slot")
 	}
 	for _, tk := range tasks[1:] {
-		if start, ok := s.enqueue(tk); start || !ok {
+		if w, ok := s.enqueue(tk); w != nil || !ok {
 			t.Fatalf("task %s: with the slot taken it must queue", tk.id)
 		}
 	}
 	s.remove(tasks[2])
 	s.remove(tasks[5])
 	var got string
-	w := &worker{}
-	s.join(w)
+	w := w0
 	for tk := s.next(w); tk != nil; tk = s.next(w) {
 		got += tk.id
 	}

@@ -244,13 +244,13 @@ func (m *TaskManager) Submit(ctx context.Context, moduleID string, inputs map[st
 		t.mu.Lock()
 		defer t.mu.Unlock()
 	}
-	start, err := m.admit(ctx, t, &info)
+	w, err := m.admit(ctx, t, &info)
 	if err != nil {
 		return "", err
 	}
 	m.notify(&info)
-	if start {
-		go m.work(t)
+	if w != nil {
+		go m.work(w, t)
 	}
 	return t.id, nil
 }
@@ -280,41 +280,41 @@ func submitOptions(opts []SubmitOption) (submitConfig, error) {
 // Submits run side by side (gate read-locked, against Shutdown only);
 // otherwise the count and the save are made atomic here, one Submit at a
 // time, which bounds max_tasks within this manager only.
-func (m *TaskManager) admit(ctx context.Context, t *task, info *TaskInfo) (start bool, err error) {
+func (m *TaskManager) admit(ctx context.Context, t *task, info *TaskInfo) (w *worker, err error) {
 	if m.shared != nil {
 		m.gate.RLock()
 		defer m.gate.RUnlock()
 		if err := m.checkOpen(ctx); err != nil {
-			return false, err
+			return nil, err
 		}
 		t.holder = m.ownerID()
 		m.tasks.store(t.id, t)
 		ok, err := m.shared.Insert(ctx, StoredTask{Info: *info, Owner: t.holder, Retry: t.retry, Timeout: t.timeout}, m.maxTasks)
 		if err != nil || !ok {
 			m.tasks.delete(t.id)
-			return false, m.refused(err)
+			return nil, m.refused(err)
 		}
 	} else {
 		m.gate.Lock()
 		defer m.gate.Unlock()
 		if err := m.checkOpen(ctx); err != nil {
-			return false, err
+			return nil, err
 		}
 		active, err := m.count(ctx, activeStatuses...)
 		if err != nil {
-			return false, err
+			return nil, err
 		}
 		if active >= m.maxTasks {
-			return false, m.refused(nil)
+			return nil, m.refused(nil)
 		}
 		m.tasks.store(t.id, t)
 		if err := m.store.Save(ctx, *info); err != nil {
 			m.tasks.delete(t.id)
-			return false, storeErr("save new task", err)
+			return nil, storeErr("save new task", err)
 		}
 	}
-	start, _ = m.sched.enqueue(t) // never refused: Shutdown closes it only after taking gate
-	return start, nil
+	w, _ = m.sched.enqueue(t) // never refused: Shutdown closes it only after taking gate
+	return w, nil
 }
 
 // checkOpen refuses a Submit once Shutdown or Drain has begun, and makes
