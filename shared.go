@@ -46,7 +46,10 @@ type SharedStore interface {
 	// Claim hands owner up to n resumable records that are pending, held by
 	// no one and due (NotBefore not after now), oldest first: each becomes
 	// running and held by owner (StartedAt set to now if unset), and is
-	// returned as it now stands.
+	// returned as it now stands. An owner without a live lease (none, or one
+	// that ended before now) claims nothing: a manager whose lease Recover
+	// took must not take tasks under that id again, or a late write of its
+	// old attempt would pass for the new one's.
 	Claim(ctx context.Context, owner string, n int, now time.Time) ([]StoredTask, error)
 	// Renew sets owner's lease to end at expires. With create it makes the
 	// lease; without, it reports false when owner has no lease any more

@@ -129,6 +129,9 @@ func (s *MemoryStore) Claim(ctx context.Context, owner string, n int, now time.T
 	}
 	s.order.Lock()
 	defer s.order.Unlock()
+	if end, ok := s.leases[owner]; !ok || end.Before(now) {
+		return nil, nil // no live lease: its claims could not be fenced
+	}
 	var out []StoredTask
 	keep := s.claimable[:0]
 	for _, r := range s.claimable {

@@ -264,7 +264,8 @@ func TestShutdownWithEndedContextRecordsEveryCancel(t *testing.T) {
 	for name, spec := range stores(t) {
 		t.Run(name, func(t *testing.T) {
 			store := open(t, spec)
-			m := manager(t, store, apcore.WithMaxConcurrent(2), apcore.WithMaxTasks(1000))
+			// Nothing starts, so no task can end before the Shutdown.
+			m := manager(t, store, apcore.WithMaxConcurrent(0), apcore.WithMaxTasks(1000))
 			var ids []string
 			for range 300 {
 				id, err := m.Submit(context.Background(), "pt.work", map[string]any{"ms": 60_000.0}) // capped at 200 ms here; float64, as the module reads it

@@ -238,6 +238,8 @@ func TestClaimChangesOnlyTheRecordsOwnFields(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, ok)
 	now := sub.Add(time.Second)
+	_, err = s.Renew(ctx(t), "m1", now.Add(time.Hour), true) // only an owner with a live lease claims
+	require.NoError(t, err)
 	claimed, err := s.Claim(ctx(t), "m1", 1, now)
 	require.NoError(t, err)
 	require.Len(t, claimed, 1)

@@ -218,7 +218,8 @@ return 1
 
 // claimScript is Claim. ARGV: prefix, owner, n, now in microseconds, now as
 // the wire format's seconds. Returns, per claimed task, its record, its
-// spec, its not_before and its sequence number.
+// spec, its not_before and its sequence number. An owner without a live
+// lease claims nothing.
 //
 // Claimable tasks wait in "later", scored by not_before, until due; a Claim
 // first moves the due ones to "ready", scored by insertion order, and takes
@@ -229,6 +230,8 @@ return 1
 var claimScript = script(`
 local owner, n = ARGV[2], tonumber(ARGV[3])
 if n <= 0 then return {} end
+local lease = redis.call('ZSCORE', K_LEASES, owner)
+if not lease or tonumber(lease) < tonumber(ARGV[4]) then return {} end -- no live lease: no claim
 local due = redis.call('ZRANGEBYSCORE', K_LATER, '-inf', ARGV[4])
 for i = 1, #due, 1000 do
   local chunk = {unpack(due, i, math.min(i + 999, #due))}

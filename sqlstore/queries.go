@@ -92,10 +92,13 @@ ORDER BY seq`, info, t, activeIn, s.ph(1), s.ph(2), s.leases(), s.ph(3), s.ph(4)
 			s.counter(), len(all)+1, t, strings.Join(all, ", "), strings.Join(casts, ", "))
 		// The CTE picks (and locks) the records once; a sub-select in the
 		// WHERE could be run again by the plan and pick more than n.
-		q.claim = fmt.Sprintf(`WITH picked AS MATERIALIZED (SELECT seq FROM %s WHERE %s ORDER BY seq LIMIT $4 FOR UPDATE SKIP LOCKED)
+		// Only an owner with a live lease claims (see apcore.SharedStore).
+		q.claim = fmt.Sprintf(`WITH picked AS MATERIALIZED (SELECT seq FROM %s WHERE %s
+  AND EXISTS (SELECT 1 FROM %s l WHERE l.owner = $1 AND l.expires_at >= $3)
+  ORDER BY seq LIMIT $4 FOR UPDATE SKIP LOCKED)
 UPDATE %s SET %s
 FROM picked WHERE %s.seq = picked.seq AND %s
-RETURNING %s.%s`, t, due, t, claimSet, t, claimable, t, strings.ReplaceAll(stored, ", ", ", "+t+"."))
+RETURNING %s.%s`, t, due, s.leases(), t, claimSet, t, claimable, t, strings.ReplaceAll(stored, ", ", ", "+t+"."))
 		q.lost = fmt.Sprintf("SELECT task_id FROM %s WHERE task_id = ANY($1) AND %s AND owner = $2", t, activeIn)
 		// One statement: the lapsed leases it deletes, and the owners with
 		// no lease at all (as of its snapshot; a lease made since holds
@@ -109,9 +112,13 @@ WHERE %s AND owner <> '' AND (owner IN (SELECT owner FROM gone) OR NOT EXISTS (S
 		// one atomic statement.
 		q.insert = fmt.Sprintf("INSERT INTO %s (%s) SELECT %s WHERE (SELECT active FROM %s WHERE id = 1) < ?",
 			t, strings.Join(all, ", "), s.phs(1, len(all)), s.counter())
+		// Only an owner with a live lease claims (see apcore.SharedStore);
+		// its two placeholders come after due's (see Claim's arguments).
 		q.claim = fmt.Sprintf(`UPDATE %s SET %s
-WHERE seq IN (SELECT seq FROM %s WHERE %s ORDER BY seq LIMIT ?)
-RETURNING %s`, t, claimSet, t, due, stored)
+WHERE seq IN (SELECT seq FROM %s WHERE %s
+  AND EXISTS (SELECT 1 FROM %s l WHERE l.owner = ? AND l.expires_at >= ?)
+  ORDER BY seq LIMIT ?)
+RETURNING %s`, t, claimSet, t, due, s.leases(), stored)
 		// An UPDATE takes the write lock even when it matches nothing; the
 		// keeper's Claim, mostly empty-handed, first looks with a read,
 		// which does not stop the writers.

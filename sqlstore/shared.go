@@ -96,7 +96,11 @@ func (s *Store) Claim(ctx context.Context, owner string, n int, now time.Time) (
 		return nil, err
 	}
 	defer done()
-	rows, err := s.st.claim.QueryContext(ctx, clean(owner), at, at, n)
+	args := []any{clean(owner), at, at, n}
+	if s.dialect == SQLite { // positional: the lease check's owner and time come before the limit
+		args = []any{clean(owner), at, at, clean(owner), at, n}
+	}
+	rows, err := s.st.claim.QueryContext(ctx, args...)
 	if err != nil {
 		return nil, unavailable("claim", err)
 	}

@@ -555,6 +555,9 @@ func (s *Store) Explain(ctx context.Context, method string) (string, error) {
 		query, a = s.q.lost, []any{arg, "o"}
 	case "Claim":
 		query, a = s.q.claim, []any{"o", now, now, 5}
+		if s.dialect == SQLite {
+			a = []any{"o", now, now, "o", now, 5}
+		}
 	case "Orphans":
 		query, a = s.q.orphans, []any{"o", "o", "o", now, now}
 	default:

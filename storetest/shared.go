@@ -73,6 +73,15 @@ func stored(id, owner string, resumable bool, submitted int) apcore.StoredTask {
 	return st
 }
 
+// lease gives owners a lease that lasts past every time the checks use.
+func (r *run) lease(s apcore.SharedStore, owners ...string) {
+	for _, owner := range owners {
+		if _, err := s.Renew(r.ctx, owner, at(1_000_000), true); err != nil {
+			r.fatalf("Renew(%s): %v", owner, err)
+		}
+	}
+}
+
 func (r *run) insert(s apcore.SharedStore, st apcore.StoredTask, limit int) bool {
 	ok, err := s.Insert(r.ctx, st, limit)
 	if err != nil {
@@ -199,6 +208,7 @@ func checkSharedUpdate(r *run) {
 	}
 	// A resumable task handed back: held by no one, due later, claimable
 	// only then.
+	r.lease(s, "m1", "m2")
 	r.insert(s, stored("up-r", "", true, 2), 10)
 	claimed, err := s.Claim(r.ctx, "m1", 1, at(2))
 	if err != nil || len(claimed) != 1 {
@@ -223,6 +233,7 @@ func checkSharedClaim(r *run) {
 	if s == nil {
 		return
 	}
+	r.lease(s, "m2", "m3")
 	r.insert(s, stored("cl-owned", "m1", false, 0), 100) // held, not resumable: never claimed
 	for i := range 4 {
 		r.insert(s, stored(fmt.Sprintf("cl-%d", i), "", true, 1+i), 100)
@@ -274,6 +285,28 @@ func checkSharedClaim(r *run) {
 	}
 }
 
+// An owner without a live lease claims nothing: a manager whose lease
+// Recover took must not take tasks under that id again.
+func checkSharedClaimNeedsLease(r *run) {
+	s := r.shared()
+	if s == nil {
+		return
+	}
+	r.insert(s, stored("nl-a", "", true, 0), 100)
+	if got, err := s.Claim(r.ctx, "m-none", 5, at(10)); err != nil || len(got) != 0 {
+		r.errorf("Claim by an owner with no lease took %v (err %v), want nothing", claimedIDs(got), err)
+	}
+	if _, err := s.Renew(r.ctx, "m-lapsed", at(5), true); err != nil {
+		r.fatalf("Renew: %v", err)
+	}
+	if got, err := s.Claim(r.ctx, "m-lapsed", 5, at(10)); err != nil || len(got) != 0 {
+		r.errorf("Claim by an owner whose lease ended took %v (err %v), want nothing", claimedIDs(got), err)
+	}
+	if got, err := s.Claim(r.ctx, "m-lapsed", 5, at(5)); err != nil || !slices.Equal(claimedIDs(got), []string{"nl-a"}) {
+		r.errorf("Claim by an owner whose lease ends at now took %v (err %v), want [nl-a]", claimedIDs(got), err)
+	}
+}
+
 func claimedIDs(ts []apcore.StoredTask) []string {
 	out := []string{}
 	for _, t := range ts {
@@ -288,6 +321,9 @@ func checkSharedClaimRace(r *run) {
 		return
 	}
 	const tasks, claimers = 60, 6
+	for c := range claimers {
+		r.lease(s, fmt.Sprintf("m%d", c))
+	}
 	for i := range tasks {
 		r.insert(s, stored(fmt.Sprintf("cr-%02d", i), "", true, i), 1000)
 	}

@@ -67,6 +67,7 @@ func TestStore(ctx context.Context, newStore func() (apcore.TaskStore, error)) e
 		{"shared: update", checkSharedUpdate},
 		{"shared: claim", checkSharedClaim},
 		{"shared: claim race", checkSharedClaimRace},
+		{"shared: claim needs a lease", checkSharedClaimNeedsLease},
 		{"shared: leases", checkSharedLeases},
 		{"shared: recover", checkSharedRecover},
 		{"shared: lost", checkSharedLost},
