@@ -5,8 +5,10 @@
 // Its module "pt.work" sleeps inputs["ms"] milliseconds (stopping early
 // when its context ends) and returns {"pid": <pid>, "seq": <run number>}.
 // Every start and every return of the module is appended to -runlog as a
-// line "run <task id> <pid> <seq>" or "done <task id> <pid> <seq>", so the
-// tests can count runs per task and tell which run wrote a record.
+// line "run <task id> <pid> <seq>" or "done <task id> <pid> <seq>", and
+// every completed outcome of this process that the store took as "wrote
+// <task id> <pid> <seq>", so the tests can count runs per task and check
+// that one attempt only of each task had its outcome accepted.
 //
 //	ptworker -store postgres:DSN#table -ttl 1s -c 3 -submit 10 -resumable-every 2 -ms 3000
 package main
@@ -77,8 +79,22 @@ func main() {
 	})); err != nil {
 		fail(err)
 	}
+	// A completed record announced with this process's result is a write of
+	// this process that the store took: "wrote" lines let the tests check
+	// that no two attempts of one task both had their outcome accepted.
+	wrote := func(info apcore.TaskInfo) {
+		res, _ := info.Result.(map[string]any)
+		if info.Status != apcore.StatusCompleted || res == nil {
+			return
+		}
+		if p, _ := res["pid"].(float64); int(p) == pid {
+			s, _ := res["seq"].(float64)
+			log.line("wrote", info.TaskID, pid, int64(s))
+		}
+	}
 	mgr, err := apcore.NewTaskManager(reg, apcore.WithStore(store), apcore.WithLeaseTTL(*ttl),
-		apcore.WithMaxConcurrent(*slots), apcore.WithMaxTasks(*maxTasks), apcore.WithLogger(logger))
+		apcore.WithMaxConcurrent(*slots), apcore.WithMaxTasks(*maxTasks), apcore.WithLogger(logger),
+		apcore.WithObserver(wrote))
 	if err != nil {
 		fail(err)
 	}
