@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"sync"
 	"testing"
 
 	"github.com/apcore-go/apcore"
@@ -161,85 +160,6 @@ func TestUnstorableTaskIDs(t *testing.T) {
 				lost, err := store.Lost(ctx(t), "owner", []string{id})
 				assert.NoError(t, err)
 				assert.Equal(t, []string{id}, lost)
-			}
-		})
-	}
-}
-
-// With a JSON store every reader sees one value with one set of Go types:
-// a Wait started before the end, one after, Status, Result, List and the
-// observer.
-func TestJSONResultsAgreeForEveryReader(t *testing.T) {
-	for _, b := range backends(t) {
-		t.Run(b.name, func(t *testing.T) {
-			store := b.open(t)
-			release := make(chan struct{})
-			reg := apcore.NewRegistry()
-			require.NoError(t, reg.Register("json.int", apcore.ModuleFunc(func(context.Context, map[string]any) (any, error) {
-				<-release
-				return 42, nil
-			})))
-			require.NoError(t, reg.Register("json.slice", apcore.ModuleFunc(func(context.Context, map[string]any) (any, error) {
-				<-release
-				return []int{1, 2}, nil
-			})))
-			var mu sync.Mutex
-			observed := map[string]any{}
-			m := manager(t, reg, store, apcore.WithObserver(func(info apcore.TaskInfo) {
-				if info.Status == apcore.StatusCompleted {
-					mu.Lock()
-					observed[info.TaskID] = info.Result
-					mu.Unlock()
-				}
-			}))
-			want := map[string]any{"json.int": float64(42), "json.slice": []any{1.0, 2.0}}
-			ids := map[string]string{}
-			early := map[string]chan apcore.TaskInfo{}
-			for module := range want {
-				id, err := m.Submit(ctx(t), module, nil)
-				require.NoError(t, err)
-				ids[module] = id
-				ch := make(chan apcore.TaskInfo, 1)
-				early[module] = ch
-				waiting := make(chan struct{})
-				go func() {
-					close(waiting)
-					info, err := m.Wait(ctx(t), id)
-					assert.NoError(t, err)
-					ch <- info
-				}()
-				<-waiting
-			}
-			close(release)
-			for module, w := range want {
-				id := ids[module]
-				before := <-early[module]
-				assert.Equal(t, w, before.Result, "%s: Wait started before the end", module)
-				after, err := m.Wait(ctx(t), id)
-				require.NoError(t, err)
-				assert.Equal(t, w, after.Result, "%s: Wait after the end", module)
-				status, err := m.Status(ctx(t), id)
-				require.NoError(t, err)
-				assert.Equal(t, w, status.Result, "%s: Status", module)
-				res, err := m.Result(ctx(t), id)
-				require.NoError(t, err)
-				assert.Equal(t, w, res, "%s: Result", module)
-				list, err := m.List(ctx(t), apcore.StatusCompleted)
-				require.NoError(t, err)
-				found := false
-				for _, info := range list {
-					if info.TaskID == id {
-						found = true
-						assert.Equal(t, w, info.Result, "%s: List", module)
-					}
-				}
-				assert.True(t, found, "%s: listed", module)
-			}
-			require.NoError(t, m.Shutdown(ctx(t)))
-			mu.Lock()
-			defer mu.Unlock()
-			for module, w := range want {
-				assert.Equal(t, w, observed[ids[module]], "%s: observer", module)
 			}
 		})
 	}

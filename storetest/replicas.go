@@ -15,8 +15,12 @@ import (
 // nil. It checks that a task submitted through one is visible, listable and
 // waitable (by polling) through the other, and that a cancel through the
 // other ends a running task cancelled with no result even though the first
-// manager's module finishes afterwards. store should start empty; the
-// managers are shut down before TestReplicas returns.
+// manager's module finishes afterwards; and that every reader (Waits
+// through either manager started before and after the end, Status, Result,
+// List, the observer) sees a task's result as one value with one set of Go
+// types: JSON-decoded when the store is an apcore.JSONStore that keeps
+// JSON. store should start empty; the managers are shut down before
+// TestReplicas returns.
 //
 // The store must be an apcore.ConditionalSaver: without SaveIf nothing
 // stops the owner's late write from overwriting another replica's cancel.
@@ -112,5 +116,5 @@ func TestReplicas(ctx context.Context, store apcore.TaskStore) (err error) {
 	if n, err := b.TaskCount(ctx); err != nil || n != 2 {
 		return fmt.Errorf("TaskCount through the second replica = %d (%v), want 2", n, err)
 	}
-	return nil
+	return checkReadersAgree(ctx, store)
 }

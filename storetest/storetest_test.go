@@ -2,6 +2,7 @@ package storetest_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"sync"
@@ -112,6 +113,38 @@ func TestReplicasOnMemoryStore(t *testing.T) {
 	err := storetest.TestReplicas(context.Background(), plain{apcore.NewMemoryStore()})
 	if !errors.Is(err, apcore.ErrInvalidInput) {
 		t.Fatalf("a store without SaveIf must be refused, got %v", err)
+	}
+}
+
+// decodingStore hands out results JSON-decoded without saying so (it is no
+// apcore.JSONStore), so a reader of the store and a reader of the owner's
+// handle see different Go types: TestReplicas must notice.
+type decodingStore struct{ *apcore.MemoryStore }
+
+func decoded(info apcore.TaskInfo) apcore.TaskInfo {
+	b, _ := json.Marshal(info.Result)
+	info.Result = nil
+	_ = json.Unmarshal(b, &info.Result)
+	return info
+}
+
+func (d decodingStore) Get(ctx context.Context, id string) (apcore.TaskInfo, error) {
+	info, err := d.MemoryStore.Get(ctx, id)
+	return decoded(info), err
+}
+
+func (d decodingStore) List(ctx context.Context, st apcore.TaskStatus) ([]apcore.TaskInfo, error) {
+	all, err := d.MemoryStore.List(ctx, st)
+	for i := range all {
+		all[i] = decoded(all[i])
+	}
+	return all, err
+}
+
+func TestReplicasNoticesReadersThatDisagree(t *testing.T) {
+	err := storetest.TestReplicas(context.Background(), decodingStore{apcore.NewMemoryStore()})
+	if err == nil || !strings.Contains(err.Error(), "readers disagree") {
+		t.Fatalf("a store that changes result types behind the manager's back must fail, got %v", err)
 	}
 }
 
