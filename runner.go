@@ -32,22 +32,25 @@ import (
 func (m *TaskManager) work(w *worker, t *task) {
 	defer m.wg.Done()
 	if w == nil {
-		w = &worker{}
+		w = newWorker()
 		m.sched.join(w)
 	}
-	for ; t != nil; t = m.sched.next(w) {
-		ctx, inputs, ok := m.start(t)
-		if !ok {
-			continue
+	for t != nil {
+		if ctx, inputs, ok := m.start(t); ok {
+			w.current.Store(t)
+			t.worker = w
+			result, err := m.call(ctx, t, inputs)
+			w.current.Store(nil)
+			m.settle(ctx, t, result, err)
 		}
-		w.current.Store(t)
-		t.worker = w
-		result, err := m.call(ctx, t, inputs)
-		w.current.Store(nil)
-		m.settle(ctx, t, result, err)
-	}
-	if m.shared != nil && m.mayClaim.Load() {
-		m.wakeKeeper() // a slot is free: claim a resumable task for it
+		next, idle := m.sched.next(w, true)
+		if idle {
+			if m.shared != nil && m.mayClaim.Load() {
+				m.wakeKeeper() // a slot is free: claim a resumable task for it
+			}
+			next = <-w.wake // nil: retired, or the manager shuts down
+		}
+		t = next
 	}
 }
 
@@ -125,7 +128,7 @@ func (m *TaskManager) goexited(ctx context.Context, t *task) {
 	})
 	w := t.worker
 	w.current.Store(nil)
-	if next := m.sched.next(w); next != nil {
+	if next, _ := m.sched.next(w, false); next != nil {
 		m.sched.leave(w) // the slot goes on, on a goroutine of its own
 		m.wg.Add(1)
 		go m.work(nil, next)

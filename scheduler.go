@@ -3,6 +3,7 @@ package apcore
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // scheduler hands this manager's concurrency slots to its queued tasks.
@@ -18,6 +19,14 @@ import (
 //     compares it with container/list.
 //   - The slots are a counter, not a semaphore: the queue is already the
 //     list of waiters, in order, and nobody ever blocks on a slot.
+//   - A worker whose slot is given back stays a while as an idle goroutine,
+//     and the next task that takes a slot goes to it rather than to a new
+//     goroutine: a new one starts with a small stack that the path down to
+//     the store's write outgrows, and growing it cost more than the rest
+//     of the spawn (BenchmarkSubmitWait shows it). Idle workers that stay
+//     idle for a whole idleTick end (see retire), so a burst leaves no
+//     goroutines behind for long. Workers, busy and idle, never outnumber
+//     the slots.
 type scheduler struct {
 	mu         sync.Mutex
 	limit      int // max_concurrent
@@ -29,13 +38,30 @@ type scheduler struct {
 	// workers lists the goroutines holding a slot, so that the keeper can
 	// find the tasks that run now (see running) without walking every task.
 	workers *worker
+
+	// idle lists the workers without a slot, newest first (linked by next);
+	// ticks counts the retire timer's runs, which is armed while idle is
+	// not empty, every tick (idleTick unless a test sets it).
+	idle    *worker
+	ticks   uint64
+	tick    time.Duration
+	retirer *time.Timer
+	armed   bool
 }
 
-// worker is one goroutine holding a slot.
+// idleTick is how often idle workers are looked at: one idle through a
+// whole tick ends.
+const idleTick = time.Second
+
+// worker is one goroutine holding a slot, or idle and waiting for one.
 type worker struct {
 	current    atomic.Pointer[task] // the task whose attempt it runs, or nil
 	prev, next *worker              // guarded by scheduler.mu
+	wake       chan *task           // an idle worker's next task; nil ends it
+	parked     uint64               // scheduler.ticks when it went idle; guarded by scheduler.mu
 }
+
+func newWorker() *worker { return &worker{wake: make(chan *task, 1)} }
 
 // join lists w among the workers.
 func (s *scheduler) join(w *worker) {
@@ -99,8 +125,14 @@ func (s *scheduler) enqueue(t *task) (w *worker, ok bool) {
 	}
 	if s.busy < s.limit { // a free slot means an empty queue: t is next
 		s.busy++
+		if w := s.idle; w != nil {
+			s.idle, w.next = w.next, nil
+			s.joinLocked(w)
+			w.wake <- t // never blocks: an idle worker's channel is empty
+			return nil, true
+		}
 		s.wg.Add(1)
-		w = &worker{}
+		w = newWorker()
 		s.joinLocked(w)
 		return w, true
 	}
@@ -140,17 +172,66 @@ func (s *scheduler) unlink(t *task) {
 
 // next hands worker w's slot to the first queued task, or gives the slot
 // back, and takes w off the list, when there is none (or the scheduler is
-// closed).
-func (s *scheduler) next(w *worker) *task {
+// closed). Then, if park is true and the scheduler is open, w is idle:
+// idle is true, and the caller waits on w.wake for its next task.
+func (s *scheduler) next(w *worker, park bool) (t *task, idle bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if t := s.head; t != nil && !s.closed {
 		s.unlink(t)
-		return t
+		return t, false
 	}
 	s.busy--
 	s.leaveLocked(w)
-	return nil
+	if !park || s.closed {
+		return nil, false
+	}
+	w.next, w.parked, s.idle = s.idle, s.ticks, w
+	if !s.armed {
+		s.armed = true
+		if s.tick == 0 {
+			s.tick = idleTick
+		}
+		if s.retirer == nil {
+			s.retirer = time.AfterFunc(s.tick, s.retire)
+		} else {
+			s.retirer.Reset(s.tick)
+		}
+	}
+	return nil, true
+}
+
+// retire ends the idle workers that went idle before the previous tick, so
+// have been idle a whole tick at least. The list is newest first, so they
+// are its tail.
+func (s *scheduler) retire() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.armed {
+		return // closed meanwhile
+	}
+	s.ticks++
+	tail := &s.idle
+	for *tail != nil && (*tail).parked+1 >= s.ticks {
+		tail = &(*tail).next
+	}
+	endIdle(*tail)
+	*tail = nil
+	if s.idle == nil {
+		s.armed = false
+		return
+	}
+	s.retirer.Reset(s.tick)
+}
+
+// endIdle ends the idle workers listed from w on.
+func endIdle(w *worker) {
+	for w != nil {
+		next := w.next
+		w.next = nil
+		w.wake <- nil
+		w = next
+	}
 }
 
 // free returns how many slots are free.
@@ -163,9 +244,16 @@ func (s *scheduler) free() int {
 	return s.limit - s.busy
 }
 
-// close stops new starts: queued tasks stay queued for Shutdown to cancel.
+// close stops new starts, and ends the idle workers: queued tasks stay
+// queued for Shutdown to cancel.
 func (s *scheduler) close() {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.closed = true
-	s.mu.Unlock()
+	if s.armed {
+		s.armed = false
+		s.retirer.Stop()
+	}
+	endIdle(s.idle)
+	s.idle = nil
 }

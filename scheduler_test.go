@@ -36,7 +36,7 @@ func BenchmarkSchedulerQueue(b *testing.B) {
 			}
 			w := &worker{}
 			s.join(w)
-			for s.next(w) != nil {
+			for t, _ := s.next(w, false); t != nil; t, _ = s.next(w, false) {
 			}
 		}
 	})
@@ -92,7 +92,7 @@ func TestSchedulerQueueOrder(t *testing.T) {
 	s.remove(tasks[5])
 	var got string
 	w := w0
-	for tk := s.next(w); tk != nil; tk = s.next(w) {
+	for tk, _ := s.next(w, false); tk != nil; tk, _ = s.next(w, false) {
 		got += tk.id
 	}
 	if got != "bde" {
@@ -106,6 +106,63 @@ func TestSchedulerQueueOrder(t *testing.T) {
 	if _, ok := s.enqueue(tasks[1]); ok {
 		t.Fatal("a closed scheduler must refuse")
 	}
+}
+
+// A worker whose slot is given back waits idle, and the next task that
+// takes a slot goes to it instead of to a new goroutine; one idle through a
+// whole tick ends, and so does every idle one at close.
+func TestSchedulerIdleWorkers(t *testing.T) {
+	var wg sync.WaitGroup
+	s := scheduler{limit: 2, wg: &wg, tick: time.Hour} // retire runs only when the test calls it
+	first := &task{id: "a"}
+	w, ok := s.enqueue(first)
+	require.True(t, ok)
+	require.NotNil(t, w, "no idle worker yet: the first task needs a goroutine")
+
+	next, idle := s.next(w, true)
+	require.Nil(t, next)
+	require.True(t, idle, "with an empty queue, the worker goes idle")
+	assert.Zero(t, s.busy, "an idle worker holds no slot")
+	assert.Nil(t, s.workers, "an idle worker runs nothing, so is not listed")
+
+	second := &task{id: "b"}
+	again, ok := s.enqueue(second)
+	require.True(t, ok)
+	assert.Nil(t, again, "the idle worker takes the task: no new goroutine")
+	assert.Same(t, second, <-w.wake)
+	assert.Equal(t, 1, s.busy)
+	assert.Same(t, w, s.workers)
+
+	_, idle = s.next(w, true)
+	require.True(t, idle)
+	s.retire() // w went idle during this tick: it stays
+	require.Same(t, w, s.idle)
+	s.retire() // idle a whole tick: it ends
+	assert.Nil(t, s.idle)
+	assert.Nil(t, <-w.wake, "a retired worker is woken with nil, to end")
+	assert.False(t, s.armed, "with no idle worker, the timer is not re-armed")
+
+	w2, _ := s.enqueue(&task{id: "c"}) // no idle worker left: a new one
+	require.NotNil(t, w2)
+	_, idle = s.next(w2, true)
+	require.True(t, idle)
+	s.close()
+	assert.Nil(t, <-w2.wake, "close ends the idle workers")
+	_, idle = s.next(w, true)
+	assert.False(t, idle, "after close, no worker goes idle")
+}
+
+// A goroutine that must end (its module called runtime.Goexit) never goes
+// idle.
+func TestSchedulerNextWithoutParking(t *testing.T) {
+	var wg sync.WaitGroup
+	s := scheduler{limit: 1, wg: &wg, tick: time.Hour}
+	w, _ := s.enqueue(&task{id: "a"})
+	next, idle := s.next(w, false)
+	assert.Nil(t, next)
+	assert.False(t, idle)
+	assert.Nil(t, s.idle)
+	assert.Zero(t, s.busy)
 }
 
 func TestMaxConcurrentBoundsRunningModules(t *testing.T) {
