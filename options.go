@@ -11,6 +11,12 @@ const (
 	defaultMaxConcurrent = 10
 	defaultMaxTasks      = 1000
 	defaultLeaseTTL      = 30 * time.Second
+
+	// presizeLimit caps how many records the default store is sized for up
+	// front: about 3 MiB of empty maps, paid only by a manager whose
+	// max_tasks is that high. BenchmarkSubmitWait at 100,000 tasks shows
+	// what it buys (no rehash while filling).
+	presizeLimit = 1 << 17
 )
 
 // managerConfig collects the Options given to NewTaskManager.

@@ -14,12 +14,19 @@ const numShards = 64
 type mapShard[V any] struct {
 	mu sync.Mutex
 	m  map[string]V
-	_  [64 - 8 - 8]byte // keep each shard on its own cache line
+	// tally counts the shard's values by state for MemoryStore (see
+	// statusIndex), guarded by mu. It sits in what would be padding, on the
+	// cache line the lock has already brought in, so that counting costs a
+	// store no shared atomic per state change.
+	tally [5]int64
+	_     [64 - 8 - 8 - 40]byte // keep each shard on its own cache line
 }
 
-func (s *shardedMap[V]) init() {
+// init makes the shards' maps, sized for about hint keys in all, so that
+// a map filled up to the hint does not rehash on the way.
+func (s *shardedMap[V]) init(hint int) {
 	for i := range s.shards {
-		s.shards[i].m = make(map[string]V)
+		s.shards[i].m = make(map[string]V, hint/numShards)
 	}
 }
 

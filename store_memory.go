@@ -29,10 +29,11 @@ type MemoryStore struct {
 	order      sync.Mutex
 	head, tail *memRecord
 
-	// counts has a counter per state; active (pending + running) and total
-	// are kept apart so that admission and Count() read one number, exact
-	// at every instant, rather than a sum of counters read one by one.
-	counts        [5]atomic.Int64
+	// active (pending + running) and total are the counts that admission
+	// and Count() read, one number each, exact at every instant. The counts
+	// by state are per shard (mapShard.tally): a count of one state sums
+	// the shards, and a state change that keeps a record active touches no
+	// shared counter at all.
 	active, total atomic.Int64
 
 	// What SharedStore adds (see store_memory_shared.go), guarded by order.
@@ -59,9 +60,12 @@ var (
 
 // NewMemoryStore returns an empty in-memory store. Its Name is
 // "InMemoryTaskStore".
-func NewMemoryStore() *MemoryStore {
+func NewMemoryStore() *MemoryStore { return newMemoryStore(0) }
+
+// newMemoryStore returns an empty store sized for about hint records.
+func newMemoryStore(hint int) *MemoryStore {
 	s := &MemoryStore{leases: make(map[string]time.Time)}
-	s.records.init()
+	s.records.init(hint)
 	return s
 }
 
@@ -81,7 +85,7 @@ func (s *MemoryStore) Save(ctx context.Context, task TaskInfo) error {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if r, ok := sh.m[task.TaskID]; ok {
-		s.move(r.info.Status, task.Status)
+		s.move(sh, r.info.Status, task.Status)
 		r.info = task
 		return nil
 	}
@@ -100,7 +104,7 @@ func (s *MemoryStore) appendLocked(sh *mapShard[*memRecord], r *memRecord) {
 		s.tail.next = r
 	}
 	s.tail = r
-	s.counted(r.info.Status, 1)
+	s.counted(sh, r.info.Status, 1)
 }
 
 // SaveIf overwrites the record only if its status is one of from; an absent
@@ -117,7 +121,7 @@ func (s *MemoryStore) SaveIf(ctx context.Context, task TaskInfo, from ...TaskSta
 	if !ok || !slices.Contains(from, r.info.Status) {
 		return false, nil
 	}
-	s.move(r.info.Status, task.Status)
+	s.move(sh, r.info.Status, task.Status)
 	r.info = task
 	return true, nil
 }
@@ -147,8 +151,7 @@ func (s *MemoryStore) List(ctx context.Context, status TaskStatus) ([]TaskInfo, 
 	if !status.Valid() {
 		return nil, invalidf("task store: unknown status %q", status)
 	}
-	size := s.counts[statusIndex(status)].Load()
-	return s.collect(int(size), func(t *TaskInfo) bool { return t.Status == status }), nil
+	return s.collect(s.tally(status), func(t *TaskInfo) bool { return t.Status == status }), nil
 }
 
 // ListExpired returns copies of the terminal records whose CompletedAt is set
@@ -193,7 +196,7 @@ func (s *MemoryStore) Remove(ctx context.Context, taskID string) (bool, error) {
 	r, ok := sh.m[taskID]
 	if ok {
 		delete(sh.m, taskID)
-		s.counted(r.info.Status, -1)
+		s.counted(sh, r.info.Status, -1)
 	}
 	sh.mu.Unlock()
 	if !ok {
@@ -213,9 +216,10 @@ func (s *MemoryStore) Remove(ctx context.Context, taskID string) (bool, error) {
 	return true, nil
 }
 
-// Count returns how many records are in any of statuses (none = all), in
-// O(1). Count() and Count(pending, running) read one counter each and are
-// exact; other sets of states add counters read one after another.
+// Count returns how many records are in any of statuses (none = all).
+// Count() and Count(pending, running) read one counter each and are exact
+// at every instant; other sets of states sum the shards' counts, one shard
+// after another.
 func (s *MemoryStore) Count(ctx context.Context, statuses ...TaskStatus) (int, error) {
 	switch {
 	case len(statuses) == 0:
@@ -223,7 +227,7 @@ func (s *MemoryStore) Count(ctx context.Context, statuses ...TaskStatus) (int, e
 	case len(statuses) == 2 && statuses[0] != statuses[1] && statuses[0].IsActive() && statuses[1].IsActive():
 		return int(s.active.Load()), nil
 	}
-	var n int64
+	n := 0
 	for i, st := range statuses {
 		if !st.Valid() {
 			return 0, invalidf("task store: unknown status %q", st)
@@ -231,27 +235,42 @@ func (s *MemoryStore) Count(ctx context.Context, statuses ...TaskStatus) (int, e
 		if slices.Contains(statuses[:i], st) {
 			continue // count each state once
 		}
-		n += s.counts[statusIndex(st)].Load()
+		n += s.tally(st)
 	}
-	return int(n), nil
+	return n, nil
 }
 
-// counted adds delta records in status to the counters.
-func (s *MemoryStore) counted(status TaskStatus, delta int64) {
-	s.counts[statusIndex(status)].Add(delta)
+// tally sums the shards' counts of records in status.
+func (s *MemoryStore) tally(status TaskStatus) int {
+	var n int64
+	i := statusIndex(status)
+	for k := range s.records.shards {
+		sh := &s.records.shards[k]
+		sh.mu.Lock()
+		n += sh.tally[i]
+		sh.mu.Unlock()
+	}
+	return int(n)
+}
+
+// counted adds delta records in status to the counters; sh.mu is held, and
+// s.order too (only inserts and removals call it).
+func (s *MemoryStore) counted(sh *mapShard[*memRecord], status TaskStatus, delta int64) {
+	sh.tally[statusIndex(status)] += delta
 	s.total.Add(delta)
 	if status.IsActive() {
 		s.active.Add(delta)
 	}
 }
 
-// move shifts one record's count from one state to another.
-func (s *MemoryStore) move(from, to TaskStatus) {
+// move shifts one record of shard sh from one state to another in the
+// counters; sh.mu is held.
+func (s *MemoryStore) move(sh *mapShard[*memRecord], from, to TaskStatus) {
 	if from == to {
 		return
 	}
-	s.counts[statusIndex(from)].Add(-1)
-	s.counts[statusIndex(to)].Add(1)
+	sh.tally[statusIndex(from)]--
+	sh.tally[statusIndex(to)]++
 	switch {
 	case to.IsActive() && !from.IsActive():
 		s.active.Add(1)

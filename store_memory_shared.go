@@ -77,7 +77,7 @@ func (s *MemoryStore) Insert(ctx context.Context, task StoredTask, limit int) (b
 	before := len(sh.m)
 	s.appendLocked(sh, r)
 	if len(sh.m) == before {
-		s.counted(r.info.Status, -1)
+		s.counted(sh, r.info.Status, -1)
 		s.tail, r.prev.next = r.prev, nil
 		for old := s.head; old != nil; old = old.next {
 			if old.info.TaskID == r.info.TaskID {
@@ -107,7 +107,7 @@ func (s *MemoryStore) Update(ctx context.Context, task StoredTask, holder string
 		sh.mu.Unlock()
 		return false, nil
 	}
-	s.move(r.info.Status, task.Info.Status)
+	s.move(sh, r.info.Status, task.Info.Status)
 	r.info, r.owner = task.Info, task.Owner
 	if r.shared != nil {
 		r.shared.notBefore = task.NotBefore
@@ -142,7 +142,7 @@ func (s *MemoryStore) Claim(ctx context.Context, owner string, n int, now time.T
 		case len(out) >= n || r.shared.notBefore.After(now):
 			keep = append(keep, r)
 		default:
-			s.move(r.info.Status, StatusRunning)
+			s.move(r.sh, r.info.Status, StatusRunning)
 			r.info.Status, r.owner = StatusRunning, owner
 			if r.info.StartedAt.IsZero() {
 				r.info.StartedAt = now
@@ -185,17 +185,20 @@ func (s *MemoryStore) Recover(ctx context.Context, now time.Time) (int, error) {
 			delete(s.leases, owner)
 		}
 	}
+	if s.active.Load() == 0 {
+		return 0, nil // nothing to recover: no walk over the finished records
+	}
 	n := 0
 	for r := s.head; r != nil; r = r.next {
 		r.sh.mu.Lock()
 		if _, live := s.leases[r.owner]; r.owner != "" && !live && r.info.Status.IsActive() {
 			n++
 			if r.shared != nil && r.shared.resumable {
-				s.move(r.info.Status, StatusPending)
+				s.move(r.sh, r.info.Status, StatusPending)
 				r.info.Status, r.owner = StatusPending, ""
 				s.claimable = append(s.claimable, r)
 			} else {
-				s.move(r.info.Status, StatusFailed)
+				s.move(r.sh, r.info.Status, StatusFailed)
 				abandon(&r.info, now)
 			}
 		}
@@ -229,6 +232,10 @@ func (s *MemoryStore) Lost(ctx context.Context, owner string, ids []string) ([]s
 // Orphans returns the active records no live manager holds.
 func (s *MemoryStore) Orphans(ctx context.Context, self string, now time.Time) ([]TaskInfo, error) {
 	s.order.Lock()
+	if s.active.Load() == 0 {
+		s.order.Unlock()
+		return nil, nil // no walk over the finished records
+	}
 	live := func(owner string) bool {
 		end, ok := s.leases[owner]
 		return ok && !end.Before(now)

@@ -149,7 +149,9 @@ func NewTaskManager(exec Executor, opts ...Option) (*TaskManager, error) {
 		return nil, cfg.err
 	}
 	if cfg.store == nil {
-		cfg.store = NewMemoryStore()
+		// Sized for the cap, up to presizeLimit, so that filling it does
+		// not rehash.
+		cfg.store = newMemoryStore(min(cfg.maxTasks, presizeLimit))
 	}
 	if cfg.logger == nil {
 		cfg.logger = slog.New(slog.DiscardHandler)
@@ -165,9 +167,9 @@ func NewTaskManager(exec Executor, opts ...Option) (*TaskManager, error) {
 	if cfg.observer != nil {
 		m.observers.Store(&[]*observer{{fn: cfg.observer}})
 	}
-	m.tasks.init()
-	m.watch.init()
-	m.kept.init()
+	m.tasks.init(0)
+	m.watch.init(0)
+	m.kept.init(0)
 	m.resolver, _ = exec.(ModuleResolver)
 	m.counter, _ = cfg.store.(Counter)
 	m.cas, _ = cfg.store.(ConditionalSaver)
