@@ -33,8 +33,13 @@ type MemoryStore struct {
 	// and Count() read, one number each, exact at every instant. The counts
 	// by state are per shard (mapShard.tally): a count of one state sums
 	// the shards, and a state change that keeps a record active touches no
-	// shared counter at all.
-	active, total atomic.Int64
+	// shared counter at all. active, which every task's end lowers, has a
+	// cache line of its own, so that those writes do not take the line of
+	// order away from the goroutine that inserts.
+	total  atomic.Int64
+	_      [64]byte
+	active atomic.Int64
+	_      [56]byte
 
 	// What SharedStore adds (see store_memory_shared.go), guarded by order.
 	leases    map[string]time.Time // owner -> end of its lease
