@@ -48,7 +48,7 @@ func (m *TaskManager) work(w *worker, t *task) {
 			if m.shared != nil && m.mayClaim.Load() {
 				m.wakeKeeper() // a slot is free: claim a resumable task for it
 			}
-			next = <-w.wake // nil: retired, or the manager shuts down
+			next = w.await() // nil: retired, or the manager shuts down
 		}
 		t = next
 	}

@@ -1,6 +1,7 @@
 package apcore
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,6 +63,26 @@ type worker struct {
 }
 
 func newWorker() *worker { return &worker{wake: make(chan *task, 1)} }
+
+// spins is how many times an idle worker yields and looks for a task before
+// it blocks: a task handed over meanwhile lands in the channel's buffer and
+// costs no wake-up of a parked goroutine. BenchmarkSubmitWait at
+// max_concurrent 100 is about 5% faster with 16 than with none (4 and 64
+// do no better); a worker that finds nothing spends a few microseconds.
+const spins = 16
+
+// await returns an idle worker's next task, or nil when it is to end.
+func (w *worker) await() *task {
+	for range spins {
+		runtime.Gosched()
+		select {
+		case t := <-w.wake:
+			return t
+		default:
+		}
+	}
+	return <-w.wake
+}
 
 // join lists w among the workers.
 func (s *scheduler) join(w *worker) {
