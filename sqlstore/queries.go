@@ -35,6 +35,9 @@ func (s *Store) sets(cols []string, first int) string {
 type queries struct {
 	upsert, saveIf, get, list, listStatus, listExpired, del, count, countActive                        string
 	insert, update, claim, claimAny, lost, renew, renewCreate, release, recover, deleteLapsed, orphans string
+	// insertShared is PostgreSQL's Insert when the slot's room is used up
+	// (see admitFunction); insert then checks one slot.
+	insertShared string
 }
 
 func (s *Store) buildQueries() queries {
@@ -85,11 +88,17 @@ ORDER BY seq`, info, t, activeIn, s.ph(1), s.ph(2), s.leases(), s.ph(3), s.ph(4)
 		for i, c := range all {
 			casts[i] = fmt.Sprintf("$%d::%s", i+1, pgTypes[c])
 		}
-		// The gate locks the count's row when it admits: a concurrent
-		// Insert waits for the lock, then sees the count that this one's
-		// trigger raised (READ COMMITTED re-checks the row's new version).
-		q.insert = fmt.Sprintf("WITH gate AS (SELECT 1 FROM %s WHERE id = 1 AND active < $%d FOR UPDATE)\nINSERT INTO %s (%s) SELECT %s FROM gate",
-			s.counter(), len(all)+1, t, strings.Join(all, ", "), strings.Join(casts, ", "))
+		// The gate locks the task's slot (argument n+2) when it has room
+		// under the cap it was shared from (n+1): a concurrent Insert on
+		// that slot waits for the lock, then sees the count that this
+		// one's trigger raised (READ COMMITTED re-checks the row's new
+		// version). When it has none, insertShared shares the cap anew.
+		cols, vals := strings.Join(append(all, "slot"), ", "), strings.Join(casts, ", ")
+		q.insert = fmt.Sprintf("WITH gate AS (SELECT id FROM %s WHERE id = $%d AND active < cap AND lim = $%d FOR UPDATE)\nINSERT INTO %s (%s) SELECT %s, gate.id FROM gate",
+			s.slots(), len(all)+2, len(all)+1, t, cols, vals)
+		q.insertShared = fmt.Sprintf("INSERT INTO %s (%s) SELECT %s, a.id FROM (SELECT %s($%d) AS id) AS a WHERE a.id IS NOT NULL",
+			t, cols, vals, s.admitFn(), len(all)+1)
+		q.countActive = fmt.Sprintf("SELECT COALESCE(sum(active), 0) FROM %s", s.slots())
 		// The CTE picks (and locks) the records once; a sub-select in the
 		// WHERE could be run again by the plan and pick more than n.
 		// Only an owner with a live lease claims (see apcore.SharedStore).

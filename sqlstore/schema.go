@@ -17,9 +17,24 @@ const (
 	claimable = "status = 'pending' AND resumable = 1 AND owner = ''"
 )
 
-// The names of what New creates beside the table.
+// The names of what New creates beside the table: the leases; on SQLite
+// the one-row count of active records; on PostgreSQL the count's slots
+// and the function that shares the cap out among them.
 func (s *Store) leases() string  { return s.table + "_leases" }
 func (s *Store) counter() string { return s.table + "_active" }
+func (s *Store) slots() string   { return s.table + "_slots" }
+func (s *Store) admitFn() string { return s.table + "_admit" }
+
+// pgSlots is how many rows the count of active records is split into on
+// PostgreSQL. Each row counts the active records whose slot column names
+// it, and has a share of the cap (cap) of its own: an insert locks one row
+// (its task id's hash picks it), so that inserts and task ends spread over
+// the rows instead of queueing on one. Only when that row's share is used
+// up does an insert lock them all, in order, to share the cap out anew
+// (see admitFunction). Under 16 submitters this doubled the inserts a
+// second of the durable benchmark (benchmarks/durable, "16 submitters,
+// PostgreSQL"), where one row had held every insert and every end.
+const pgSlots = 16
 
 // columnDefs are the table's columns after seq, with their types; the
 // second stage's columns (from error_code on) are added to older tables.
@@ -46,21 +61,40 @@ func (s *Store) columnDefs() [][2]string {
 	}
 }
 
+// slotColumn is the PostgreSQL table's extra column: the count's slot
+// that the record is counted in while active (see pgSlots).
+var slotColumn = [2]string{"slot", "SMALLINT NOT NULL DEFAULT 0"}
+
+// allColumnDefs are columnDefs, and on PostgreSQL the slot column.
+func (s *Store) allColumnDefs() [][2]string {
+	defs := s.columnDefs()
+	if s.dialect == PostgreSQL {
+		defs = append(defs, slotColumn)
+	}
+	return defs
+}
+
 // createTable returns the CREATE TABLE statements: the tasks, the leases,
-// and the one-row count of active records.
+// and the count of active records (one row on SQLite, pgSlots rows on
+// PostgreSQL, each with its share of the cap and the cap it was shared
+// from).
 func (s *Store) createTable() []string {
 	seq := "seq INTEGER PRIMARY KEY AUTOINCREMENT"
 	if s.dialect == PostgreSQL {
 		seq = "seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
 	}
 	defs := []string{seq}
-	for _, c := range s.columnDefs() {
+	for _, c := range s.allColumnDefs() {
 		defs = append(defs, c[0]+" "+c[1])
+	}
+	count := fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (id INTEGER PRIMARY KEY CHECK (id = 1), active BIGINT NOT NULL)", s.counter())
+	if s.dialect == PostgreSQL {
+		count = fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (id SMALLINT PRIMARY KEY, active BIGINT NOT NULL, cap BIGINT NOT NULL, lim BIGINT NOT NULL)", s.slots())
 	}
 	return []string{
 		fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (\n\t%s\n)", s.table, strings.Join(defs, ",\n\t")),
 		fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (owner TEXT PRIMARY KEY, expires_at BIGINT NOT NULL)", s.leases()),
-		fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (id INTEGER PRIMARY KEY CHECK (id = 1), active BIGINT NOT NULL)", s.counter()),
+		count,
 	}
 }
 
@@ -89,31 +123,66 @@ BEGIN UPDATE %s SET active = active - 1 WHERE id = 1; END`, t, t, activeIn, c),
 BEGIN UPDATE %s SET active = active + (CASE WHEN new.%s THEN 1 ELSE -1 END) WHERE id = 1; END`, t, t, activeIn, activeIn, c, activeIn),
 		}
 	}
-	fn := t + "_count_active"
+	fn, sl := t+"_slot_count", s.slots()
 	return []string{
 		fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE d integer := 0;
 BEGIN
 	IF TG_OP = 'TRUNCATE' THEN
-		UPDATE %s SET active = 0 WHERE id = 1;
+		UPDATE %s SET active = 0;
 		RETURN NULL;
 	END IF;
-	IF TG_OP <> 'DELETE' AND NEW.%s THEN d := d + 1; END IF;
-	IF TG_OP <> 'INSERT' AND OLD.%s THEN d := d - 1; END IF;
-	IF d <> 0 THEN
-		UPDATE %s SET active = active + d WHERE id = 1;
+	IF TG_OP <> 'DELETE' AND NEW.%s THEN
+		UPDATE %s SET active = active + 1 WHERE id = NEW.slot;
+	END IF;
+	IF TG_OP <> 'INSERT' AND OLD.%s THEN
+		UPDATE %s SET active = active - 1 WHERE id = OLD.slot;
 	END IF;
 	RETURN NULL;
-END $$`, fn, c, activeIn, activeIn, c),
+END $$`, fn, sl, activeIn, sl, activeIn, sl),
 		// The WHEN conditions keep the function (and the trigger's queued
 		// event) off the writes that leave the count as it is: a start, a
 		// claim, a progress write.
-		fmt.Sprintf("CREATE TRIGGER %s_count_insert AFTER INSERT ON %s FOR EACH ROW WHEN (NEW.%s) EXECUTE FUNCTION %s()", t, t, activeIn, fn),
-		fmt.Sprintf("CREATE TRIGGER %s_count_delete AFTER DELETE ON %s FOR EACH ROW WHEN (OLD.%s) EXECUTE FUNCTION %s()", t, t, activeIn, fn),
-		fmt.Sprintf("CREATE TRIGGER %s_count_update AFTER UPDATE OF status ON %s FOR EACH ROW WHEN ((OLD.%s) <> (NEW.%s)) EXECUTE FUNCTION %s()",
+		fmt.Sprintf("CREATE TRIGGER %s_slot_insert AFTER INSERT ON %s FOR EACH ROW WHEN (NEW.%s) EXECUTE FUNCTION %s()", t, t, activeIn, fn),
+		fmt.Sprintf("CREATE TRIGGER %s_slot_delete AFTER DELETE ON %s FOR EACH ROW WHEN (OLD.%s) EXECUTE FUNCTION %s()", t, t, activeIn, fn),
+		fmt.Sprintf("CREATE TRIGGER %s_slot_update AFTER UPDATE OF status ON %s FOR EACH ROW WHEN ((OLD.%s) <> (NEW.%s)) EXECUTE FUNCTION %s()",
 			t, t, activeIn, activeIn, fn),
-		fmt.Sprintf("CREATE TRIGGER %s_count_truncate AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s()", t, t, fn),
+		fmt.Sprintf("CREATE TRIGGER %s_slot_truncate AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s()", t, t, fn),
+		s.admitFunction(),
 	}
+}
+
+// admitFunction returns the PostgreSQL function an insert calls when its
+// slot has no room left under the cap it was given (or the cap changed):
+// it locks every slot, in order, and returns NULL if the active records
+// reach lim; otherwise it shares what is left of lim out evenly, each
+// slot's cap becoming its count plus its share, and returns a slot with
+// room. Each slot's count stays within its cap and the caps add up to lim,
+// so an insert that checks one slot's room against its cap keeps the
+// whole count within lim.
+//
+// Locking in order cannot deadlock with the inserts, which lock one slot
+// each; a statement that ends many active records at once (Recover) locks
+// slots in the order of its rows, and if PostgreSQL finds the two in a
+// deadlock it aborts one, which Insert then runs again (see Insert).
+func (s *Store) admitFunction() string {
+	return fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s(want bigint) RETURNS smallint LANGUAGE plpgsql AS $$
+DECLARE
+	total bigint;
+	n bigint;
+	spare bigint;
+	pick smallint;
+BEGIN
+	PERFORM 1 FROM %s ORDER BY id FOR UPDATE;
+	SELECT COALESCE(sum(active), 0), count(*) INTO total, n FROM %s;
+	IF n = 0 OR total >= want THEN
+		RETURN NULL;
+	END IF;
+	spare := want - total;
+	UPDATE %s SET lim = want,
+		cap = active + spare / n + CASE WHEN id < spare %% n THEN 1 ELSE 0 END;
+	SELECT id INTO pick FROM %s WHERE active < cap ORDER BY cap - active DESC, id LIMIT 1;
+	RETURN pick;
+END $$`, s.admitFn(), s.slots(), s.slots(), s.slots(), s.slots())
 }
 
 // migrate creates what is missing, adds the columns an older version's
@@ -142,7 +211,7 @@ func (s *Store) migrate(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		for _, c := range s.columnDefs() {
+		for _, c := range s.allColumnDefs() {
 			if _, ok := have[c[0]]; !ok {
 				if _, err := tx.ExecContext(ctx, fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", s.table, c[0], c[1])); err != nil {
 					return err
@@ -191,16 +260,13 @@ WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`
 // CREATE TRIGGER locks out the table's writers until the migration
 // commits, so the count cannot miss one; on SQLite the write lock does.
 func (s *Store) ensureTriggers(ctx context.Context, tx execer) error {
+	if s.dialect == PostgreSQL {
+		return s.ensureSlots(ctx, tx)
+	}
 	names := []string{s.table + "_count_insert", s.table + "_count_delete", s.table + "_count_update"}
-	if s.dialect == PostgreSQL {
-		names = append(names, s.table+"_count_truncate")
-	}
 	quoted := "'" + strings.Join(names, "', '") + "'" // checkIdent allows no quote
-	query := "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ? AND name IN (" + quoted + ")"
-	if s.dialect == PostgreSQL {
-		query = "SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname IN (" + quoted + ")"
-	}
 	var n int
+	query := "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ? AND name IN (" + quoted + ")"
 	if err := tx.QueryRowContext(ctx, query, s.table).Scan(&n); err != nil {
 		return err
 	}
@@ -210,13 +276,6 @@ func (s *Store) ensureTriggers(ctx context.Context, tx execer) error {
 	}
 	if n == len(names) && present == 1 {
 		return nil
-	}
-	if n > 0 && s.dialect == PostgreSQL {
-		for _, name := range names {
-			if _, err := tx.ExecContext(ctx, fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", name, s.table)); err != nil {
-				return err
-			}
-		}
 	}
 	for _, stmt := range s.triggers() {
 		if _, err := tx.ExecContext(ctx, stmt); err != nil {
@@ -228,6 +287,45 @@ func (s *Store) ensureTriggers(ctx context.Context, tx execer) error {
 	}
 	_, err := tx.ExecContext(ctx, fmt.Sprintf("INSERT INTO %s (id, active) SELECT 1, count(*) FROM %s WHERE %s", s.counter(), s.table, activeIn))
 	return err
+}
+
+// ensureSlots is ensureTriggers on PostgreSQL: when the slot triggers or
+// the slots are missing (a new table, or one that an older version kept
+// with a one-row count), it drops the older triggers, deals the active
+// records out over the slots, and counts them. Each slot's cap starts at
+// its count, so the first insert shares the cap out (see admitFunction).
+func (s *Store) ensureSlots(ctx context.Context, tx execer) error {
+	t := s.table
+	names := []string{t + "_slot_insert", t + "_slot_delete", t + "_slot_update", t + "_slot_truncate"}
+	quoted := "'" + strings.Join(names, "', '") + "'" // checkIdent allows no quote
+	var n, present int
+	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname IN ("+quoted+")", t).Scan(&n); err != nil {
+		return err
+	}
+	if err := tx.QueryRowContext(ctx, fmt.Sprintf("SELECT count(*) FROM %s", s.slots())).Scan(&present); err != nil {
+		return err
+	}
+	if n == len(names) && present == pgSlots {
+		return nil
+	}
+	for _, name := range append(names, t+"_count_insert", t+"_count_delete", t+"_count_update", t+"_count_truncate") {
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", name, t)); err != nil {
+			return err
+		}
+	}
+	stmts := []string{
+		fmt.Sprintf("UPDATE %s SET slot = seq %% %d WHERE %s AND slot <> seq %% %d", t, pgSlots, activeIn, pgSlots),
+		fmt.Sprintf("DELETE FROM %s", s.slots()),
+		fmt.Sprintf(`INSERT INTO %s (id, active, cap, lim)
+SELECT g, c, c, 0 FROM (SELECT g, (SELECT count(*) FROM %s WHERE %s AND slot = g) AS c FROM generate_series(0, %d) g) AS counts`,
+			s.slots(), t, activeIn, pgSlots-1),
+	}
+	for _, stmt := range append(stmts, s.triggers()...) {
+		if _, err := tx.ExecContext(ctx, stmt); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // execer is what a transaction's statements run on: a *sql.Tx, or a

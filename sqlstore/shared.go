@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"time"
 
 	"github.com/apcore-go/apcore"
@@ -41,11 +42,44 @@ func (s *Store) Insert(ctx context.Context, task apcore.StoredTask, limit int) (
 		return false, err
 	}
 	defer done()
-	res, err := s.st.insert.ExecContext(ctx, a...)
-	if err != nil && isDuplicate(err) {
-		return false, invalid(fmt.Sprintf("sqlstore: task %s already exists", task.Info.TaskID))
+	id := task.Info.TaskID
+	if s.dialect != PostgreSQL {
+		return inserted(id)(s.st.insert.ExecContext(ctx, a...))
 	}
-	return affected(res, err, "insert "+task.Info.TaskID)
+	// PostgreSQL: first the task's own slot; when it has no room under
+	// this limit, share the cap out anew (see admitFunction). A deadlock
+	// that PostgreSQL broke by aborting this statement is tried once more.
+	slot := int16(slotOf(task.Info.TaskID))
+	for try := 0; ; try++ {
+		ok, err := inserted(id)(s.st.insert.ExecContext(ctx, append(a, slot)...))
+		if err == nil && !ok {
+			ok, err = inserted(id)(s.st.insertShared.ExecContext(ctx, a...))
+		}
+		if try == 0 && isDeadlock(err) {
+			continue
+		}
+		return ok, err
+	}
+}
+
+// inserted returns what reads the outcome of task id's insert: whether it
+// saved the record, or the error (GENERAL_INVALID_INPUT for an id that is
+// taken).
+func inserted(id string) func(res sql.Result, err error) (bool, error) {
+	return func(res sql.Result, err error) (bool, error) {
+		if err != nil && isDuplicate(err) {
+			return false, invalid(fmt.Sprintf("sqlstore: task %s already exists", id))
+		}
+		return affected(res, err, "insert "+id)
+	}
+}
+
+// slotOf is the slot a task's insert tries first on PostgreSQL: a hash of
+// its id, so that concurrent inserts spread over the slots.
+func slotOf(taskID string) int {
+	h := fnv.New32a()
+	h.Write([]byte(taskID))
+	return int(h.Sum32() % pgSlots)
 }
 
 // Update writes the record, its owner and not_before if the stored record

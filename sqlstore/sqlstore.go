@@ -170,6 +170,7 @@ type Store struct {
 // stmts are the hot statements, prepared once.
 type stmts struct {
 	insert, update, saveIfActive, get, del, countActive, lost, claim, claimAny, renew, renewCreate *sql.Stmt
+	insertShared                                                                                   *sql.Stmt
 }
 
 var (
@@ -226,7 +227,7 @@ func (s *Store) prepare(ctx context.Context) error {
 		{&s.st.saveIfActive, s.q.saveIf + s.phs(14, 15) + ")"},
 		{&s.st.get, s.q.get}, {&s.st.del, s.q.del}, {&s.st.countActive, s.q.countActive},
 		{&s.st.lost, s.q.lost}, {&s.st.claim, s.q.claim}, {&s.st.renew, s.q.renew}, {&s.st.renewCreate, s.q.renewCreate},
-		{&s.st.claimAny, s.q.claimAny},
+		{&s.st.claimAny, s.q.claimAny}, {&s.st.insertShared, s.q.insertShared},
 	} {
 		if p.query == "" {
 			continue
@@ -245,7 +246,7 @@ func (s *Store) prepare(ctx context.Context) error {
 func (s *Store) Close() error {
 	var errs []error
 	for _, st := range []*sql.Stmt{s.st.insert, s.st.update, s.st.saveIfActive, s.st.get, s.st.del,
-		s.st.countActive, s.st.lost, s.st.claim, s.st.claimAny, s.st.renew, s.st.renewCreate} {
+		s.st.countActive, s.st.lost, s.st.claim, s.st.claimAny, s.st.renew, s.st.renewCreate, s.st.insertShared} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -296,6 +297,13 @@ func notFound(taskID string) error {
 // isDuplicate reports whether err is a unique constraint's violation:
 // SQLSTATE 23505 on PostgreSQL, SQLITE_CONSTRAINT_UNIQUE or _PRIMARYKEY on
 // SQLite.
+// isDeadlock reports a PostgreSQL deadlock, which it breaks by aborting
+// one of the statements.
+func isDeadlock(err error) bool {
+	var pg interface{ SQLState() string }
+	return errors.As(err, &pg) && pg.SQLState() == "40P01"
+}
+
 func isDuplicate(err error) bool {
 	var pg interface{ SQLState() string }
 	if errors.As(err, &pg) {
@@ -549,6 +557,9 @@ func (s *Store) Explain(ctx context.Context, method string) (string, error) {
 		query, a = s.q.listExpired, []any{now}
 	case "Insert":
 		a = []any{"id", "m.x", "pending", now, nil, nil, nil, nil, 0, 0, nil, 0.0, nil, "o", 0, nil, nil, nil, 10}
+		if s.dialect == PostgreSQL {
+			a = append(a, int16(0)) // the slot
+		}
 		query = s.q.insert
 	case "Lost":
 		arg, _ := s.lostArg([]string{"a", "b"})

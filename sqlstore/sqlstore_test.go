@@ -79,7 +79,10 @@ func dropTable(db *sql.DB, name string) {
 		"DROP TABLE IF EXISTS " + name,
 		"DROP TABLE IF EXISTS " + name + "_leases",
 		"DROP TABLE IF EXISTS " + name + "_active",
+		"DROP TABLE IF EXISTS " + name + "_slots",
 		"DROP FUNCTION IF EXISTS " + name + "_count_active()",
+		"DROP FUNCTION IF EXISTS " + name + "_slot_count()",
+		"DROP FUNCTION IF EXISTS " + name + "_admit(bigint)",
 	} {
 		_, _ = db.Exec(stmt)
 	}
@@ -158,7 +161,7 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 		defer conn.Exec("SET enable_seqscan = on") //nolint:errcheck
 		for method, index := range map[string]string{
 			"ListByStatus": table + "_status_seq", "Count": table + "_status_seq", "ListExpired": table + "_expiry",
-			"Insert": table + "_active_pkey", "Lost": table + "_(task_id_key|status_seq)", "Claim": table + "_(claim|status_seq)",
+			"Insert": table + "_slots_pkey", "Lost": table + "_(task_id_key|status_seq)", "Claim": table + "_(claim|status_seq)",
 			"Orphans": table + "_status_seq",
 		} {
 			plan, err := s.Explain(ctx(t), method)
