@@ -98,8 +98,9 @@ func WithMaxRecordBytes(n int) Option { return func(c *config) { c.maxBytes = n 
 type Store struct {
 	rdb      redis.UniversalClient
 	base     string   // what every key starts with
-	keys     []string // the scripts' KEYS: the index keys (see scripts.go)
-	byStatus map[apcore.TaskStatus]string
+	order    string   // the order index's key
+	leases   string   // the leases index's key
+	anyKey   []string // the KEYS of a script about no one record (see scripts.go)
 	maxBytes int
 
 	// seen is the highest insertion sequence number this Store has seen;
@@ -162,16 +163,9 @@ func New(client redis.UniversalClient, opts ...Option) (*Store, error) {
 		base = "{" + strings.TrimSuffix(cfg.prefix, ":") + "}:"
 	}
 	idx := base + indexTag
-	s := &Store{rdb: client, base: base, maxBytes: cfg.maxBytes, byStatus: map[apcore.TaskStatus]string{
-		apcore.StatusCompleted: idx + "status:completed",
-		apcore.StatusFailed:    idx + "status:failed",
-		apcore.StatusCancelled: idx + "status:cancelled",
-	}}
-	s.keys = []string{
-		idx + "order", idx + "seq", idx + "meta", idx + "held",
-		s.byStatus[apcore.StatusCompleted], s.byStatus[apcore.StatusFailed], s.byStatus[apcore.StatusCancelled],
-		idx + "spec", idx + "later", idx + "ready", idx + "leases",
-	}
+	s := &Store{rdb: client, base: base, maxBytes: cfg.maxBytes}
+	s.order, s.leases = idx+"order", idx+"leases"
+	s.anyKey = []string{s.order}
 	return s, nil
 }
 
@@ -195,10 +189,10 @@ func notFound(id string) error {
 	return &apcore.Error{Code: apcore.CodeTaskNotFound, Message: "Task not found: " + id}
 }
 
-// recordKeys are a script's KEYS for one record: the index keys, then the
-// record's.
+// recordKeys are the KEYS of a script about one record: the record's key
+// (see scripts.go).
 func (s *Store) recordKeys(taskID string) []string {
-	return append(s.keys[:len(s.keys):len(s.keys)], s.Key(taskID))
+	return []string{s.Key(taskID)}
 }
 
 func checkRecord(t *apcore.TaskInfo) error {
@@ -216,8 +210,12 @@ func checkRecord(t *apcore.TaskInfo) error {
 // encode is the record's JSON, or GENERAL_INVALID_INPUT when it does not
 // encode or is larger than the store writes.
 func (s *Store) encode(t *apcore.TaskInfo) ([]byte, error) {
-	data, err := json.Marshal(t)
+	// TaskInfo.MarshalJSON writes what json.Marshal(t) writes (compact,
+	// HTML-safe JSON), without json.Marshal's second pass that checks and
+	// copies a Marshaler's output (TestEncodeIsJSONMarshal).
+	data, err := t.MarshalJSON()
 	if err != nil {
+		_, err = json.Marshal(t) // json.Marshal's error, which says the type
 		return nil, &apcore.Error{Code: apcore.CodeInvalidInput, Message: fmt.Sprintf("redisstore: task %s cannot be encoded as JSON", t.TaskID), Cause: err}
 	}
 	if len(data) > s.maxBytes {
@@ -352,9 +350,9 @@ func (s *Store) List(ctx context.Context, status apcore.TaskStatus) ([]apcore.Ta
 	var err error
 	switch {
 	case status == "":
-		ids, err = s.rdb.ZRange(ctx, s.keys[0], 0, -1).Result()
+		ids, err = s.rdb.ZRange(ctx, s.order, 0, -1).Result()
 	case status.Valid():
-		ids, err = idsScript.Run(ctx, s.rdb, s.keys, s.base, string(status)).StringSlice()
+		ids, err = idsScript.Run(ctx, s.rdb, s.anyKey, s.base, string(status)).StringSlice()
 	default:
 		return nil, invalid(fmt.Sprintf("redisstore: unknown status %q", status))
 	}
@@ -371,7 +369,7 @@ func (s *Store) ListExpired(ctx context.Context, before time.Time) ([]apcore.Tas
 	if before.Before(time.UnixMicro(bound)) { // a time between two microseconds: before is strict
 		bound++
 	}
-	ids, err := idsScript.Run(ctx, s.rdb, s.keys, s.base, "expired", strconv.FormatInt(bound, 10)).StringSlice()
+	ids, err := idsScript.Run(ctx, s.rdb, s.anyKey, s.base, "expired", strconv.FormatInt(bound, 10)).StringSlice()
 	if err != nil {
 		return nil, unavailable("list expired", err)
 	}
@@ -442,7 +440,7 @@ func (s *Store) Count(ctx context.Context, statuses ...apcore.TaskStatus) (int, 
 		}
 		argv = append(argv, string(st))
 	}
-	n, err := countScript.Run(ctx, s.rdb, s.keys, argv...).Int()
+	n, err := countScript.Run(ctx, s.rdb, s.anyKey, argv...).Int()
 	if err != nil {
 		return 0, unavailable("count", err)
 	}

@@ -1,6 +1,10 @@
 package redisstore
 
-import "github.com/redis/go-redis/v9"
+import (
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
 
 // The store's Lua scripts. Redis runs each atomically, so every write
 // changes a record and all its index entries in one step, and every
@@ -8,26 +12,44 @@ import "github.com/redis/go-redis/v9"
 // back to EVAL when the server has not cached the script yet, as after a
 // restart or a failover).
 //
-// Every script gets the same KEYS (see Store.keys): the fixed index keys,
-// then the record's key when the script is about one record. Claim,
-// Recover, Orphans and the listing scripts also read and write records whose
-// ids they find in the indexes; they build those keys from the prefix
-// (ARGV[1]). In a Redis Cluster every key of the store carries one hash tag,
-// so those keys are in the slot of the declared ones, which Redis allows.
+// Every script declares one key, so that a cluster client sends it to the
+// master of the store's slot: the record's key when the script is about one
+// record, the order index's otherwise (see Store.recordKeys, Store.anyKey).
+// The scripts make the index keys' names from the prefix (ARGV[1]), as they
+// make those of the records whose ids they find in the indexes: sending all
+// eleven index keys with every call cost more, in bytes and arguments for
+// the server to parse, than making them in Lua. In a Redis Cluster every
+// key of the store carries one hash tag, so those keys are in the slot of
+// the declared one, which Redis allows.
 //
 // The meta hash holds, per record, "status|seq|r|not_before|owner": the
 // state, the insertion sequence number (the record's score in the order
 // index), "r" for a resumable task, NotBefore in Unix microseconds ("" for
 // none), and the manager holding it ("" for none; last, so it may hold any
 // byte but NUL).
+//
+// A resumable task that is pending and held by no one (claimable) waits in
+// one of two sorted sets: "ready", scored by its sequence number, when it
+// may run now (it has no not_before, or a Claim found it due), or "later",
+// scored by its not_before, until a Claim finds it due and moves it to
+// "ready". (Earlier versions of the store put every claimable task in
+// "later", those without not_before scored -inf; a Claim moves those on
+// too.) A claimable task is in exactly one of the two.
 
 // prelude is what every script starts with: the key names and the helpers
-// that keep the indexes in step with a record's meta.
+// that every writing script uses. A script adds the other helpers it uses
+// (see script), as Redis makes each local function of a script anew on
+// every call.
 const prelude = `
-local K_ORDER, K_SEQ, K_META, K_HELD = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local K_SPEC, K_LATER, K_READY, K_LEASES = KEYS[8], KEYS[9], KEYS[10], KEYS[11]
-local DONE = {completed = KEYS[5], failed = KEYS[6], cancelled = KEYS[7]}
 local base = ARGV[1]
+local idx = base .. '_idx:'
+local K_ORDER, K_SEQ, K_META, K_HELD = idx .. 'order', idx .. 'seq', idx .. 'meta', idx .. 'held'
+local K_SPEC, K_LATER, K_READY, K_LEASES = idx .. 'spec', idx .. 'later', idx .. 'ready', idx .. 'leases'
+
+-- done is the index of terminal state st, nil for an active state.
+local function done(st)
+  if st == 'completed' or st == 'failed' or st == 'cancelled' then return idx .. 'status:' .. st end
+end
 
 local function parse(m)
   if not m then return nil end
@@ -45,11 +67,13 @@ end
 local function encode(m)
   return m.st .. '|' .. m.seq .. '|' .. (m.r and 'r' or '') .. '|' .. m.nb .. '|' .. m.owner
 end
+`
 
--- move writes new as the meta of record id and moves it between the indexes
--- (old is its meta before, nil for a new record); done is the score of a
--- terminal record: its completed_at in microseconds, or +inf.
-local function move(id, old, new, done)
+// moveLua: move writes new as the meta of record id and moves it between
+// the indexes (old is its meta before, nil for a new record); score is the
+// score of a terminal record: its completed_at in microseconds, or +inf.
+const moveLua = `
+local function move(id, old, new, score)
   local wasActive, isActive = old ~= nil and active(old.st), active(new.st)
   if wasActive and (not isActive or old.owner ~= new.owner) then
     redis.call('ZREM', K_HELD, old.owner .. '\0' .. id)
@@ -57,35 +81,44 @@ local function move(id, old, new, done)
   if isActive and not (wasActive and old.owner == new.owner) then
     redis.call('ZADD', K_HELD, 0, new.owner .. '\0' .. id)
   end
-  if old ~= nil and DONE[old.st] and old.st ~= new.st then
-    redis.call('ZREM', DONE[old.st], id)
+  if old ~= nil and old.st ~= new.st then
+    local k = done(old.st)
+    if k then redis.call('ZREM', k, id) end
   end
-  if DONE[new.st] then
-    redis.call('ZADD', DONE[new.st], done, id)
-  end
+  local k = done(new.st)
+  if k then redis.call('ZADD', k, score, id) end
   local wasC, isC = claimable(old), claimable(new)
   if wasC and (not isC or old.nb ~= new.nb) then
     redis.call('ZREM', K_LATER, id)
     redis.call('ZREM', K_READY, id)
   end
   if isC and not (wasC and old.nb == new.nb) then
-    redis.call('ZADD', K_LATER, new.nb == '' and '-inf' or new.nb, id)
+    if new.nb == '' then
+      redis.call('ZADD', K_READY, new.seq, id)
+    else
+      redis.call('ZADD', K_LATER, new.nb, id)
+    end
   end
   if old ~= nil and old.r and not isActive then
     redis.call('HDEL', K_SPEC, id)
   end
   redis.call('HSET', K_META, id, encode(new))
 end
+`
 
--- wiped reports whether Redis lost records since this Store saw sequence
--- number seen (Redis restarted empty, or was flushed): the counter, which
--- only ever grows, is below it.
+// wipedLua: wiped reports whether Redis lost records since this Store saw
+// sequence number seen (Redis restarted empty, or was flushed): the
+// counter, which only ever grows, is below it.
+const wipedLua = `
 local function wiped(seen)
   return tonumber(redis.call('GET', K_SEQ) or '0') < tonumber(seen)
 end
+`
 
--- owners calls fn(owner) for each distinct owner of an active record, ""
--- included, skipping from one owner's entries to the next's.
+// ownersLua: owners calls fn(owner) for each distinct owner of an active
+// record, "" included, skipping from one owner's entries to the next's;
+// held returns the ids of the active records owner holds.
+const ownersLua = `
 local function owners(fn)
   local cursor = '-'
   while true do
@@ -97,7 +130,6 @@ local function owners(fn)
   end
 end
 
--- held returns the ids of the active records owner holds.
 local function held(owner)
   local out = {}
   for _, m in ipairs(redis.call('ZRANGEBYLEX', K_HELD, '[' .. owner .. '\0', '(' .. owner .. '\1')) do
@@ -105,8 +137,11 @@ local function held(owner)
   end
   return out
 end
+`
 
--- bySeq sorts ids into insertion order, dropping those without meta.
+// bySeqLua: bySeq sorts ids into insertion order, dropping those without
+// meta.
+const bySeqLua = `
 local function bySeq(ids)
   local seqs, out = {}, {}
   for i = 1, #ids, 1000 do
@@ -125,7 +160,10 @@ local function bySeq(ids)
 end
 `
 
-func script(body string) *redis.Script { return redis.NewScript(prelude + body) }
+// script makes a script of the prelude, the helpers it uses, and body.
+func script(body string, helpers ...string) *redis.Script {
+	return redis.NewScript(prelude + strings.Join(helpers, "") + body)
+}
 
 // saveScript writes a record (Save, SaveIf). ARGV: prefix, id, json,
 // status, done score, mode ("set" or "if"), then for "if" the states the
@@ -150,19 +188,19 @@ else
   new = {st = ARGV[4], seq = seq, r = false, nb = '', owner = ''}
 end
 move(id, old, new, ARGV[5])
-redis.call('SET', KEYS[12], ARGV[3])
+redis.call('SET', KEYS[1], ARGV[3])
 return 1
-`)
+`, moveLua)
 
 // removeScript deletes a record and its index entries. ARGV: prefix, id.
 // Returns 1 if the record was there.
 var removeScript = script(`
 local id = ARGV[2]
 local old = parse(redis.call('HGET', K_META, id))
-local had = redis.call('DEL', KEYS[12])
+local had = redis.call('DEL', KEYS[1])
 if not old then return had end
 if active(old.st) then redis.call('ZREM', K_HELD, old.owner .. '\0' .. id) end
-if DONE[old.st] then redis.call('ZREM', DONE[old.st], id) end
+if done(old.st) then redis.call('ZREM', done(old.st), id) end
 if claimable(old) then
   redis.call('ZREM', K_LATER, id)
   redis.call('ZREM', K_READY, id)
@@ -178,7 +216,7 @@ return 1
 // the limit, -1 when the id is taken.
 var insertScript = script(`
 if redis.call('ZCARD', K_HELD) >= tonumber(ARGV[9]) then return 0 end
-if not redis.call('SET', KEYS[12], ARGV[3], 'NX') then return -1 end
+if not redis.call('SET', KEYS[1], ARGV[3], 'NX') then return -1 end
 local id = ARGV[2]
 local seq = string.format('%d', redis.call('INCR', K_SEQ))
 redis.call('ZADD', K_ORDER, seq, id)
@@ -186,7 +224,7 @@ local new = {st = ARGV[4], seq = seq, r = (ARGV[6] == 'r'), nb = ARGV[7], owner 
 if new.r then redis.call('HSET', K_SPEC, id, ARGV[8]) end
 move(id, nil, new, '')
 return tonumber(seq)
-`)
+`, moveLua)
 
 // updateScript is Update. ARGV: prefix, id, json, status, owner, not_before,
 // done score, holder, the highest sequence number this Store saw, the end of
@@ -206,27 +244,29 @@ if not old then
   local seq = string.format('%d', redis.call('INCR', K_SEQ))
   redis.call('ZADD', K_ORDER, seq, id)
   move(id, nil, {st = ARGV[4], seq = seq, r = false, nb = ARGV[6], owner = ARGV[5]}, ARGV[7])
-  redis.call('SET', KEYS[12], ARGV[3])
+  redis.call('SET', KEYS[1], ARGV[3])
   redis.call('ZADD', K_LEASES, 'NX', ARGV[10], ARGV[8])
   return 2
 end
 if not active(old.st) or old.owner ~= ARGV[8] then return 0 end
 move(id, old, {st = ARGV[4], seq = old.seq, r = old.r, nb = ARGV[6], owner = ARGV[5]}, ARGV[7])
-redis.call('SET', KEYS[12], ARGV[3])
+redis.call('SET', KEYS[1], ARGV[3])
 return 1
-`)
+`, moveLua, wipedLua)
 
 // claimScript is Claim. ARGV: prefix, owner, n, now in microseconds, now as
 // the wire format's seconds. Returns, per claimed task, its record, its
 // spec, its not_before and its sequence number. An owner without a live
 // lease claims nothing.
 //
-// Claimable tasks wait in "later", scored by not_before, until due; a Claim
-// first moves the due ones to "ready", scored by insertion order, and takes
-// the oldest from there. A claimed record changes by two substitutions in
-// its JSON, made on the first match: the status (the first "status" key of
-// the record is its own: the ids before it are JSON strings, in which every
-// quote is escaped) and an unset started_at, which comes before the result.
+// A Claim first moves the due tasks from "later" to "ready" (see the top of
+// this file), then pops the oldest from "ready". A claimed record changes by
+// two substitutions in its JSON, made on the first match: the status (the
+// first "status" key of the record is its own: the ids before it are JSON
+// strings, in which every quote is escaped) and an unset started_at, which
+// comes before the result. A claimable task is held by "" and is in no
+// terminal index, and the one it was popped from is the only one of "later"
+// and "ready" it was in, so the claim moves it by hand rather than by move.
 var claimScript = script(`
 local owner, n = ARGV[2], tonumber(ARGV[3])
 if n <= 0 then return {} end
@@ -239,7 +279,7 @@ for i = 1, #due, 1000 do
   local args = {}
   for j, id in ipairs(chunk) do
     local m = parse(metas[j])
-    if m then
+    if claimable(m) then
       args[#args + 1] = m.seq
       args[#args + 1] = id
     end
@@ -249,19 +289,21 @@ for i = 1, #due, 1000 do
 end
 local out = {}
 while #out < n do
-  local ids = redis.call('ZRANGE', K_READY, 0, n - #out - 1)
-  if #ids == 0 then break end
-  for _, id in ipairs(ids) do
-    local old = parse(redis.call('HGET', K_META, id))
-    local rec = redis.call('GET', base .. id)
-    if claimable(old) and rec then
+  local popped = redis.call('ZPOPMIN', K_READY, n - #out)
+  if #popped == 0 then break end
+  for i = 1, #popped, 2 do
+    local id = popped[i]
+    local m = parse(redis.call('HGET', K_META, id))
+    local rec = claimable(m) and redis.call('GET', base .. id)
+    if rec then
       rec = string.gsub(rec, '"status":"pending"', '"status":"running"', 1)
       rec = string.gsub(rec, '"started_at":null', '"started_at":' .. ARGV[5], 1)
       redis.call('SET', base .. id, rec)
-      move(id, old, {st = 'running', seq = old.seq, r = true, nb = old.nb, owner = owner}, '')
-      out[#out + 1] = {rec, redis.call('HGET', K_SPEC, id) or '', old.nb, old.seq}
-    else
-      redis.call('ZREM', K_READY, id)
+      redis.call('ZREM', K_HELD, '\0' .. id)
+      redis.call('ZADD', K_HELD, 0, owner .. '\0' .. id)
+      m.st, m.owner = 'running', owner
+      redis.call('HSET', K_META, id, encode(m))
+      out[#out + 1] = {rec, redis.call('HGET', K_SPEC, id) or '', m.nb, m.seq}
     end
   end
 end
@@ -275,7 +317,7 @@ var renewScript = script(`
 if ARGV[4] ~= '1' and not redis.call('ZSCORE', K_LEASES, ARGV[2]) and not wiped(ARGV[5]) then return 0 end
 redis.call('ZADD', K_LEASES, ARGV[3], ARGV[2])
 return 1
-`)
+`, wipedLua)
 
 // recoverScript is Recover. ARGV: prefix, now in microseconds, now as the
 // wire format's seconds, the abandoned record's error as a JSON string.
@@ -344,7 +386,7 @@ for _, owner in ipairs(dead) do
   end
 end
 return n
-`)
+`, moveLua, ownersLua)
 
 // orphansScript is Orphans. ARGV: prefix, self ("" for a manager that has
 // ended its lease), now in microseconds. Returns the records, in insertion
@@ -375,7 +417,7 @@ for _, id in ipairs(bySeq(ids)) do
   if rec then out[#out + 1] = rec end
 end
 return out
-`)
+`, ownersLua, bySeqLua)
 
 // idsScript returns record ids in insertion order. ARGV: prefix, what:
 // "pending" or "running" (from the active records), "completed", "failed"
@@ -398,14 +440,15 @@ if what == 'pending' or what == 'running' then
     end
   end
 elseif what == 'expired' then
-  for _, k in pairs(DONE) do
+  for _, st in ipairs({'completed', 'failed', 'cancelled'}) do
+    local k = done(st)
     for _, id in ipairs(redis.call('ZRANGEBYSCORE', k, '-inf', '(' .. ARGV[3])) do ids[#ids + 1] = id end
   end
 else
-  ids = redis.call('ZRANGE', DONE[what], 0, -1)
+  ids = redis.call('ZRANGE', done(what), 0, -1)
 end
 return bySeq(ids)
-`)
+`, bySeqLua)
 
 // countScript counts the records in the states given (ARGV[2:]), each
 // once; with none it counts every record.
@@ -414,8 +457,8 @@ if #ARGV < 2 then return redis.call('ZCARD', K_ORDER) end
 local want = {}
 for i = 2, #ARGV do want[ARGV[i]] = true end
 local n = 0
-for st, k in pairs(DONE) do
-  if want[st] then n = n + redis.call('ZCARD', k) end
+for _, st in ipairs({'completed', 'failed', 'cancelled'}) do
+  if want[st] then n = n + redis.call('ZCARD', done(st)) end
 end
 if want.pending and want.running then
   n = n + redis.call('ZCARD', K_HELD)
@@ -456,4 +499,4 @@ for i = 4, #ARGV, 1000 do
   end
 end
 return out
-`)
+`, wipedLua)

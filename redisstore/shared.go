@@ -127,7 +127,7 @@ func (s *Store) Claim(ctx context.Context, owner string, n int, now time.Time) (
 		return nil, nil
 	}
 	now = time.UnixMicro(now.UnixMicro()).UTC()
-	rows, err := claimScript.Run(ctx, s.rdb, s.keys, s.base, owner, n, micros(now), wireSeconds(now)).Slice()
+	rows, err := claimScript.Run(ctx, s.rdb, s.anyKey, s.base, owner, n, micros(now), wireSeconds(now)).Slice()
 	if err != nil {
 		return nil, unavailable("claim", err)
 	}
@@ -173,7 +173,7 @@ func (s *Store) Renew(ctx context.Context, owner string, expires time.Time, crea
 	if create {
 		c = "1"
 	}
-	n, err := renewScript.Run(ctx, s.rdb, s.keys, s.base, owner, expires.UnixMicro(), c, s.seen.Load()).Int()
+	n, err := renewScript.Run(ctx, s.rdb, s.anyKey, s.base, owner, expires.UnixMicro(), c, s.seen.Load()).Int()
 	if err != nil {
 		return false, unavailable("renew lease", err)
 	}
@@ -185,7 +185,7 @@ func (s *Store) Renew(ctx context.Context, owner string, expires time.Time, crea
 
 // Release ends owner's lease.
 func (s *Store) Release(ctx context.Context, owner string) error {
-	if err := s.rdb.ZRem(ctx, s.keys[10], owner).Err(); err != nil {
+	if err := s.rdb.ZRem(ctx, s.leases, owner).Err(); err != nil {
 		return unavailable("release lease", err)
 	}
 	return nil
@@ -200,7 +200,7 @@ var abandonedError, _ = json.Marshal("abandoned: the manager running it stopped 
 // returns how many records it changed.
 func (s *Store) Recover(ctx context.Context, now time.Time) (int, error) {
 	now = time.UnixMicro(now.UnixMicro()).UTC()
-	n, err := recoverScript.Run(ctx, s.rdb, s.keys, s.base, micros(now), wireSeconds(now), abandonedError).Int()
+	n, err := recoverScript.Run(ctx, s.rdb, s.anyKey, s.base, micros(now), wireSeconds(now), abandonedError).Int()
 	if err != nil {
 		return 0, unavailable("recover", err)
 	}
@@ -218,7 +218,7 @@ func (s *Store) Lost(ctx context.Context, owner string, ids []string) ([]string,
 	for _, id := range ids {
 		argv = append(argv, id)
 	}
-	lost, err := lostScript.Run(ctx, s.rdb, s.keys, argv...).StringSlice()
+	lost, err := lostScript.Run(ctx, s.rdb, s.anyKey, argv...).StringSlice()
 	if err != nil {
 		return nil, unavailable("lost", err)
 	}
@@ -228,7 +228,7 @@ func (s *Store) Lost(ctx context.Context, owner string, ids []string) ([]string,
 // Orphans returns the active records that no live manager holds, in
 // insertion order.
 func (s *Store) Orphans(ctx context.Context, self string, now time.Time) ([]apcore.TaskInfo, error) {
-	recs, err := orphansScript.Run(ctx, s.rdb, s.keys, s.base, self, now.UnixMicro()).StringSlice()
+	recs, err := orphansScript.Run(ctx, s.rdb, s.anyKey, s.base, self, now.UnixMicro()).StringSlice()
 	if err != nil {
 		return nil, unavailable("orphans", err)
 	}

@@ -38,6 +38,12 @@ type env struct {
 	timeout  time.Duration
 	verbose  bool
 
+	// cpuProfile, when set, is where each measured run of profSystem
+	// writes a CPU profile of this process: cpuProfile-<row>-<run>.pprof.
+	cpuProfile string
+	profSystem string
+	profRuns   map[string]int
+
 	riverFetchCooldown time.Duration
 	riverFetchPoll     time.Duration
 	asynqCheck         time.Duration

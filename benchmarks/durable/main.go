@@ -64,6 +64,8 @@ func main() {
 	flag.DurationVar(&e.riverFetchCooldown, "river-fetch-cooldown", 2*time.Millisecond, "river's FetchCooldown (0: river's default, 100ms)")
 	flag.DurationVar(&e.riverFetchPoll, "river-fetch-poll", 20*time.Millisecond, "river's FetchPollInterval (0: river's default, 1s)")
 	flag.DurationVar(&e.asynqCheck, "asynq-check-interval", 2*time.Millisecond, "asynq's TaskCheckInterval (0: asynq's default, 1s)")
+	flag.StringVar(&e.cpuProfile, "cpuprofile", "", "write a CPU profile of this process over each measured run of -profile-system, to <this>-<row>-<run>.pprof")
+	flag.StringVar(&e.profSystem, "profile-system", "apcore", "the system -cpuprofile profiles: floor, apcore, river or asynq")
 	peerDefaults := flag.Bool("peer-defaults", false, "run river and asynq with their own defaults for the three settings above, which cap them (see the doc comment)")
 	flag.DurationVar(&e.asynqPoll, "asynq-poll", 2*time.Millisecond, "how often the harness counts asynq's completed set")
 	flag.Parse()

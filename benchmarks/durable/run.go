@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -202,6 +203,26 @@ func (e *env) runOnce(ctx context.Context, w workload, sys string) (sample, erro
 	if err != nil {
 		return sample{}, fmt.Errorf("statistics: %w", err)
 	}
+	stopProfile := func() {}
+	if e.cpuProfile != "" && sys == e.profSystem {
+		if e.profRuns == nil {
+			e.profRuns = map[string]int{}
+		}
+		e.profRuns[w.name]++
+		f, err := os.Create(fmt.Sprintf("%s-%s-%d.pprof", e.cpuProfile, w.name, e.profRuns[w.name]))
+		if err != nil {
+			return sample{}, err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			_ = f.Close()
+			return sample{}, err
+		}
+		stopProfile = func() {
+			pprof.StopCPUProfile()
+			_ = f.Close()
+		}
+		defer func() { stopProfile() }() // on an early return
+	}
 	t0 := time.Now()
 	errc := make(chan error, w.submitters)
 	var wg sync.WaitGroup
@@ -232,6 +253,8 @@ func (e *env) runOnce(ctx context.Context, w workload, sys string) (sample, erro
 		return sample{}, fmt.Errorf("not all tasks completed within %v", e.timeout)
 	}
 	elapsed := time.Since(t0)
+	stopProfile()
+	stopProfile = func() {}
 	after, err := e.take(ctx, w.backend, false)
 	if err != nil {
 		return sample{}, fmt.Errorf("statistics: %w", err)
