@@ -23,14 +23,19 @@
 // once: the table, with a sequence column for insertion order, the record's
 // columns and, beside them, what replicas share (owner, resumable, inputs
 // as JSON, spec: the retry policy, timeout and trace context as JSON,
-// not_before); a <table>_leases table (owner primary key, expires_at); a
-// one-row <table>_active table that counts the active (pending or running)
-// records; and triggers that keep that count exact under every insert,
-// delete and change of status, whoever makes it (TRUNCATE resets it on
-// PostgreSQL). A table made by an older version gets its missing columns
-// (ALTER TABLE ADD COLUMN), its count (taken under the lock that CREATE
-// TRIGGER holds, so no write slips past it) and, on PostgreSQL, its JSONB
-// result column turned into TEXT (one rewrite of the table, once).
+// not_before); a <table>_leases table (owner primary key, expires_at); the
+// count of active (pending or running) records: on SQLite a one-row
+// <table>_active table, on PostgreSQL a <table>_slots table of 16 rows,
+// each counting the active records whose slot column names it, with its
+// share of the cap (see Admission below); and triggers that keep that
+// count exact under every insert, delete and change of status, whoever
+// makes it (TRUNCATE resets it on PostgreSQL). A table made by an older
+// version gets its missing columns (ALTER TABLE ADD COLUMN), its count
+// (taken under the lock that CREATE TRIGGER holds, so no write slips past
+// it; on PostgreSQL the one-row count's triggers are dropped and its
+// active records dealt out over the slots) and, on PostgreSQL, its JSONB
+// result column turned into TEXT (one rewrite of the table, once). All
+// replicas of a table should run one version of this package.
 //
 // Indexes: (status, seq) serves List by state and the scans of active
 // records (Recover, Orphans); a partial index on completed_at over
@@ -41,15 +46,27 @@
 //
 // # Admission, leases, claims and fencing
 //
-// Insert admits and inserts in one statement. On PostgreSQL a CTE locks the
-// count's row only if the count is below the limit (SELECT ... FOR UPDATE),
-// and the INSERT selects from it, so it inserts nothing at the limit; the
-// insert's trigger raises the count before the lock is released. A
-// concurrent Insert waits for that lock, and READ COMMITTED re-checks the
-// condition on the row's new version, so the bound is exact across any
-// number of processes, and the cost is one row lookup however many dead or
-// finished records the table holds. On SQLite, one writer at a time makes
-// INSERT ... SELECT ... WHERE (SELECT active ...) < limit atomic.
+// Insert admits and inserts in one statement. On PostgreSQL the limit is
+// shared out among the slots: each slot row holds its count, its share of
+// the limit (cap) and the limit it was shared from (lim); the shares add up
+// to the limit and no slot's count exceeds its share, so the active records
+// never exceed the limit. An insert tries the slot its task id hashes to:
+// a CTE locks that row only if its count is below its share under this
+// very limit (SELECT ... FOR UPDATE), and the INSERT selects from it; the
+// insert's trigger raises the slot's count before the lock is released. A
+// concurrent Insert on that slot waits for the lock, and READ COMMITTED
+// re-checks the condition on the row's new version. When the slot's share
+// is used up, or the limit differs from the one the shares came from, a
+// second statement calls <table>_admit, which locks every slot in order,
+// refuses at the limit, and otherwise shares what is left of it out again,
+// evenly, and picks a slot with room. So inserts and task ends spread over
+// 16 rows instead of queueing on one, the bound stays exact across any
+// number of processes, and the cost is a row lookup or two however many
+// dead or finished records the table holds. (Replicas should share one
+// max_tasks: after a lower limit, slots that held more than their new share
+// let the count exceed it by that excess until those tasks end.) On
+// SQLite, one writer at a time makes INSERT ... SELECT ... WHERE (SELECT
+// active ...) < limit atomic.
 //
 // Update is one UPDATE conditional on the record being active and held by
 // the writer: once Recover has taken a lapsed manager's records, its late
