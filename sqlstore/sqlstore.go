@@ -62,10 +62,10 @@
 // evenly, and picks a slot with room. So inserts and task ends spread over
 // 16 rows instead of queueing on one, the bound stays exact across any
 // number of processes, and the cost is a row lookup or two however many
-// dead or finished records the table holds. (Replicas should share one
-// max_tasks: after a lower limit, slots that held more than their new share
-// let the count exceed it by that excess until those tasks end.) On
-// SQLite, one writer at a time makes INSERT ... SELECT ... WHERE (SELECT
+// dead or finished records the table holds. A changed limit is obeyed at
+// once, since the shares are made anew from the counts; replicas that give
+// different limits are each obeyed exactly too, but then their inserts lock
+// every slot in turn, so replicas should share one max_tasks. On SQLite, one writer at a time makes INSERT ... SELECT ... WHERE (SELECT
 // active ...) < limit atomic.
 //
 // Update is one UPDATE conditional on the record being active and held by
