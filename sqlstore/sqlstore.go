@@ -65,8 +65,9 @@
 // dead or finished records the table holds. A changed limit is obeyed at
 // once, since the shares are made anew from the counts; replicas that give
 // different limits are each obeyed exactly too, but then their inserts lock
-// every slot in turn, so replicas should share one max_tasks. On SQLite, one writer at a time makes INSERT ... SELECT ... WHERE (SELECT
-// active ...) < limit atomic.
+// every slot in turn, so replicas should share one max_tasks. On SQLite,
+// one writer at a time makes INSERT ... SELECT ... WHERE (SELECT active
+// ...) < limit atomic.
 //
 // Update is one UPDATE conditional on the record being active and held by
 // the writer: once Recover has taken a lapsed manager's records, its late
