@@ -210,10 +210,10 @@ func checkRecord(t *apcore.TaskInfo) error {
 // encode is the record's JSON, or GENERAL_INVALID_INPUT when it does not
 // encode or is larger than the store writes.
 func (s *Store) encode(t *apcore.TaskInfo) ([]byte, error) {
-	// TaskInfo.MarshalJSON writes what json.Marshal(t) writes (compact,
-	// HTML-safe JSON), without json.Marshal's second pass that checks and
-	// copies a Marshaler's output (TestEncodeIsJSONMarshal).
-	data, err := t.MarshalJSON()
+	data, ok, err := appendRecord(make([]byte, 0, 256), t)
+	if err == nil && !ok {
+		data, err = json.Marshal(t)
+	}
 	if err != nil {
 		_, err = json.Marshal(t) // json.Marshal's error, which says the type
 		return nil, &apcore.Error{Code: apcore.CodeInvalidInput, Message: fmt.Sprintf("redisstore: task %s cannot be encoded as JSON", t.TaskID), Cause: err}

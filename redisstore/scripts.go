@@ -30,7 +30,8 @@ import (
 //
 // A resumable task that is pending and held by no one (claimable) waits in
 // one of two sorted sets: "ready", scored by its sequence number, when it
-// may run now (it has no not_before, or a Claim found it due), or "later",
+// may run now (it has no not_before, or it was due by the clock of the
+// writer that made it claimable, or a Claim found it due), or "later",
 // scored by its not_before, until a Claim finds it due and moves it to
 // "ready". (Earlier versions of the store put every claimable task in
 // "later", those without not_before scored -inf; a Claim moves those on
@@ -72,8 +73,13 @@ end
 // moveLua: move writes new as the meta of record id and moves it between
 // the indexes (old is its meta before, nil for a new record); score is the
 // score of a terminal record: its completed_at in microseconds, or +inf.
+// now is the writer's clock in microseconds (nil when it has none): a task
+// that becomes claimable and is due by it goes to "ready", one that is not
+// to "later". A writer's clock may be ahead of a claimer's, so Claim checks
+// each task it takes from "ready" against its own now, and puts back in
+// "later" one that is not due by it.
 const moveLua = `
-local function move(id, old, new, score)
+local function move(id, old, new, score, now)
   local wasActive, isActive = old ~= nil and active(old.st), active(new.st)
   if wasActive and (not isActive or old.owner ~= new.owner) then
     redis.call('ZREM', K_HELD, old.owner .. '\0' .. id)
@@ -93,7 +99,7 @@ local function move(id, old, new, score)
     redis.call('ZREM', K_READY, id)
   end
   if isC and not (wasC and old.nb == new.nb) then
-    if new.nb == '' then
+    if new.nb == '' or (now and tonumber(new.nb) <= tonumber(now)) then
       redis.call('ZADD', K_READY, new.seq, id)
     else
       redis.call('ZADD', K_LATER, new.nb, id)
@@ -212,7 +218,7 @@ return 1
 `)
 
 // insertScript is Insert. ARGV: prefix, id, json, status, owner, "r" or "",
-// not_before, spec, limit. Returns the new record's sequence number, 0 at
+// not_before, spec, limit, now in microseconds. Returns the new record's sequence number, 0 at
 // the limit, -1 when the id is taken.
 var insertScript = script(`
 if redis.call('ZCARD', K_HELD) >= tonumber(ARGV[9]) then return 0 end
@@ -222,13 +228,13 @@ local seq = string.format('%d', redis.call('INCR', K_SEQ))
 redis.call('ZADD', K_ORDER, seq, id)
 local new = {st = ARGV[4], seq = seq, r = (ARGV[6] == 'r'), nb = ARGV[7], owner = ARGV[5]}
 if new.r then redis.call('HSET', K_SPEC, id, ARGV[8]) end
-move(id, nil, new, '')
+move(id, nil, new, '', ARGV[10])
 return tonumber(seq)
 `, moveLua)
 
 // updateScript is Update. ARGV: prefix, id, json, status, owner, not_before,
 // done score, holder, the highest sequence number this Store saw, the end of
-// a lease made anew (µs). Returns 1 if it wrote, 0 if the record is not
+// a lease made anew (µs), now (µs). Returns 1 if it wrote, 0 if the record is not
 // active and held by holder, and -1 if it is absent.
 //
 // A record that is absent because Redis lost its data (see wiped) is
@@ -249,7 +255,7 @@ if not old then
   return 2
 end
 if not active(old.st) or old.owner ~= ARGV[8] then return 0 end
-move(id, old, {st = ARGV[4], seq = old.seq, r = old.r, nb = ARGV[6], owner = ARGV[5]}, ARGV[7])
+move(id, old, {st = ARGV[4], seq = old.seq, r = old.r, nb = ARGV[6], owner = ARGV[5]}, ARGV[7], ARGV[11])
 redis.call('SET', KEYS[1], ARGV[3])
 return 1
 `, moveLua, wipedLua)
@@ -267,6 +273,9 @@ return 1
 // comes before the result. A claimable task is held by "" and is in no
 // terminal index, and the one it was popped from is the only one of "later"
 // and "ready" it was in, so the claim moves it by hand rather than by move.
+// A task in "ready" that is not due by this Claim's now (its writer's clock
+// was ahead) goes back to "later"; so a Claim's work grows with what it
+// takes, not with what waits.
 var claimScript = script(`
 local owner, n = ARGV[2], tonumber(ARGV[3])
 if n <= 0 then return {} end
@@ -287,14 +296,18 @@ for i = 1, #due, 1000 do
   if #args > 0 then redis.call('ZADD', K_READY, unpack(args)) end
   redis.call('ZREM', K_LATER, unpack(chunk))
 end
-local out = {}
+local now, out = tonumber(ARGV[4]), {}
 while #out < n do
-  local popped = redis.call('ZPOPMIN', K_READY, n - #out)
-  if #popped == 0 then break end
+  local want = n - #out
+  local popped = redis.call('ZPOPMIN', K_READY, want)
   for i = 1, #popped, 2 do
     local id = popped[i]
     local m = parse(redis.call('HGET', K_META, id))
     local rec = claimable(m) and redis.call('GET', base .. id)
+    if rec and m.nb ~= '' and tonumber(m.nb) > now then -- due by its writer's clock, not by this one
+      redis.call('ZADD', K_LATER, m.nb, id)
+      rec = nil
+    end
     if rec then
       rec = string.gsub(rec, '"status":"pending"', '"status":"running"', 1)
       rec = string.gsub(rec, '"started_at":null', '"started_at":' .. ARGV[5], 1)
@@ -306,6 +319,7 @@ while #out < n do
       out[#out + 1] = {rec, redis.call('HGET', K_SPEC, id) or '', m.nb, m.seq}
     end
   end
+  if #popped < 2 * want then break end -- "ready" is empty
 end
 return out
 `)
@@ -374,7 +388,7 @@ for _, owner in ipairs(dead) do
       n = n + 1
       if old.r then
         rec = string.gsub(rec, '"status":"running"', '"status":"pending"', 1)
-        move(id, old, {st = 'pending', seq = old.seq, r = true, nb = old.nb, owner = ''}, '')
+        move(id, old, {st = 'pending', seq = old.seq, r = true, nb = old.nb, owner = ''}, '', now)
       else
         rec = abandon(rec)
         move(id, old, {st = 'failed', seq = old.seq, r = false, nb = old.nb, owner = owner}, now)

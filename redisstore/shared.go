@@ -62,7 +62,7 @@ func (s *Store) Insert(ctx context.Context, task apcore.StoredTask, limit int) (
 		}
 	}
 	n, err := insertScript.Run(ctx, s.rdb, s.recordKeys(info.TaskID),
-		s.base, info.TaskID, data, string(info.Status), task.Owner, resumable, micros(task.NotBefore), sp, limit).Int()
+		s.base, info.TaskID, data, string(info.Status), task.Owner, resumable, micros(task.NotBefore), sp, limit, time.Now().UnixMicro()).Int()
 	if err != nil {
 		return false, unavailable("insert "+info.TaskID, err)
 	}
@@ -103,10 +103,10 @@ func (s *Store) Update(ctx context.Context, task apcore.StoredTask, holder strin
 	if ttl <= 0 {
 		ttl = 30 * time.Second // the manager's default
 	}
-	lease := time.Now().Add(ttl)
+	now := time.Now()
 	n, err := updateScript.Run(ctx, s.rdb, s.recordKeys(info.TaskID),
 		s.base, info.TaskID, data, string(info.Status), task.Owner, micros(task.NotBefore), doneScore(info), holder,
-		s.seen.Load(), lease.UnixMicro()).Int()
+		s.seen.Load(), now.Add(ttl).UnixMicro(), now.UnixMicro()).Int()
 	if err != nil {
 		return false, unavailable("update "+info.TaskID, err)
 	}
