@@ -73,4 +73,21 @@ func TestClaimableTasksWaitWhereTheyShould(t *testing.T) {
 	require.NoError(t, err)
 	assert.Zero(t, n, "ready is empty")
 	assert.True(t, in(later, "future") && !in(ready, "future"))
+
+	// A claimed task that ends leaves the held index and its spec, and
+	// enters its state's index.
+	spec, heldKey, completed := prefix+"_idx:spec", prefix+"_idx:held", prefix+"_idx:status:completed"
+	require.True(t, c.HExists(ctx(t), spec, "due").Val(), "a running resumable task keeps its spec")
+	require.True(t, in(heldKey, "m\x00due"))
+	end := again[0]
+	end.Info.Status, end.Info.CompletedAt = apcore.StatusCompleted, now.Add(time.Second)
+	ok, err := s.Update(ctx(t), end, "m")
+	require.NoError(t, err)
+	require.True(t, ok)
+	assert.False(t, c.HExists(ctx(t), spec, "due").Val(), "an ended task's spec is gone")
+	assert.False(t, in(heldKey, "m\x00due"), "an ended task is held by no one")
+	assert.True(t, in(completed, "due"))
+	meta, err := c.HGet(ctx(t), prefix+"_idx:meta", "due").Result()
+	require.NoError(t, err)
+	assert.Regexp(t, `^completed\|\d+\|r\|\d+\|m$`, meta)
 }
