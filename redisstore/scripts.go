@@ -319,51 +319,54 @@ return 1
 // strings, in which every quote is escaped) and an unset started_at, which
 // comes before the result. A claimable task is held by "" and is in no
 // terminal index, and the one it was popped from is the only one of "later"
-// and "ready" it was in, so the claim moves it by hand rather than by move.
+// and "ready" it was in, so the claim moves it by hand rather than by move,
+// without the prelude (see fastScript).
 // A task in "ready" that is not due by this Claim's now (its writer's clock
 // was ahead) goes back to "later"; so a Claim's work grows with what it
 // takes, not with what waits.
-var claimScript = script(`
-local owner, n = ARGV[2], tonumber(ARGV[3])
+var claimScript = redis.NewScript(`
+local base, owner, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
 if n <= 0 then return {} end
-local lease = redis.call('ZSCORE', K_LEASES, owner)
+local idx = base .. '_idx:'
+local lease = redis.call('ZSCORE', idx .. 'leases', owner)
 if not lease or tonumber(lease) < tonumber(ARGV[4]) then return {} end -- no live lease: no claim
-local due = redis.call('ZRANGEBYSCORE', K_LATER, '-inf', ARGV[4])
+local meta, held, later, ready = idx .. 'meta', idx .. 'held', idx .. 'later', idx .. 'ready'
+local META = '^(%a+)|(%d+)|(r?)|(%-?%d*)|(.*)$' -- see parse
+local due = redis.call('ZRANGEBYSCORE', later, '-inf', ARGV[4])
 for i = 1, #due, 1000 do
   local chunk = {unpack(due, i, math.min(i + 999, #due))}
-  local metas = redis.call('HMGET', K_META, unpack(chunk))
+  local metas = redis.call('HMGET', meta, unpack(chunk))
   local args = {}
   for j, id in ipairs(chunk) do
-    local m = parse(metas[j])
-    if claimable(m) then
-      args[#args + 1] = m.seq
+    local st, seq, r, _, by = string.match(metas[j] or '', META)
+    if st == 'pending' and r == 'r' and by == '' then -- claimable
+      args[#args + 1] = seq
       args[#args + 1] = id
     end
   end
-  if #args > 0 then redis.call('ZADD', K_READY, unpack(args)) end
-  redis.call('ZREM', K_LATER, unpack(chunk))
+  if #args > 0 then redis.call('ZADD', ready, unpack(args)) end
+  redis.call('ZREM', later, unpack(chunk))
 end
 local now, out = tonumber(ARGV[4]), {}
 while #out < n do
   local want = n - #out
-  local popped = redis.call('ZPOPMIN', K_READY, want)
+  local popped = redis.call('ZPOPMIN', ready, want)
   for i = 1, #popped, 2 do
     local id = popped[i]
-    local m = parse(redis.call('HGET', K_META, id))
-    local rec = claimable(m) and redis.call('GET', base .. id)
-    if rec and m.nb ~= '' and tonumber(m.nb) > now then -- due by its writer's clock, not by this one
-      redis.call('ZADD', K_LATER, m.nb, id)
+    local st, seq, r, nb, by = string.match(redis.call('HGET', meta, id) or '', META)
+    local rec = st == 'pending' and r == 'r' and by == '' and redis.call('GET', base .. id)
+    if rec and nb ~= '' and tonumber(nb) > now then -- due by its writer's clock, not by this one
+      redis.call('ZADD', later, nb, id)
       rec = nil
     end
     if rec then
       rec = string.gsub(rec, '"status":"pending"', '"status":"running"', 1)
       rec = string.gsub(rec, '"started_at":null', '"started_at":' .. ARGV[5], 1)
       redis.call('SET', base .. id, rec)
-      redis.call('ZREM', K_HELD, '\0' .. id)
-      redis.call('ZADD', K_HELD, 0, owner .. '\0' .. id)
-      m.st, m.owner = 'running', owner
-      redis.call('HSET', K_META, id, encode(m))
-      out[#out + 1] = {rec, redis.call('HGET', K_SPEC, id) or '', m.nb, m.seq}
+      redis.call('ZREM', held, '\0' .. id)
+      redis.call('ZADD', held, 0, owner .. '\0' .. id)
+      redis.call('HSET', meta, id, 'running|' .. seq .. '|r|' .. nb .. '|' .. owner)
+      out[#out + 1] = {rec, redis.call('HGET', idx .. 'spec', id) or '', nb, seq}
     end
   end
   if #popped < 2 * want then break end -- "ready" is empty
