@@ -1,9 +1,11 @@
 package redisstore
 
 import (
+	"bytes"
 	"encoding/json"
 	"math"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -78,4 +80,58 @@ func TestEncodeIsJSONMarshal(t *testing.T) {
 	require.Equal(t, []string{"TaskID", "ModuleID", "Status", "SubmittedAt", "StartedAt", "CompletedAt", "Result", "Error",
 		"RetryCount", "MaxRetries", "ErrorCode", "Progress", "ProgressMessage"}, fields,
 		"apcore.TaskInfo's fields changed: update appendRecord (record.go) to write what json.Marshal writes")
+}
+
+// TestDecodeSpecIsJSONUnmarshal checks that decodeSpec reads every spec as
+// json.Unmarshal does: those the store writes (read by its own parser) and
+// others (handed to json.Unmarshal), and that it reads the ones the store
+// writes without json.Unmarshal.
+func TestDecodeSpecIsJSONUnmarshal(t *testing.T) {
+	inputs := []json.RawMessage{nil, json.RawMessage(`null`), json.RawMessage(`{}`), json.RawMessage(`{"n":1,"s":"x"}`),
+		json.RawMessage(`[1,"a\"]}",{"b":[true,false,null]},-1.5e-7]`), json.RawMessage(`"just a string"`), json.RawMessage(`12`),
+		json.RawMessage(`{"<>&":"\u2028é"}`)}
+	retries := []apcore.RetryConfig{{}, {MaxRetries: 2, RetryDelay: time.Second, BackoffMultiplier: 2, MaxRetryDelay: time.Minute},
+		{MaxRetries: 1, RetryDelay: 1, BackoffMultiplier: 1e-9, MaxRetryDelay: -5}, {BackoffMultiplier: 1e300}}
+	traces := []map[string]string{nil, {}, {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+		{"a": "1", "b": "", "": "x"}, {"esc\"aped": "tab\there", "ünï": "😀", "<": "&"}}
+	timeouts := []time.Duration{0, 3 * time.Second, -1}
+	n := 0
+	for _, in := range inputs {
+		for _, r := range retries {
+			for _, tr := range traces {
+				x := spec{Inputs: in, Retry: r, Timeout: timeouts[n%len(timeouts)], Trace: tr}
+				n++
+				b, err := json.Marshal(x)
+				require.NoError(t, err)
+				var want, got spec
+				require.NoError(t, json.Unmarshal(b, &want))
+				require.NoError(t, decodeSpec(b, &got), "%s", b)
+				require.Equal(t, want, got, "%s", b)
+				if !bytes.ContainsAny(b, "\\") && !strings.ContainsFunc(string(b), func(c rune) bool { return c >= 0x80 }) {
+					var fast spec
+					require.True(t, fastSpec(b, &fast), "the store's own spec %s is read without json.Unmarshal", b)
+				}
+			}
+		}
+	}
+	for _, other := range []string{
+		`{"retry":{"MaxRetries":1,"RetryDelay":2,"BackoffMultiplier":3,"MaxRetryDelay":4}}`,
+		` {"retry":{"MaxRetries":1,"RetryDelay":2,"BackoffMultiplier":3,"MaxRetryDelay":4}} `,
+		`{"timeout":5,"retry":{"MaxRetryDelay":4,"MaxRetries":1}}`,
+		`{"inputs":{"a":1},"retry":{"MaxRetries":1.5,"RetryDelay":2,"BackoffMultiplier":3,"MaxRetryDelay":4}}`,
+		`{"inputs":{"a":1},"retry":{"MaxRetries":1,"RetryDelay":2,"BackoffMultiplier":3,"MaxRetryDelay":4},"trace":{"a":1}}`,
+		`{"inputs":{"a":1},"retry":{"MaxRetries":1,"RetryDelay":2,"BackoffMultiplier":3,"MaxRetryDelay":4},"extra":true}`,
+		`{"inputs":{"a":1},"retry":{"MaxRetries":1,"RetryDelay":2,"BackoffMultiplier":3,"MaxRetryDelay":4}`,
+		`{"inputs":{"a":1,"retry":{"MaxRetries":1,"RetryDelay":2,"BackoffMultiplier":3,"MaxRetryDelay":4}}`,
+		`{"inputs":,"retry":{"MaxRetries":1,"RetryDelay":2,"BackoffMultiplier":3,"MaxRetryDelay":4}}`,
+		`{}`, `null`, ``, `{"retry":{"MaxRetries":99999999999999999999,"RetryDelay":2,"BackoffMultiplier":3,"MaxRetryDelay":4}}`,
+	} {
+		var want, got spec
+		werr := json.Unmarshal([]byte(other), &want)
+		gerr := decodeSpec([]byte(other), &got)
+		require.Equal(t, werr == nil, gerr == nil, "%s: json.Unmarshal %v, decodeSpec %v", other, werr, gerr)
+		if werr == nil {
+			require.Equal(t, want, got, other)
+		}
+	}
 }

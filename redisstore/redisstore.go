@@ -336,7 +336,7 @@ func (s *Store) Get(ctx context.Context, taskID string) (apcore.TaskInfo, error)
 		return apcore.TaskInfo{}, unavailable("get "+taskID, err)
 	}
 	var t apcore.TaskInfo
-	if err := json.Unmarshal(data, &t); err != nil {
+	if err := decodeRecord(data, &t); err != nil {
 		return apcore.TaskInfo{}, unavailable("decode "+taskID, err)
 	}
 	return t, nil
@@ -398,7 +398,7 @@ func (s *Store) fetch(ctx context.Context, ids []string, keep func(*apcore.TaskI
 				continue // deleted since the index was read
 			}
 			var t apcore.TaskInfo
-			if err := json.Unmarshal([]byte(str), &t); err != nil {
+			if err := decodeRecord([]byte(str), &t); err != nil {
 				return nil, unavailable("decode "+chunk[i], err)
 			}
 			if keep(&t) {

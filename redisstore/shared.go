@@ -144,12 +144,12 @@ func (s *Store) Claim(ctx context.Context, owner string, n int, now time.Time) (
 			s.saw(seq)
 		}
 		st := apcore.StoredTask{Owner: owner, Resumable: true}
-		if err := json.Unmarshal([]byte(rec), &st.Info); err != nil {
+		if err := decodeRecord([]byte(rec), &st.Info); err != nil {
 			return nil, unavailable("decode a claimed record", err)
 		}
 		if sp != "" {
 			var x spec
-			if err := json.Unmarshal([]byte(sp), &x); err != nil {
+			if err := decodeSpec([]byte(sp), &x); err != nil {
 				return nil, unavailable("decode the spec of "+st.Info.TaskID, err)
 			}
 			st.Inputs, st.Retry, st.Timeout, st.Trace = x.Inputs, x.Retry, x.Timeout, x.Trace
@@ -235,7 +235,7 @@ func (s *Store) Orphans(ctx context.Context, self string, now time.Time) ([]apco
 	out := make([]apcore.TaskInfo, 0, len(recs))
 	for _, rec := range recs {
 		var t apcore.TaskInfo
-		if err := json.Unmarshal([]byte(rec), &t); err != nil {
+		if err := decodeRecord([]byte(rec), &t); err != nil {
 			return nil, unavailable("decode an orphan", err)
 		}
 		out = append(out, t)
