@@ -407,19 +407,24 @@ func TestEventsLocal(t *testing.T) {
 	}
 }
 
-// Transitions of tasks run by another manager sharing the store reach the
-// stream within about a second, through the poll of the active records.
-func TestEventsAcrossReplicas(t *testing.T) {
+// replicaDashboard starts two managers over one store, the dashboard on
+// one that runs nothing itself, and returns the gate of the modules, the
+// other manager, the server and the dashboard's event stream.
+func replicaDashboard(t *testing.T) (*gate, *apcore.TaskManager, *httptest.Server, <-chan apcore.TaskInfo) {
 	store := apcore.NewMemoryStore()
 	g := newGate()
-	// The dashboard's manager runs nothing itself.
 	local := newManager(t, g, apcore.WithStore(store), apcore.WithMaxConcurrent(0))
 	remote := newManager(t, g, apcore.WithStore(store))
 	srv, _ := serve(t, local)
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ch := events(t, ctx, srv.URL+"/api/events")
+	t.Cleanup(cancel)
+	return g, remote, srv, events(t, ctx, srv.URL+"/api/events")
+}
 
+// Transitions of tasks run by another manager sharing the store reach the
+// stream within about a second, through the poll of the active records.
+func TestEventsAcrossReplicas(t *testing.T) {
+	g, remote, _, ch := replicaDashboard(t)
 	submitted := time.Now()
 	id, err := remote.Submit(context.Background(), "remote.job", nil)
 	must(t, err)
@@ -566,14 +571,7 @@ func TestTrustedOrigin(t *testing.T) {
 // The dashboard of one replica cancels a task another replica runs: the
 // module there sees ctx.Done(), and the stream shows the task cancelled.
 func TestCancelAcrossReplicas(t *testing.T) {
-	store := apcore.NewMemoryStore()
-	g := newGate()
-	local := newManager(t, g, apcore.WithStore(store), apcore.WithMaxConcurrent(0))
-	remote := newManager(t, g, apcore.WithStore(store))
-	srv, _ := serve(t, local)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ch := events(t, ctx, srv.URL+"/api/events")
+	g, remote, srv, ch := replicaDashboard(t)
 	id, err := remote.Submit(context.Background(), "remote.job", nil)
 	must(t, err)
 	<-g.started
