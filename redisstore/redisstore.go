@@ -23,7 +23,8 @@
 //
 // Every write is one Lua script, which Redis runs atomically, so an index
 // never disagrees with the records, and every method of apcore.SharedStore
-// is one script and one round trip (see scripts.go).
+// is one script and one round trip (see scripts.go); Updates that
+// callers make at the same time share one (see batch.go).
 //
 // With a cluster client the prefix becomes a hash tag ("{apcore:tasks}:"),
 // so that all of one store's keys live in one slot, as multi-key scripts
@@ -108,6 +109,8 @@ type Store struct {
 	// scripts.go). leaseTTL is the length of the last lease renewed.
 	seen     atomic.Int64
 	leaseTTL atomic.Int64
+
+	updates updates // Updates on their way to Redis together (batch.go)
 }
 
 // saw notes a sequence number this Store has seen.

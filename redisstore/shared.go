@@ -13,7 +13,7 @@ import (
 
 // The apcore.SharedStore methods. Each is one script (see scripts.go), so
 // each is atomic with respect to the others, across processes, and costs
-// one round trip.
+// one round trip, which Updates made at the same time share (batch.go).
 
 // spec is what a resumable task keeps beside its record, in the spec hash.
 type spec struct {
@@ -104,9 +104,9 @@ func (s *Store) Update(ctx context.Context, task apcore.StoredTask, holder strin
 		ttl = 30 * time.Second // the manager's default
 	}
 	now := time.Now()
-	n, err := updateScript.Run(ctx, s.rdb, s.recordKeys(info.TaskID),
+	n, err := s.runUpdate(ctx, s.recordKeys(info.TaskID), []any{
 		s.base, info.TaskID, data, string(info.Status), task.Owner, micros(task.NotBefore), doneScore(info), holder,
-		s.seen.Load(), now.Add(ttl).UnixMicro(), now.UnixMicro()).Int()
+		s.seen.Load(), now.Add(ttl).UnixMicro(), now.UnixMicro()})
 	if err != nil {
 		return false, unavailable("update "+info.TaskID, err)
 	}
