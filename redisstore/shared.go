@@ -80,6 +80,10 @@ func (s *Store) Insert(ctx context.Context, task apcore.StoredTask, limit int) (
 // instead, under the same condition, and Update reports false, so that the
 // manager reads back the stored outcome: the task never stays running, and
 // every reader sees the same record.
+//
+// Updates that callers make at the same time go to Redis in one pipeline
+// (see batch.go), sent without the cancellation of ctx: an Update, once
+// made, waits for Redis's answer or the client's own timeouts.
 func (s *Store) Update(ctx context.Context, task apcore.StoredTask, holder string) (bool, error) {
 	info := &task.Info
 	if err := checkRecord(info); err != nil {
