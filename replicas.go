@@ -274,22 +274,29 @@ func (m *TaskManager) claim(ctx context.Context) {
 	// keeper at once; otherwise the next poll is soon enough.
 	m.mayClaim.Store(len(claimed) == free)
 	for i := range claimed {
-		m.run(call, &claimed[i])
+		m.run(context.Background(), &claimed[i], true)
 	}
 }
 
-// run queues a claimed resumable task.
-func (m *TaskManager) run(ctx context.Context, st *StoredTask) {
+// run queues a resumable task this manager holds: one it claimed (running
+// in the store already), or one it submitted while it had a free slot
+// (pending, held by it from the insert; see submitResumable). Either way
+// the module gets the inputs as the store keeps them, decoded from JSON,
+// as it would on any other replica. parent is what the module's context
+// carries: for a task submitted here, Submit's context without its
+// cancellation; for a claimed one, nothing but what the context carrier
+// restores.
+func (m *TaskManager) run(parent context.Context, st *StoredTask, claimed bool) {
 	info := &st.Info
 	t := &task{
 		id: info.TaskID, moduleID: info.ModuleID,
-		ctx:   taskCtx{parent: context.Background(), wg: &m.wg, m: m},
+		ctx:   taskCtx{parent: parent, wg: &m.wg, m: m},
 		retry: st.Retry, timeout: st.Timeout, submittedAt: info.SubmittedAt,
-		holder: st.Owner, resumable: true, claimed: true,
+		holder: st.Owner, resumable: true, claimed: claimed,
 		startedAt: info.StartedAt, retryCount: info.RetryCount,
 	}
 	t.ctx.task = t
-	if m.carrier != nil && len(st.Trace) > 0 {
+	if claimed && m.carrier != nil && len(st.Trace) > 0 {
 		t.ctx.parent = m.carrier.Extract(t.ctx.parent, st.Trace)
 	}
 	t.retry.MaxRetries = info.MaxRetries
@@ -314,9 +321,12 @@ func (m *TaskManager) run(ctx context.Context, st *StoredTask) {
 	}
 }
 
-// submitResumable is Submit for a task WithResumable: it is inserted held by
-// no one, with its inputs as JSON, and the keeper (this one or another
-// manager's) claims it.
+// submitResumable is Submit for a task WithResumable: it is inserted with
+// its inputs as JSON. When this manager has a free slot, the task is
+// inserted held by it and queued here at once, as a claimed task would be,
+// which saves the claim's round trip; if this manager dies, Recover puts
+// it back to pending for the others. Otherwise it is inserted held by no
+// one, and the keeper (this one or another manager's) claims it.
 func (m *TaskManager) submitResumable(ctx context.Context, moduleID string, inputs map[string]any, sc *submitConfig) (string, error) {
 	if m.shared == nil {
 		return "", invalidf("Submit: WithResumable needs a store that implements apcore.SharedStore; %s does not", m.store.Name())
@@ -334,6 +344,9 @@ func (m *TaskManager) submitResumable(ctx context.Context, moduleID string, inpu
 	err = m.checkOpen(ctx)
 	var ok bool
 	if err == nil {
+		if m.sched.free() > 0 {
+			st.Owner = m.ownerID()
+		}
 		ok, err = m.shared.Insert(ctx, st, m.maxTasks)
 		if err != nil || !ok {
 			err = m.refused(err)
@@ -344,6 +357,10 @@ func (m *TaskManager) submitResumable(ctx context.Context, moduleID string, inpu
 		return "", err
 	}
 	m.notify(&info)
+	if st.Owner != "" {
+		m.run(context.WithoutCancel(ctx), &st, false)
+		return info.TaskID, nil
+	}
 	m.mayClaim.Store(true)
 	m.wakeKeeper()
 	return info.TaskID, nil

@@ -176,6 +176,41 @@ func TestResumableTaskRunsOnAnyManager(t *testing.T) {
 	assert.Equal(t, 1, n, "a refused resumable Submit saves nothing")
 }
 
+// A resumable task submitted to a manager with a free slot is held by it
+// from the insert and runs there, with no claim: another manager never
+// takes it, and its module sees the inputs as any replica would, decoded
+// from JSON.
+func TestResumableTaskRunsWhereItWasSubmittedWhenThereIsRoom(t *testing.T) {
+	ctx := testCtx(t)
+	store := NewMemoryStore()
+	mod := newBlocker()
+	a := newManager(t, registry(t, map[string]Module{"block": mod}), WithStore(store), WithMaxConcurrent(4))
+	other := newBlocker()
+	newManager(t, registry(t, map[string]Module{"block": other}), WithStore(store), WithMaxConcurrent(4))
+	var ids []string
+	for range 4 {
+		id, err := a.Submit(ctx, "block", map[string]any{"n": 7}, WithResumable())
+		require.NoError(t, err)
+		ids = append(ids, id)
+	}
+	for range 4 {
+		recv(t, mod.started, 5*time.Second, "a start on the submitting manager")
+	}
+	for _, id := range ids {
+		info, err := store.Get(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, StatusRunning, info.Status)
+	}
+	close(mod.release)
+	for _, id := range ids {
+		info, err := a.Wait(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, StatusCompleted, info.Status)
+		assert.Equal(t, int32(1), mod.runs(id))
+	}
+	assert.Zero(t, other.calls.Load(), "the other manager claimed none of them")
+}
+
 func TestResumableRetryMovesBetweenManagers(t *testing.T) {
 	ctx := testCtx(t)
 	store := NewMemoryStore()
