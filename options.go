@@ -13,10 +13,11 @@ const (
 	defaultLeaseTTL      = 30 * time.Second
 
 	// presizeLimit caps how many records the default store is sized for up
-	// front: about 3 MiB of empty maps, paid only by a manager whose
-	// max_tasks is that high. BenchmarkSubmitWait at 100,000 tasks shows
-	// what it buys (no rehash while filling).
-	presizeLimit = 1 << 17
+	// front (see WithMaxTasks): about 50 MiB of empty index at the cap.
+	// cmd/apcore-bench shows what it buys: at 1,000,000 tasks the cost per
+	// task was 1.55-1.62 times the cost at 100,000 with the store sized for
+	// 131,072 records, and 1.27-1.37 times sized for the million.
+	presizeLimit = 1 << 20
 )
 
 // managerConfig collects the Options given to NewTaskManager.
@@ -55,6 +56,12 @@ func WithMaxConcurrent(n int) Option {
 // WithMaxTasks bounds how many tasks may be active (pending + running) in the
 // store at once; terminal records do not count. Default 1000; 0 refuses
 // every submit, negative is invalid.
+//
+// The default store is sized for that many records up front, up to
+// 1,048,576, so that filling it does not stop to grow its index: about 50
+// bytes a record, so about 50 MiB for a limit of a million or more. To set
+// a high limit without that, pass WithStore(NewMemoryStore()), which starts
+// empty and grows.
 func WithMaxTasks(n int) Option {
 	return func(c *managerConfig) {
 		if n < 0 {
