@@ -138,11 +138,12 @@ func (m *TaskManager) goexited(ctx context.Context, t *task) {
 // settle ends an attempt once the module has returned: completed, failed,
 // or a retry. ctx is the attempt's context.
 //
-// A worker runs start, call and settle on a goroutine that begins with a
-// 2 KiB stack; settle keeps one record on its frame and leaves the logging
-// and the result check to helpers, so that the path down to the store's
-// write fits without growing the stack (BenchmarkSubmitWait shows the cost
-// of growing it: about 5% of the manager's CPU time per task).
+// settle keeps one record on its frame and leaves the logging and the
+// result check to helpers, to keep the worker's stack small: a worker's
+// goroutine begins with a small stack, and the path down to a store's
+// write grows it once. Growing it cost 5-7% of the manager's CPU in
+// BenchmarkSubmitWait while every start had a new goroutine; that is also
+// why workers wait idle for the next task instead (see scheduler).
 func (m *TaskManager) settle(ctx context.Context, t *task, result any, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
