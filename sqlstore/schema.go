@@ -263,15 +263,9 @@ func (s *Store) ensureTriggers(ctx context.Context, tx execer) error {
 	if s.dialect == PostgreSQL {
 		return s.ensureSlots(ctx, tx)
 	}
-	names := []string{s.table + "_count_insert", s.table + "_count_delete", s.table + "_count_update"}
-	quoted := "'" + strings.Join(names, "', '") + "'" // checkIdent allows no quote
-	var n int
-	query := "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ? AND name IN (" + quoted + ")"
-	if err := tx.QueryRowContext(ctx, query, s.table).Scan(&n); err != nil {
-		return err
-	}
-	var present int
-	if err := tx.QueryRowContext(ctx, fmt.Sprintf("SELECT count(*) FROM %s", s.counter())).Scan(&present); err != nil {
+	names := s.triggerNames("count", false)
+	n, present, err := s.countState(ctx, tx, names, s.counter())
+	if err != nil {
 		return err
 	}
 	if n == len(names) && present == 1 {
@@ -285,8 +279,35 @@ func (s *Store) ensureTriggers(ctx context.Context, tx execer) error {
 	if _, err := tx.ExecContext(ctx, fmt.Sprintf("DELETE FROM %s", s.counter())); err != nil {
 		return err
 	}
-	_, err := tx.ExecContext(ctx, fmt.Sprintf("INSERT INTO %s (id, active) SELECT 1, count(*) FROM %s WHERE %s", s.counter(), s.table, activeIn))
+	_, err = tx.ExecContext(ctx, fmt.Sprintf("INSERT INTO %s (id, active) SELECT 1, count(*) FROM %s WHERE %s", s.counter(), s.table, activeIn))
 	return err
+}
+
+// triggerNames are the names of the counting triggers of one kind ("count"
+// for the one-row count, "slot" for PostgreSQL's slots), with the TRUNCATE
+// trigger that only PostgreSQL has when truncate is set.
+func (s *Store) triggerNames(kind string, truncate bool) []string {
+	names := []string{s.table + "_" + kind + "_insert", s.table + "_" + kind + "_delete", s.table + "_" + kind + "_update"}
+	if truncate {
+		names = append(names, s.table+"_"+kind+"_truncate")
+	}
+	return names
+}
+
+// countState returns how many of the triggers named exist on the table,
+// and how many rows the count's table (countTable) holds: what
+// ensureTriggers and ensureSlots check before they make the count anew.
+func (s *Store) countState(ctx context.Context, tx execer, names []string, countTable string) (triggers, rows int, err error) {
+	quoted := "'" + strings.Join(names, "', '") + "'" // checkIdent allows no quote
+	query := "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ? AND name IN (" + quoted + ")"
+	if s.dialect == PostgreSQL {
+		query = "SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname IN (" + quoted + ")"
+	}
+	if err := tx.QueryRowContext(ctx, query, s.table).Scan(&triggers); err != nil {
+		return 0, 0, err
+	}
+	err = tx.QueryRowContext(ctx, fmt.Sprintf("SELECT count(*) FROM %s", countTable)).Scan(&rows)
+	return triggers, rows, err
 }
 
 // ensureSlots is ensureTriggers on PostgreSQL: when the slot triggers or
@@ -296,19 +317,15 @@ func (s *Store) ensureTriggers(ctx context.Context, tx execer) error {
 // its count, so the first insert shares the cap out (see admitFunction).
 func (s *Store) ensureSlots(ctx context.Context, tx execer) error {
 	t := s.table
-	names := []string{t + "_slot_insert", t + "_slot_delete", t + "_slot_update", t + "_slot_truncate"}
-	quoted := "'" + strings.Join(names, "', '") + "'" // checkIdent allows no quote
-	var n, present int
-	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname IN ("+quoted+")", t).Scan(&n); err != nil {
-		return err
-	}
-	if err := tx.QueryRowContext(ctx, fmt.Sprintf("SELECT count(*) FROM %s", s.slots())).Scan(&present); err != nil {
+	names := s.triggerNames("slot", true)
+	n, present, err := s.countState(ctx, tx, names, s.slots())
+	if err != nil {
 		return err
 	}
 	if n == len(names) && present == pgSlots {
 		return nil
 	}
-	for _, name := range append(names, t+"_count_insert", t+"_count_delete", t+"_count_update", t+"_count_truncate") {
+	for _, name := range append(names, s.triggerNames("count", true)...) { // and the one-row count's
 		if _, err := tx.ExecContext(ctx, fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", name, t)); err != nil {
 			return err
 		}

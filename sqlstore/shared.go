@@ -49,7 +49,7 @@ func (s *Store) Insert(ctx context.Context, task apcore.StoredTask, limit int) (
 	// PostgreSQL: first the task's own slot; when it has no room under
 	// this limit, share the cap out anew (see admitFunction). A deadlock
 	// that PostgreSQL broke by aborting this statement is tried once more.
-	slot := int16(slotOf(task.Info.TaskID))
+	slot := int16(slotOf(id))
 	for try := 0; ; try++ {
 		ok, err := inserted(id)(s.st.insert.ExecContext(ctx, append(a, slot)...))
 		if err == nil && !ok {
