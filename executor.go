@@ -2,7 +2,9 @@ package apcore
 
 import (
 	"context"
+	"maps"
 	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -32,6 +34,17 @@ type ModuleResolver interface {
 	HasModule(moduleID string) bool
 }
 
+// ModuleLister is an optional Executor capability: the ids of the modules
+// it can run now. With a SharedStore, a manager whose executor has it
+// claims only resumable tasks of those modules, and leaves the others
+// pending for a replica that knows them (a rolling deploy that adds a
+// module). An executor that is only a ModuleResolver gets the same
+// behaviour one claim later: a claimed task of a module it does not know
+// is handed back, unstarted. Registry implements both.
+type ModuleLister interface {
+	ModuleIDs() []string
+}
+
 // Module is one named unit of work. Execute should watch ctx.Done() and
 // return ctx.Err() promptly once the task is cancelled or times out.
 type Module interface {
@@ -46,18 +59,20 @@ func (f ModuleFunc) Execute(ctx context.Context, inputs map[string]any) (any, er
 	return f(ctx, inputs)
 }
 
-// Registry maps module ids to modules; it is an Executor and a ModuleResolver.
-// Lookups take no lock (the map is replaced whole on Register), so a registry
+// Registry maps module ids to modules; it is an Executor, a ModuleResolver
+// and a ModuleLister. Lookups take no lock (the map is replaced whole on Register), so a registry
 // shared by many running tasks costs nothing on the hot path. The zero value
 // is not ready; use NewRegistry.
 type Registry struct {
 	mu      sync.Mutex // serialises Register
 	modules atomic.Pointer[map[string]Module]
+	ids     atomic.Pointer[[]string] // sorted ids, replaced with modules
 }
 
 var (
 	_ Executor       = (*Registry)(nil)
 	_ ModuleResolver = (*Registry)(nil)
+	_ ModuleLister   = (*Registry)(nil)
 	_ Executor       = ExecutorFunc(nil)
 	_ Module         = ModuleFunc(nil)
 )
@@ -94,8 +109,19 @@ func (r *Registry) Register(moduleID string, m Module) error {
 		next[k] = v
 	}
 	next[moduleID] = m
+	ids := slices.Sorted(maps.Keys(next))
+	r.ids.Store(&ids)
 	r.modules.Store(&next)
 	return nil
+}
+
+// ModuleIDs returns the registered module ids, sorted. The slice is shared:
+// do not change it.
+func (r *Registry) ModuleIDs() []string {
+	if ids := r.ids.Load(); ids != nil {
+		return *ids
+	}
+	return []string{}
 }
 
 // HasModule reports whether moduleID is registered.

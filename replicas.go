@@ -46,7 +46,7 @@ func (m *TaskManager) createLease(ctx context.Context) error {
 	if m.leased.Load() {
 		return nil
 	}
-	if _, err := m.shared.Renew(ctx, m.ownerID(), time.Now().Add(m.leaseTTL), true); err != nil {
+	if _, err := m.shared.Renew(ctx, LeaseRequest{Owner: m.ownerID(), Expires: time.Now().Add(m.leaseTTL), Create: true}); err != nil {
 		return storeErr("create lease", err)
 	}
 	m.leased.Store(true)
@@ -131,7 +131,7 @@ func (m *TaskManager) renew(ctx context.Context, now, renewed time.Time) bool {
 		}
 		return true
 	}
-	ok, err := m.shared.Renew(call, m.ownerID(), now.Add(m.leaseTTL), false)
+	ok, err := m.shared.Renew(call, LeaseRequest{Owner: m.ownerID(), Expires: now.Add(m.leaseTTL)})
 	switch {
 	case err != nil && ctx.Err() != nil:
 		return false // stopping
@@ -263,7 +263,7 @@ func (m *TaskManager) claim(ctx context.Context) {
 	}
 	call, cancel := context.WithTimeout(ctx, storeCallTimeout)
 	defer cancel()
-	claimed, err := m.shared.Claim(call, m.ownerID(), free, now())
+	claimed, err := m.shared.Claim(call, ClaimRequest{Owner: m.ownerID(), Limit: free, Now: now()})
 	if err != nil {
 		if ctx.Err() == nil {
 			m.log.Warn("apcore: could not claim resumable tasks", "error", err)
@@ -373,7 +373,7 @@ func (m *TaskManager) submitResumable(ctx context.Context, moduleID string, inpu
 // an orphan too.
 func (m *TaskManager) cancelOrphans(ctx context.Context) []error {
 	m.endLease(ctx)
-	orphans, err := m.shared.Orphans(ctx, "", time.Now())
+	orphans, err := m.shared.Orphans(ctx, OrphanQuery{Now: time.Now()})
 	if err != nil {
 		return []error{storeErr("list orphans", err)}
 	}

@@ -30,6 +30,10 @@ import (
 // WithResumable is refused, and Shutdown cancels only its own tasks.
 //
 // Every method must be atomic with respect to the others, across processes.
+//
+// Implement it against package storetest, whose TestStore checks every rule
+// below (each as a subtest of storetest.Run); the interface may gain methods
+// in later versions, and storetest will check them.
 type SharedStore interface {
 	TaskStore
 	ConditionalSaver
@@ -43,18 +47,19 @@ type SharedStore interface {
 	// wrote. The inputs and options kept beside the record never change
 	// after Insert.
 	Update(ctx context.Context, task StoredTask, holder string) (bool, error)
-	// Claim hands owner up to n resumable records that are pending, held by
-	// no one and due (NotBefore not after now), oldest first: each becomes
-	// running and held by owner (StartedAt set to now if unset), and is
-	// returned as it now stands. An owner without a live lease (none, or one
-	// that ended before now) claims nothing: a manager whose lease Recover
-	// took must not take tasks under that id again, or a late write of its
-	// old attempt would pass for the new one's.
-	Claim(ctx context.Context, owner string, n int, now time.Time) ([]StoredTask, error)
-	// Renew sets owner's lease to end at expires. With create it makes the
-	// lease; without, it reports false when owner has no lease any more
-	// (Recover took it, or Release ended it).
-	Renew(ctx context.Context, owner string, expires time.Time, create bool) (bool, error)
+	// Claim hands req.Owner up to req.Limit resumable records that are
+	// pending, held by no one, due (NotBefore not after req.Now) and, when
+	// req.Modules is not nil, of one of those modules; oldest first. Each
+	// becomes running and held by req.Owner (StartedAt set to req.Now if
+	// unset), and is returned as it now stands. An owner without a live
+	// lease (none, or one that ended before req.Now) claims nothing: a
+	// manager whose lease Recover took must not take tasks under that id
+	// again, or a late write of its old attempt would pass for the new one's.
+	Claim(ctx context.Context, req ClaimRequest) ([]StoredTask, error)
+	// Renew sets req.Owner's lease to end at req.Expires. With req.Create it
+	// makes the lease; without, it reports false when the owner has no lease
+	// any more (Recover took it, or Release ended it).
+	Renew(ctx context.Context, req LeaseRequest) (bool, error)
 	// Release ends owner's lease.
 	Release(ctx context.Context, owner string) error
 	// Recover ends the leases that ended before now and what their owners
@@ -68,10 +73,45 @@ type SharedStore interface {
 	// another manager.
 	Lost(ctx context.Context, owner string, ids []string) ([]string, error)
 	// Orphans returns the active records that no live manager holds: held
-	// by an owner whose lease ended before now (or who has none), or held
-	// by no one while no lease but self's is live. self's own are never
-	// orphans; self may be "", for a manager that has ended its lease.
-	Orphans(ctx context.Context, self string, now time.Time) ([]TaskInfo, error)
+	// by an owner whose lease ended before q.Now (or who has none), or held
+	// by no one while no lease but q.Self's is live. q.Self's own are never
+	// orphans; q.Self is "" for a manager that has ended its lease.
+	Orphans(ctx context.Context, q OrphanQuery) ([]TaskInfo, error)
+}
+
+// ClaimRequest is what SharedStore.Claim is asked for.
+type ClaimRequest struct {
+	// Owner is the claiming manager's lease id; it must be live at Now.
+	Owner string
+	// Limit is the most records to claim (the manager's free slots).
+	Limit int
+	// Now is the manager's clock: records due by it may be claimed.
+	Now time.Time
+	// Modules, when not nil, restricts the claim to tasks of these module
+	// ids: the modules the claiming manager can run (an empty, non-nil
+	// slice claims nothing). nil claims tasks of any module.
+	Modules []string
+}
+
+// LeaseRequest is what SharedStore.Renew is asked for.
+type LeaseRequest struct {
+	// Owner is the manager's lease id.
+	Owner string
+	// Expires is when the lease ends unless it is renewed again.
+	Expires time.Time
+	// Create makes the lease when the owner has none; without it a lease
+	// that is gone is reported, not made again.
+	Create bool
+}
+
+// OrphanQuery is what SharedStore.Orphans is asked for.
+type OrphanQuery struct {
+	// Self is the asking manager's lease id, whose records are never
+	// orphans; "" for a manager that has ended its lease.
+	Self string
+	// Now is the asking manager's clock: leases that ended before it are
+	// dead.
+	Now time.Time
 }
 
 // StoredTask is a record as a SharedStore keeps it: the TaskInfo and what

@@ -138,11 +138,11 @@ func (f *sharedFaultStore) Update(ctx context.Context, t StoredTask, holder stri
 	}
 	return f.MemoryStore.Update(ctx, t, holder)
 }
-func (f *sharedFaultStore) Claim(ctx context.Context, owner string, n int, now time.Time) ([]StoredTask, error) {
+func (f *sharedFaultStore) Claim(ctx context.Context, req ClaimRequest) ([]StoredTask, error) {
 	if err := f.fault("Claim"); err != nil {
 		return nil, err
 	}
-	return f.MemoryStore.Claim(ctx, owner, n, now)
+	return f.MemoryStore.Claim(ctx, req)
 }
 func (f *sharedFaultStore) Lost(ctx context.Context, owner string, ids []string) ([]string, error) {
 	if err := f.fault("Lost"); err != nil {

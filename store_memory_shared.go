@@ -122,8 +122,10 @@ func (s *MemoryStore) Update(ctx context.Context, task StoredTask, holder string
 	return true, nil
 }
 
-// Claim hands owner up to n due, claimable records, oldest first.
-func (s *MemoryStore) Claim(ctx context.Context, owner string, n int, now time.Time) ([]StoredTask, error) {
+// Claim hands req.Owner up to req.Limit due, claimable records of
+// req.Modules (nil: any), oldest first.
+func (s *MemoryStore) Claim(ctx context.Context, req ClaimRequest) ([]StoredTask, error) {
+	owner, n, now := req.Owner, req.Limit, req.Now
 	if owner == "" {
 		return nil, invalidf("task store: Claim needs an owner")
 	}
@@ -139,7 +141,7 @@ func (s *MemoryStore) Claim(ctx context.Context, owner string, n int, now time.T
 		switch {
 		case !r.claimableLocked() || s.records.shard(r.info.TaskID).m[r.info.TaskID] != r:
 			// taken, ended or deleted since it was queued: drop it
-		case len(out) >= n || r.shared.notBefore.After(now):
+		case len(out) >= n || r.shared.notBefore.After(now) || (req.Modules != nil && !slices.Contains(req.Modules, r.info.ModuleID)):
 			keep = append(keep, r)
 		default:
 			s.move(r.sh, r.info.Status, StatusRunning)
@@ -156,14 +158,14 @@ func (s *MemoryStore) Claim(ctx context.Context, owner string, n int, now time.T
 	return out, nil
 }
 
-// Renew sets owner's lease to end at expires.
-func (s *MemoryStore) Renew(ctx context.Context, owner string, expires time.Time, create bool) (bool, error) {
+// Renew sets req.Owner's lease to end at req.Expires.
+func (s *MemoryStore) Renew(ctx context.Context, req LeaseRequest) (bool, error) {
 	s.order.Lock()
 	defer s.order.Unlock()
-	if _, ok := s.leases[owner]; !ok && !create {
+	if _, ok := s.leases[req.Owner]; !ok && !req.Create {
 		return false, nil
 	}
-	s.leases[owner] = expires
+	s.leases[req.Owner] = req.Expires
 	return true, nil
 }
 
@@ -230,7 +232,8 @@ func (s *MemoryStore) Lost(ctx context.Context, owner string, ids []string) ([]s
 }
 
 // Orphans returns the active records no live manager holds.
-func (s *MemoryStore) Orphans(ctx context.Context, self string, now time.Time) ([]TaskInfo, error) {
+func (s *MemoryStore) Orphans(ctx context.Context, q OrphanQuery) ([]TaskInfo, error) {
+	self, now := q.Self, q.Now
 	s.order.Lock()
 	if s.active.Load() == 0 {
 		s.order.Unlock()

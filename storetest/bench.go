@@ -160,14 +160,14 @@ func (c *countingShared) Update(ctx context.Context, t apcore.StoredTask, holder
 	return c.sh.Update(ctx, t, holder)
 }
 
-func (c *countingShared) Claim(ctx context.Context, owner string, n int, now time.Time) ([]apcore.StoredTask, error) {
+func (c *countingShared) Claim(ctx context.Context, req apcore.ClaimRequest) ([]apcore.StoredTask, error) {
 	c.n.Add(1)
-	return c.sh.Claim(ctx, owner, n, now)
+	return c.sh.Claim(ctx, req)
 }
 
-func (c *countingShared) Renew(ctx context.Context, owner string, expires time.Time, create bool) (bool, error) {
+func (c *countingShared) Renew(ctx context.Context, req apcore.LeaseRequest) (bool, error) {
 	c.n.Add(1)
-	return c.sh.Renew(ctx, owner, expires, create)
+	return c.sh.Renew(ctx, req)
 }
 
 func (c *countingShared) Release(ctx context.Context, owner string) error {
@@ -185,9 +185,9 @@ func (c *countingShared) Lost(ctx context.Context, owner string, ids []string) (
 	return c.sh.Lost(ctx, owner, ids)
 }
 
-func (c *countingShared) Orphans(ctx context.Context, self string, now time.Time) ([]apcore.TaskInfo, error) {
+func (c *countingShared) Orphans(ctx context.Context, q apcore.OrphanQuery) ([]apcore.TaskInfo, error) {
 	c.n.Add(1)
-	return c.sh.Orphans(ctx, self, now)
+	return c.sh.Orphans(ctx, q)
 }
 
 // KeepsJSON answers as the wrapped store does.

@@ -76,7 +76,7 @@ func stored(id, owner string, resumable bool, submitted int) apcore.StoredTask {
 // lease gives owners a lease that lasts past every time the checks use.
 func (r *run) lease(s apcore.SharedStore, owners ...string) {
 	for _, owner := range owners {
-		if _, err := s.Renew(r.ctx, owner, at(1_000_000), true); err != nil {
+		if _, err := s.Renew(r.ctx, apcore.LeaseRequest{Owner: owner, Expires: at(1_000_000), Create: true}); err != nil {
 			r.fatalf("Renew(%s): %v", owner, err)
 		}
 	}
@@ -210,7 +210,7 @@ func checkSharedUpdate(r *run) {
 	// only then.
 	r.lease(s, "m1", "m2")
 	r.insert(s, stored("up-r", "", true, 2), 10)
-	claimed, err := s.Claim(r.ctx, "m1", 1, at(2))
+	claimed, err := s.Claim(r.ctx, apcore.ClaimRequest{Owner: "m1", Limit: 1, Now: at(2)})
 	if err != nil || len(claimed) != 1 {
 		r.fatalf("Claim of one due task: %d claimed, err %v", len(claimed), err)
 	}
@@ -219,10 +219,10 @@ func checkSharedUpdate(r *run) {
 	if ok, err := s.Update(r.ctx, back, "m1"); err != nil || !ok {
 		r.fatalf("Update handing a resumable task back: ok=%v err=%v", ok, err)
 	}
-	if early, err := s.Claim(r.ctx, "m2", 5, at(59)); err != nil || len(early) != 0 {
+	if early, err := s.Claim(r.ctx, apcore.ClaimRequest{Owner: "m2", Limit: 5, Now: at(59)}); err != nil || len(early) != 0 {
 		r.errorf("Claim before NotBefore took %d task(s) (err %v), want none", len(early), err)
 	}
-	again, err := s.Claim(r.ctx, "m2", 5, at(60))
+	again, err := s.Claim(r.ctx, apcore.ClaimRequest{Owner: "m2", Limit: 5, Now: at(60)})
 	if err != nil || len(again) != 1 || again[0].Info.RetryCount != 1 {
 		r.errorf("Claim at NotBefore: %d task(s), err %v; want the handed-back task with RetryCount 1", len(again), err)
 	}
@@ -241,7 +241,7 @@ func checkSharedClaim(r *run) {
 	future := stored("cl-later", "", true, 9)
 	future.NotBefore = at(1000)
 	r.insert(s, future, 100)
-	first, err := s.Claim(r.ctx, "m2", 3, at(50))
+	first, err := s.Claim(r.ctx, apcore.ClaimRequest{Owner: "m2", Limit: 3, Now: at(50)})
 	if err != nil {
 		r.fatalf("Claim: %v", err)
 	}
@@ -265,21 +265,21 @@ func checkSharedClaim(r *run) {
 			r.errorf("a claimed record reads back %s started %v, want running started %v", stored.Status, stored.StartedAt, at(50))
 		}
 	}
-	rest, err := s.Claim(r.ctx, "m3", 10, at(50))
+	rest, err := s.Claim(r.ctx, apcore.ClaimRequest{Owner: "m3", Limit: 10, Now: at(50)})
 	if err != nil {
 		r.fatalf("Claim: %v", err)
 	}
 	if got := claimedIDs(rest); !reflect.DeepEqual(got, []string{"cl-3"}) {
 		r.errorf("second Claim took %v, want [cl-3] (cl-later is not due, cl-owned is not resumable)", got)
 	}
-	if none, err := s.Claim(r.ctx, "m3", 0, at(50)); err != nil || len(none) != 0 {
+	if none, err := s.Claim(r.ctx, apcore.ClaimRequest{Owner: "m3", Limit: 0, Now: at(50)}); err != nil || len(none) != 0 {
 		r.errorf("Claim(0) took %d task(s), err %v", len(none), err)
 	}
 	// A record that started before keeps its first start.
 	again := stored("cl-again", "", true, 20)
 	again.Info.StartedAt, again.Info.RetryCount = at(21), 1
 	r.insert(s, again, 100)
-	got, err := s.Claim(r.ctx, "m3", 1, at(70))
+	got, err := s.Claim(r.ctx, apcore.ClaimRequest{Owner: "m3", Limit: 1, Now: at(70)})
 	if err != nil || len(got) != 1 || !got[0].Info.StartedAt.Equal(at(21)) {
 		r.errorf("claiming a retried task: %d claimed, err %v; want StartedAt kept at %v", len(got), err, at(21))
 	}
@@ -293,16 +293,16 @@ func checkSharedClaimNeedsLease(r *run) {
 		return
 	}
 	r.insert(s, stored("nl-a", "", true, 0), 100)
-	if got, err := s.Claim(r.ctx, "m-none", 5, at(10)); err != nil || len(got) != 0 {
+	if got, err := s.Claim(r.ctx, apcore.ClaimRequest{Owner: "m-none", Limit: 5, Now: at(10)}); err != nil || len(got) != 0 {
 		r.errorf("Claim by an owner with no lease took %v (err %v), want nothing", claimedIDs(got), err)
 	}
-	if _, err := s.Renew(r.ctx, "m-lapsed", at(5), true); err != nil {
+	if _, err := s.Renew(r.ctx, apcore.LeaseRequest{Owner: "m-lapsed", Expires: at(5), Create: true}); err != nil {
 		r.fatalf("Renew: %v", err)
 	}
-	if got, err := s.Claim(r.ctx, "m-lapsed", 5, at(10)); err != nil || len(got) != 0 {
+	if got, err := s.Claim(r.ctx, apcore.ClaimRequest{Owner: "m-lapsed", Limit: 5, Now: at(10)}); err != nil || len(got) != 0 {
 		r.errorf("Claim by an owner whose lease ended took %v (err %v), want nothing", claimedIDs(got), err)
 	}
-	if got, err := s.Claim(r.ctx, "m-lapsed", 5, at(5)); err != nil || !slices.Equal(claimedIDs(got), []string{"nl-a"}) {
+	if got, err := s.Claim(r.ctx, apcore.ClaimRequest{Owner: "m-lapsed", Limit: 5, Now: at(5)}); err != nil || !slices.Equal(claimedIDs(got), []string{"nl-a"}) {
 		r.errorf("Claim by an owner whose lease ends at now took %v (err %v), want [nl-a]", claimedIDs(got), err)
 	}
 }
@@ -337,7 +337,7 @@ func checkSharedClaimRace(r *run) {
 			defer r.recoverInto()
 			owner := fmt.Sprintf("m%d", c)
 			for range 20 {
-				got, err := s.Claim(r.ctx, owner, 3, at(1000))
+				got, err := s.Claim(r.ctx, apcore.ClaimRequest{Owner: owner, Limit: 3, Now: at(1000)})
 				if err != nil {
 					r.errorf("racing Claim: %v", err)
 					return
@@ -364,32 +364,32 @@ func checkSharedLeases(r *run) {
 	if s == nil {
 		return
 	}
-	if ok, err := s.Renew(r.ctx, "m1", at(100), false); err != nil || ok {
+	if ok, err := s.Renew(r.ctx, apcore.LeaseRequest{Owner: "m1", Expires: at(100)}); err != nil || ok {
 		r.errorf("Renew of a lease never made: ok=%v err=%v, want false", ok, err)
 	}
-	if ok, err := s.Renew(r.ctx, "m1", at(100), true); err != nil || !ok {
+	if ok, err := s.Renew(r.ctx, apcore.LeaseRequest{Owner: "m1", Expires: at(100), Create: true}); err != nil || !ok {
 		r.errorf("Renew with create: ok=%v err=%v, want true", ok, err)
 	}
-	if ok, err := s.Renew(r.ctx, "m1", at(200), false); err != nil || !ok {
+	if ok, err := s.Renew(r.ctx, apcore.LeaseRequest{Owner: "m1", Expires: at(200)}); err != nil || !ok {
 		r.errorf("Renew of a live lease: ok=%v err=%v, want true", ok, err)
 	}
 	if err := s.Release(r.ctx, "m1"); err != nil {
 		r.errorf("Release: %v", err)
 	}
-	if ok, err := s.Renew(r.ctx, "m1", at(300), false); err != nil || ok {
+	if ok, err := s.Renew(r.ctx, apcore.LeaseRequest{Owner: "m1", Expires: at(300)}); err != nil || ok {
 		r.errorf("Renew after Release: ok=%v err=%v, want false", ok, err)
 	}
 	if err := s.Release(r.ctx, "m-never"); err != nil {
 		r.errorf("Release of an absent lease: %v", err)
 	}
 	// A lapsed lease that Recover took cannot be renewed.
-	if _, err := s.Renew(r.ctx, "m2", at(100), true); err != nil {
+	if _, err := s.Renew(r.ctx, apcore.LeaseRequest{Owner: "m2", Expires: at(100), Create: true}); err != nil {
 		r.fatalf("Renew: %v", err)
 	}
 	if _, err := s.Recover(r.ctx, at(101)); err != nil {
 		r.fatalf("Recover: %v", err)
 	}
-	if ok, err := s.Renew(r.ctx, "m2", at(400), false); err != nil || ok {
+	if ok, err := s.Renew(r.ctx, apcore.LeaseRequest{Owner: "m2", Expires: at(400)}); err != nil || ok {
 		r.errorf("Renew of a lease Recover ended: ok=%v err=%v, want false", ok, err)
 	}
 }
@@ -403,7 +403,7 @@ func checkSharedRecover(r *run) {
 		owner string
 		until int
 	}{{"dead", 100}, {"live", 1000}} {
-		if _, err := s.Renew(r.ctx, l.owner, at(l.until), true); err != nil {
+		if _, err := s.Renew(r.ctx, apcore.LeaseRequest{Owner: l.owner, Expires: at(l.until), Create: true}); err != nil {
 			r.fatalf("Renew(%s): %v", l.owner, err)
 		}
 	}
@@ -411,7 +411,7 @@ func checkSharedRecover(r *run) {
 	r.insert(s, stored("rc-dead-res", "", true, 1), 100)
 	r.insert(s, stored("rc-live", "live", false, 2), 100)
 	r.insert(s, stored("rc-nolease", "ghost", false, 3), 100) // held by an owner with no lease
-	if _, err := s.Claim(r.ctx, "dead", 1, at(5)); err != nil {
+	if _, err := s.Claim(r.ctx, apcore.ClaimRequest{Owner: "dead", Limit: 1, Now: at(5)}); err != nil {
 		r.fatalf("Claim: %v", err)
 	}
 	r.save(record("rc-done", apcore.StatusCompleted, 4))
@@ -445,7 +445,7 @@ func checkSharedRecover(r *run) {
 	if got := r.get("rc-done"); got.Status != apcore.StatusCompleted {
 		r.errorf("Recover touched a terminal record: %s", got.Status)
 	}
-	claimed, err := s.Claim(r.ctx, "live", 5, at(201))
+	claimed, err := s.Claim(r.ctx, apcore.ClaimRequest{Owner: "live", Limit: 5, Now: at(201)})
 	if err != nil || !slices.Equal(claimedIDs(claimed), []string{"rc-dead-res"}) {
 		r.errorf("the recovered resumable task is not claimable: %v (err %v)", claimedIDs(claimed), err)
 	}
@@ -496,10 +496,10 @@ func checkSharedOrphans(r *run) {
 	if s == nil {
 		return
 	}
-	if _, err := s.Renew(r.ctx, "self", at(1000), true); err != nil {
+	if _, err := s.Renew(r.ctx, apcore.LeaseRequest{Owner: "self", Expires: at(1000), Create: true}); err != nil {
 		r.fatalf("Renew: %v", err)
 	}
-	if _, err := s.Renew(r.ctx, "dead", at(10), true); err != nil {
+	if _, err := s.Renew(r.ctx, apcore.LeaseRequest{Owner: "dead", Expires: at(10), Create: true}); err != nil {
 		r.fatalf("Renew: %v", err)
 	}
 	r.insert(s, stored("or-self", "self", false, 0), 100)
@@ -507,17 +507,17 @@ func checkSharedOrphans(r *run) {
 	r.insert(s, stored("or-ghost", "ghost", false, 2), 100)
 	r.insert(s, stored("or-pool", "", true, 3), 100)
 	r.save(record("or-done", apcore.StatusFailed, 4))
-	orphans, err := s.Orphans(r.ctx, "self", at(50))
+	orphans, err := s.Orphans(r.ctx, apcore.OrphanQuery{Self: "self", Now: at(50)})
 	if err != nil {
 		r.fatalf("Orphans: %v", err)
 	}
 	if got := ids(orphans); !reflect.DeepEqual(got, []string{"or-dead", "or-ghost", "or-pool"}) {
 		r.errorf("Orphans with no other live manager = %v, want [or-dead or-ghost or-pool]", got)
 	}
-	if _, err := s.Renew(r.ctx, "other", at(1000), true); err != nil {
+	if _, err := s.Renew(r.ctx, apcore.LeaseRequest{Owner: "other", Expires: at(1000), Create: true}); err != nil {
 		r.fatalf("Renew: %v", err)
 	}
-	orphans, err = s.Orphans(r.ctx, "self", at(50))
+	orphans, err = s.Orphans(r.ctx, apcore.OrphanQuery{Self: "self", Now: at(50)})
 	if err != nil {
 		r.fatalf("Orphans: %v", err)
 	}
@@ -530,7 +530,7 @@ func checkSharedOrphans(r *run) {
 			r.fatalf("Release: %v", err)
 		}
 	}
-	orphans, err = s.Orphans(r.ctx, "", at(50))
+	orphans, err = s.Orphans(r.ctx, apcore.OrphanQuery{Self: "", Now: at(50)})
 	if err != nil {
 		r.fatalf("Orphans: %v", err)
 	}
