@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -283,6 +284,81 @@ func checkSharedClaim(r *run) {
 	if err != nil || len(got) != 1 || !got[0].Info.StartedAt.Equal(at(21)) {
 		r.errorf("claiming a retried task: %d claimed, err %v; want StartedAt kept at %v", len(got), err, at(21))
 	}
+}
+
+// The modules of checkSharedClaimByModule; c's id needs escaping in JSON
+// (a quote, a backslash, HTML characters, a letter beyond ASCII), so that
+// a store which matches module ids in an encoded form must get it right.
+const (
+	moduleA = "storetest.a"
+	moduleB = "storetest.b"
+	moduleC = `storetest.c "q" \ <&> ü`
+)
+
+// A Claim with Modules takes only tasks of those modules, oldest first,
+// and leaves the others claimable; an empty, non-nil Modules takes
+// nothing; nil takes any module.
+func checkSharedClaimByModule(r *run) {
+	s := r.shared()
+	if s == nil {
+		return
+	}
+	r.lease(s, "m1", "m2")
+	modules := []string{moduleB, moduleA, moduleC, moduleB, moduleA, moduleC}
+	for i, m := range modules {
+		st := stored(fmt.Sprintf("cm-%d", i), "", true, 1+i)
+		st.Info.ModuleID = m
+		r.insert(s, st, 100)
+	}
+	claim := func(owner string, limit int, mods []string) []apcore.StoredTask {
+		got, err := s.Claim(r.ctx, apcore.ClaimRequest{Owner: owner, Limit: limit, Now: at(50), Modules: mods})
+		if err != nil {
+			r.fatalf("Claim(%s, %d, modules %q): %v", owner, limit, mods, err)
+		}
+		for _, t := range got {
+			if t.Owner != owner || t.Info.Status != apcore.StatusRunning {
+				r.errorf("Claim(modules %q) handed back %s held by %q in state %s, want held by %s, running",
+					mods, t.Info.TaskID, t.Owner, t.Info.Status, owner)
+			}
+			if want := modules[taskIndex(t.Info.TaskID)]; t.Info.ModuleID != want {
+				r.errorf("Claim handed back %s of module %q, want %q", t.Info.TaskID, t.Info.ModuleID, want)
+			}
+			if mods != nil && !slices.Contains(mods, t.Info.ModuleID) {
+				r.errorf("Claim of modules %q took %s, of module %q", mods, t.Info.TaskID, t.Info.ModuleID)
+			}
+		}
+		return got
+	}
+	ac := []string{moduleA, moduleC}
+	if got := claimedIDs(claim("m1", 1, ac)); !slices.Equal(got, []string{"cm-1"}) {
+		r.errorf("Claim(1) of modules [a c] took %v, want [cm-1]: the oldest task of those modules, past the older one of b", got)
+	}
+	if got := claimedIDs(claim("m1", 10, ac)); !slices.Equal(got, []string{"cm-2", "cm-4", "cm-5"}) {
+		r.errorf("Claim(10) of modules [a c] took %v, want the rest of theirs [cm-2 cm-4 cm-5]", got)
+	}
+	if got := claimedIDs(claim("m2", 10, []string{})); len(got) != 0 {
+		r.errorf("Claim with an empty, non-nil Modules took %v, want nothing", got)
+	}
+	if got := claimedIDs(claim("m2", 10, []string{"storetest.none", "storetest.c"})); len(got) != 0 {
+		r.errorf("Claim of modules no task has took %v, want nothing", got)
+	}
+	for _, id := range []string{"cm-0", "cm-3"} {
+		if got := r.get(id); got.Status != apcore.StatusPending {
+			r.errorf("task %s of module b, skipped by the Claims of [a c], is %s, want pending", id, got.Status)
+		}
+	}
+	if got := claimedIDs(claim("m2", 10, nil)); !slices.Equal(got, []string{"cm-0", "cm-3"}) {
+		r.errorf("Claim with nil Modules took %v, want the tasks of b that the others left [cm-0 cm-3]", got)
+	}
+}
+
+// taskIndex is the number at the end of a checker's task id ("cm-4": 4).
+func taskIndex(id string) int {
+	var n int
+	if i := strings.LastIndexByte(id, '-'); i >= 0 {
+		_, _ = fmt.Sscanf(id[i+1:], "%d", &n)
+	}
+	return n
 }
 
 // An owner without a live lease claims nothing: a manager whose lease

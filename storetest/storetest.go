@@ -1,16 +1,26 @@
 // Package storetest checks apcore.TaskStore implementations against the
 // store contract, the way testing/fstest checks an fs.FS.
 //
-// Use it from a test of your own store:
+// A store is implemented against this package: its tests run Run (or
+// TestStore), which checks every rule of the contract and of each optional
+// capability the store implements (Counter, ConditionalSaver, Remover,
+// SharedStore), and TestReplicas, which runs two managers over it. The
+// capabilities, apcore.SharedStore above all, may gain methods in later
+// versions of apcore; this package then checks them too, so a store that
+// passes it at the version it is built with keeps the contract of that
+// version.
+//
+// Use it from a test of your own store, each check a subtest of its own:
 //
 //	func TestMyStore(t *testing.T) {
-//		err := storetest.TestStore(context.Background(), func() (apcore.TaskStore, error) {
+//		storetest.Run(t, func() (apcore.TaskStore, error) {
 //			return mystore.New(freshDatabase(t))
 //		})
-//		if err != nil {
-//			t.Fatal(err)
-//		}
 //	}
+//
+// so that go test -run 'TestMyStore/shared:_claim_by_module' runs one
+// check. TestStore runs the same checks and returns one error listing every
+// violation, for callers without a *testing.T.
 package storetest
 
 import (
@@ -20,10 +30,48 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/apcore-go/apcore"
 )
+
+// A check is one rule (or a few close ones) of the contract, run against a
+// fresh store; it returns at once for a store without the capability it is
+// about.
+type check struct {
+	name string
+	fn   func(*run)
+}
+
+// checks are every check, in the order TestStore and Run run them. Their
+// names are the subtests' names in Run (go test turns each space into an
+// underscore).
+var checks = []check{
+	{"name", checkName},
+	{"round trip", checkRoundTrip},
+	{"absent", checkAbsent},
+	{"overwrite", checkOverwrite},
+	{"list order", checkListOrder},
+	{"delete", checkDelete},
+	{"list expired", checkListExpired},
+	{"copies", checkCopies},
+	{"counter", checkCounter},
+	{"conditional save", checkConditionalSave},
+	{"concurrency", checkConcurrency},
+	{"remover", checkRemover},
+	{"shared: insert", checkSharedInsert},
+	{"shared: admission race", checkSharedAdmissionRace},
+	{"shared: update", checkSharedUpdate},
+	{"shared: claim", checkSharedClaim},
+	{"shared: claim by module", checkSharedClaimByModule},
+	{"shared: claim race", checkSharedClaimRace},
+	{"shared: claim needs a lease", checkSharedClaimNeedsLease},
+	{"shared: leases", checkSharedLeases},
+	{"shared: recover", checkSharedRecover},
+	{"shared: lost", checkSharedLost},
+	{"shared: orphans", checkSharedOrphans},
+}
 
 // TestStore checks a TaskStore against every rule of the contract and
 // returns one error listing each violation, or nil. newStore returns a
@@ -40,45 +88,41 @@ import (
 // optional Counter, ConditionalSaver and Remover agree with List; and, for
 // a SharedStore, every rule of each of its methods (see shared.go),
 // including that Insert bounds the active records exactly under racing
-// inserts and that racing Claims never hand one task to two owners.
+// inserts, that racing Claims never hand one task to two owners, and that
+// a Claim limited to some modules takes only their tasks.
 func TestStore(ctx context.Context, newStore func() (apcore.TaskStore, error)) error {
 	if ctx == nil || newStore == nil {
 		return &apcore.Error{Code: apcore.CodeInvalidInput, Message: "storetest: TestStore needs a context and a newStore function"}
 	}
 	c := &checker{ctx: ctx, newStore: newStore}
-	for _, check := range []struct {
-		name string
-		fn   func(*run)
-	}{
-		{"name", checkName},
-		{"round trip", checkRoundTrip},
-		{"absent", checkAbsent},
-		{"overwrite", checkOverwrite},
-		{"list order", checkListOrder},
-		{"delete", checkDelete},
-		{"list expired", checkListExpired},
-		{"copies", checkCopies},
-		{"counter", checkCounter},
-		{"conditional save", checkConditionalSave},
-		{"concurrency", checkConcurrency},
-		{"remover", checkRemover},
-		{"shared: insert", checkSharedInsert},
-		{"shared: admission race", checkSharedAdmissionRace},
-		{"shared: update", checkSharedUpdate},
-		{"shared: claim", checkSharedClaim},
-		{"shared: claim race", checkSharedClaimRace},
-		{"shared: claim needs a lease", checkSharedClaimNeedsLease},
-		{"shared: leases", checkSharedLeases},
-		{"shared: recover", checkSharedRecover},
-		{"shared: lost", checkSharedLost},
-		{"shared: orphans", checkSharedOrphans},
-	} {
-		c.run(check.name, check.fn)
+	for _, ch := range checks {
+		c.run(ch.name, ch.fn)
 	}
 	if len(c.errs) == 0 {
 		return nil
 	}
 	return fmt.Errorf("storetest: %d violation(s):\n  %s", len(c.errs), strings.Join(c.errs, "\n  "))
+}
+
+// Run runs the checks of TestStore against the stores newStore returns (a
+// fresh, empty one on each call), each as a subtest of t named after it
+// ("round trip", "shared: claim by module", ...), and reports each
+// violation as an error of its subtest. Each check's context is the
+// subtest's (t.Context()).
+func Run(t *testing.T, newStore func() (apcore.TaskStore, error)) {
+	t.Helper()
+	if newStore == nil {
+		t.Fatal("storetest: Run needs a newStore function")
+	}
+	for _, ch := range checks {
+		t.Run(ch.name, func(t *testing.T) {
+			c := &checker{ctx: t.Context(), newStore: newStore}
+			c.run(ch.name, ch.fn)
+			for _, e := range c.errs {
+				t.Error(e)
+			}
+		})
+	}
 }
 
 type checker struct {

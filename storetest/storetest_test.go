@@ -106,6 +106,30 @@ func TestCheckerCatchesViolations(t *testing.T) {
 	}
 }
 
+// TestRunOnMemoryStore runs every check, each a subtest, on the reference
+// store.
+func TestRunOnMemoryStore(t *testing.T) {
+	storetest.Run(t, func() (apcore.TaskStore, error) { return apcore.NewMemoryStore(), nil })
+}
+
+// anyModule claims without the module filter: Claim's Modules ignored.
+type anyModule struct{ *apcore.MemoryStore }
+
+func (a anyModule) Claim(ctx context.Context, req apcore.ClaimRequest) ([]apcore.StoredTask, error) {
+	req.Modules = nil
+	return a.MemoryStore.Claim(ctx, req)
+}
+
+func TestCheckerCatchesAClaimThatIgnoresModules(t *testing.T) {
+	err := storetest.TestStore(context.Background(), func() (apcore.TaskStore, error) {
+		return anyModule{apcore.NewMemoryStore()}, nil
+	})
+	if err == nil || !strings.Contains(err.Error(), "shared: claim by module: Claim(1) of modules [a c] took [cm-0]") ||
+		!strings.Contains(err.Error(), `took cm-0, of module "storetest.b"`) {
+		t.Fatalf("a Claim that ignores Modules not reported: %v", err)
+	}
+}
+
 func TestReplicasOnMemoryStore(t *testing.T) {
 	if err := storetest.TestReplicas(context.Background(), apcore.NewMemoryStore()); err != nil {
 		t.Fatal(err)
