@@ -58,7 +58,10 @@ func (m *TaskManager) writeBack() {
 			return
 		case <-timer.C:
 		}
-		if m.flushKept(context.Background()) == 0 {
+		ctx, cancel := m.ownCtx()
+		left := m.flushKept(ctx)
+		cancel()
+		if left == 0 {
 			m.writingBack.Store(false)
 			if m.nKept.Load() == 0 || !m.writingBack.CompareAndSwap(false, true) {
 				return // done, or a newer writer took over
@@ -83,7 +86,13 @@ func (m *TaskManager) keptOutcome(ctx context.Context, taskID string) (TaskInfo,
 	if !ok {
 		return TaskInfo{}, false
 	}
-	info, _ := m.writeKept(ctx, kept)
+	info, err := callFor(m, ctx, "write a kept outcome", func(ctx context.Context) (TaskInfo, error) {
+		info, _ := m.writeKept(ctx, kept)
+		return info, nil
+	})
+	if err != nil { // the store did not answer in time: the kept record is the outcome
+		return kept.info.clone(), true
+	}
 	return info, true
 }
 

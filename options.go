@@ -28,6 +28,7 @@ type managerConfig struct {
 	logger        *slog.Logger
 	observer      func(TaskInfo)
 	leaseTTL      time.Duration
+	storeTimeout  time.Duration
 	carrier       ContextCarrier
 	err           error // the first invalid option
 }
@@ -90,11 +91,14 @@ func WithLogger(l *slog.Logger) Option {
 }
 
 // WithObserver registers fn to be called with a copy of the record after
-// every transition the manager makes: pending at submit, running, pending
-// again before a retry, and the terminal state. For each task the calls come
-// in order, one at a time, on the goroutine making the transition; fn must
-// return quickly and must not call the manager about the same task. Default:
-// none.
+// every transition the manager makes (pending at submit, running, pending
+// again before a retry or when handed back to the store, and the terminal
+// state) and after every progress report (ReportProgress). For each task
+// the calls come in order, one at a time; they are made holding no lock of
+// the manager's, so fn may call the manager, about the same task too
+// (Status, Cancel). fn runs on a goroutine the manager is using (a worker,
+// or the caller of Submit or Cancel): a slow fn slows that work, so it
+// should return quickly. Default: none.
 func WithObserver(fn func(TaskInfo)) Option {
 	return func(c *managerConfig) { c.observer = fn }
 }
@@ -106,14 +110,38 @@ func WithObserver(fn func(TaskInfo)) Option {
 // tasks within about two TTLs: a resumable task goes back to pending and
 // runs again on a live replica; any other ends failed with ErrorCode
 // TASK_ABANDONED. A manager whose lease has lapsed can no longer write its
-// tasks' records, and stops their modules. Zero or negative is
-// GENERAL_INVALID_INPUT. It matters only with a SharedStore.
+// tasks' records, and stops their modules: as soon as the lease can no
+// longer be known to be valid (a fifth of the TTL before it would end,
+// counted from the start of the last renewal that got through), even while
+// a renewal call is still waiting for a store that does not answer.
+// Below 100ms (minLeaseTTL), zero or negative is GENERAL_INVALID_INPUT:
+// the manager renews every third of the TTL and polls every quarter, so a
+// shorter lease would only spend the machine on store calls. It matters
+// only with a SharedStore.
 func WithLeaseTTL(d time.Duration) Option {
 	return func(c *managerConfig) {
-		if d <= 0 {
-			c.fail(invalidf("WithLeaseTTL(%v): the lease must last more than 0", d))
+		if d < minLeaseTTL {
+			c.fail(invalidf("WithLeaseTTL(%v): a lease must last at least %v", d, minLeaseTTL))
 		}
 		c.leaseTTL = d
+	}
+}
+
+// WithStoreTimeout bounds each store call the manager makes on its own
+// behalf (workers' writes, lease renewal, recovery, claims, sweeps, kept
+// outcomes); default 10s; zero or negative is GENERAL_INVALID_INPUT. Calls
+// made for a caller (Submit, Status, Wait, Cancel, List, ListPage,
+// Shutdown, Drain) are bounded by the caller's context as well, and return
+// by its deadline even when the store, a module or an observer does not; a
+// write such a call could not wait for goes on, bounded by this timeout,
+// and a terminal one that fails is kept and written later. Calls to the
+// MemoryStore never block and are not timed.
+func WithStoreTimeout(d time.Duration) Option {
+	return func(c *managerConfig) {
+		if d <= 0 {
+			c.fail(invalidf("WithStoreTimeout(%v): the timeout must be more than 0", d))
+		}
+		c.storeTimeout = d
 	}
 }
 

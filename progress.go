@@ -38,7 +38,12 @@ func ReportProgress(ctx context.Context, percent float64, message string) error 
 	if tc == nil || tc.task == nil {
 		return invalidf("ReportProgress: the context is not a task's (pass the context the module was given)")
 	}
+	// The replacement can make the message longer (one byte becomes three),
+	// so the limit is checked again on what would be kept.
 	message = strings.ReplaceAll(strings.ToValidUTF8(message, "\uFFFD"), "\x00", "\uFFFD")
+	if len(message) > maxProgressMessage {
+		return invalidf("ReportProgress: the message is %d bytes long once its NUL bytes and invalid UTF-8 are replaced with U+FFFD; the limit is %d", len(message), maxProgressMessage)
+	}
 	tc.m.reportProgress(tc.task, percent, message)
 	return nil
 }
@@ -47,18 +52,20 @@ func ReportProgress(ctx context.Context, percent float64, message string) error 
 // store write is due.
 func (m *TaskManager) reportProgress(t *task, percent float64, message string) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	if t.state != stateRunning {
+		t.mu.Unlock()
 		return
 	}
 	t.progress, t.progressMsg = percent, message
 	var info TaskInfo
 	t.record(&info, StatusRunning)
-	m.notify(&info)
+	m.emit(t, &info)
 	if t.progressTimer == nil {
-		m.wg.Add(1) // done by writeProgress, or by forget when it stops the timer
+		m.wg.Add(1) // done by writeProgress, or by done when it stops the timer
 		t.progressTimer = time.AfterFunc(progressWriteDelay, func() { m.writeProgress(t) })
 	}
+	t.mu.Unlock()
+	m.deliver(t)
 }
 
 // writeProgress writes the latest progress of a running task. When the
@@ -67,19 +74,24 @@ func (m *TaskManager) reportProgress(t *task, percent float64, message string) {
 func (m *TaskManager) writeProgress(t *task) {
 	defer m.wg.Done()
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	t.progressTimer = nil
 	if t.state != stateRunning {
+		t.mu.Unlock()
 		return
 	}
 	var info TaskInfo
 	t.record(&info, StatusRunning)
-	res, err := m.write(t.ctx.parent, t, &info)
+	seq := t.decided()
+	t.mu.Unlock()
+	ctx, cancel := m.ownCtx()
+	res, err := m.commit(ctx, t, &info, seq)
+	cancel()
 	switch {
 	case err != nil:
 		m.log.Warn("apcore: could not record a task's progress", "task_id", t.id, "error", err)
-	case res != written:
-		t.interrupt()
-		m.settleWith(t, &info, res)
+	case res == ended:
+		m.adopt(t, &info)
+	case res == movedOn:
+		m.release(t)
 	}
 }

@@ -60,10 +60,7 @@ func (m *TaskManager) StartReaper(cfg ReaperConfig) (*ReaperHandle, error) {
 	if m.reaper != nil {
 		return nil, &Error{Code: CodeReaperAlreadyRunning, Message: "A reaper is already running for this task manager; stop it first"}
 	}
-	m.gate.RLock()
-	closed := m.closed
-	m.gate.RUnlock()
-	if closed {
+	if m.closed.Load() {
 		return nil, &Error{Code: CodeTaskManagerClosed, Message: "Task manager is shut down"}
 	}
 	ctx, cancel := context.WithCancel(context.Background())

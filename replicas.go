@@ -3,182 +3,76 @@ package apcore
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"time"
 )
 
 // This file is what a manager does beside its own tasks when its store is a
-// SharedStore, so that replicas sharing the store behave as one manager:
+// SharedStore, so that replicas sharing the store behave as one manager.
+// Four components, each a loop of its own (see loop.go), so that a store
+// call that hangs in one never holds up another:
 //
-//   - It holds a lease under an owner id, renewed every third of the TTL by
-//     the keeper goroutine. Its tasks are held by that id in the store, and
-//     every write of theirs is conditional on still holding them, so once
-//     the lease has lapsed and another manager recovered them, no late
-//     write lands (fencing). When renewing fails for a whole TTL, or the
-//     store says the lease is gone, the manager stops its modules and lets
-//     go of its tasks, then takes a lease under a new id.
-//   - Every half TTL the keeper asks the store to Recover what dead
+//   - the lease keeper (lease.go) holds a lease under an owner id, renewed
+//     every third of the TTL. Its tasks are held by that id in the store,
+//     and every write of theirs is conditional on still holding them, so
+//     once the lease has lapsed and another manager recovered them, no late
+//     write lands (fencing). When the lease can no longer be known to be
+//     valid, the manager stops its modules and lets go of its tasks, then
+//     takes a lease under a new id.
+//   - the recoverer asks the store, every half TTL, to Recover what dead
 //     managers held, so a crashed replica's tasks are recovered within about
 //     two TTLs by whichever manager looks first.
-//   - Every poll interval it asks which of its tasks it no longer holds
-//     (Lost): a cancel through another manager, or a recovery, shows up
-//     there, and the module is stopped within one interval.
-//   - While it has free slots and is not draining, it claims resumable
-//     tasks, on the same tick and at once when a Submit or a free slot
-//     wakes it.
+//   - the watcher asks, every poll interval, which of its tasks it no
+//     longer holds (Lost): a cancel through another manager, or a recovery,
+//     shows up there, and the module is stopped within one interval.
+//   - the claimer, while there are free slots and the manager is not
+//     draining, claims resumable tasks of the modules its executor knows,
+//     every poll interval and at once when a Submit or a free slot wakes it.
 
 // pollInterval bounds how long a cancel through another manager takes to
 // reach the module, and how soon a resumable task submitted elsewhere is
-// claimed. It is shortened for short lease TTLs (see keeperTiming).
+// claimed. It is shortened for short lease TTLs (see timing).
 const pollInterval = 200 * time.Millisecond
 
-// storeCallTimeout bounds each of the keeper's store calls.
-const storeCallTimeout = 10 * time.Second
-
-// ownerID is the id this manager holds its tasks under.
-func (m *TaskManager) ownerID() string { return *m.owner.Load() }
-
-// createLease makes this manager's lease, under a new owner id when the old
-// one lapsed. It is called by the keeper, and by the first Submit if the
-// keeper has not got there yet.
-func (m *TaskManager) createLease(ctx context.Context) error {
-	m.leaseMu.Lock()
-	defer m.leaseMu.Unlock()
-	if m.leased.Load() {
-		return nil
-	}
-	if _, err := m.shared.Renew(ctx, LeaseRequest{Owner: m.ownerID(), Expires: time.Now().Add(m.leaseTTL), Create: true}); err != nil {
-		return storeErr("create lease", err)
-	}
-	m.leased.Store(true)
-	return nil
+// timing returns how often the lease is renewed, recovery runs, and the
+// watcher and the claimer poll.
+func timing(ttl time.Duration) (renew, recover, poll time.Duration) {
+	return ttl / 3, ttl / 2, min(pollInterval, ttl/4)
 }
 
-// startKeeper starts the keeper goroutine; Shutdown stops it.
-func (m *TaskManager) startKeeper() {
+// startServices starts the components of a manager with a SharedStore.
+func (m *TaskManager) startServices() {
 	id := newTaskID()
 	m.owner.Store(&id)
-	m.wake = make(chan struct{}, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	m.keeperStop, m.keeperDone = cancel, make(chan struct{})
-	go m.runKeeper(ctx)
-}
-
-// stopKeeper stops the keeper and waits for it to return.
-func (m *TaskManager) stopKeeper() {
-	if m.keeperStop == nil {
-		return
+	renew, recoverEvery, poll := timing(m.leaseTTL)
+	m.lease = &leaseKeeper{m: m}
+	m.services = []*loop{
+		newLoop(renew, m.lease.runOnce),
+		newLoop(recoverEvery, recoverer{m}.runOnce),
+		newLoop(poll, watcher{m}.runOnce),
 	}
-	m.keeperStop()
-	<-m.keeperDone
-}
-
-// wakeKeeper asks the keeper to claim now.
-func (m *TaskManager) wakeKeeper() {
-	select {
-	case m.wake <- struct{}{}:
-	default:
+	m.claims = newLoop(poll, claimer{m}.runOnce)
+	m.services = append(m.services, m.claims)
+	for _, l := range m.services {
+		l.Start()
 	}
 }
 
-// keeperTiming returns how often the keeper renews, recovers and polls.
-func (m *TaskManager) keeperTiming() (renew, recover, poll time.Duration) {
-	return m.leaseTTL / 3, m.leaseTTL / 2, min(pollInterval, m.leaseTTL/4)
-}
-
-// runKeeper is the keeper goroutine's loop.
-func (m *TaskManager) runKeeper(ctx context.Context) {
-	defer close(m.keeperDone)
-	renewEvery, recoverEvery, poll := m.keeperTiming()
-	ticker := time.NewTicker(poll)
-	defer ticker.Stop()
-	var nextRenew, nextRecover, renewed time.Time
-	for {
-		now := time.Now()
-		if !now.Before(nextRenew) {
-			if m.renew(ctx, now, renewed) {
-				renewed = now
-			}
-			nextRenew = now.Add(renewEvery)
-		}
-		if !now.Before(nextRecover) {
-			m.recover(ctx, now)
-			nextRecover = now.Add(recoverEvery)
-		}
-		if m.leased.Load() {
-			m.checkLost(ctx)
-			m.claim(ctx)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-ticker.C:
-		case <-m.wake:
-		}
+// wakeClaimer asks the claimer to claim now.
+func (m *TaskManager) wakeClaimer() {
+	if m.claims != nil {
+		m.claims.Wake()
 	}
 }
 
-// renew renews the lease (or makes it), and reports whether it now holds
-// one. A lease the store says is gone, or that could not be renewed for a
-// whole TTL since the last renewal, has lapsed: the manager stops its
-// modules, lets go of its tasks and takes a new owner id.
-func (m *TaskManager) renew(ctx context.Context, now, renewed time.Time) bool {
-	call, cancel := context.WithTimeout(ctx, storeCallTimeout)
+// recoverer is the component that recovers what dead managers held.
+type recoverer struct{ m *TaskManager }
+
+func (r recoverer) runOnce(ctx context.Context) {
+	m := r.m
+	call, cancel := context.WithTimeout(ctx, m.storeTimeout)
 	defer cancel()
-	if !m.leased.Load() {
-		if err := m.createLease(call); err != nil {
-			m.log.Warn("apcore: could not take a lease in the shared store", "error", err)
-			return false
-		}
-		return true
-	}
-	ok, err := m.shared.Renew(call, LeaseRequest{Owner: m.ownerID(), Expires: now.Add(m.leaseTTL)})
-	switch {
-	case err != nil && ctx.Err() != nil:
-		return false // stopping
-	case err != nil:
-		m.log.Warn("apcore: could not renew the lease", "owner", m.ownerID(), "error", err)
-		if !renewed.IsZero() && now.Sub(renewed) < m.leaseTTL {
-			return false
-		}
-		m.lapse("the lease could not be renewed for a whole TTL")
-	case !ok:
-		m.lapse("the store says the lease lapsed and its tasks were recovered")
-	default:
-		return true
-	}
-	return false
-}
-
-// lapse stops every module of this manager and lets go of its tasks, whose
-// records other managers recover; then it takes a new owner id, so that
-// records still held by the old one are recovered too.
-func (m *TaskManager) lapse(why string) {
-	m.leaseMu.Lock()
-	defer m.leaseMu.Unlock()
-	m.log.Error("apcore: lease lapsed; stopping this manager's tasks", "owner", m.ownerID(), "reason", why)
-	for _, t := range m.tasks.values() {
-		t.mu.Lock()
-		if t.state != stateDone {
-			m.letGo(t)
-		}
-		t.mu.Unlock()
-	}
-	id := newTaskID()
-	m.owner.Store(&id)
-	m.leased.Store(false)
-}
-
-// letGo stops t and releases it, without a write. t.mu is held.
-func (m *TaskManager) letGo(t *task) {
-	m.halt(t)
-	m.release(t)
-}
-
-// recover asks the store to recover what dead managers held.
-func (m *TaskManager) recover(ctx context.Context, now time.Time) {
-	call, cancel := context.WithTimeout(ctx, storeCallTimeout)
-	defer cancel()
-	n, err := m.shared.Recover(call, now)
+	n, err := m.shared.Recover(call, time.Now())
 	switch {
 	case err != nil && ctx.Err() == nil:
 		m.log.Warn("apcore: could not recover the tasks of lapsed leases", "error", err)
@@ -187,11 +81,18 @@ func (m *TaskManager) recover(ctx context.Context, now time.Time) {
 	}
 }
 
-// checkLost stops the modules of the tasks this manager no longer holds in
-// the store: cancelled through another manager, or recovered. It asks about
-// the tasks that run or wait out a backoff (at most max_concurrent, plus
-// those in backoff); a queued task finds out when its start is refused.
-func (m *TaskManager) checkLost(ctx context.Context) {
+// watcher is the component that stops the modules of the tasks this
+// manager no longer holds in the store: cancelled through another manager,
+// or recovered. It asks about the tasks that run or wait out a backoff (at
+// most max_concurrent, plus those in backoff); a queued task finds out
+// when its start is refused.
+type watcher struct{ m *TaskManager }
+
+func (w watcher) runOnce(ctx context.Context) {
+	m := w.m
+	if !m.leased.Load() {
+		return
+	}
 	owner := m.ownerID()
 	var ids []string
 	for _, t := range m.sched.running() {
@@ -207,7 +108,7 @@ func (m *TaskManager) checkLost(ctx context.Context) {
 	if len(ids) == 0 {
 		return
 	}
-	call, cancel := context.WithTimeout(ctx, storeCallTimeout)
+	call, cancel := context.WithTimeout(ctx, m.storeTimeout)
 	defer cancel()
 	lost, err := m.shared.Lost(call, owner, ids)
 	if err != nil {
@@ -224,11 +125,13 @@ func (m *TaskManager) checkLost(ctx context.Context) {
 }
 
 // lose ends t here because the store no longer has it held by this
-// manager: as the stored outcome if it ended, let go of otherwise.
+// manager: adopted as the stored outcome if it ended, let go of otherwise.
+// The store is read without t's lock; the transition then checks that t
+// is still active.
 func (m *TaskManager) lose(ctx context.Context, t *task) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.state == stateDone {
+	if !t.state.active() {
+		t.mu.Unlock()
 		return
 	}
 	var info TaskInfo
@@ -237,33 +140,39 @@ func (m *TaskManager) lose(ctx context.Context, t *task) {
 		status = StatusRunning
 	}
 	t.record(&info, status)
-	res, err := m.storedOutcome(ctx, t, &info)
-	switch {
+	t.mu.Unlock()
+	switch res, err := m.storedOutcome(ctx, t, &info); {
 	case err != nil:
-		return // the next poll asks again
+		// the next poll asks again
 	case res == movedOn:
-		m.letGo(t)
-		return
-	case res == written:
-		return // the store had lost it; it has it back, and the task goes on
+		m.release(t)
+	case res == ended:
+		m.adopt(t, &info)
 	}
-	m.halt(t)
-	m.forget(t, &info, false)
+	// written: the store had lost it; it has it back, and the task goes on
 }
 
-// claim takes as many resumable tasks from the store as this manager has
-// free slots, and queues them.
-func (m *TaskManager) claim(ctx context.Context) {
-	if m.draining.Load() {
+// claimer is the component that claims resumable tasks for free slots.
+type claimer struct{ m *TaskManager }
+
+// runOnce takes as many resumable tasks from the store as this manager has
+// free slots, of the modules its executor knows, and queues them.
+func (c claimer) runOnce(ctx context.Context) {
+	m := c.m
+	if !m.leased.Load() || m.draining.Load() {
 		return
 	}
 	free := m.sched.free()
 	if free <= 0 {
 		return
 	}
-	call, cancel := context.WithTimeout(ctx, storeCallTimeout)
+	req := ClaimRequest{Owner: m.ownerID(), Limit: free, Now: now()}
+	if m.lister != nil {
+		req.Modules = m.lister.ModuleIDs()
+	}
+	call, cancel := context.WithTimeout(ctx, m.storeTimeout)
 	defer cancel()
-	claimed, err := m.shared.Claim(call, ClaimRequest{Owner: m.ownerID(), Limit: free, Now: now()})
+	claimed, err := m.shared.Claim(call, req)
 	if err != nil {
 		if ctx.Err() == nil {
 			m.log.Warn("apcore: could not claim resumable tasks", "error", err)
@@ -271,22 +180,41 @@ func (m *TaskManager) claim(ctx context.Context) {
 		return
 	}
 	// A full claim may have left more: then a slot that frees wakes the
-	// keeper at once; otherwise the next poll is soon enough.
+	// claimer at once; otherwise the next poll is soon enough.
 	m.mayClaim.Store(len(claimed) == free)
 	for i := range claimed {
-		m.run(context.Background(), &claimed[i], true)
+		st := &claimed[i]
+		if m.resolver != nil && !m.resolver.HasModule(st.Info.ModuleID) {
+			m.unclaim(call, st, req.Owner)
+			continue
+		}
+		m.run(m.queueTask(context.Background(), st, true))
 	}
 }
 
-// run queues a resumable task this manager holds: one it claimed (running
-// in the store already), or one it submitted while it had a free slot
-// (pending, held by it from the insert; see submitResumable). Either way
-// the module gets the inputs as the store keeps them, decoded from JSON,
-// as it would on any other replica. parent is what the module's context
-// carries: for a task submitted here, Submit's context without its
-// cancellation; for a claimed one, nothing but what the context carrier
-// restores.
-func (m *TaskManager) run(parent context.Context, st *StoredTask, claimed bool) {
+// unclaim hands back, unstarted, a claimed task of a module this manager's
+// executor does not know (it could not say which it knows before the
+// claim), due a poll interval later, so that a replica that knows the
+// module takes it.
+func (m *TaskManager) unclaim(ctx context.Context, st *StoredTask, owner string) {
+	_, _, poll := timing(m.leaseTTL)
+	info := st.Info
+	info.Status = StatusPending
+	if _, err := m.shared.Update(ctx, StoredTask{Info: info, NotBefore: time.Now().Add(poll)}, owner); err != nil {
+		m.log.Warn("apcore: could not hand back a task of an unknown module; lease recovery will", "task_id", info.TaskID, "module_id", info.ModuleID, "error", err)
+	}
+}
+
+// newResumable makes the handle of a resumable task this manager holds:
+// one it claimed (running in the store already), or one it submits while
+// it has a free slot (pending, held by it from the insert; see
+// submitResumable). Either way the module gets the inputs as the store
+// keeps them, decoded from JSON, as it would on any other replica. parent
+// is what the module's context carries: for a task submitted here,
+// Submit's context without its cancellation; for a claimed one, nothing
+// but what the context carrier restores. The inputs that do not decode
+// are returned as an error, with the handle.
+func (m *TaskManager) newResumable(parent context.Context, st *StoredTask, claimed bool) (*task, error) {
 	info := &st.Info
 	t := &task{
 		id: info.TaskID, moduleID: info.ModuleID,
@@ -300,23 +228,48 @@ func (m *TaskManager) run(parent context.Context, st *StoredTask, claimed bool) 
 		t.ctx.parent = m.carrier.Extract(t.ctx.parent, st.Trace)
 	}
 	t.retry.MaxRetries = info.MaxRetries
-	if err := json.Unmarshal(st.Inputs, &t.inputs); err != nil {
-		t.state = stateRunning
-		t.mu.Lock()
+	return t, json.Unmarshal(st.Inputs, &t.inputs)
+}
+
+// queueTask makes the handle of a claimed task and puts it in the table;
+// a task whose stored inputs do not decode fails at once, for good.
+func (m *TaskManager) queueTask(parent context.Context, st *StoredTask, claimed bool) *task {
+	t, err := m.newResumable(parent, st, claimed)
+	m.tasks.store(t.id, t)
+	if err != nil {
 		var failed TaskInfo
+		t.mu.Lock()
 		t.record(&failed, StatusFailed)
 		failed.CompletedAt, failed.ErrorCode = now(), CodeInvalidInput
 		failed.Error = "the stored inputs of this resumable task do not decode: " + err.Error()
-		m.finish(t, &failed)
+		t.state, t.ending = stateEnding, StatusFailed
+		seq := t.decided()
 		t.mu.Unlock()
+		m.finish(t, &failed, seq)
+		return nil
+	}
+	return t
+}
+
+// run queues a resumable task this manager holds, whose handle is in the
+// table. A closing manager hands it back instead: it stays pending for
+// another manager.
+func (m *TaskManager) run(t *task) {
+	if t == nil {
 		return
 	}
-	m.tasks.store(t.id, t)
-	if w, ok := m.sched.enqueue(t); !ok {
+	w, ok := m.sched.enqueue(t)
+	switch {
+	case !ok:
 		t.mu.Lock()
-		m.handBack(t, 0) // closing: the task stays pending for another manager
+		if !t.state.active() {
+			t.mu.Unlock()
+			return
+		}
+		seq, info := m.handBack(t, 0)
 		t.mu.Unlock()
-	} else if w != nil {
+		m.writeHandBack(t, &info, seq)
+	case w != nil:
 		go m.work(w, t)
 	}
 }
@@ -326,7 +279,9 @@ func (m *TaskManager) run(parent context.Context, st *StoredTask, claimed bool) 
 // inserted held by it and queued here at once, as a claimed task would be,
 // which saves the claim's round trip; if this manager dies, Recover puts
 // it back to pending for the others. Otherwise it is inserted held by no
-// one, and the keeper (this one or another manager's) claims it.
+// one, and a claimer (this one or another manager's) claims it. The
+// handle joins the table before the insert, so that a Drain or Shutdown
+// that begins meanwhile finds it.
 func (m *TaskManager) submitResumable(ctx context.Context, moduleID string, inputs map[string]any, sc *submitConfig) (string, error) {
 	if m.shared == nil {
 		return "", invalidf("Submit: WithResumable needs a store that implements apcore.SharedStore; %s does not", m.store.Name())
@@ -340,70 +295,69 @@ func (m *TaskManager) submitResumable(ctx context.Context, moduleID string, inpu
 	if m.carrier != nil {
 		st.Trace = m.carrier.Inject(ctx)
 	}
-	m.gate.RLock()
-	err = m.checkOpen(ctx)
-	var ok bool
-	if err == nil {
-		if m.sched.free() > 0 {
-			st.Owner = m.ownerID()
+	if m.sched.free() == 0 || (m.resolver != nil && !m.resolver.HasModule(moduleID)) {
+		// No slot here, or a module this manager does not know (a rolling
+		// deploy): held by no one, for whichever manager has a slot and
+		// the module.
+		if err := m.admitUnheld(ctx, &st); err != nil {
+			return "", err
 		}
-		ok, err = m.shared.Insert(ctx, st, m.maxTasks)
-		if err != nil || !ok {
-			err = m.refused(err)
-		}
+		m.notify(&info)
+		m.mayClaim.Store(true)
+		m.wakeClaimer()
+		return info.TaskID, nil
 	}
-	m.gate.RUnlock()
+	t, _ := m.newResumable(context.WithoutCancel(ctx), &st, false) // they encoded just now
+	owned := m.announceFirst(t, &info)
+	w, err := m.admitFor(ctx, t, &st, owned)
 	if err != nil {
 		return "", err
 	}
-	m.notify(&info)
-	if st.Owner != "" {
-		m.run(context.WithoutCancel(ctx), &st, false)
-		return info.TaskID, nil
+	if w != nil {
+		go m.work(w, t)
 	}
-	m.mayClaim.Store(true)
-	m.wakeKeeper()
 	return info.TaskID, nil
+}
+
+// admitUnheld inserts a resumable task held by no one.
+func (m *TaskManager) admitUnheld(ctx context.Context, st *StoredTask) error {
+	if m.closed.Load() {
+		return errClosed()
+	}
+	ok, err := callFor(m, ctx, "Submit: save the new task", func(ctx context.Context) (bool, error) {
+		return m.shared.Insert(ctx, *st, m.maxTasks)
+	})
+	if err != nil || !ok {
+		return m.refused(err)
+	}
+	return nil
 }
 
 // cancelOrphans cancels the active records that no live manager holds, for
 // Shutdown, and returns the store's refusals. It first ends this manager's
 // lease (its own tasks are cancelled by then), so that a record it still
 // holds without a handle (one it let go of when the store failed) counts as
-// an orphan too.
-func (m *TaskManager) cancelOrphans(ctx context.Context) []error {
-	m.endLease(ctx)
+// an orphan too. Each store call is bounded by the store timeout.
+func (m *TaskManager) cancelOrphans() []error {
+	m.endLease()
+	ctx, cancel := m.ownCtx()
 	orphans, err := m.shared.Orphans(ctx, OrphanQuery{Now: time.Now()})
+	cancel()
 	if err != nil {
-		return []error{storeErr("list orphans", err)}
+		return []error{storeErr("Shutdown: list the tasks that no live manager holds", err)}
 	}
 	var errs []error
 	for i := range orphans {
 		info := &orphans[i]
 		info.Status, info.CompletedAt = StatusCancelled, now()
 		info.Result, info.Error, info.ErrorCode = nil, "", ""
+		ctx, cancel := m.ownCtx()
 		if _, err := m.write(ctx, nil, info); err != nil {
 			errs = append(errs, err)
 		}
+		cancel()
 	}
 	return errs
-}
-
-// endLease ends this manager's lease once it has stopped.
-func (m *TaskManager) endLease(ctx context.Context) {
-	if m.shared == nil || !m.leased.Load() {
-		return
-	}
-	m.leaseMu.Lock()
-	defer m.leaseMu.Unlock()
-	if !m.leased.Load() {
-		return
-	}
-	if err := m.shared.Release(context.WithoutCancel(ctx), m.ownerID()); err != nil {
-		m.log.Warn("apcore: could not end the lease; it lapses on its own", "error", err)
-		return
-	}
-	m.leased.Store(false)
 }
 
 // Drain is Shutdown for a rolling deploy: Submit is refused from the start;
@@ -413,46 +367,74 @@ func (m *TaskManager) endLease(ctx context.Context) {
 // ends. Then whatever is left is handled as Shutdown does, except that
 // resumable tasks are handed back (pending again, for another replica)
 // instead of cancelled, and records that no live manager holds are left
-// for the other replicas. Returns nil when nothing was cut short, and ctx's
-// error otherwise.
+// for the other replicas. It returns nil when nothing was cut short;
+// otherwise an error that matches ctx's error (errors.Is) and says how many
+// tasks it cut short, and which.
 func (m *TaskManager) Drain(ctx context.Context) error {
 	if err := checkCtx(ctx, "Drain"); err != nil {
 		return err
 	}
-	m.gate.Lock()
-	m.close()
-	m.gate.Unlock()
+	m.markClosed()
 	m.draining.Store(true)
+	var backs []handBackJob
 	for _, t := range m.tasks.values() {
 		t.mu.Lock()
 		if t.resumable && t.state == stateQueued {
-			m.sched.remove(t)
-			m.handBack(t, 0)
+			seq, info := m.handBack(t, 0)
+			m.wg.Add(1)
+			backs = append(backs, handBackJob{t, info, seq})
 		}
 		t.mu.Unlock()
 	}
-	var cut error
+	m.handBackAll(backs)
+	var cut []*task
 	for _, t := range m.tasks.values() {
 		if _, _, err := t.wait(ctx); err != nil {
-			cut = err
+			cut = m.tasks.values()
 			break
 		}
 	}
-	if cut != nil {
-		for _, t := range m.tasks.values() {
-			t.mu.Lock()
-			if t.resumable && t.state != stateDone {
-				if t.state == stateQueued {
-					m.sched.remove(t)
-				}
-				t.interrupt()
-				m.handBack(t, 0)
-			}
-			t.mu.Unlock()
+	var late []handBackJob // a new slice: the first goroutine may still read backs
+	for _, t := range cut {
+		t.mu.Lock()
+		if t.resumable && t.state.active() {
+			seq, info := m.handBack(t, 0)
+			m.wg.Add(1)
+			late = append(late, handBackJob{t, info, seq})
 		}
+		t.mu.Unlock()
 	}
-	if err := m.shutdown(ctx, false); err != nil {
-		return err
+	m.handBackAll(late)
+	err := m.shutdown(ctx, false)
+	if len(cut) > 0 {
+		ids := make([]string, 0, min(len(cut), 10))
+		for _, t := range cut[:min(len(cut), 10)] {
+			ids = append(ids, t.id)
+		}
+		return fmt.Errorf("apcore: Drain ran out of time with %d task(s) unfinished: resumable ones were handed back to the other replicas, the others cancelled (first ids: %v): %w", len(cut), ids, context.Cause(ctx))
 	}
-	return cut
+	return err
+}
+
+// handBackJob is one hand-back decided by Drain, whose write is to be made.
+type handBackJob struct {
+	t    *task
+	info TaskInfo
+	seq  uint32
+}
+
+// handBackAll makes the writes of Drain's hand-backs on a goroutine, so
+// that Drain does not wait for the store; the WaitGroup counts each job
+// from its decision, so Shutdown waits for the writes.
+func (m *TaskManager) handBackAll(jobs []handBackJob) {
+	if len(jobs) == 0 {
+		return
+	}
+	go func() {
+		for i := range jobs {
+			j := &jobs[i]
+			m.writeHandBack(j.t, &j.info, j.seq)
+			m.wg.Done()
+		}
+	}()
 }

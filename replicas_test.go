@@ -239,9 +239,15 @@ func TestResumableRetryMovesBetweenManagers(t *testing.T) {
 	}
 }
 
-// stopAsIfDead stops m's keeper without ending its lease, as a process that
-// froze or died would: its lease lapses after the TTL.
-func stopAsIfDead(m *TaskManager) { m.stopKeeper() }
+// stopAsIfDead stops m's background components and its lease's watchdog
+// without ending its lease, as a process that froze or died would: its
+// lease lapses after the TTL.
+func stopAsIfDead(m *TaskManager) {
+	m.lease.stop()
+	for _, l := range m.services {
+		l.Stop()
+	}
+}
 
 func TestDeadManagersTasksAreRecovered(t *testing.T) {
 	ctx := testCtx(t)
@@ -282,7 +288,8 @@ func TestDeadManagersTasksAreRecovered(t *testing.T) {
 	assert.Equal(t, StatusFailed, stored.Status, "the dead manager's late result did not land")
 
 	// When the dead manager comes back it learns its lease is gone.
-	assert.False(t, dead.renew(ctx, time.Now(), time.Now()), "a lapsed lease cannot be renewed")
+	dead.lease.runOnce(ctx)
+	assert.False(t, dead.leased.Load(), "a lapsed lease cannot be renewed")
 }
 
 func TestLapsedManagerStopsItsModules(t *testing.T) {
@@ -303,7 +310,8 @@ func TestLapsedManagerStopsItsModules(t *testing.T) {
 
 	// The frozen manager thaws: its next renewal finds the lease gone, and
 	// it stops the module it still runs.
-	assert.False(t, frozen.renew(ctx, time.Now(), time.Now()))
+	frozen.lease.runOnce(ctx)
+	assert.False(t, frozen.leased.Load())
 	assert.Equal(t, id, recv(t, mod.stopped, 2*time.Second, "the frozen manager's module to be stopped"))
 	info, err = frozen.Wait(ctx, id)
 	require.NoError(t, err)

@@ -265,9 +265,16 @@ func (s *scheduler) free() int {
 	return s.limit - s.busy
 }
 
+// busyNow returns how many slots are taken.
+func (s *scheduler) busyNow() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.busy
+}
+
 // close stops new starts, and ends the idle workers: queued tasks stay
-// queued for Shutdown to cancel.
-func (s *scheduler) close() {
+// queued for Shutdown to cancel. It returns how many slots were taken.
+func (s *scheduler) close() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
@@ -277,4 +284,5 @@ func (s *scheduler) close() {
 	}
 	endIdle(s.idle)
 	s.idle = nil
+	return s.busy
 }

@@ -206,7 +206,7 @@ func TestStoreFailsAtCancel(t *testing.T) {
 	id, err := m.Submit(ctx, "slow.job", nil)
 	require.NoError(t, err)
 	g.waitStart(t)
-	s.failN("SaveIf", 1)
+	s.failN("SaveIf", 1+len(outcomeRetries)) // the write and each retry of it
 	ok, err := m.Cancel(ctx, id)
 	require.ErrorIs(t, err, ErrStoreUnavailable)
 	assert.False(t, ok)

@@ -7,19 +7,24 @@ import (
 	"time"
 )
 
-// taskState is where a task of this manager is in its life.
+// taskState is where a task of this manager is in its life; lifecycle.go
+// has the table of its transitions.
 type taskState uint8
 
 const (
 	stateQueued  taskState = iota // pending: in the scheduler's queue, or about to be
 	stateRunning                  // a worker is calling the module
 	stateBackoff                  // pending: waiting out a retry delay
-	stateDone                     // terminal
+	stateEnding                   // its end is decided; the store write is under way
+	stateDone                     // ended here (final) or let go (no final); out of the table
 )
 
+// active reports whether no end has been decided for the task yet.
+func (s taskState) active() bool { return s < stateEnding }
+
 // task is the manager's handle on one of its active tasks. The manager keeps
-// it in its own table (TaskManager.tasks) from Submit until the task is
-// terminal; no store ever sees it.
+// it in its own table (TaskManager.tasks) from Submit until its end has
+// been written; no store ever sees it.
 type task struct {
 	id, moduleID string
 	inputs       map[string]any
@@ -30,13 +35,23 @@ type task struct {
 	holder       string  // with a SharedStore: the manager id that holds the task in the store
 	resumable    bool    // submitted WithResumable: it goes back to the store between attempts
 	claimed      bool    // claimed from the store, so running there already (see start)
-	watched      bool    // in the manager's table of tasks in backoff (see checkLost); guarded by mu
+	watched      bool    // in the manager's table of tasks in backoff (see watcher); guarded by mu
 	worker       *worker // the worker running the current attempt, for goexited
 
-	// mu orders everything that happens to the task: start, settle, retry,
-	// cancel, wait. Lock order: task.mu, then scheduler.mu.
+	// wmu orders this manager's store writes of the task: each write is
+	// made holding it, in the order the transitions were decided (seq),
+	// and a write overtaken by a later one is skipped. Nothing but the
+	// write itself happens under it, and no caller waits for it: a caller
+	// whose write may block hands it to a goroutine (see lifecycle.go).
+	wmu sync.Mutex
+
+	// mu guards the task's state. It is held only to decide a transition
+	// and to read or change the fields below: never across store I/O, a
+	// sleep or a user's callback. See the lock order in lifecycle.go.
 	mu         sync.Mutex
 	state      taskState
+	seq, wrote uint32     // transitions decided; the latest one written
+	ending     TaskStatus // the status an ending task ends in (stateEnding)
 	startedAt  time.Time
 	retryCount int
 	cancel     context.CancelFunc // set while running: ends the attempt's timeout context
@@ -46,8 +61,12 @@ type task struct {
 	progress      float64       // the last ReportProgress, 0-100
 	progressMsg   string        // and its message
 	progressTimer *time.Timer   // set while a progress write is due (see progress.go)
-	done          chan struct{} // made by the first Wait, closed when the task ends
+	done          chan struct{} // made by the first Wait, closed when the task is done
 	final         *TaskInfo     // the terminal record, kept once done if a Wait needs it
+
+	// Observer calls waiting to be made, in order (see emit and deliver).
+	events    []TaskInfo
+	notifying bool // a goroutine is making them
 
 	// Queue links, guarded by scheduler.mu.
 	prev, next *task
@@ -83,8 +102,9 @@ func (t *task) timeoutError(cause error) error {
 	}
 }
 
-// wait blocks until t ends or ctx does. ok is false when t ended before
-// anyone waited, so it kept no record: the caller reads the store.
+// wait blocks until t is done or ctx ends. ok is false when t is done
+// without a record here (it ended before anyone waited, or this manager let
+// go of it): the caller reads the store.
 func (t *task) wait(ctx context.Context) (info TaskInfo, ok bool, err error) {
 	t.mu.Lock()
 	if t.state == stateDone {
@@ -103,8 +123,12 @@ func (t *task) wait(ctx context.Context) (info TaskInfo, ok bool, err error) {
 	select {
 	case <-done:
 		t.mu.Lock()
-		defer t.mu.Unlock()
-		return t.final.clone(), true, nil
+		final := t.final
+		t.mu.Unlock()
+		if final == nil {
+			return TaskInfo{}, false, nil // let go of: another manager has it
+		}
+		return final.clone(), true, nil
 	case <-ctx.Done():
 		return TaskInfo{}, true, ctx.Err()
 	}
@@ -204,7 +228,7 @@ func (c *taskCtx) AfterFunc(f func()) (stop func() bool) {
 // cancel cancels the task's context; later calls do nothing. The manager
 // calls it only for an active task, under the task's lock, before Shutdown
 // starts waiting: the WaitGroup it adds to is then never at a zero that
-// Shutdown waits on.
+// Shutdown waits on (see lifecycle.go).
 func (c *taskCtx) cancel() {
 	c.mu.Lock()
 	if c.err != nil {
@@ -248,6 +272,8 @@ func TaskFromContext(ctx context.Context) (TaskInfo, bool) {
 	switch t.state {
 	case stateRunning:
 		status = StatusRunning
+	case stateEnding:
+		status = t.ending
 	case stateDone:
 		if t.final != nil {
 			return t.final.clone(), true

@@ -69,57 +69,67 @@ import (
 // (tasks); records live only in the store, and every store is used through
 // the same TaskStore methods and optional capabilities.
 type TaskManager struct {
-	exec     Executor
-	resolver ModuleResolver // nil when exec cannot tell known modules
-	store    TaskStore
-	counter  Counter          // nil when the store has no Count
-	cas      ConditionalSaver // nil when the store has no SaveIf
-	log      *slog.Logger
-	maxTasks int
+	exec         Executor
+	resolver     ModuleResolver // nil when exec cannot tell known modules
+	lister       ModuleLister   // nil when exec cannot list them
+	store        TaskStore
+	counter      Counter          // nil when the store has no Count
+	cas          ConditionalSaver // nil when the store has no SaveIf
+	log          *slog.Logger
+	maxTasks     int
+	storeTimeout time.Duration // WithStoreTimeout
+	nonBlocking  bool          // the store is a MemoryStore: its calls never block
 
 	// observers are WithObserver's function and those Subscribe added, or
 	// nil when there are none (see observe.go).
 	observers atomic.Pointer[[]*observer]
 	obsMu     sync.Mutex // serialises Subscribe and its cancel
 
-	// gate orders Submits with Shutdown and Drain (closed); without a
-	// SharedStore it also makes the capacity check and the save of a new
-	// record atomic across concurrent Submits (see admit).
-	gate   sync.RWMutex
-	closed bool // guarded by gate
+	// closed is set when Shutdown or Drain begins: Submit is refused from
+	// then on (closing is closed at the same time, for those who wait).
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closing   chan struct{}
+	// admitMu makes the capacity check and the save of a new record atomic
+	// across concurrent Submits without a SharedStore (see admit).
+	admitMu ctxMutex
 
-	// With a SharedStore (see replicas.go).
+	// With a SharedStore (see replicas.go and lease.go).
 	shared      SharedStore
 	jsonResults bool           // the store keeps results as JSON
 	leaseTTL    time.Duration  // WithLeaseTTL
 	carrier     ContextCarrier // WithContextCarrier, or nil
 	owner       atomic.Pointer[string]
-	leased      atomic.Bool   // this manager holds a lease under owner
-	leaseMu     sync.Mutex    // serialises making a lease
-	draining    atomic.Bool   // Drain has begun: claim nothing more
-	mayClaim    atomic.Bool   // resumable tasks may wait in the store: a freed slot wakes the keeper
-	wake        chan struct{} // wakes the keeper to claim now
-	keeperStop  context.CancelFunc
-	keeperDone  chan struct{}
+	leased      atomic.Bool // this manager holds a lease under owner
+	leaseMu     ctxMutex    // serialises making and ending a lease
+	lease       *leaseKeeper
+	services    []*loop     // the lease keeper, recoverer, watcher and claimer
+	claims      *loop       // the claimer, to wake
+	draining    atomic.Bool // Drain has begun: claim nothing more
+	mayClaim    atomic.Bool // resumable tasks may wait in the store: a freed slot wakes the claimer
 
 	// tasks holds this manager's handles on its active tasks. A task is in
-	// it from before its record is saved until it is terminal, so the table
-	// never grows with finished records.
+	// it from before its record is saved until its end is written, so the
+	// table never grows with finished records.
 	tasks shardedMap[*task]
 
 	// watch holds, with a SharedStore, the tasks that wait out a backoff:
-	// with those that run (sched.running), the ones the keeper asks the
-	// store about (see checkLost).
+	// with those that run (sched.running), the ones the watcher asks the
+	// store about.
 	watch shardedMap[*task]
 
 	// sched is the FIFO of tasks waiting for a slot, and the slots.
 	sched scheduler
 
-	// wg counts workers, armed retry timers and AfterFunc goroutines;
-	// Shutdown waits on it.
+	// wg counts what runs for the tasks and that Shutdown waits for:
+	// workers, armed retry and progress timers, AfterFunc goroutines, and
+	// the writes of cancels and hand-backs. Each is counted when it is
+	// decided, under the task's lock (see lifecycle.go).
 	wg       sync.WaitGroup
 	stopOnce sync.Once
 	drained  chan struct{} // closed when wg reaches zero after Shutdown
+	writes   chan struct{} // closed when Shutdown's cancels are written (or refused)
+	stopErr  error         // the first cancel the store refused in Shutdown; set before writes closes
 
 	reaperMu   sync.Mutex
 	reaper     *ReaperHandle
@@ -128,8 +138,7 @@ type TaskManager struct {
 	// kept holds terminal records the store refused (see keep in kept.go).
 	kept        shardedMap[*keptOutcome]
 	nKept       atomic.Int64
-	writingBack atomic.Bool   // the background writer of kept outcomes runs
-	closing     chan struct{} // closed when Shutdown or Drain begins
+	writingBack atomic.Bool // the background writer of kept outcomes runs
 }
 
 // NewTaskManager validates its arguments: a nil executor or a negative
@@ -157,13 +166,17 @@ func NewTaskManager(exec Executor, opts ...Option) (*TaskManager, error) {
 		cfg.logger = slog.New(slog.DiscardHandler)
 	}
 	m := &TaskManager{
-		exec:     exec,
-		store:    cfg.store,
-		log:      cfg.logger,
-		maxTasks: cfg.maxTasks,
-		drained:  make(chan struct{}),
-		closing:  make(chan struct{}),
+		exec:         exec,
+		store:        cfg.store,
+		log:          cfg.logger,
+		maxTasks:     cfg.maxTasks,
+		storeTimeout: cmp.Or(cfg.storeTimeout, defaultStoreTimeout),
+		drained:      make(chan struct{}),
+		closing:      make(chan struct{}),
+		admitMu:      newCtxMutex(),
+		leaseMu:      newCtxMutex(),
 	}
+	_, m.nonBlocking = cfg.store.(*MemoryStore)
 	if cfg.observer != nil {
 		m.observers.Store(&[]*observer{{fn: cfg.observer}})
 	}
@@ -171,6 +184,7 @@ func NewTaskManager(exec Executor, opts ...Option) (*TaskManager, error) {
 	m.watch.init(0)
 	m.kept.init(0)
 	m.resolver, _ = exec.(ModuleResolver)
+	m.lister, _ = exec.(ModuleLister)
 	m.counter, _ = cfg.store.(Counter)
 	m.cas, _ = cfg.store.(ConditionalSaver)
 	if js, ok := cfg.store.(JSONStore); ok {
@@ -181,7 +195,7 @@ func NewTaskManager(exec Executor, opts ...Option) (*TaskManager, error) {
 		m.shared = shared
 		m.leaseTTL = cmp.Or(cfg.leaseTTL, defaultLeaseTTL)
 		m.carrier = cfg.carrier
-		m.startKeeper()
+		m.startServices()
 	}
 	return m, nil
 }
@@ -237,24 +251,56 @@ func (m *TaskManager) Submit(ctx context.Context, moduleID string, inputs map[st
 	}
 	var info TaskInfo
 	t.record(&info, StatusPending)
-
-	// With an observer, the task's lock is held until the pending record is
-	// announced, so that neither a worker nor Cancel acts on the task first.
-	// Without one nothing needs it, and a worker starting on another core
-	// need not wait for this Submit to return.
-	if m.observers.Load() != nil {
-		t.mu.Lock()
-		defer t.mu.Unlock()
+	owned := m.announceFirst(t, &info)
+	var st *StoredTask
+	if m.shared != nil {
+		st = &StoredTask{Info: info, Retry: t.retry, Timeout: t.timeout}
 	}
-	w, err := m.admit(ctx, t, &info)
+	w, err := m.admitFor(ctx, t, st, owned)
 	if err != nil {
 		return "", err
 	}
-	m.notify(&info)
 	if w != nil {
 		go m.work(w, t)
 	}
 	return t.id, nil
+}
+
+// announceFirst queues the pending record of a new task as its first
+// observer call, and makes the Submit the one to deliver it (delivering),
+// before any worker or Cancel can act on the task. It reports whether it
+// did.
+func (m *TaskManager) announceFirst(t *task, info *TaskInfo) bool {
+	if m.observers.Load() == nil {
+		return false
+	}
+	t.events = append(t.events, *info)
+	t.notifying = true
+	return true
+}
+
+// admitted makes the observer calls of a Submit that announceFirst made
+// the deliverer of (owned): all of them when the task was saved, none
+// when it was not (then nothing else knows the task).
+func (m *TaskManager) admitted(t *task, owned bool) {
+	if !owned {
+		return
+	}
+	t.mu.Lock()
+	saved := t.seq > 0 || t.state != stateQueued || m.hasTask(t)
+	if !saved {
+		t.events, t.notifying = nil, false
+	}
+	t.mu.Unlock()
+	if saved {
+		m.delivering(t)
+	}
+}
+
+// hasTask reports whether t is in the table.
+func (m *TaskManager) hasTask(t *task) bool {
+	x, ok := m.tasks.load(t.id)
+	return ok && x == t
 }
 
 // submitOptions applies opts to a fresh config. It is apart from Submit so
@@ -271,37 +317,88 @@ func submitOptions(opts []SubmitOption) (submitConfig, error) {
 	return *sc, sc.err
 }
 
+// admitFor is admit for a caller: it returns by ctx's end even when the
+// store does not. If the store then saves the task after all, the task is
+// cancelled at once (the caller was told that Submit failed), and its
+// slot goes on to the next queued task.
+func (m *TaskManager) admitFor(ctx context.Context, t *task, st *StoredTask, owned bool) (*worker, error) {
+	if m.nonBlocking || ctx.Done() == nil {
+		w, err := m.admit(ctx, t, st)
+		m.admitted(t, owned)
+		return w, err
+	}
+	type result struct {
+		w   *worker
+		err error
+	}
+	var handoff atomic.Int32 // 1: the caller took the result; 2: the caller has gone
+	ch := make(chan result, 1)
+	go func() {
+		w, err := m.admit(ctx, t, st)
+		m.admitted(t, owned)
+		if handoff.CompareAndSwap(0, 1) {
+			ch <- result{w, err}
+			return
+		}
+		if err == nil {
+			m.log.Warn("apcore: the store saved a task after its Submit gave up; cancelling it", "task_id", t.id)
+			if info, seq, ok := m.cancel(t); ok {
+				m.finish(t, &info, seq)
+				m.wg.Done()
+			}
+			if w != nil {
+				go m.work(w, nil)
+			}
+		}
+	}()
+	select {
+	case r := <-ch:
+		return r.w, r.err
+	case <-ctx.Done():
+		if handoff.CompareAndSwap(0, 2) {
+			return nil, gaveUp(ctx, "Submit: save the new task")
+		}
+		r := <-ch
+		return r.w, r.err
+	}
+}
+
 // admit checks the capacity, puts t in the manager's table, saves its
 // pending record and queues it; on failure t is in neither table nor store.
-// It reports whether the caller must start a worker for t. The handle goes
-// into the table before the record reaches the store, so that nothing
+// It returns the worker the caller must start for t, if any. The handle
+// goes into the table before the record reaches the store, so that nothing
 // reading the store (FailStale, say) takes the new record for another
-// process's.
+// process's, and a Shutdown or Drain that begins meanwhile finds it (or
+// the scheduler, closed by then, refuses it).
 //
-// With a SharedStore the count and the insert are one atomic Insert, and
-// Submits run side by side (gate read-locked, against Shutdown only);
-// otherwise the count and the save are made atomic here, one Submit at a
-// time, which bounds max_tasks within this manager only.
-func (m *TaskManager) admit(ctx context.Context, t *task, info *TaskInfo) (w *worker, err error) {
-	if m.shared != nil {
-		m.gate.RLock()
-		defer m.gate.RUnlock()
-		if err := m.checkOpen(ctx); err != nil {
-			return nil, err
+// With a SharedStore (st not nil) the count and the insert are one atomic
+// Insert, and Submits run side by side; otherwise the count and the save
+// are made atomic here, one Submit at a time (admitMu, which a waiting
+// Submit gives up when its context ends), which bounds max_tasks within
+// this manager only.
+func (m *TaskManager) admit(ctx context.Context, t *task, st *StoredTask) (w *worker, err error) {
+	if m.closed.Load() {
+		return nil, errClosed()
+	}
+	if st != nil {
+		if !m.leased.Load() {
+			if err := m.createLease(ctx); err != nil {
+				return nil, storeErr("Submit: make this manager's lease in the shared store", err)
+			}
 		}
 		t.holder = m.ownerID()
+		st.Owner = t.holder
 		m.tasks.store(t.id, t)
-		ok, err := m.shared.Insert(ctx, StoredTask{Info: *info, Owner: t.holder, Retry: t.retry, Timeout: t.timeout}, m.maxTasks)
+		ok, err := m.shared.Insert(ctx, *st, m.maxTasks)
 		if err != nil || !ok {
 			m.tasks.delete(t.id)
 			return nil, m.refused(err)
 		}
 	} else {
-		m.gate.Lock()
-		defer m.gate.Unlock()
-		if err := m.checkOpen(ctx); err != nil {
-			return nil, err
+		if err := m.admitMu.Lock(ctx); err != nil {
+			return nil, gaveUp(ctx, "Submit: wait for the Submits before it")
 		}
+		defer m.admitMu.Unlock()
 		active, err := m.count(ctx, activeStatuses...)
 		if err != nil {
 			return nil, err
@@ -310,26 +407,38 @@ func (m *TaskManager) admit(ctx context.Context, t *task, info *TaskInfo) (w *wo
 			return nil, m.refused(nil)
 		}
 		m.tasks.store(t.id, t)
-		if err := m.store.Save(ctx, *info); err != nil {
+		var info TaskInfo
+		t.record(&info, StatusPending)
+		if err := m.store.Save(ctx, info); err != nil {
 			m.tasks.delete(t.id)
-			return nil, storeErr("save new task", err)
+			return nil, storeErr("Submit: save the new task", err)
 		}
 	}
-	w, _ = m.sched.enqueue(t) // never refused: Shutdown closes it only after taking gate
+	w, ok := m.sched.enqueue(t)
+	if !ok {
+		// Shutdown or Drain closed the scheduler after the check above, and
+		// may have looked at the table before t joined it: cancel t here.
+		if info, seq, ok := m.cancel(t); ok {
+			m.finish(t, &info, seq)
+			m.wg.Done()
+		}
+		return nil, errClosed()
+	}
 	return w, nil
 }
 
-// checkOpen refuses a Submit once Shutdown or Drain has begun, and makes
-// sure this manager holds a lease in a SharedStore before its first task
-// reaches it. m.gate is held.
-func (m *TaskManager) checkOpen(ctx context.Context) error {
-	if m.closed {
-		return &Error{Code: CodeTaskManagerClosed, Message: "Task manager is shut down"}
-	}
-	if m.shared != nil && !m.leased.Load() {
-		return m.createLease(ctx)
-	}
-	return nil
+// errClosed is Submit's error once Shutdown or Drain has begun.
+func errClosed() error {
+	return &Error{Code: CodeTaskManagerClosed, Message: "Task manager is shut down"}
+}
+
+// markClosed marks the manager closed: Submit is refused, and background
+// work that waits on the store gives up.
+func (m *TaskManager) markClosed() {
+	m.closeOnce.Do(func() {
+		m.closed.Store(true)
+		close(m.closing)
+	})
 }
 
 // refused is Submit's error for a failed insert (err) or a full store.
@@ -367,7 +476,8 @@ func (m *TaskManager) count(ctx context.Context, statuses ...TaskStatus) (int, e
 }
 
 // Status returns a copy of the task's record, or an error matching
-// ErrTaskNotFound.
+// ErrTaskNotFound. It returns by ctx's end whatever the store does (then
+// with an error that matches ctx's error and TASK_STORE_UNAVAILABLE).
 func (m *TaskManager) Status(ctx context.Context, taskID string) (TaskInfo, error) {
 	if err := checkCtx(ctx, "Status"); err != nil {
 		return TaskInfo{}, err
@@ -375,7 +485,9 @@ func (m *TaskManager) Status(ctx context.Context, taskID string) (TaskInfo, erro
 	if info, ok := m.keptOutcome(ctx, taskID); ok {
 		return info, nil
 	}
-	info, err := m.store.Get(ctx, taskID)
+	info, err := callFor(m, ctx, "Status: get", func(ctx context.Context) (TaskInfo, error) {
+		return m.store.Get(ctx, taskID)
+	})
 	if err != nil {
 		return TaskInfo{}, storeErr("get", err)
 	}
@@ -459,40 +571,78 @@ const maxWaitPoll = 200 * time.Millisecond
 // another manager sharing the store is cancelled in the store; its module
 // stops when its own manager notices.
 //
-// If the store fails to record the cancel, the task is still stopped and
-// ends cancelled in this manager, and Cancel returns the store's error.
+// If the store fails to record the cancel, or does not answer before ctx
+// ends, the task is still stopped and ends cancelled in this manager, and
+// Cancel returns false with the store's error (or one that matches ctx's):
+// the cancel is not lost, it is kept here and written when the store
+// answers (Status and Wait on this manager report it meanwhile).
 func (m *TaskManager) Cancel(ctx context.Context, taskID string) (bool, error) {
 	if err := checkCtx(ctx, "Cancel"); err != nil {
 		return false, err
 	}
 	if t, ok := m.tasks.load(taskID); ok {
-		return m.cancelTask(ctx, t)
+		return m.cancelFor(ctx, t)
 	}
 	if _, ok := m.keptOutcome(ctx, taskID); ok {
 		return false, nil // it ended here; the store just has not heard
 	}
-	info, err := m.store.Get(ctx, taskID)
-	if err != nil {
-		if errors.Is(err, ErrTaskNotFound) {
+	return callFor(m, ctx, "Cancel", func(ctx context.Context) (bool, error) {
+		info, err := m.store.Get(ctx, taskID)
+		if err != nil {
+			if errors.Is(err, ErrTaskNotFound) {
+				return false, nil
+			}
+			return false, storeErr("get", err)
+		}
+		if !info.Status.IsActive() {
 			return false, nil
 		}
-		return false, storeErr("get", err)
-	}
-	if !info.Status.IsActive() {
+		info.Status, info.CompletedAt = StatusCancelled, now()
+		info.Result, info.Error, info.ErrorCode = nil, "", ""
+		res, err := m.write(ctx, nil, &info)
+		if res == written && err == nil {
+			m.notify(&info)
+			return true, nil
+		}
+		return false, err
+	})
+}
+
+// cancelFor cancels one of this manager's tasks for a caller: the task
+// stops at once, and the cancelled record is written on a goroutine of its
+// own, so that Cancel returns by ctx's end whatever the store does.
+func (m *TaskManager) cancelFor(ctx context.Context, t *task) (bool, error) {
+	info, seq, ok := m.cancel(t)
+	if !ok {
 		return false, nil
 	}
-	info.Status, info.CompletedAt = StatusCancelled, now()
-	info.Result, info.Error, info.ErrorCode = nil, "", ""
-	res, err := m.write(ctx, nil, &info)
-	if res == written && err == nil {
-		m.notify(&info)
-		return true, nil
+	m.deliver(t)
+	type result struct {
+		res writeResult
+		err error
 	}
-	return false, err
+	if m.nonBlocking {
+		res, err := m.finish(t, &info, seq)
+		m.wg.Done()
+		return err == nil && res == written, err
+	}
+	ch := make(chan result, 1)
+	go func() {
+		defer m.wg.Done() // counted by cancel
+		res, err := m.finish(t, &info, seq)
+		ch <- result{res, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.err == nil && r.res == written, r.err
+	case <-ctx.Done():
+		return false, &Error{Code: CodeTaskStoreUnavailable, Message: "Cancel: the task is stopped, but the store had not recorded the cancel when the context ended; it is written when the store answers", Cause: context.Cause(ctx)}
+	}
 }
 
 // List returns copies of every record (status "") or of those in one state,
-// in insertion order. An unknown status is GENERAL_INVALID_INPUT.
+// in insertion order. An unknown status is GENERAL_INVALID_INPUT. It reads
+// every record the store holds: ListPage costs a page.
 func (m *TaskManager) List(ctx context.Context, status TaskStatus) ([]TaskInfo, error) {
 	if err := checkCtx(ctx, "List"); err != nil {
 		return nil, err
@@ -500,7 +650,9 @@ func (m *TaskManager) List(ctx context.Context, status TaskStatus) ([]TaskInfo, 
 	if status != "" && !status.Valid() {
 		return nil, invalidf("List: unknown status %q", status)
 	}
-	out, err := m.store.List(ctx, status)
+	out, err := callFor(m, ctx, "List", func(ctx context.Context) ([]TaskInfo, error) {
+		return m.store.List(ctx, status)
+	})
 	if err != nil {
 		return nil, storeErr("list", err)
 	}
@@ -525,13 +677,17 @@ func (m *TaskManager) Store() TaskStore { return m.store }
 // waits for their goroutines to return (or ctx to end). Later Submits fail
 // with ErrManagerClosed. With a SharedStore it also cancels the active
 // records that no live manager holds (an earlier run's leftovers, or a
-// dead replica's), never a live replica's, and then ends its lease. Every
-// cancel is attempted, and recorded in the store even when ctx has already
-// ended: ctx bounds only the wait for modules. It returns the first cancel
-// the store refused, or ctx's error when ctx ends before the modules
-// return (the tasks are cancelled all the same, and their goroutines end
-// when their modules return). It is idempotent: a later call waits again
-// and returns nil once every task goroutine has returned.
+// dead replica's), never a live replica's, and then ends its lease.
+//
+// Every cancel is attempted, and recorded in the store even when ctx has
+// already ended: the writes are made on goroutines of their own, each
+// bounded by the store timeout (WithStoreTimeout), and Shutdown waits for
+// them until ctx ends, or, when ctx had ended before Shutdown began, until
+// they are done or the store timeout passes. It returns the first cancel
+// the store refused, or an error matching ctx's error when ctx ends before
+// the modules return (the tasks are cancelled all the same, and their
+// goroutines end when their modules return). It is idempotent: a later
+// call waits again and returns nil once every task goroutine has returned.
 func (m *TaskManager) Shutdown(ctx context.Context) error {
 	if err := checkCtx(ctx, "Shutdown"); err != nil {
 		return err
@@ -542,38 +698,65 @@ func (m *TaskManager) Shutdown(ctx context.Context) error {
 // shutdown is Shutdown; Drain calls it without cancelling orphans, so that
 // a draining replica leaves the pending resumable tasks to the others.
 func (m *TaskManager) shutdown(ctx context.Context, orphans bool) error {
-	var first error
+	first, idle := false, false
 	m.stopOnce.Do(func() {
-		m.gate.Lock()
-		m.close()
-		m.gate.Unlock()
-		m.stopKeeper()
-		m.sched.close()
+		first = true
+		m.markClosed()
+		for _, l := range m.services {
+			l.stop() // their goroutines end on their own; drained waits for them
+		}
+		idle = m.sched.close() == 0
 		m.reaperMu.Lock()
 		m.lastReaper = m.reaper
 		m.reaperMu.Unlock()
 		if m.lastReaper != nil {
 			m.lastReaper.signal()
 		}
-		writes := context.WithoutCancel(ctx)
-		var errs []error
+		var jobs []cancelJob
+		var backs []handBackJob
 		for _, t := range m.tasks.values() {
-			if _, err := m.cancelTask(writes, t); err != nil {
-				errs = append(errs, err)
+			if !orphans && t.resumable { // Drain: back to the store, for another replica
+				t.mu.Lock()
+				if t.state.active() {
+					seq, info := m.handBack(t, 0)
+					m.wg.Add(1)
+					backs = append(backs, handBackJob{t, info, seq})
+				}
+				t.mu.Unlock()
+				continue
+			}
+			if info, seq, ok := m.cancel(t); ok {
+				jobs = append(jobs, cancelJob{t, info, seq})
 			}
 		}
-		if orphans && m.shared != nil {
-			errs = append(errs, m.cancelOrphans(writes)...)
-		}
-		if len(errs) > 0 {
-			first = errs[0]
-			m.log.Warn("apcore: shutdown could not record every cancel", "failures", len(errs), "error", first)
-		}
+		m.handBackAll(backs)
+		m.writes = make(chan struct{})
+		m.wg.Add(1)
+		go m.writeCancels(jobs, orphans && m.shared != nil)
 		go func() {
 			m.wg.Wait()
+			for _, l := range m.services {
+				<-l.done
+			}
 			close(m.drained)
 		}()
 	})
+	// The store writes: until ctx ends, or the store timeout when it had
+	// ended already (an ended context still records every cancel).
+	wait := ctx
+	if ctx.Err() != nil {
+		var cancel context.CancelFunc
+		wait, cancel = context.WithTimeout(context.Background(), m.storeTimeout)
+		defer cancel()
+	}
+	select {
+	case <-m.writes:
+	case <-wait.Done():
+		return fmt.Errorf("apcore: Shutdown: the store had not recorded every cancel when the context ended; the writes go on until the store timeout: %w", context.Cause(ctx))
+	}
+	if idle {
+		ctx = wait // no module to wait for: only the manager's own goroutines
+	}
 	var reaperDone <-chan struct{}
 	if m.lastReaper != nil {
 		reaperDone = m.lastReaper.done
@@ -584,27 +767,85 @@ func (m *TaskManager) shutdown(ctx context.Context, orphans bool) error {
 		}
 		select {
 		case <-done:
+			continue
+		default:
+		}
+		select {
+		case <-done:
 		case <-ctx.Done():
-			return cmp.Or(first, ctx.Err())
+			return fmt.Errorf("apcore: Shutdown: %d module(s) had not returned when the context ended (their tasks are cancelled): %w", m.sched.busyNow(), context.Cause(ctx))
 		}
 	}
-	if left := m.flushKept(ctx); left > 0 {
-		return cmp.Or(first, error(&Error{
+	if left, _ := callFor(m, ctx, "Shutdown: write kept outcomes", func(ctx context.Context) (int, error) {
+		return m.flushKept(ctx), nil
+	}); left > 0 {
+		return cmp.Or(m.stopErrFor(first), error(&Error{
 			Code:    CodeTaskStoreUnavailable,
 			Message: fmt.Sprintf("Shutdown: the store refused the outcome of %d task(s); Status on this manager still reports them", left),
 		}))
 	}
-	m.endLease(ctx)
-	return first
+	callFor(m, ctx, "Shutdown: end the lease", func(context.Context) (struct{}, error) {
+		m.endLease()
+		return struct{}{}, nil
+	})
+	return m.stopErrFor(first)
 }
 
-// close marks the manager closed (m.gate is held): Submit is refused, and
-// background work that waits on the store gives up.
-func (m *TaskManager) close() {
-	if !m.closed {
-		m.closed = true
-		close(m.closing)
+// stopErrFor returns the first cancel the store refused, to the first
+// Shutdown call only.
+func (m *TaskManager) stopErrFor(first bool) error {
+	if !first {
+		return nil
 	}
+	return m.stopErr
+}
+
+// cancelJob is one cancel decided by Shutdown, whose write is to be made.
+type cancelJob struct {
+	t    *task
+	info TaskInfo
+	seq  uint32
+}
+
+// shutdownWriters bounds the goroutines that write Shutdown's cancels.
+const shutdownWriters = 8
+
+// writeCancels writes Shutdown's cancels, then (orphans) cancels the
+// records that no live manager holds; it keeps the first refusal in
+// m.stopErr and closes m.writes. The WaitGroup counts it and each job.
+func (m *TaskManager) writeCancels(jobs []cancelJob, orphans bool) {
+	defer m.wg.Done()
+	var mu sync.Mutex
+	var errs []error
+	next := make(chan *cancelJob)
+	var writers sync.WaitGroup
+	for range min(len(jobs), shutdownWriters) {
+		writers.Add(1)
+		go func() {
+			defer writers.Done()
+			for j := range next {
+				if _, err := m.finish(j.t, &j.info, j.seq); err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+				}
+				m.wg.Done() // counted by cancel
+			}
+		}()
+	}
+	for i := range jobs {
+		next <- &jobs[i]
+	}
+	close(next)
+	writers.Wait()
+	if orphans {
+		errs = append(errs, m.cancelOrphans()...)
+	}
+	if len(errs) > 0 {
+		m.stopErr = errs[0]
+		m.log.Warn("apcore: shutdown could not record every cancel", "failures", len(errs), "error", errs[0])
+	}
+	close(m.writes)
 }
 
 // isClosing reports whether Shutdown or Drain has begun.
