@@ -35,6 +35,9 @@ func (s *Store) sets(cols []string, first int) string {
 type queries struct {
 	upsert, saveIf, get, list, listStatus, listExpired, del, count, countActive                        string
 	insert, update, claim, claimAny, lost, renew, renewCreate, release, recover, deleteLapsed, orphans string
+	// claimIn and claimAnyIn are claim and claimAny restricted to the
+	// module ids of one more argument (see Claim's Modules).
+	claimIn, claimAnyIn string
 	// insertShared is PostgreSQL's Insert when the slot's room is used up
 	// (see admitFunction); insert then checks one slot.
 	insertShared string
@@ -102,12 +105,18 @@ ORDER BY seq`, info, t, activeIn, s.ph(1), s.ph(2), s.leases(), s.ph(3), s.ph(4)
 		// The CTE picks (and locks) the records once; a sub-select in the
 		// WHERE could be run again by the plan and pick more than n.
 		// Only an owner with a live lease claims (see apcore.SharedStore).
-		q.claim = fmt.Sprintf(`WITH picked AS MATERIALIZED (SELECT seq FROM %s WHERE %s
+		claim := func(due string) string {
+			return fmt.Sprintf(`WITH picked AS MATERIALIZED (SELECT seq FROM %s WHERE %s
   AND EXISTS (SELECT 1 FROM %s l WHERE l.owner = $1 AND l.expires_at >= $3)
   ORDER BY seq LIMIT $4 FOR UPDATE SKIP LOCKED)
 UPDATE %s SET %s
 FROM picked WHERE %s.seq = picked.seq AND %s
 RETURNING %s.%s`, t, due, s.leases(), t, claimSet, t, claimable, t, strings.ReplaceAll(stored, ", ", ", "+t+"."))
+		}
+		q.claim = claim(due)
+		// The module ids are a text array ($5): = ANY keeps the condition
+		// on the column itself, which the claim_module index serves.
+		q.claimIn = claim(due + " AND module_id = ANY($5)")
 		q.lost = fmt.Sprintf("SELECT task_id FROM %s WHERE task_id = ANY($1) AND %s AND owner = $2", t, activeIn)
 		// One statement: the lapsed leases it deletes, and the owners with
 		// no lease at all (as of its snapshot; a lease made since holds
@@ -123,15 +132,23 @@ WHERE %s AND owner <> '' AND (owner IN (SELECT owner FROM gone) OR NOT EXISTS (S
 			t, strings.Join(all, ", "), s.phs(1, len(all)), s.counter())
 		// Only an owner with a live lease claims (see apcore.SharedStore);
 		// its two placeholders come after due's (see Claim's arguments).
-		q.claim = fmt.Sprintf(`UPDATE %s SET %s
+		claim := func(due string) string {
+			return fmt.Sprintf(`UPDATE %s SET %s
 WHERE seq IN (SELECT seq FROM %s WHERE %s
   AND EXISTS (SELECT 1 FROM %s l WHERE l.owner = ? AND l.expires_at >= ?)
   ORDER BY seq LIMIT ?)
 RETURNING %s`, t, claimSet, t, due, s.leases(), stored)
+		}
+		// The module ids are one JSON array (as Lost's ids are), so that
+		// the statement is prepared once whatever their number; IN keeps
+		// the condition on the column, which the claim_module index serves.
+		dueIn := due + " AND module_id IN (SELECT value FROM json_each(?))"
+		q.claim, q.claimIn = claim(due), claim(dueIn)
 		// An UPDATE takes the write lock even when it matches nothing; the
 		// keeper's Claim, mostly empty-handed, first looks with a read,
 		// which does not stop the writers.
 		q.claimAny = fmt.Sprintf("SELECT 1 FROM %s WHERE %s LIMIT 1", t, due)
+		q.claimAnyIn = fmt.Sprintf("SELECT 1 FROM %s WHERE %s LIMIT 1", t, dueIn)
 		// +status keeps SQLite's planner (which has no statistics) on the
 		// task_id index: one lookup per id.
 		q.lost = fmt.Sprintf("SELECT task_id FROM %s WHERE task_id IN (SELECT value FROM json_each(?)) AND +%s AND owner = ?", t, activeIn)

@@ -232,7 +232,7 @@ func TestLeaseRecovery(t *testing.T) {
 			dead := b.open(t)
 			now := time.Now()
 			owner := fmt.Sprintf("dead-%d", now.UnixNano())
-			ok, err := dead.Renew(ctx(t), owner, now.Add(300*time.Millisecond), true)
+			ok, err := dead.Renew(ctx(t), apcore.LeaseRequest{Owner: owner, Expires: now.Add(300 * time.Millisecond), Create: true})
 			require.NoError(t, err)
 			require.True(t, ok)
 			var resumable, plain []string

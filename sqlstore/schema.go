@@ -105,6 +105,7 @@ func (s *Store) indexes() []string {
 		fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s_status_seq ON %s (status, seq)", t, t),
 		fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s_expiry ON %s (completed_at) WHERE %s AND completed_at IS NOT NULL", t, t, terminalIn),
 		fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s_claim ON %s (seq) WHERE %s", t, t, claimable),
+		fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s_claim_module ON %s (module_id, seq) WHERE %s", t, t, claimable),
 	}
 }
 

@@ -106,19 +106,34 @@ func (s *Store) Update(ctx context.Context, task apcore.StoredTask, holder strin
 	return affected(res, err, "update "+task.Info.TaskID)
 }
 
-// Claim hands owner up to n due resumable records held by no one, oldest
-// first, in one UPDATE ... RETURNING.
-func (s *Store) Claim(ctx context.Context, owner string, n int, now time.Time) ([]apcore.StoredTask, error) {
+// Claim hands req.Owner up to req.Limit due resumable records held by no
+// one (of req.Modules, when it is not nil), oldest first, in one UPDATE ...
+// RETURNING.
+func (s *Store) Claim(ctx context.Context, req apcore.ClaimRequest) ([]apcore.StoredTask, error) {
+	owner, n := req.Owner, req.Limit
 	if owner == "" {
 		return nil, invalid("sqlstore: Claim needs an owner")
 	}
-	if n <= 0 {
+	if n <= 0 || (req.Modules != nil && len(req.Modules) == 0) {
 		return nil, nil
 	}
-	at := now.UnixMicro()
-	if s.st.claimAny != nil {
+	at := req.Now.UnixMicro()
+	probe, claim := s.st.claimAny, s.st.claim
+	var mods any
+	if req.Modules != nil {
+		probe, claim = s.st.claimAnyIn, s.st.claimIn
+		var err error
+		if mods, err = s.modulesArg(req.Modules); err != nil {
+			return nil, invalid(fmt.Sprintf("sqlstore: Claim: %v", err))
+		}
+	}
+	if probe != nil {
+		args := []any{at}
+		if mods != nil {
+			args = append(args, mods)
+		}
 		var one int
-		switch err := s.st.claimAny.QueryRowContext(ctx, at).Scan(&one); {
+		switch err := probe.QueryRowContext(ctx, args...).Scan(&one); {
 		case errors.Is(err, sql.ErrNoRows):
 			return nil, nil
 		case err != nil:
@@ -130,11 +145,18 @@ func (s *Store) Claim(ctx context.Context, owner string, n int, now time.Time) (
 		return nil, err
 	}
 	defer done()
-	args := []any{clean(owner), at, at, n}
-	if s.dialect == SQLite { // positional: the lease check's owner and time come before the limit
+	var args []any
+	switch {
+	case s.dialect == PostgreSQL && mods == nil:
+		args = []any{clean(owner), at, at, n}
+	case s.dialect == PostgreSQL:
+		args = []any{clean(owner), at, at, n, mods}
+	case mods == nil: // SQLite, positional: the lease check's owner and time come before the limit
 		args = []any{clean(owner), at, at, clean(owner), at, n}
+	default: // and the module ids after due's time
+		args = []any{clean(owner), at, at, mods, clean(owner), at, n}
 	}
-	rows, err := s.st.claim.QueryContext(ctx, args...)
+	rows, err := claim.QueryContext(ctx, args...)
 	if err != nil {
 		return nil, unavailable("claim", err)
 	}
@@ -155,21 +177,22 @@ func (s *Store) Claim(ctx context.Context, owner string, n int, now time.Time) (
 	return out, nil
 }
 
-// Renew sets owner's lease to end at expires; without create, only if the
-// lease is still there.
-func (s *Store) Renew(ctx context.Context, owner string, expires time.Time, create bool) (bool, error) {
+// Renew sets req.Owner's lease to end at req.Expires; without req.Create,
+// only if the lease is still there.
+func (s *Store) Renew(ctx context.Context, req apcore.LeaseRequest) (bool, error) {
+	owner, expires := clean(req.Owner), req.Expires.UnixMicro()
 	done, err := s.write(ctx)
 	if err != nil {
 		return false, err
 	}
 	defer done()
-	if create {
-		if _, err := s.st.renewCreate.ExecContext(ctx, clean(owner), expires.UnixMicro()); err != nil {
+	if req.Create {
+		if _, err := s.st.renewCreate.ExecContext(ctx, owner, expires); err != nil {
 			return false, unavailable("create lease", err)
 		}
 		return true, nil
 	}
-	res, err := s.st.renew.ExecContext(ctx, expires.UnixMicro(), clean(owner))
+	res, err := s.st.renew.ExecContext(ctx, expires, owner)
 	return affected(res, err, "renew lease")
 }
 
@@ -260,8 +283,8 @@ func (s *Store) Lost(ctx context.Context, owner string, ids []string) ([]string,
 
 // Orphans returns the active records that no live manager holds, with one
 // query.
-func (s *Store) Orphans(ctx context.Context, self string, now time.Time) ([]apcore.TaskInfo, error) {
-	at := now.UnixMicro()
-	self = clean(self)
+func (s *Store) Orphans(ctx context.Context, q apcore.OrphanQuery) ([]apcore.TaskInfo, error) {
+	at := q.Now.UnixMicro()
+	self := clean(q.Self)
 	return s.query(ctx, "orphans", s.q.orphans, self, self, self, at, at)
 }

@@ -40,7 +40,9 @@
 // Indexes: (status, seq) serves List by state and the scans of active
 // records (Recover, Orphans); a partial index on completed_at over
 // terminal records serves ListExpired; a partial index on seq over the
-// claimable records (pending, resumable, held by no one) serves Claim; the
+// claimable records (pending, resumable, held by no one) serves Claim, and
+// one on (module_id, seq) over them a Claim limited to some modules, when
+// their tasks are few among the claimable ones (the planner picks); the
 // unique task_id index serves Get, Update, Lost and Remove. Times are Unix
 // microseconds.
 //
@@ -73,7 +75,10 @@
 // the writer: once Recover has taken a lapsed manager's records, its late
 // writes change nothing (fencing). Claim is one UPDATE of the oldest due
 // claimable records (on PostgreSQL chosen FOR UPDATE SKIP LOCKED, so racing
-// claimers never wait for or share a record) RETURNING them. Recover is one
+// claimers never wait for or share a record) RETURNING them; with Modules,
+// of those modules only (module_id = ANY of a text array on PostgreSQL,
+// module_id IN a JSON array's values on SQLite: one prepared statement
+// whatever their number). Recover is one
 // statement on PostgreSQL (a CTE deletes the lapsed leases, and the UPDATE
 // resets or abandons what their owners, and owners with no lease, held)
 // and one immediate transaction on SQLite. Lost is one query by task id.
@@ -188,7 +193,7 @@ type Store struct {
 // stmts are the hot statements, prepared once.
 type stmts struct {
 	insert, update, saveIfActive, get, del, countActive, lost, claim, claimAny, renew, renewCreate *sql.Stmt
-	insertShared                                                                                   *sql.Stmt
+	insertShared, claimIn, claimAnyIn                                                              *sql.Stmt
 }
 
 var (
@@ -246,6 +251,7 @@ func (s *Store) prepare(ctx context.Context) error {
 		{&s.st.get, s.q.get}, {&s.st.del, s.q.del}, {&s.st.countActive, s.q.countActive},
 		{&s.st.lost, s.q.lost}, {&s.st.claim, s.q.claim}, {&s.st.renew, s.q.renew}, {&s.st.renewCreate, s.q.renewCreate},
 		{&s.st.claimAny, s.q.claimAny}, {&s.st.insertShared, s.q.insertShared},
+		{&s.st.claimIn, s.q.claimIn}, {&s.st.claimAnyIn, s.q.claimAnyIn},
 	} {
 		if p.query == "" {
 			continue
@@ -264,7 +270,8 @@ func (s *Store) prepare(ctx context.Context) error {
 func (s *Store) Close() error {
 	var errs []error
 	for _, st := range []*sql.Stmt{s.st.insert, s.st.update, s.st.saveIfActive, s.st.get, s.st.del,
-		s.st.countActive, s.st.lost, s.st.claim, s.st.claimAny, s.st.renew, s.st.renewCreate, s.st.insertShared} {
+		s.st.countActive, s.st.lost, s.st.claim, s.st.claimAny, s.st.renew, s.st.renewCreate, s.st.insertShared,
+		s.st.claimIn, s.st.claimAnyIn} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -545,6 +552,21 @@ func (s *Store) lostArg(ids []string) (any, error) {
 	return string(b), err
 }
 
+// modulesArg is Claim's module ids as its query takes them, each escaped
+// as the module_id column keeps it (see clean): a text array on
+// PostgreSQL, a JSON array for json_each on SQLite.
+func (s *Store) modulesArg(modules []string) (any, error) {
+	keep := make([]string, len(modules))
+	for i, m := range modules {
+		keep[i] = clean(m)
+	}
+	if s.dialect == PostgreSQL {
+		return keep, nil
+	}
+	b, err := json.Marshal(keep)
+	return string(b), err
+}
+
 // sortBySeq sorts claimed records into insertion order.
 func sortBySeq(seqs []int64, ts []apcore.StoredTask) {
 	idx := make([]int, len(ts))
@@ -561,7 +583,8 @@ func sortBySeq(seqs []int64, ts []apcore.StoredTask) {
 
 // Explain returns the database's plan for the query a method runs
 // ("ListByStatus", "Count", "ListExpired", "Insert", "Lost", "Claim",
-// "Orphans"), to check that it uses the store's indexes. It runs nothing.
+// "ClaimModules": a Claim with Modules, "Orphans"), to check that it uses
+// the store's indexes. It runs nothing.
 func (s *Store) Explain(ctx context.Context, method string) (string, error) {
 	var query string
 	var a []any
@@ -587,10 +610,16 @@ func (s *Store) Explain(ctx context.Context, method string) (string, error) {
 		if s.dialect == SQLite {
 			a = []any{"o", now, now, "o", now, 5}
 		}
+	case "ClaimModules":
+		mods, _ := s.modulesArg([]string{"m.a", "m.b"})
+		query, a = s.q.claimIn, []any{"o", now, now, 5, mods}
+		if s.dialect == SQLite {
+			a = []any{"o", now, now, mods, "o", now, 5}
+		}
 	case "Orphans":
 		query, a = s.q.orphans, []any{"o", "o", "o", now, now}
 	default:
-		return "", invalid("sqlstore: Explain knows ListByStatus, Count, ListExpired, Insert, Lost, Claim and Orphans")
+		return "", invalid("sqlstore: Explain knows ListByStatus, Count, ListExpired, Insert, Lost, Claim, ClaimModules and Orphans")
 	}
 	prefix := "EXPLAIN QUERY PLAN "
 	if s.dialect == PostgreSQL {

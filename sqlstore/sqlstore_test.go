@@ -97,13 +97,14 @@ func ctx(t testing.TB) context.Context {
 func TestSQLiteFileContract(t *testing.T) {
 	dir := t.TempDir()
 	n := 0
-	err := storetest.TestStore(ctx(t), func() (apcore.TaskStore, error) {
+	storetest.Run(t, func() (apcore.TaskStore, error) {
 		n++
 		return sqlstore.New(ctx(t), openSQLite(t, filepath.Join(dir, fmt.Sprintf("s%d.db", n))), sqlstore.SQLite)
 	})
-	require.NoError(t, err)
 }
 
+// TestSQLiteMemoryContract runs the checks through storetest.TestStore,
+// which reports them as one error, as a caller without a *testing.T would.
 func TestSQLiteMemoryContract(t *testing.T) {
 	err := storetest.TestStore(ctx(t), func() (apcore.TaskStore, error) {
 		return sqlstore.New(ctx(t), openMemory(t), sqlstore.SQLite)
@@ -113,10 +114,9 @@ func TestSQLiteMemoryContract(t *testing.T) {
 
 func TestPostgresContract(t *testing.T) {
 	db := postgres(t)
-	err := storetest.TestStore(ctx(t), func() (apcore.TaskStore, error) {
+	storetest.Run(t, func() (apcore.TaskStore, error) {
 		return sqlstore.New(ctx(t), db, sqlstore.PostgreSQL, sqlstore.WithTable(freshTable(t, db)))
 	})
-	require.NoError(t, err)
 }
 
 // The queries behind List by state, Count, ListExpired and the hot
@@ -135,6 +135,7 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 			"Insert":       `apcore_tasks_active USING INTEGER PRIMARY KEY`,
 			"Lost":         `apcore_tasks USING INDEX sqlite_autoindex_apcore_tasks_1`,
 			"Claim":        `apcore_tasks USING (COVERING )?INDEX apcore_tasks_(claim|status_seq)`,
+			"ClaimModules": `apcore_tasks USING (COVERING )?INDEX apcore_tasks_(claim_module|claim|status_seq)`,
 			"Orphans":      `apcore_tasks USING (COVERING )?INDEX apcore_tasks_status_seq`,
 		} {
 			plan, err := s.Explain(ctx(t), method)
@@ -162,7 +163,8 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 		for method, index := range map[string]string{
 			"ListByStatus": table + "_status_seq", "Count": table + "_status_seq", "ListExpired": table + "_expiry",
 			"Insert": table + "_slots_pkey", "Lost": table + "_(task_id_key|status_seq)", "Claim": table + "_(claim|status_seq)",
-			"Orphans": table + "_status_seq",
+			"ClaimModules": table + "_(claim_module|claim|status_seq)",
+			"Orphans":      table + "_status_seq",
 		} {
 			plan, err := s.Explain(ctx(t), method)
 			require.NoError(t, err)
