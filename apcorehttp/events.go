@@ -2,14 +2,29 @@ package apcorehttp
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
+	"errors"
+	"math"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/apcore-go/apcore"
 )
+
+// How the event stream works. The manager's observer (observe) copies a
+// few fields of each record into a buffer under a mutex and returns: it
+// never encodes, never touches a client and never waits for one. One
+// goroutine of the hub (flusher) takes the buffer at most every
+// flushInterval, keeps the latest event of each task, encodes the batch
+// once and hands the same bytes to every client's queue without blocking:
+// a client whose queue holds more than clientQueueBytes is dropped. Each
+// client's handler writes what its queue holds with a write deadline
+// (writeTimeout), so a client that stops reading is dropped too; an
+// EventSource reconnects on its own. When more events arrive between two
+// flushes than maxBatch, the batch is replaced by one "resync" event: the
+// page reloads what it shows instead of following each task.
 
 // localQuiet is how long after this manager's own event about a task the
 // poller leaves that task alone: the store may still hold an older
@@ -18,24 +33,41 @@ import (
 const localQuiet = 3 * time.Second
 
 // endedMemory is how long the poller remembers that a task ended, so that
-// a List taken before the end does not bring it back.
-const endedMemory = 10 * time.Second
+// a List taken before the end does not bring it back; maxEnded bounds how
+// many it remembers.
+const (
+	endedMemory = 10 * time.Second
+	maxEnded    = 1 << 14
+)
+
+// maxMessage is the most bytes of a progress message an event carries; the
+// record (GET /api/tasks/{id}) has all of it.
+const maxMessage = 1024
 
 // hub fans the events out to the connected clients. While any client is
-// connected it subscribes to the manager and polls the store's active
-// records; with none, it runs no goroutine at all.
+// connected it subscribes to the manager, polls the store's active records
+// and runs the flusher; with none, it runs no goroutine at all.
 type hub struct {
 	mgr *apcore.TaskManager
 	cfg config
 
-	lifeMu  sync.Mutex         // serialises starting and stopping
-	running bool               // subscribed and polling
-	stop    context.CancelFunc // ends the poller
-	done    chan struct{}      // closed when the poller has returned
-	unsub   func()
+	lifeMu sync.Mutex         // serialises starting and stopping
+	stop   context.CancelFunc // ends the poller and the flusher
+	wg     sync.WaitGroup     // the poller and the flusher
+	unsub  func()
 
-	mu      sync.Mutex // guards clients
+	mu      sync.Mutex // guards the fields below
 	clients map[*client]struct{}
+	serving int           // handlers of GET /api/events that have not returned
+	running bool          // subscribed, polling and flushing
+	changed chan struct{} // closed and replaced when the three above change
+
+	bufMu    sync.Mutex
+	buf      []event // events since the last flush, in order
+	spare    []event // the previous batch's array, for the next one
+	overflow int     // events left out of buf since the last flush
+	woken    bool    // the flusher has been told about buf
+	wake     chan struct{}
 
 	stateMu sync.Mutex
 	known   map[string]seen      // active tasks as last reported
@@ -44,125 +76,317 @@ type hub struct {
 
 // seen is what the hub last reported of an active task.
 type seen struct {
-	key     string
+	key     recordKey
 	localAt time.Time // when this manager's observer last reported it
+}
+
+// recordKey is what makes two reports of an active task differ.
+type recordKey struct {
+	status   apcore.TaskStatus
+	retries  int
+	progress float64
+	started  int64
+	message  string
+}
+
+func keyOf(t *apcore.TaskInfo) recordKey {
+	return recordKey{t.Status, t.RetryCount, t.Progress, t.StartedAt.UnixNano(), t.ProgressMessage}
+}
+
+// event is what the stream sends of a record: everything but the result
+// and the error, which can be large (the page reads them with the record).
+type event struct {
+	id, module                    string
+	status                        apcore.TaskStatus
+	submitted, started, completed time.Time
+	retries, maxRetries           int
+	progress                      float64
+	message                       string
+	code                          apcore.ErrorCode
+	local                         bool // from this manager's observer, not the poller
+}
+
+func newEvent(t *apcore.TaskInfo, local bool) event {
+	return event{
+		id: t.TaskID, module: t.ModuleID, status: t.Status,
+		submitted: t.SubmittedAt, started: t.StartedAt, completed: t.CompletedAt,
+		retries: t.RetryCount, maxRetries: t.MaxRetries,
+		progress: t.Progress, message: t.ProgressMessage, code: t.ErrorCode,
+		local: local,
+	}
 }
 
 // client is one connected event stream.
 type client struct {
-	ch      chan []byte
+	mu      sync.Mutex
+	queue   [][]byte // encoded batches, shared with the other clients
+	bytes   int
+	ready   chan struct{} // a batch was queued
 	dropped chan struct{} // closed when it fell too far behind
 }
 
-func newHub(mgr *apcore.TaskManager, cfg config) *hub {
-	return &hub{mgr: mgr, cfg: cfg, clients: map[*client]struct{}{}}
+// push queues p unless the client has limit bytes queued already; false
+// means the client is to be dropped. A single batch larger than limit is
+// queued when nothing else is.
+func (c *client) push(p []byte, limit int) bool {
+	c.mu.Lock()
+	if c.bytes > 0 && c.bytes+len(p) > limit {
+		c.mu.Unlock()
+		return false
+	}
+	c.queue = append(c.queue, p)
+	c.bytes += len(p)
+	c.mu.Unlock()
+	select {
+	case c.ready <- struct{}{}:
+	default:
+	}
+	return true
 }
 
-// active reports how many streams are connected and whether the hub is
-// subscribed and polling.
-func (h *hub) active() (clients int, running bool) {
-	h.lifeMu.Lock()
-	defer h.lifeMu.Unlock()
+// take returns what is queued and empties the queue.
+func (c *client) take() [][]byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	q := c.queue
+	c.queue, c.bytes = nil, 0
+	return q
+}
+
+func newHub(mgr *apcore.TaskManager, cfg config) *hub {
+	return &hub{mgr: mgr, cfg: cfg, clients: map[*client]struct{}{}, changed: make(chan struct{}), wake: make(chan struct{}, 1)}
+}
+
+// changedLocked tells waitState's callers that the state changed. h.mu is
+// held.
+func (h *hub) changedLocked() {
+	close(h.changed)
+	h.changed = make(chan struct{})
+}
+
+// state reports how many streams are registered, how many handlers have
+// not returned, whether the hub is subscribed, and a channel closed at
+// the next change of these.
+func (h *hub) state() (clients, serving int, running bool, changed <-chan struct{}) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return len(h.clients), h.running
+	return len(h.clients), h.serving, h.running, h.changed
+}
+
+func (h *hub) setServing(d int) {
+	h.mu.Lock()
+	h.serving += d
+	h.changedLocked()
+	h.mu.Unlock()
 }
 
 // add registers c. For the first client it subscribes to the manager,
 // reads the active records once (so that the poller reports what changes
-// from now on) and starts the poller.
+// from now on) and starts the poller and the flusher.
 func (h *hub) add(c *client) error {
 	h.lifeMu.Lock()
 	defer h.lifeMu.Unlock()
-	if !h.running {
-		unsub, err := h.mgr.Subscribe(h.observe)
-		if err != nil {
-			return err
+	h.mu.Lock()
+	running := h.running
+	h.mu.Unlock()
+	if !running {
+		h.bufMu.Lock()
+		clear(h.buf)
+		h.buf, h.overflow, h.woken = h.buf[:0], 0, false
+		h.bufMu.Unlock()
+		select {
+		case <-h.wake:
+		default:
 		}
 		h.stateMu.Lock()
 		h.known, h.ended = map[string]seen{}, map[string]time.Time{}
 		h.stateMu.Unlock()
+		unsub, err := h.mgr.Subscribe(h.observe)
+		if err != nil {
+			return err
+		}
 		ctx, cancel := context.WithCancel(context.Background())
 		h.pollOnce(ctx, true)
-		h.unsub, h.stop, h.done, h.running = unsub, cancel, make(chan struct{}), true
-		go h.poll(ctx, h.done)
+		h.unsub, h.stop = unsub, cancel
+		h.wg.Add(2)
+		go h.poll(ctx)
+		go h.flush(ctx)
 	}
 	h.mu.Lock()
+	h.running = true
 	h.clients[c] = struct{}{}
+	h.changedLocked()
 	h.mu.Unlock()
 	return nil
 }
 
-// remove unregisters c; after the last client it stops the poller and the
-// subscription and waits for the poller to return.
+// remove unregisters c (if it is still registered), then stops the hub if
+// no client is left.
 func (h *hub) remove(c *client) {
+	h.mu.Lock()
+	delete(h.clients, c)
+	h.changedLocked()
+	h.mu.Unlock()
+	h.stopIfIdle()
+}
+
+// stopIfIdle stops the subscription, the poller and the flusher when no
+// client is registered, and waits for them to return.
+func (h *hub) stopIfIdle() {
 	h.lifeMu.Lock()
 	defer h.lifeMu.Unlock()
 	h.mu.Lock()
-	delete(h.clients, c)
-	n := len(h.clients)
+	idle := h.running && len(h.clients) == 0
 	h.mu.Unlock()
-	if n > 0 || !h.running {
+	if !idle {
 		return
 	}
 	h.unsub()
 	h.stop()
-	<-h.done
-	h.unsub, h.stop, h.done, h.running = nil, nil, nil, false
-}
-
-// broadcast hands data to every client without blocking; a client whose
-// buffer is full is dropped (its browser reconnects and reloads).
-func (h *hub) broadcast(data []byte) {
+	h.wg.Wait()
+	h.unsub, h.stop = nil, nil
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	for c := range h.clients {
-		select {
-		case c.ch <- data:
-		default:
-			delete(h.clients, c)
-			close(c.dropped)
-		}
-	}
-}
-
-// keyOf is what makes two reports of an active task differ.
-func keyOf(t *apcore.TaskInfo) string {
-	return fmt.Sprintf("%s|%d|%v|%d|%q", t.Status, t.RetryCount, t.Progress, t.StartedAt.UnixNano(), t.ProgressMessage)
+	h.running = false
+	h.changedLocked()
+	h.mu.Unlock()
 }
 
 // observe is the manager's observer: this manager's transitions and
-// progress reports, at once. The cancel endpoint calls it too, with the
-// record it cancelled: a task another replica runs ends without an
-// observer call here.
+// progress reports. It only copies a few fields into the buffer. The
+// cancel endpoint calls it too, with the record it cancelled: a task
+// another replica runs ends without an observer call here.
 func (h *hub) observe(info apcore.TaskInfo) {
-	data, err := json.Marshal(info)
-	if err != nil {
-		return
+	h.enqueue(newEvent(&info, true))
+}
+
+// enqueue adds e to the buffer (or counts it, when the buffer is full) and
+// wakes the flusher once per batch. It never blocks but on bufMu, which is
+// held only to append or to swap the buffer.
+func (h *hub) enqueue(e event) {
+	h.bufMu.Lock()
+	if len(h.buf) < h.cfg.maxBatch {
+		h.buf = append(h.buf, e)
+	} else {
+		h.overflow++
 	}
-	now := time.Now()
-	h.stateMu.Lock()
-	if h.known != nil {
-		if info.Status.IsTerminal() {
-			if _, dup := h.ended[info.TaskID]; dup {
-				h.stateMu.Unlock()
-				return // reported already (by the cancel endpoint, say)
+	wake := !h.woken
+	h.woken = true
+	h.bufMu.Unlock()
+	if wake {
+		select {
+		case h.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// flush is the flusher: at most every flushInterval it takes the buffer,
+// encodes it and hands it to the clients.
+func (h *hub) flush(ctx context.Context) {
+	defer h.wg.Done()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	var last time.Time
+	latest := map[string]int{}
+	var out []byte
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-h.wake:
+		}
+		if d := h.cfg.flushInterval - time.Since(last); d > 0 {
+			timer.Reset(d)
+			select {
+			case <-ctx.Done():
+				timer.Stop()
+				return
+			case <-timer.C:
 			}
-			delete(h.known, info.TaskID)
-			h.ended[info.TaskID] = now
-		} else {
-			h.known[info.TaskID] = seen{key: keyOf(&info), localAt: now}
+		}
+		last = time.Now()
+		h.bufMu.Lock()
+		batch, overflow := h.buf, h.overflow
+		h.buf, h.spare, h.overflow, h.woken = h.spare[:0], batch, 0, false
+		h.bufMu.Unlock()
+		out = h.encode(out[:0], batch, overflow, latest, last)
+		clear(batch) // drop the strings it holds
+		if len(out) > 0 {
+			h.deliver(append([]byte(nil), out...))
+		}
+	}
+}
+
+// encode appends the stream's text for a batch to out: the latest event of
+// each task, in the order of those events, or one resync event when the
+// batch overflowed. It also notes what the poller must not report again.
+func (h *hub) encode(out []byte, batch []event, overflow int, latest map[string]int, now time.Time) []byte {
+	for i := range batch {
+		latest[batch[i].id] = i
+	}
+	if overflow > 0 {
+		out = append(out, "event: resync\ndata: {\"dropped\":"...)
+		out = strconv.AppendInt(out, int64(overflow), 10)
+		out = append(out, "}\n\n"...)
+	}
+	h.stateMu.Lock()
+	for i := range batch {
+		e := &batch[i]
+		if latest[e.id] != i {
+			continue
+		}
+		if h.known != nil {
+			if e.status.IsTerminal() {
+				if _, dup := h.ended[e.id]; dup {
+					continue // reported already (by the cancel endpoint, say)
+				}
+				delete(h.known, e.id)
+				if len(h.ended) < maxEnded {
+					h.ended[e.id] = now
+				}
+			} else if e.local {
+				h.known[e.id] = seen{key: recordKey{e.status, e.retries, e.progress, e.started.UnixNano(), e.message}, localAt: now}
+			}
+		}
+		if overflow == 0 {
+			out = appendEvent(out, e)
 		}
 	}
 	h.stateMu.Unlock()
-	h.broadcast(data)
+	clear(latest)
+	return out
+}
+
+// deliver queues p for every client without blocking; a client with too
+// much queued already is dropped (its browser reconnects and reloads).
+func (h *hub) deliver(p []byte) {
+	h.mu.Lock()
+	dropped := false
+	for c := range h.clients {
+		if !c.push(p, h.cfg.clientQueueBytes) {
+			delete(h.clients, c)
+			close(c.dropped)
+			dropped = true
+		}
+	}
+	idle := dropped && len(h.clients) == 0
+	if dropped {
+		h.changedLocked()
+	}
+	h.mu.Unlock()
+	if idle {
+		// Stopping waits for this goroutine: leave it to another. A
+		// dropped client's handler may be blocked in a write until its
+		// deadline; the manager need not pay for the events meanwhile.
+		go h.stopIfIdle()
+	}
 }
 
 // poll reads the store's active records every pollInterval and reports
 // what changed since the last read: the transitions of tasks that other
 // replicas run.
-func (h *hub) poll(ctx context.Context, done chan struct{}) {
-	defer close(done)
+func (h *hub) poll(ctx context.Context) {
+	defer h.wg.Done()
 	tick := time.NewTicker(h.cfg.pollInterval)
 	defer tick.Stop()
 	for {
@@ -187,7 +411,7 @@ func (h *hub) pollOnce(ctx context.Context, quiet bool) {
 		return
 	}
 	now := time.Now()
-	var emit []apcore.TaskInfo
+	var emit []event
 	var gone []string
 	h.stateMu.Lock()
 	present := make(map[string]struct{}, len(pending)+len(running))
@@ -205,7 +429,7 @@ func (h *hub) pollOnce(ctx context.Context, quiet bool) {
 			if k := keyOf(t); !ok || prev.key != k {
 				h.known[t.TaskID] = seen{key: k, localAt: prev.localAt}
 				if !quiet {
-					emit = append(emit, *t)
+					emit = append(emit, newEvent(t, false))
 				}
 			}
 		}
@@ -230,12 +454,11 @@ func (h *hub) pollOnce(ctx context.Context, quiet bool) {
 		switch {
 		case err == nil && t.Status.IsTerminal():
 			delete(h.known, id)
-			h.ended[id] = now
-			emit = append(emit, t)
+			emit = append(emit, newEvent(&t, false))
 		case err == nil:
 			if k := keyOf(&t); h.known[id].key != k {
 				h.known[id] = seen{key: k}
-				emit = append(emit, t)
+				emit = append(emit, newEvent(&t, false))
 			}
 		case apcore.CodeOf(err) == apcore.CodeTaskNotFound:
 			delete(h.known, id)
@@ -243,36 +466,46 @@ func (h *hub) pollOnce(ctx context.Context, quiet bool) {
 		h.stateMu.Unlock()
 	}
 	for i := range emit {
-		if data, err := json.Marshal(emit[i]); err == nil {
-			h.broadcast(data)
-		}
+		h.enqueue(emit[i])
 	}
 }
 
 // serve is GET /api/events.
 func (h *hub) serve(w http.ResponseWriter, r *http.Request) {
+	h.setServing(1)
+	defer h.setServing(-1)
 	rc := http.NewResponseController(w)
-	c := &client{ch: make(chan []byte, h.cfg.clientBuffer), dropped: make(chan struct{})}
+	c := &client{ready: make(chan struct{}, 1), dropped: make(chan struct{})}
 	if err := h.add(c); err != nil {
 		writeStoreError(w, err)
 		return
 	}
 	defer h.remove(c)
-	// The stream lasts as long as the client stays: a server's
-	// WriteTimeout must not cut it.
-	_ = rc.SetWriteDeadline(time.Time{})
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	if _, err := fmt.Fprint(w, "retry: 2000\n: connected\n\n"); err != nil {
-		return
+	// Every write has a deadline: a client that stops reading is dropped
+	// rather than holding this handler (and the hub) for ever. It also
+	// replaces a server's WriteTimeout, which must not cut the stream.
+	write := func(parts ...[]byte) bool {
+		err := rc.SetWriteDeadline(time.Now().Add(h.cfg.writeTimeout))
+		if err != nil && !errors.Is(err, http.ErrNotSupported) {
+			return false
+		}
+		for _, p := range parts {
+			if _, err := w.Write(p); err != nil {
+				return false
+			}
+		}
+		return rc.Flush() == nil
 	}
-	if rc.Flush() != nil {
+	w.WriteHeader(http.StatusOK)
+	if !write([]byte("retry: 2000\n: connected\n\n")) {
 		return
 	}
 	heartbeat := time.NewTicker(h.cfg.heartbeat)
 	defer heartbeat.Stop()
+	ping := []byte(": ping\n\n")
 	for {
 		select {
 		case <-r.Context().Done():
@@ -280,27 +513,129 @@ func (h *hub) serve(w http.ResponseWriter, r *http.Request) {
 		case <-c.dropped:
 			return
 		case <-heartbeat.C:
-			if _, err := fmt.Fprint(w, ": ping\n\n"); err != nil {
+			if !write(ping) {
 				return
 			}
-		case data := <-c.ch:
-			if _, err := fmt.Fprintf(w, "data: %s\n\n", data); err != nil {
+		case <-c.ready:
+			if q := c.take(); len(q) > 0 && !write(q...) {
 				return
 			}
-			// Write what else is queued before flushing once.
-			for more := true; more; {
-				select {
-				case data = <-c.ch:
-					if _, err := fmt.Fprintf(w, "data: %s\n\n", data); err != nil {
-						return
-					}
-				default:
-					more = false
-				}
-			}
-		}
-		if rc.Flush() != nil {
-			return
 		}
 	}
+}
+
+// appendEvent appends e as one server-sent event whose data is a record in
+// the wire format without result and error.
+func appendEvent(b []byte, e *event) []byte {
+	b = append(b, `data: {"task_id":`...)
+	b = appendString(b, e.id)
+	b = append(b, `,"module_id":`...)
+	b = appendString(b, e.module)
+	b = append(b, `,"status":`...)
+	b = appendString(b, string(e.status))
+	b = append(b, `,"submitted_at":`...)
+	b = appendTime(b, e.submitted, false)
+	b = append(b, `,"started_at":`...)
+	b = appendTime(b, e.started, true)
+	b = append(b, `,"completed_at":`...)
+	b = appendTime(b, e.completed, true)
+	b = append(b, `,"retry_count":`...)
+	b = strconv.AppendInt(b, int64(e.retries), 10)
+	b = append(b, `,"max_retries":`...)
+	b = strconv.AppendInt(b, int64(e.maxRetries), 10)
+	if e.code != "" {
+		b = append(b, `,"error_code":`...)
+		b = appendString(b, string(e.code))
+	}
+	if e.progress != 0 {
+		b = append(b, `,"progress":`...)
+		b = appendFloat(b, e.progress)
+	}
+	if e.message != "" {
+		msg := e.message
+		if len(msg) > maxMessage {
+			cut := maxMessage
+			for cut > 0 && !utf8.RuneStart(msg[cut]) {
+				cut--
+			}
+			msg = msg[:cut] + "…"
+		}
+		b = append(b, `,"progress_message":`...)
+		b = appendString(b, msg)
+	}
+	return append(b, "}\n\n"...)
+}
+
+// appendTime appends t as Unix seconds to the microsecond, as the wire
+// format has it; the zero time is null when nullable, 0 otherwise.
+func appendTime(b []byte, t time.Time, nullable bool) []byte {
+	if t.IsZero() {
+		if nullable {
+			return append(b, "null"...)
+		}
+		return append(b, '0')
+	}
+	return appendFloat(b, float64(t.UnixMicro())/1e6)
+}
+
+// appendFloat appends f as a JSON number; JSON has none for NaN or the
+// infinities, which become 0.
+func appendFloat(b []byte, f float64) []byte {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return append(b, '0')
+	}
+	return strconv.AppendFloat(b, f, 'f', -1, 64)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string: quotes, backslashes and
+// control characters escaped, invalid UTF-8 replaced by U+FFFD, and <, >
+// and & escaped as encoding/json does.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }

@@ -15,7 +15,6 @@ package apcorehttp
 import (
 	"context"
 	"embed"
-	"encoding/json"
 	"errors"
 	"io/fs"
 	"mime"
@@ -37,9 +36,14 @@ type config struct {
 	cacheTTL     time.Duration
 	pollInterval time.Duration
 	heartbeat    time.Duration
-	clientBuffer int
 	chartWindow  time.Duration
 	chartBucket  time.Duration
+
+	// The event stream's bounds (see events.go).
+	writeTimeout     time.Duration // a write to a client that takes longer drops it
+	flushInterval    time.Duration // the least time between two batches
+	maxBatch         int           // events per batch; more make a resync event instead
+	clientQueueBytes int           // bytes queued for a client; more drop it
 }
 
 // Option configures NewHandler.
@@ -110,9 +114,13 @@ func NewHandler(mgr *apcore.TaskManager, opts ...Option) (http.Handler, error) {
 		cacheTTL:     time.Second,
 		pollInterval: 800 * time.Millisecond,
 		heartbeat:    15 * time.Second,
-		clientBuffer: 4096,
 		chartWindow:  5 * time.Minute,
 		chartBucket:  5 * time.Second,
+
+		writeTimeout:     10 * time.Second,
+		flushInterval:    50 * time.Millisecond,
+		maxBatch:         2048,
+		clientQueueBytes: 4 << 20,
 	}
 	for _, o := range opts {
 		if o != nil {
@@ -174,14 +182,6 @@ func (h *handler) serveIndex(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(h.page)
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
 type apiError struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
@@ -211,12 +211,6 @@ func writeStoreError(w http.ResponseWriter, err error) {
 	writeError(w, status, string(code), err.Error())
 }
 
-// listResponse is GET /api/tasks's answer.
-type listResponse struct {
-	Tasks []apcore.TaskInfo `json:"tasks"`
-	Total *int              `json:"total,omitempty"`
-}
-
 const maxLimit = 1000
 
 func (h *handler) listTasks(w http.ResponseWriter, r *http.Request) {
@@ -233,10 +227,7 @@ func (h *handler) listTasks(w http.ResponseWriter, r *http.Request) {
 			writeStoreError(w, err)
 			return
 		}
-		if tasks == nil {
-			tasks = []apcore.TaskInfo{}
-		}
-		writeJSON(w, http.StatusOK, listResponse{Tasks: tasks})
+		writeBody(w, http.StatusOK, appendList(nil, tasks, -1))
 		return
 	}
 	order := q.Get("order")
@@ -257,7 +248,7 @@ func (h *handler) listTasks(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tasks, total := snap.page(status, q.Get("module"), order == "desc", offset, limit)
-	writeJSON(w, http.StatusOK, listResponse{Tasks: tasks, Total: &total})
+	writeBody(w, http.StatusOK, appendList(nil, tasks, total))
 }
 
 func intParam(s string, def int) (int, error) {
@@ -273,7 +264,7 @@ func (h *handler) getTask(w http.ResponseWriter, r *http.Request) {
 		writeStoreError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, info)
+	writeBody(w, http.StatusOK, append(appendRecord(nil, &info), '\n'))
 }
 
 func (h *handler) summary(w http.ResponseWriter, r *http.Request) {

@@ -14,13 +14,17 @@
   // cached for up to a second, and the store may lag the manager by a
   // quarter of a second), so an event from the last two seconds, or newer
   // than the request, wins; and an ended record always beats an active one.
+  // Events carry no result or error (the record has them): an event that
+  // wins is laid over the fetched record.
   const fresh = new Map(); // task id -> {t, at}
   function newest(t, requestedAt) {
     const f = fresh.get(t.task_id);
     if (!f) return t;
-    if (isActive(f.t.status) !== isActive(t.status)) return isActive(t.status) ? f.t : t;
-    return f.at > requestedAt - 2000 ? f.t : t;
+    if (isActive(f.t.status) !== isActive(t.status)) return isActive(t.status) ? over(t, f.t) : t;
+    return f.at > requestedAt - 2000 ? over(t, f.t) : t;
   }
+  // over returns the record rec with the fields of the event ev.
+  function over(rec, ev) { return rec ? Object.assign({}, rec, ev) : ev; }
 
   function el(tag, cls, text) {
     const e = document.createElement(tag);
@@ -186,6 +190,28 @@
 
   // ---- chart -------------------------------------------------------------
   const svgNS = "http://www.w3.org/2000/svg";
+  // niceScale returns ticks from 0 to a round top at or above max: steps of
+  // 1, 2, 2.5 or 5 times a power of ten, four or five of them.
+  function niceScale(max) {
+    const raw = max / 4, pow = Math.pow(10, Math.floor(Math.log10(raw)));
+    const step = [1, 2, 2.5, 5, 10].map((m) => m * pow).find((s) => s >= raw);
+    const top = Math.ceil(max / step - 1e-9) * step;
+    const ticks = [];
+    for (let v = 0; v <= top + step / 2; v += step) ticks.push(Number(v.toPrecision(12)));
+    return { top: ticks[ticks.length - 1], ticks };
+  }
+  function tickText(v) { return Number(v.toPrecision(4)).toLocaleString(); }
+  // drawTicks writes the labels of a scale beside the chart, each at the
+  // height of its value (y in the chart's units, H high).
+  function drawTicks(box, scale, y, unit, H) {
+    while (box.firstChild) box.removeChild(box.firstChild);
+    for (const v of scale.ticks) {
+      const t = el("span", "tick", tickText(v) + (v === 0 ? "" : unit));
+      t.dataset.value = String(v);
+      t.style.top = (y(v) / H * 100).toFixed(2) + "%";
+      box.appendChild(t);
+    }
+  }
   function drawChart(c) {
     const svg = $("chart");
     while (svg.firstChild) svg.removeChild(svg.firstChild);
@@ -194,8 +220,23 @@
     const rates = c.finished.map((k) => k / c.bucket_seconds);
     // Floors keep a quiet minute from looking busy: the bars scale to at
     // least 1 task/s, the wait line to at least half a second.
-    const maxRate = Math.max(1, ...rates);
-    const maxWait = Math.max(0.5, ...c.wait_avg);
+    // Each scale ends on a round value, with its ticks labelled: tasks
+    // per second on the left, seconds of queue wait on the right.
+    const rateScale = niceScale(Math.max(1, ...rates));
+    const waitScale = niceScale(Math.max(0.5, ...c.wait_avg));
+    const maxRate = rateScale.top, maxWait = waitScale.top;
+    const rateY = (v) => H - (v / maxRate) * (H - 8);
+    const waitY = (v) => H - 4 - (v / maxWait) * (H - 12);
+    drawTicks($("chart-y-rate"), rateScale, rateY, "/s", H);
+    drawTicks($("chart-y-wait"), waitScale, waitY, " s", H);
+    for (const v of rateScale.ticks) {
+      if (v === 0) continue;
+      const g = document.createElementNS(svgNS, "line");
+      g.setAttribute("class", "grid");
+      g.setAttribute("x1", "0"); g.setAttribute("x2", String(W));
+      g.setAttribute("y1", rateY(v).toFixed(1)); g.setAttribute("y2", rateY(v).toFixed(1));
+      svg.appendChild(g);
+    }
     const axis = document.createElementNS(svgNS, "line");
     axis.setAttribute("class", "axis");
     axis.setAttribute("x1", "0"); axis.setAttribute("x2", String(W));
@@ -250,9 +291,9 @@
     for (const [k, v] of fields) { dl.appendChild(el("dt", null, k)); dl.appendChild(el("dd", null, v)); }
     $("d-error-box").hidden = !t.error;
     $("d-error").textContent = t.error || "";
-    const hasResult = t.status === "completed";
+    const hasResult = t.status === "completed" && ("result" in t || "result_error" in t);
     $("d-result-box").hidden = !hasResult;
-    $("d-result").textContent = hasResult ? pretty(t.result) : "";
+    $("d-result").textContent = !hasResult ? "" : t.result_error ? "(" + t.result_error + ")" : pretty(t.result);
     $("d-cancel").hidden = readOnly || !isActive(t.status);
   }
 
@@ -267,6 +308,13 @@
       if (detailId === id) fillDetail(newest(t, requestedAt));
     } catch (e) { /* keep what the table had */ }
     $("detail").dataset.fetched = id; // for tests: the record has come
+  }
+  async function refetchDetail(id) {
+    const requestedAt = performance.now();
+    try {
+      const t = await getJSON("api/tasks/" + encodeURIComponent(id));
+      if (detailId === id) fillDetail(newest(t, requestedAt));
+    } catch (e) { /* keep what the event had */ }
   }
   function closeDetail() { detailId = null; detailTask = null; $("detail").hidden = true; }
 
@@ -296,12 +344,17 @@
     document.body.dataset.live = on ? "1" : "0";
   }
 
+  // onRecord takes an event: a record without its result and error, and
+  // without the fields that are unset.
   function onRecord(t) {
+    t.progress = t.progress || 0;
+    t.progress_message = t.progress_message || "";
+    t.error_code = t.error_code || "";
     fresh.set(t.task_id, { t, at: performance.now() });
     const r = rows.get(t.task_id);
     if (r) {
       const changed = r.task.status !== t.status;
-      fillRow(r, t);
+      fillRow(r, over(r.task, t));
       if (changed) { r.tr.classList.remove("flash"); void r.tr.offsetWidth; r.tr.classList.add("flash"); }
     } else if (state.order === "desc" && state.offset === 0 && matches(t) && isActive(t.status)) {
       // A new task: it belongs at the top of the newest-first first page.
@@ -318,7 +371,10 @@
       $("empty").hidden = true;
       renderRange();
     }
-    if (detailId === t.task_id) fillDetail(t);
+    if (detailId === t.task_id) {
+      fillDetail(over(detailTask, t));
+      if (!isActive(t.status)) refetchDetail(t.task_id); // for the result or the error
+    }
     scheduleRefresh();
   }
 
@@ -330,6 +386,8 @@
       try { t = JSON.parse(ev.data); } catch (e) { return; }
       if (t && typeof t.task_id === "string") onRecord(t);
     };
+    // More transitions than the server sends one by one: reload instead.
+    es.addEventListener("resync", () => scheduleRefresh());
     es.onerror = () => { setLive(false, "reconnecting…"); };
   }
 
