@@ -209,12 +209,25 @@ func TestBrowser(t *testing.T) {
 	if kept != "65" {
 		t.Errorf("after a refresh the first task's progress bar shows %s%%, want 65%%", kept)
 	}
+	checkChartScale(t, bctx, srv.URL+"/ops/tasks/api/summary")
 	shot := screenshot(t, bctx, 1280, 800)
 	if len(shot) > 300<<10 {
 		t.Errorf("the screenshot is %d bytes; keep docs/dashboard.png under 300 KB", len(shot))
-	} else {
-		must(t, os.WriteFile(filepath.Join("..", "docs", "dashboard.png"), shot, 0o644))
 	}
+	// The screenshot goes to docs/dashboard.png, a tracked file, only when
+	// asked for; otherwise to the test's own folder, and the tracked file
+	// must be left as it was.
+	tracked := filepath.Join("..", "docs", "dashboard.png")
+	before, _ := os.ReadFile(tracked)
+	shotPath := filepath.Join(t.TempDir(), "dashboard.png")
+	if os.Getenv("APCORE_UPDATE_SCREENSHOT") == "1" {
+		shotPath = tracked
+	}
+	must(t, os.WriteFile(shotPath, shot, 0o644))
+	if after, _ := os.ReadFile(tracked); shotPath != tracked && !bytes.Equal(before, after) {
+		t.Errorf("the test rewrote %s without APCORE_UPDATE_SCREENSHOT=1", tracked)
+	}
+	t.Logf("screenshot: %s (APCORE_UPDATE_SCREENSHOT=1 writes %s)", shotPath, tracked)
 	if dir := os.Getenv("APCOREHTTP_SHOTS"); dir != "" {
 		must(t, os.WriteFile(filepath.Join(dir, "laptop.png"), shot, 0o644))
 		phone := screenshot(t, bctx, 390, 844)
@@ -291,6 +304,53 @@ func TestBrowser(t *testing.T) {
 
 	if p := problems(); len(p) > 0 {
 		t.Errorf("the page logged errors:\n%s", strings.Join(p, "\n"))
+	}
+}
+
+// checkChartScale checks the chart's y axes: labelled ticks from 0 up to
+// a round value at or just above the highest finished/s bar, and the same
+// for the queue wait.
+func checkChartScale(t *testing.T, ctx context.Context, summaryURL string) {
+	t.Helper()
+	var sum struct {
+		Chart struct {
+			BucketSeconds float64   `json:"bucket_seconds"`
+			Finished      []int     `json:"finished"`
+			WaitAvg       []float64 `json:"wait_avg"`
+		} `json:"chart"`
+	}
+	if code := get(t, summaryURL, &sum); code != 200 {
+		t.Fatalf("GET %s: %d", summaryURL, code)
+	}
+	maxRate, maxWait := 1.0, 0.5 // the page's floors
+	for i, n := range sum.Chart.Finished {
+		maxRate = max(maxRate, float64(n)/sum.Chart.BucketSeconds)
+		maxWait = max(maxWait, sum.Chart.WaitAvg[i])
+	}
+	for _, axis := range []struct {
+		sel, unit string
+		peak      float64
+	}{{"#chart-y-rate", "/s", maxRate}, {"#chart-y-wait", " s", maxWait}} {
+		var ticks []struct {
+			Value float64 `json:"value"`
+			Text  string  `json:"text"`
+			Top   float64 `json:"top"`
+		}
+		// The chart is redrawn with each refresh: wait for one drawn from
+		// this summary or a later one (the peak only grows in this test).
+		must(t, waitJS(ctx, fmt.Sprintf(`(() => { const t = [...document.querySelectorAll(%q)]; return t.length >= 3 && +t[t.length-1].dataset.value >= %v; })()`, axis.sel+" .tick", axis.peak)))
+		must(t, evalJS(ctx, fmt.Sprintf(`[...document.querySelectorAll(%q)].map(e => ({value: +e.dataset.value, text: e.textContent, top: e.getBoundingClientRect().top}))`, axis.sel+" .tick"), &ticks))
+		if len(ticks) < 3 || len(ticks) > 6 || ticks[0].Value != 0 || ticks[0].Text != "0" {
+			t.Fatalf("%s: ticks %+v, want 3-6 from 0", axis.sel, ticks)
+		}
+		for i := 1; i < len(ticks); i++ {
+			if ticks[i].Value <= ticks[i-1].Value || ticks[i].Top >= ticks[i-1].Top || !strings.HasSuffix(ticks[i].Text, axis.unit) {
+				t.Errorf("%s: tick %d %+v after %+v: want a higher value, drawn higher, labelled in %q", axis.sel, i, ticks[i], ticks[i-1], axis.unit)
+			}
+		}
+		if top := ticks[len(ticks)-1].Value; top < axis.peak || top > 2.5*axis.peak {
+			t.Errorf("%s: the scale ends at %v for a peak of %v", axis.sel, top, axis.peak)
+		}
 	}
 }
 
