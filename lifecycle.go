@@ -63,7 +63,10 @@ import (
 // ones. t.mu is held; deliver makes the calls.
 func (m *TaskManager) emit(t *task, info *TaskInfo) {
 	if m.observers.Load() != nil {
-		t.events = append(t.events, *info)
+		if t.events == nil {
+			t.events = new(taskEvents)
+		}
+		t.events.queue = append(t.events.queue, *info)
 	}
 }
 
@@ -75,28 +78,30 @@ func (m *TaskManager) deliver(t *task) {
 		return
 	}
 	t.mu.Lock()
-	if t.notifying || len(t.events) == 0 {
+	ev := t.events
+	if ev == nil || ev.notifying || len(ev.queue) == 0 {
 		t.mu.Unlock()
 		return
 	}
-	t.notifying = true
+	ev.notifying = true
 	t.mu.Unlock()
 	m.delivering(t)
 }
 
 // delivering makes t's queued observer calls one at a time, until none is
-// left; the caller has set t.notifying.
+// left; the caller has set t.events.notifying.
 func (m *TaskManager) delivering(t *task) {
 	t.mu.Lock()
-	for len(t.events) > 0 {
-		info := t.events[0]
-		t.events[0] = TaskInfo{}
-		t.events = t.events[1:]
+	ev := t.events
+	for len(ev.queue) > 0 {
+		info := ev.queue[0]
+		ev.queue[0] = TaskInfo{}
+		ev.queue = ev.queue[1:]
 		t.mu.Unlock()
 		m.notify(&info)
 		t.mu.Lock()
 	}
-	t.events, t.notifying = nil, false
+	ev.queue, ev.notifying = nil, false
 	t.mu.Unlock()
 }
 
@@ -216,7 +221,7 @@ func (m *TaskManager) settle(ctx context.Context, t *task, result any, err error
 		info.Error, info.ErrorCode = m.failure(t, err)
 	}
 	info.CompletedAt = now()
-	t.state, t.ending = stateEnding, info.Status
+	t.state, t.ending = stateEnding, codeOf(info.Status)
 	seq := t.decided()
 	t.mu.Unlock()
 	m.finish(t, &info, seq)
@@ -275,7 +280,7 @@ func (m *TaskManager) handBack(t *task, delay time.Duration) (uint32, TaskInfo) 
 	var info TaskInfo
 	t.record(&info, StatusPending)
 	t.notBefore = now().Add(delay)
-	t.state, t.ending = stateEnding, StatusPending
+	t.state, t.ending = stateEnding, codeOf(StatusPending)
 	return t.decided(), info
 }
 
@@ -310,7 +315,7 @@ func (m *TaskManager) cancel(t *task) (info TaskInfo, seq uint32, ok bool) {
 	m.halt(t)
 	t.record(&info, StatusCancelled)
 	info.CompletedAt = now()
-	t.state, t.ending = stateEnding, StatusCancelled
+	t.state, t.ending = stateEnding, codeOf(StatusCancelled)
 	m.wg.Add(1)
 	return info, t.decided(), true
 }
@@ -336,7 +341,7 @@ func (m *TaskManager) release(t *task) {
 	t.mu.Lock()
 	if t.state.active() {
 		m.halt(t)
-		t.state, t.ending = stateEnding, StatusPending
+		t.state, t.ending = stateEnding, codeOf(StatusPending)
 	}
 	t.mu.Unlock()
 	m.letGo(t)
@@ -361,7 +366,7 @@ func (m *TaskManager) adopt(t *task, info *TaskInfo) {
 		return
 	}
 	m.halt(t)
-	t.state, t.ending = stateEnding, info.Status
+	t.state, t.ending = stateEnding, codeOf(info.Status)
 	t.mu.Unlock()
 	m.end(t, info, false)
 }

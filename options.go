@@ -114,7 +114,7 @@ func WithObserver(fn func(TaskInfo)) Option {
 // longer be known to be valid (a fifth of the TTL before it would end,
 // counted from the start of the last renewal that got through), even while
 // a renewal call is still waiting for a store that does not answer.
-// Below 100ms (minLeaseTTL), zero or negative is GENERAL_INVALID_INPUT:
+// Below 100ms (zero or negative too) is GENERAL_INVALID_INPUT:
 // the manager renews every third of the TTL and polls every quarter, so a
 // shorter lease would only spend the machine on store calls. It matters
 // only with a SharedStore.
@@ -184,9 +184,11 @@ type submitConfig struct {
 // needs a SharedStore (the default MemoryStore is one); with any other
 // store Submit fails with GENERAL_INVALID_INPUT.
 //
-// A resumable task runs with a context that has none of Submit's values
-// (it may run in another process), and its module gets the inputs as JSON
-// decodes them (numbers as float64), wherever it runs. Between attempts it
+// A resumable task runs with a context that has none of Submit's values,
+// wherever it runs (it may run in another process, so it gets the same
+// context here): only what the ContextCarrier (WithContextCarrier) carries,
+// such as the trace. Its module gets the inputs as JSON decodes them
+// (numbers as float64), wherever it runs. Between attempts it
 // waits in the store, not on a timer here, so any manager may take the
 // retry.
 func WithResumable() SubmitOption {

@@ -210,10 +210,9 @@ func (m *TaskManager) unclaim(ctx context.Context, st *StoredTask, owner string)
 // it has a free slot (pending, held by it from the insert; see
 // submitResumable). Either way the module gets the inputs as the store
 // keeps them, decoded from JSON, as it would on any other replica. parent
-// is what the module's context carries: for a task submitted here,
-// Submit's context without its cancellation; for a claimed one, nothing
-// but what the context carrier restores. The inputs that do not decode
-// are returned as an error, with the handle.
+// is the module's context before the context carrier restores what it
+// carries: none of Submit's values, wherever the task runs. The inputs
+// that do not decode are returned as an error, with the handle.
 func (m *TaskManager) newResumable(parent context.Context, st *StoredTask, claimed bool) (*task, error) {
 	info := &st.Info
 	t := &task{
@@ -224,7 +223,7 @@ func (m *TaskManager) newResumable(parent context.Context, st *StoredTask, claim
 		startedAt: info.StartedAt, retryCount: info.RetryCount,
 	}
 	t.ctx.task = t
-	if claimed && m.carrier != nil && len(st.Trace) > 0 {
+	if m.carrier != nil && len(st.Trace) > 0 {
 		t.ctx.parent = m.carrier.Extract(t.ctx.parent, st.Trace)
 	}
 	t.retry.MaxRetries = info.MaxRetries
@@ -242,7 +241,7 @@ func (m *TaskManager) queueTask(parent context.Context, st *StoredTask, claimed 
 		t.record(&failed, StatusFailed)
 		failed.CompletedAt, failed.ErrorCode = now(), CodeInvalidInput
 		failed.Error = "the stored inputs of this resumable task do not decode: " + err.Error()
-		t.state, t.ending = stateEnding, StatusFailed
+		t.state, t.ending = stateEnding, codeOf(StatusFailed)
 		seq := t.decided()
 		t.mu.Unlock()
 		m.finish(t, &failed, seq)
@@ -307,7 +306,7 @@ func (m *TaskManager) submitResumable(ctx context.Context, moduleID string, inpu
 		m.wakeClaimer()
 		return info.TaskID, nil
 	}
-	t, _ := m.newResumable(context.WithoutCancel(ctx), &st, false) // they encoded just now
+	t, _ := m.newResumable(context.Background(), &st, false) // they encoded just now
 	owned := m.announceFirst(t, &info)
 	w, err := m.admitFor(ctx, t, &st, owned)
 	if err != nil {

@@ -15,9 +15,20 @@ import (
 // I/O; a store whose backend cannot be reached returns an error that matches
 // ErrStoreUnavailable. Use package storetest to check an implementation.
 //
-// Optional capabilities (Counter, ConditionalSaver) are found by type
-// assertion; a store without them still works, with admission counting by
-// List and transitions made by plain Save.
+// Optional capabilities are found by type assertion; a store without them
+// still works, with less:
+//
+//   - Counter: admission and TaskCount count without listing (else by List);
+//   - ConditionalSaver: transitions never overwrite a terminal record (else
+//     plain Save);
+//   - Remover: Cleanup and Reap count what they deleted exactly across
+//     replicas;
+//   - SharedStore: several managers share the store as one (leases,
+//     resumable tasks, remote cancel, exact admission across replicas);
+//   - JSONStore: the store keeps results as JSON, and the manager makes
+//     every reader see the decoded form.
+//
+// MemoryStore has them all; sqlstore and redisstore too.
 type TaskStore interface {
 	// Save creates or overwrites the record with task.TaskID. An overwrite
 	// keeps the record's place in the insertion order.

@@ -12,9 +12,10 @@ import (
 // storetest is written against. It keeps records in a sharded hash map, so
 // that Get and SaveIf on different tasks rarely contend, with an intrusive
 // list for insertion order and counters per state that answer Count in
-// O(1). It implements Counter and ConditionalSaver, and knows nothing of
-// managers: several managers may share one, as replicas share a database.
-// Records do not survive the process.
+// O(1). It implements Counter, ConditionalSaver, Remover and SharedStore,
+// and knows nothing of managers: several managers in one process may share
+// one, as replicas share a database (leases, resumable tasks, remote
+// cancel). Records do not survive the process.
 //
 // Results are deep-copied on the way in and out (see CloneResult), so
 // callers never share maps or slices with the store. The zero value is not

@@ -33,9 +33,6 @@ type task struct {
 	timeout      time.Duration
 	submittedAt  time.Time
 	holder       string  // with a SharedStore: the manager id that holds the task in the store
-	resumable    bool    // submitted WithResumable: it goes back to the store between attempts
-	claimed      bool    // claimed from the store, so running there already (see start)
-	watched      bool    // in the manager's table of tasks in backoff (see watcher); guarded by mu
 	worker       *worker // the worker running the current attempt, for goexited
 
 	// wmu orders this manager's store writes of the task: each write is
@@ -49,9 +46,13 @@ type task struct {
 	// and to read or change the fields below: never across store I/O, a
 	// sleep or a user's callback. See the lock order in lifecycle.go.
 	mu         sync.Mutex
+	seq, wrote uint32 // transitions decided; the latest one written
 	state      taskState
-	seq, wrote uint32     // transitions decided; the latest one written
-	ending     TaskStatus // the status an ending task ends in (stateEnding)
+	ending     statusCode // the status an ending task ends in (stateEnding)
+	resumable  bool       // submitted WithResumable: it goes back to the store between attempts
+	claimed    bool       // claimed from the store, so running there already (see start)
+	watched    bool       // in the manager's table of tasks in backoff (see watcher)
+	queued     bool       // in the scheduler's queue; guarded by scheduler.mu
 	startedAt  time.Time
 	retryCount int
 	cancel     context.CancelFunc // set while running: ends the attempt's timeout context
@@ -63,15 +64,36 @@ type task struct {
 	progressTimer *time.Timer   // set while a progress write is due (see progress.go)
 	done          chan struct{} // made by the first Wait, closed when the task is done
 	final         *TaskInfo     // the terminal record, kept once done if a Wait needs it
-
-	// Observer calls waiting to be made, in order (see emit and deliver).
-	events    []TaskInfo
-	notifying bool // a goroutine is making them
+	events        *taskEvents   // observer calls not made yet; made by the first
 
 	// Queue links, guarded by scheduler.mu.
 	prev, next *task
-	queued     bool
 }
+
+// taskEvents holds a task's observer calls waiting to be made, in order
+// (see emit and deliver in lifecycle.go).
+type taskEvents struct {
+	queue     []TaskInfo
+	notifying bool // a goroutine is making them
+}
+
+// statusCode is a TaskStatus in one byte, for the task handle.
+type statusCode uint8
+
+var statusCodes = [...]TaskStatus{"", StatusPending, StatusRunning, StatusCompleted, StatusFailed, StatusCancelled}
+
+// codeOf returns s's code.
+func codeOf(s TaskStatus) statusCode {
+	for i, x := range statusCodes {
+		if x == s {
+			return statusCode(i)
+		}
+	}
+	return 0
+}
+
+// status returns the status c stands for.
+func (c statusCode) status() TaskStatus { return statusCodes[c] }
 
 // record fills info with the task's record in status, from what the handle
 // knows.
@@ -273,7 +295,7 @@ func TaskFromContext(ctx context.Context) (TaskInfo, bool) {
 	case stateRunning:
 		status = StatusRunning
 	case stateEnding:
-		status = t.ending
+		status = t.ending.status()
 	case stateDone:
 		if t.final != nil {
 			return t.final.clone(), true

@@ -41,6 +41,25 @@
 // module returns after a cancel is discarded, and a cancelled task is never
 // retried.
 //
+// # Replicas, progress and the rest
+//
+// Records live in a TaskStore: NewMemoryStore by default. Several managers
+// sharing a SharedStore behave as one manager (see SharedStore,
+// WithLeaseTTL, WithResumable and Drain): leases, tasks resumed on another
+// replica when theirs dies, cancel from any replica, exact admission. A
+// module reports progress with ReportProgress; observers (WithObserver,
+// Subscribe) see every transition and progress report. Every call a caller
+// makes returns by its context's deadline, whatever the store does
+// (WithStoreTimeout).
+//
+// Beside this package, in modules of their own so that the core needs no
+// driver: github.com/apcore-go/apcore/sqlstore (SQLite and PostgreSQL),
+// github.com/apcore-go/apcore/redisstore (Redis),
+// github.com/apcore-go/apcore/apcoreotel (OpenTelemetry traces and
+// metrics), github.com/apcore-go/apcore/apcorehttp (a web dashboard and
+// JSON API), and github.com/apcore-go/apcore/storetest (checks a store
+// against the contract).
+//
 // # Cost
 //
 // A pending task is a queued handle, not a parked goroutine: it gets a
@@ -274,8 +293,7 @@ func (m *TaskManager) announceFirst(t *task, info *TaskInfo) bool {
 	if m.observers.Load() == nil {
 		return false
 	}
-	t.events = append(t.events, *info)
-	t.notifying = true
+	t.events = &taskEvents{queue: []TaskInfo{*info}, notifying: true}
 	return true
 }
 
@@ -289,7 +307,7 @@ func (m *TaskManager) admitted(t *task, owned bool) {
 	t.mu.Lock()
 	saved := t.seq > 0 || t.state != stateQueued || m.hasTask(t)
 	if !saved {
-		t.events, t.notifying = nil, false
+		t.events = nil
 	}
 	t.mu.Unlock()
 	if saved {
