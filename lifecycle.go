@@ -52,7 +52,8 @@ import (
 //  4. task.mu
 //  5. scheduler.mu
 //  6. taskCtx.mu
-//  7. the locks inside shardedMap and MemoryStore (leaves)
+//  7. MemoryStore.order, then a shard's lock of MemoryStore or of a
+//     shardedMap (leaves)
 //
 // No store call, sleep or user callback (module, observer, context
 // carrier) is made holding task.mu, scheduler.mu or taskCtx.mu; only

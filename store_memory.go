@@ -25,7 +25,8 @@ type MemoryStore struct {
 	// contents of the records in it.
 	records shardedMap[*memRecord]
 
-	// order guards the insertion-order list. Lock order: order, then a
+	// order guards the insertion-order list. Lock order (the package's
+	// list is in lifecycle.go): order, then a
 	// shard's lock.
 	order      sync.Mutex
 	head, tail *memRecord
