@@ -298,7 +298,12 @@ func (m *TaskManager) writeHandBack(t *task, info *TaskInfo, seq uint32) {
 		m.end(t, info, false)
 		return
 	case res == written:
-		m.notify(info)
+		t.mu.Lock()
+		m.emit(t, info) // in order after the task's earlier calls
+		t.mu.Unlock()
+		m.letGo(t)
+		m.deliver(t)
+		return
 	}
 	m.letGo(t)
 }

@@ -81,7 +81,11 @@ func (h *ReaperHandle) run(ctx context.Context, cfg ReaperConfig) {
 			return
 		case <-ticker.C:
 		}
-		n, err := h.m.Reap(ctx, time.Now().Add(-cfg.TTL))
+		// A sweep is bounded by the store timeout: what it did not reach
+		// waits for the next one.
+		sweep, cancel := context.WithTimeout(ctx, h.m.storeTimeout)
+		n, err := h.m.Reap(sweep, time.Now().Add(-cfg.TTL))
+		cancel()
 		if n > 0 {
 			h.m.log.Debug("apcore: reaper deleted expired tasks", "count", n)
 		}
