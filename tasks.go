@@ -685,7 +685,7 @@ func (m *TaskManager) TaskCount(ctx context.Context) (int, error) {
 	if err := checkCtx(ctx, "TaskCount"); err != nil {
 		return 0, err
 	}
-	return m.count(ctx)
+	return callFor(m, ctx, "TaskCount", func(ctx context.Context) (int, error) { return m.count(ctx) })
 }
 
 // Store returns the manager's task store.
