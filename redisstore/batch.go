@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"context"
+	"slices"
 	"sync"
 
 	"github.com/redis/go-redis/v9"
@@ -9,75 +10,100 @@ import (
 
 // Updates that callers make at the same time go to Redis together, in one
 // pipeline: one write and one read for the batch instead of one of each
-// per Update, on the client and on the server. There is no goroutine of
-// the store's own: the caller that finds no batch on its way sends its own
-// Update at once; those that come while a batch is on its way queue, and
-// when it is back the first of them sends the queue. Each caller waits for
-// its own result only.
+// per Update, on the client and on the server. The caller that finds no
+// batch on its way starts a sender goroutine with its own Update; those
+// that come while a batch is on its way queue, and when it is back the
+// sender takes the whole queue as the next batch, until the queue is
+// empty and the sender ends. So one batch at a time is on its way, and an
+// Update is sent after every Update queued before it has been answered.
+//
+// Each caller waits for its own result or for its context to end,
+// whichever comes first. A caller whose context ends while its Update
+// waits in the queue takes it out: it is never sent. One whose Update is
+// already on its way stops waiting at once, but the Update is not
+// recalled (the batch goes on for the others): it may still be written,
+// as any request that a cancel overtakes on the network may be.
 
 // updates is the queue of Updates waiting for the batch on its way.
 type updates struct {
 	mu      sync.Mutex
-	sending bool       // a batch is on its way
+	sending bool       // a batch is on its way: a sender goroutine runs
 	queue   []*pending // what waits for it
 }
 
-// pending is one queued Update.
+// pending is one Update, queued or in a batch.
 type pending struct {
+	ctx  context.Context // the caller's, without its cancellation
 	keys []string
 	args []any
 	n    int64
 	err  error
-	// turn is closed when the result is set (done) or when this caller is
-	// to send the queue (lead).
-	turn chan struct{}
-	lead bool
+	done chan struct{} // closed once n and err are set
 }
 
 // runUpdate runs updateScript with keys and args, in a batch with the
-// Updates of other callers (see updates).
+// Updates of other callers (see updates). It returns ctx's error as soon
+// as ctx ends, whether the Update waits in the queue (then it is never
+// sent) or is on its way.
 func (s *Store) runUpdate(ctx context.Context, keys []string, args []any) (int64, error) {
-	p := &pending{keys: keys, args: args}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	p := &pending{ctx: context.WithoutCancel(ctx), keys: keys, args: args, done: make(chan struct{})}
 	u := &s.updates
 	u.mu.Lock()
-	batch := []*pending{p}
 	if u.sending {
-		p.turn = make(chan struct{})
 		u.queue = append(u.queue, p)
 		u.mu.Unlock()
-		<-p.turn
-		if !p.lead {
-			return p.n, p.err
-		}
-		u.mu.Lock()
-		batch, u.queue = u.queue, nil
-	}
-	u.sending = true
-	u.mu.Unlock()
-
-	s.send(ctx, batch)
-
-	u.mu.Lock()
-	if len(u.queue) > 0 {
-		next := u.queue[0]
-		next.lead = true
-		close(next.turn)
 	} else {
-		u.sending = false
+		u.sending = true
+		u.mu.Unlock()
+		go s.sender([]*pending{p})
+	}
+	select {
+	case <-p.done:
+		return p.n, p.err
+	case <-ctx.Done():
+	}
+	u.mu.Lock()
+	if i := slices.Index(u.queue, p); i >= 0 { // still queued: never sent
+		u.queue = slices.Delete(u.queue, i, i+1)
 	}
 	u.mu.Unlock()
-	return p.n, p.err
+	select {
+	case <-p.done: // answered meanwhile
+		return p.n, p.err
+	default:
+		return 0, ctx.Err()
+	}
+}
+
+// sender sends batch, then each queue that gathered meanwhile as the next
+// batch, and ends when nothing is queued.
+func (s *Store) sender(batch []*pending) {
+	u := &s.updates
+	for {
+		s.send(batch[0].ctx, batch)
+		u.mu.Lock()
+		if len(u.queue) == 0 {
+			u.sending = false
+			u.mu.Unlock()
+			return
+		}
+		batch, u.queue = u.queue, nil
+		u.mu.Unlock()
+	}
 }
 
 // send runs a batch of Updates and hands each caller its result. A batch
-// of one is one script call; a larger one a pipeline. The batch is sent
-// with the context of the caller sending it, without its cancellation:
-// the other callers' Updates are not its to cancel.
+// of one is one script call; a larger one a pipeline. ctx is the first
+// caller's context without its cancellation: the other callers' Updates
+// are not its to cancel.
 func (s *Store) send(ctx context.Context, batch []*pending) {
-	ctx = context.WithoutCancel(ctx)
 	if len(batch) == 1 {
 		p := batch[0]
 		p.n, p.err = updateScript.Run(ctx, s.rdb, p.keys, p.args...).Int64()
+		close(p.done)
 		return
 	}
 	cmds := make([]*redis.Cmd, len(batch))
@@ -94,8 +120,6 @@ func (s *Store) send(ctx context.Context, batch []*pending) {
 			// sends it whole.
 			p.n, p.err = updateScript.Run(ctx, s.rdb, p.keys, p.args...).Int64()
 		}
-		if p.turn != nil && !p.lead { // the sender's own turn came already
-			close(p.turn)
-		}
+		close(p.done)
 	}
 }

@@ -38,7 +38,7 @@ func TestBatchAfterRedisForgetsTheScript(t *testing.T) {
 		info.Status = apcore.StatusRunning
 		data, err := s.encode(&info)
 		require.NoError(t, err)
-		batch = append(batch, &pending{keys: s.recordKeys(id), args: []any{s.base, id, data, "running", "m", "", "+inf", "m",
+		batch = append(batch, &pending{ctx: ctx, done: make(chan struct{}), keys: s.recordKeys(id), args: []any{s.base, id, data, "running", "m", "", "+inf", "m",
 			s.seen.Load(), now.Add(time.Minute).UnixMicro(), now.UnixMicro()}})
 	}
 	require.NoError(t, c.ScriptFlush(ctx).Err())

@@ -56,7 +56,7 @@ func benchTaskWrites(b *testing.B, resumable bool) {
 	s, c := store(b)
 	ctx := context.Background()
 	owner := "bench-owner"
-	_, err := s.Renew(ctx, owner, time.Now().Add(time.Hour), true)
+	_, err := s.Renew(ctx, apcore.LeaseRequest{Owner: owner, Expires: time.Now().Add(time.Hour), Create: true})
 	require.NoError(b, err)
 	inputs := []byte(`{"n":1}`)
 	var claimed atomic.Int64
@@ -76,7 +76,7 @@ func benchTaskWrites(b *testing.B, resumable bool) {
 				b.Fatalf("insert: %v %v", ok, err)
 			}
 			if resumable {
-				got, err := s.Claim(ctx, owner, 1, time.Now())
+				got, err := s.Claim(ctx, apcore.ClaimRequest{Owner: owner, Limit: 1, Now: time.Now()})
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -24,7 +24,7 @@ func TestClaimableTasksWaitWhereTheyShould(t *testing.T) {
 	require.NoError(t, err)
 	ready, later := prefix+"_idx:ready", prefix+"_idx:later"
 	now := time.Now()
-	_, err = s.Renew(ctx(t), "m", now.Add(time.Hour), true)
+	_, err = s.Renew(ctx(t), apcore.LeaseRequest{Owner: "m", Expires: now.Add(time.Hour), Create: true})
 	require.NoError(t, err)
 	insert := func(id string, notBefore time.Time) {
 		t.Helper()
@@ -61,12 +61,12 @@ func TestClaimableTasksWaitWhereTheyShould(t *testing.T) {
 	require.NoError(t, c.ZRem(ctx(t), ready, "old-format").Err())
 	require.NoError(t, c.ZAdd(ctx(t), later, redis.Z{Score: -1e308, Member: "old-format"}).Err())
 
-	behind, err := s.Claim(ctx(t), "m", 10, now.Add(-10*time.Second)) // a claimer whose clock is 10 s behind
+	behind, err := s.Claim(ctx(t), apcore.ClaimRequest{Owner: "m", Limit: 10, Now: now.Add(-10 * time.Second)}) // a claimer whose clock is 10 s behind
 	require.NoError(t, err)
 	assert.Equal(t, []string{"unset", "old-format"}, ids(behind), "in insertion order, without the tasks not due by the claimer's clock")
 	assert.True(t, in(later, "due") && !in(ready, "due"), "a task not due by the claimer's clock goes back to later")
 
-	again, err := s.Claim(ctx(t), "m", 10, now)
+	again, err := s.Claim(ctx(t), apcore.ClaimRequest{Owner: "m", Limit: 10, Now: now})
 	require.NoError(t, err)
 	assert.Equal(t, []string{"due"}, ids(again))
 	n, err := c.ZCard(ctx(t), ready).Result()

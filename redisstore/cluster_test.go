@@ -35,11 +35,10 @@ func clusterPrefix(t *testing.T, c *redis.ClusterClient) string {
 // ClusterClient: every script's keys are in one slot.
 func TestClusterContract(t *testing.T) {
 	c := clusterClient(t)
-	err := storetest.TestStore(ctx(t), func() (apcore.TaskStore, error) {
+	storetest.Run(t, func() (apcore.TaskStore, error) {
 		return redisstore.New(c, redisstore.WithPrefix(clusterPrefix(t, c)))
 	})
-	require.NoError(t, err)
-	_, err = redisstore.New(c, redisstore.WithHashTag(false))
+	_, err := redisstore.New(c, redisstore.WithHashTag(false))
 	assert.ErrorIs(t, err, apcore.ErrInvalidInput, "a cluster client without the hash tag")
 }
 

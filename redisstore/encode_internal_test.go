@@ -21,9 +21,9 @@ import (
 // field set or not; and that a record that does not encode fails with
 // json.Marshal's error.
 func TestEncodeIsJSONMarshal(t *testing.T) {
-	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never dialled: New does no I/O
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never dialled: build does no I/O
 	defer c.Close()
-	s, err := New(c)
+	s, err := build(c)
 	require.NoError(t, err)
 	at := time.Date(2026, 11, 27, 13, 0, 0, 123456789, time.UTC)
 	texts := []string{"", "plain", "a<b", "c>d", "e&f", `<a href="x">&amp;</a>`, "line\u2028sep\u2029", "bad \xff utf-8", "tab\tnew\nline \\ \"q\"", "😀 ünï"}

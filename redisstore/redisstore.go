@@ -29,7 +29,9 @@
 // With a cluster client the prefix becomes a hash tag ("{apcore:tasks}:"),
 // so that all of one store's keys live in one slot, as multi-key scripts
 // require: one store lives on one master. Connection failures are errors
-// matching apcore.ErrStoreUnavailable that wrap go-redis's error.
+// matching apcore.ErrStoreUnavailable that wrap go-redis's error; New
+// itself fails so, naming the address, when Redis does not answer a PING
+// within PingTimeout. Every method honours its context, Update included.
 //
 // Losing data. Redis replicates asynchronously, so a Sentinel or cluster
 // failover loses the writes the old master had acknowledged but not yet
@@ -53,6 +55,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -111,6 +114,19 @@ type Store struct {
 	leaseTTL atomic.Int64
 
 	updates updates // Updates on their way to Redis together (batch.go)
+
+	// look is how many waiting tasks a Claim limited to some modules
+	// looks at, at most: claimLook, or what a test sets.
+	look int
+}
+
+// claimLook returns how many waiting tasks a Claim limited to some modules
+// looks at, at most.
+func (s *Store) claimLook() int {
+	if s.look > 0 {
+		return s.look
+	}
+	return claimLook
 }
 
 // saw notes a sequence number this Store has seen.
@@ -135,8 +151,53 @@ var (
 // indexTag marks the index keys; a task id may not start with it.
 const indexTag = "_idx:"
 
-// New returns a store using client. It does no I/O.
+// PingTimeout bounds the PING with which New checks that Redis answers.
+const PingTimeout = 5 * time.Second
+
+// New returns a store using client, once Redis answers a PING through it
+// within PingTimeout. When it does not (no server at the address, a server
+// that does not answer, a refused password), New fails with an error
+// matching apcore.ErrStoreUnavailable (TASK_STORE_UNAVAILABLE) that names
+// the address and wraps go-redis's error, rather than leaving the failure
+// to the manager's first write. Bad options are GENERAL_INVALID_INPUT.
 func New(client redis.UniversalClient, opts ...Option) (*Store, error) {
+	s, err := build(client, opts...)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), PingTimeout)
+	defer cancel()
+	if err := client.Ping(ctx).Err(); err != nil {
+		return nil, &apcore.Error{Code: apcore.CodeTaskStoreUnavailable,
+			Message: fmt.Sprintf("redisstore.New: redis at %s does not answer", address(client)), Cause: err}
+	}
+	return s, nil
+}
+
+// address names the server (or servers) client talks to, for New's error.
+func address(client redis.UniversalClient) string {
+	switch c := client.(type) {
+	case *redis.Client:
+		if a := c.Options().Addr; a != "FailoverClient" { // what go-redis puts there for a Sentinel-managed master
+			return a
+		}
+		return "the master that the Sentinels name"
+	case *redis.ClusterClient:
+		return strings.Join(c.Options().Addrs, ",")
+	case *redis.Ring:
+		addrs := make([]string, 0, len(c.Options().Addrs))
+		for _, a := range c.Options().Addrs {
+			addrs = append(addrs, a)
+		}
+		slices.Sort(addrs)
+		return strings.Join(addrs, ",")
+	}
+	return fmt.Sprintf("%T", client)
+}
+
+// build is New without the PING: it checks the options and makes the
+// Store, with no I/O.
+func build(client redis.UniversalClient, opts ...Option) (*Store, error) {
 	if client == nil {
 		return nil, invalid("redisstore.New: the client is nil")
 	}

@@ -58,16 +58,22 @@ func ctx(t testing.TB) context.Context {
 	return c
 }
 
+// TestContract runs storetest's checks, each a subtest, without a hash
+// tag; with one, through storetest.TestStore, which reports them as one
+// error, as a caller without a *testing.T would.
 func TestContract(t *testing.T) {
 	c := client(t)
-	for _, tag := range []bool{false, true} {
-		t.Run(fmt.Sprintf("hashtag=%v", tag), func(t *testing.T) {
-			err := storetest.TestStore(ctx(t), func() (apcore.TaskStore, error) {
-				return redisstore.New(c, redisstore.WithPrefix(freshPrefix(t, c)), redisstore.WithHashTag(tag))
-			})
-			require.NoError(t, err)
+	t.Run("hashtag=false", func(t *testing.T) {
+		storetest.Run(t, func() (apcore.TaskStore, error) {
+			return redisstore.New(c, redisstore.WithPrefix(freshPrefix(t, c)), redisstore.WithHashTag(false))
 		})
-	}
+	})
+	t.Run("hashtag=true", func(t *testing.T) {
+		err := storetest.TestStore(ctx(t), func() (apcore.TaskStore, error) {
+			return redisstore.New(c, redisstore.WithPrefix(freshPrefix(t, c)), redisstore.WithHashTag(true))
+		})
+		require.NoError(t, err)
+	})
 }
 
 func TestTwoManagersShareOneStore(t *testing.T) {
@@ -119,7 +125,7 @@ func TestHashTagPutsEveryKeyInOneSlot(t *testing.T) {
 		require.NoError(t, err)
 		require.True(t, ok)
 	}
-	_, err = s.Renew(ctx(t), "m1", time.Now().Add(time.Minute), true)
+	_, err = s.Renew(ctx(t), apcore.LeaseRequest{Owner: "m1", Expires: time.Now().Add(time.Minute), Create: true})
 	require.NoError(t, err)
 	keys, err := c.Keys(ctx(t), "*"+strings.TrimSuffix(prefix, ":")+"*").Result()
 	require.NoError(t, err)
@@ -212,11 +218,37 @@ func TestIndexesAgreeWithRecords(t *testing.T) {
 	assert.Len(t, records, total, "a record key for every indexed task, and no more")
 }
 
-func TestUnreachableServer(t *testing.T) {
+// New checks that Redis answers: with no server at the address, or one
+// that does not answer (behind a paused proxy), it fails with
+// TASK_STORE_UNAVAILABLE naming the address, the second within
+// PingTimeout. A store whose server goes away fails its calls so too.
+func TestNewChecksThatRedisAnswers(t *testing.T) {
 	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", DialTimeout: time.Second, MaxRetries: -1})
 	defer c.Close()
-	s, err := redisstore.New(c)
+	_, err := redisstore.New(c)
+	require.ErrorIs(t, err, apcore.ErrStoreUnavailable)
+	assert.Contains(t, err.Error(), "redisstore.New: redis at 127.0.0.1:1 does not answer: ")
+	var ae *apcore.Error
+	require.ErrorAs(t, err, &ae)
+	assert.Equal(t, apcore.CodeTaskStoreUnavailable, ae.Code)
+
+	opts, err := redis.ParseURL(os.Getenv("APCORE_TEST_REDIS"))
 	require.NoError(t, err)
+	p := newProxy(t, opts.Addr)
+	p.pause()
+	silent := redis.NewClient(&redis.Options{Addr: p.addr(), MaxRetries: -1, DialerRetries: 1})
+	defer silent.Close()
+	start := time.Now()
+	_, err = redisstore.New(silent)
+	took := time.Since(start)
+	require.ErrorIs(t, err, apcore.ErrStoreUnavailable)
+	assert.Contains(t, err.Error(), "redisstore.New: redis at "+p.addr()+" does not answer: ")
+	assert.Less(t, took, redisstore.PingTimeout+2*time.Second, "New waited past PingTimeout")
+
+	p.unpause()
+	s, err := redisstore.New(silent, redisstore.WithPrefix(freshPrefix(t, client(t))))
+	require.NoError(t, err, "New through the proxy once it forwards")
+	p.close() // the server goes away
 	_, err = s.Get(ctx(t), "x")
 	require.ErrorIs(t, err, apcore.ErrStoreUnavailable)
 	err = s.Save(ctx(t), apcore.TaskInfo{TaskID: "x", ModuleID: "a.b", Status: apcore.StatusPending})

@@ -213,7 +213,7 @@ func TestDeadOwnersTasksAreRecovered(t *testing.T) {
 	stores := sharedStores(t, 2)
 	dead := stores[0]
 	now := time.Now()
-	_, err := dead.Renew(ctx(t), "dead-owner", now.Add(ttl), true)
+	_, err := dead.Renew(ctx(t), apcore.LeaseRequest{Owner: "dead-owner", Expires: now.Add(ttl), Create: true})
 	require.NoError(t, err)
 	var resumable, plain []string
 	for i := range 3 {
@@ -234,7 +234,7 @@ func TestDeadOwnersTasksAreRecovered(t *testing.T) {
 		require.True(t, ok)
 		plain = append(plain, id)
 	}
-	claimed, err := dead.Claim(ctx(t), "dead-owner", 10, now)
+	claimed, err := dead.Claim(ctx(t), apcore.ClaimRequest{Owner: "dead-owner", Limit: 10, Now: now})
 	require.NoError(t, err)
 	require.Len(t, claimed, 3, "the dead owner claims the resumable tasks before it dies")
 

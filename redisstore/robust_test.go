@@ -164,9 +164,9 @@ func TestClaimChangesOnlyTheRecordsOwnFields(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, ok)
 	now := sub.Add(time.Second)
-	_, err = s.Renew(ctx(t), "m1", now.Add(time.Hour), true) // only an owner with a live lease claims
+	_, err = s.Renew(ctx(t), apcore.LeaseRequest{Owner: "m1", Expires: now.Add(time.Hour), Create: true}) // only an owner with a live lease claims
 	require.NoError(t, err)
-	claimed, err := s.Claim(ctx(t), "m1", 1, now)
+	claimed, err := s.Claim(ctx(t), apcore.ClaimRequest{Owner: "m1", Limit: 1, Now: now})
 	require.NoError(t, err)
 	require.Len(t, claimed, 1)
 	want := info

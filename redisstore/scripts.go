@@ -308,9 +308,10 @@ return 1
 `, moveLua, wipedLua)
 
 // claimScript is Claim. ARGV: prefix, owner, n, now in microseconds, now as
-// the wire format's seconds. Returns, per claimed task, its record, its
-// spec, its not_before and its sequence number. An owner without a live
-// lease claims nothing.
+// the wire format's seconds; for a Claim limited to some modules, then
+// "1", the most ids of "ready" to look at, and the module ids. Returns, per
+// claimed task, its record, its spec, its not_before and its sequence
+// number. An owner without a live lease claims nothing.
 //
 // A Claim first moves the due tasks from "later" to "ready" (see the top of
 // this file), then pops the oldest from "ready". A claimed record changes by
@@ -324,6 +325,14 @@ return 1
 // A task in "ready" that is not due by this Claim's now (its writer's clock
 // was ahead) goes back to "later"; so a Claim's work grows with what it
 // takes, not with what waits.
+//
+// A Claim limited to some modules walks "ready" oldest first instead of
+// popping it, in pages, and takes a task only if its record's module_id
+// (the record decoded by cjson, so that any JSON escaping of the id
+// matches) is one of them; a task of another module stays in "ready" for
+// the managers that run it. It looks at no more than the given number of
+// ids, however many wait: past that many tasks of other modules at the
+// head of "ready", it takes nothing until their managers have taken some.
 var claimScript = redis.NewScript(`
 local base, owner, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
 if n <= 0 then return {} end
@@ -348,6 +357,45 @@ for i = 1, #due, 1000 do
   redis.call('ZREM', later, unpack(chunk))
 end
 local now, out = tonumber(ARGV[4]), {}
+local function take(id, seq, nb, rec)
+  rec = string.gsub(rec, '"status":"pending"', '"status":"running"', 1)
+  rec = string.gsub(rec, '"started_at":null', '"started_at":' .. ARGV[5], 1)
+  redis.call('SET', base .. id, rec)
+  redis.call('ZREM', held, '\0' .. id)
+  redis.call('ZADD', held, 0, owner .. '\0' .. id)
+  redis.call('HSET', meta, id, 'running|' .. seq .. '|r|' .. nb .. '|' .. owner)
+  out[#out + 1] = {rec, redis.call('HGET', idx .. 'spec', id) or '', nb, seq}
+end
+if ARGV[6] == '1' then -- only tasks of the modules ARGV[8] on
+  local want = {}
+  for i = 8, #ARGV do want[ARGV[i]] = true end
+  local bound, looked, from = tonumber(ARGV[7]), 0, '-inf'
+  while #out < n and looked < bound do
+    local size = math.min(bound - looked, math.max(2 * (n - #out), 32))
+    local page = redis.call('ZRANGEBYSCORE', ready, from, '+inf', 'WITHSCORES', 'LIMIT', 0, size)
+    for i = 1, #page, 2 do
+      if #out >= n then break end
+      local id = page[i]
+      looked, from = looked + 1, '(' .. page[i + 1]
+      local st, seq, r, nb, by = string.match(redis.call('HGET', meta, id) or '', META)
+      local rec = st == 'pending' and r == 'r' and by == '' and redis.call('GET', base .. id)
+      if not rec then -- not claimable any more: out of "ready", as a pop would take it
+        redis.call('ZREM', ready, id)
+      elseif nb ~= '' and tonumber(nb) > now then -- due by its writer's clock, not by this one
+        redis.call('ZREM', ready, id)
+        redis.call('ZADD', later, nb, id)
+      else
+        local ok, t = pcall(cjson.decode, rec)
+        if ok and type(t) == 'table' and type(t.module_id) == 'string' and want[t.module_id] then
+          redis.call('ZREM', ready, id)
+          take(id, seq, nb, rec)
+        end
+      end
+    end
+    if #page < 2 * size then break end -- the end of "ready"
+  end
+  return out
+end
 while #out < n do
   local want = n - #out
   local popped = redis.call('ZPOPMIN', ready, want)
@@ -359,15 +407,7 @@ while #out < n do
       redis.call('ZADD', later, nb, id)
       rec = nil
     end
-    if rec then
-      rec = string.gsub(rec, '"status":"pending"', '"status":"running"', 1)
-      rec = string.gsub(rec, '"started_at":null', '"started_at":' .. ARGV[5], 1)
-      redis.call('SET', base .. id, rec)
-      redis.call('ZREM', held, '\0' .. id)
-      redis.call('ZADD', held, 0, owner .. '\0' .. id)
-      redis.call('HSET', meta, id, 'running|' .. seq .. '|r|' .. nb .. '|' .. owner)
-      out[#out + 1] = {rec, redis.call('HGET', idx .. 'spec', id) or '', nb, seq}
-    end
+    if rec then take(id, seq, nb, rec) end
   end
   if #popped < 2 * want then break end -- "ready" is empty
 end

@@ -254,8 +254,7 @@ func TestSentinelContract(t *testing.T) {
 	name, sentinels := sentinelSetup(t)
 	c := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: name, SentinelAddrs: sentinels})
 	t.Cleanup(func() { c.Close() })
-	err := storetest.TestStore(ctx(t), func() (apcore.TaskStore, error) {
+	storetest.Run(t, func() (apcore.TaskStore, error) {
 		return redisstore.New(c, redisstore.WithPrefix(freshPrefix(t, c)))
 	})
-	require.NoError(t, err)
 }

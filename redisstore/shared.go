@@ -82,8 +82,11 @@ func (s *Store) Insert(ctx context.Context, task apcore.StoredTask, limit int) (
 // every reader sees the same record.
 //
 // Updates that callers make at the same time go to Redis in one pipeline
-// (see batch.go), sent without the cancellation of ctx: an Update, once
-// made, waits for Redis's answer or the client's own timeouts.
+// (see batch.go). Update honours ctx: when ctx ends before Redis has
+// answered, Update returns at once with an error matching ctx's error
+// (and apcore.ErrStoreUnavailable). An Update still waiting for its turn
+// is then never sent; one already on its way is not recalled, so it may
+// still be written, as with any request that a cancel overtakes.
 func (s *Store) Update(ctx context.Context, task apcore.StoredTask, holder string) (bool, error) {
 	info := &task.Info
 	if err := checkRecord(info); err != nil {
@@ -117,21 +120,40 @@ func (s *Store) Update(ctx context.Context, task apcore.StoredTask, holder strin
 	return n >= 1 && !substituted, nil
 }
 
-// Claim hands owner up to n resumable records that are pending, held by no
-// one and due (NotBefore not after now), oldest first (by insertion): each
-// becomes running and held by owner, StartedAt set to now if unset.
-func (s *Store) Claim(ctx context.Context, owner string, n int, now time.Time) ([]apcore.StoredTask, error) {
+// claimLook is how many ids of the ready index a Claim limited to some
+// modules looks at, at most (see claimScript).
+const claimLook = 1000
+
+// Claim hands req.Owner up to req.Limit resumable records that are
+// pending, held by no one and due (NotBefore not after req.Now), oldest
+// first (by insertion): each becomes running and held by req.Owner,
+// StartedAt set to req.Now if unset.
+//
+// With req.Modules it takes only tasks of those modules, and the script
+// leaves the others where they wait; it looks at the oldest 1,000 waiting
+// tasks at most, so tasks of modules that no live manager runs, once more
+// than that many have piled up ahead, hold back the tasks behind them
+// until a manager that runs them takes some.
+func (s *Store) Claim(ctx context.Context, req apcore.ClaimRequest) ([]apcore.StoredTask, error) {
+	owner, n := req.Owner, req.Limit
 	if owner == "" {
 		return nil, invalid("redisstore: Claim needs an owner")
 	}
 	if err := checkOwner(owner); err != nil {
 		return nil, err
 	}
-	if n <= 0 {
+	if n <= 0 || (req.Modules != nil && len(req.Modules) == 0) {
 		return nil, nil
 	}
-	now = time.UnixMicro(now.UnixMicro()).UTC()
-	rows, err := claimScript.Run(ctx, s.rdb, s.anyKey, s.base, owner, n, micros(now), wireSeconds(now)).Slice()
+	now := time.UnixMicro(req.Now.UnixMicro()).UTC()
+	args := []any{s.base, owner, n, micros(now), wireSeconds(now)}
+	if req.Modules != nil {
+		args = append(args, "1", s.claimLook())
+		for _, m := range req.Modules {
+			args = append(args, m)
+		}
+	}
+	rows, err := claimScript.Run(ctx, s.rdb, s.anyKey, args...).Slice()
 	if err != nil {
 		return nil, unavailable("claim", err)
 	}
@@ -170,18 +192,19 @@ func (s *Store) Claim(ctx context.Context, owner string, n int, now time.Time) (
 	return out, nil
 }
 
-// Renew sets owner's lease to end at expires. With create it makes the
-// lease; without, it reports false when owner has no lease any more.
-func (s *Store) Renew(ctx context.Context, owner string, expires time.Time, create bool) (bool, error) {
+// Renew sets req.Owner's lease to end at req.Expires. With req.Create it
+// makes the lease; without, it reports false when the owner has no lease
+// any more.
+func (s *Store) Renew(ctx context.Context, req apcore.LeaseRequest) (bool, error) {
 	c := "0"
-	if create {
+	if req.Create {
 		c = "1"
 	}
-	n, err := renewScript.Run(ctx, s.rdb, s.anyKey, s.base, owner, expires.UnixMicro(), c, s.seen.Load()).Int()
+	n, err := renewScript.Run(ctx, s.rdb, s.anyKey, s.base, req.Owner, req.Expires.UnixMicro(), c, s.seen.Load()).Int()
 	if err != nil {
 		return false, unavailable("renew lease", err)
 	}
-	if ttl := time.Until(expires); ttl > 0 {
+	if ttl := time.Until(req.Expires); ttl > 0 {
 		s.leaseTTL.Store(int64(ttl))
 	}
 	return n == 1, nil
@@ -231,8 +254,8 @@ func (s *Store) Lost(ctx context.Context, owner string, ids []string) ([]string,
 
 // Orphans returns the active records that no live manager holds, in
 // insertion order.
-func (s *Store) Orphans(ctx context.Context, self string, now time.Time) ([]apcore.TaskInfo, error) {
-	recs, err := orphansScript.Run(ctx, s.rdb, s.anyKey, s.base, self, now.UnixMicro()).StringSlice()
+func (s *Store) Orphans(ctx context.Context, q apcore.OrphanQuery) ([]apcore.TaskInfo, error) {
+	recs, err := orphansScript.Run(ctx, s.rdb, s.anyKey, s.base, q.Self, q.Now.UnixMicro()).StringSlice()
 	if err != nil {
 		return nil, unavailable("orphans", err)
 	}
