@@ -20,6 +20,8 @@ root=$(pwd)
 export APCORE_PG_PORT="${APCORE_PG_PORT:-55440}" APCORE_REDIS_PORT="${APCORE_REDIS_PORT:-56390}"
 source "$root/scripts/services.sh"
 trap stop_services EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 start_services
 
 # pg_stat_statements must be loaded when the server starts: restart it with

@@ -81,7 +81,10 @@ start_services() {
 }
 
 stop_services() {
-	[ -n "$APCORE_SERVICES_DIR" ] || return 0
+	if [ -z "$APCORE_SERVICES_DIR" ]; then
+		_unreserve_ports
+		return 0
+	fi
 	local pgbin
 	pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 	if [ -f "$APCORE_SERVICES_DIR/pg/data/postmaster.pid" ]; then
@@ -96,6 +99,7 @@ stop_services() {
 	done
 	rm -rf "$APCORE_SERVICES_DIR"
 	APCORE_SERVICES_DIR=""
+	_unreserve_ports
 }
 
 # _redis_node starts one more redis-server on loopback for the cluster and
@@ -126,12 +130,42 @@ _redis_node() {
 # 57001-57006) as the local ports of outgoing connections, when we may: they
 # lie in the ephemeral range, and a client connection there, or its
 # TIME-WAIT for a minute after, makes a server's bind fail. _redis_node also
-# tries again for up to 70s.
+# tries again for up to 70s. The ports it adds (those not reserved already)
+# are kept in APCORE_RESERVED_BY_US, and stop_services takes exactly those
+# out again (_unreserve_ports): the machine's list is left as it was found,
+# and ports another run reserved meanwhile stay.
+APCORE_RESERVED_BY_US=""
 _reserve_ports() {
-	local f=/proc/sys/net/ipv4/ip_local_reserved_ports cur
+	local f=/proc/sys/net/ipv4/ip_local_reserved_ports cur added
 	[ -w "$f" ] || return 0
 	cur=$(cat "$f")
-	echo "${cur:+$cur,}$(IFS=,; echo "$*")" >"$f" 2>/dev/null || true
+	# The ports of "$@" that the list does not hold yet, one per line.
+	added=$(_expand_ports "$(IFS=,; echo "$*")" | grep -vxFf <(_expand_ports "$cur") || true)
+	[ -n "$added" ] || return 0
+	if echo "${cur:+$cur,}$(IFS=,; echo "$*")" >"$f" 2>/dev/null; then
+		APCORE_RESERVED_BY_US=$(printf '%s\n%s\n' "$APCORE_RESERVED_BY_US" "$added" | grep -v '^$' || true)
+	fi
+}
+
+# _expand_ports prints each port of a list like "57001-57006,57101" on a
+# line of its own.
+_expand_ports() {
+	echo "$1" | tr ',' '\n' | awk -F- 'NF == 1 && $1 != "" { print $1 } NF == 2 { for (p = $1; p <= $2; p++) print p }'
+}
+
+# _unreserve_ports takes the ports _reserve_ports added out of the list of
+# reserved ports again, leaving every other entry.
+_unreserve_ports() {
+	local f=/proc/sys/net/ipv4/ip_local_reserved_ports keep
+	[ -n "$APCORE_RESERVED_BY_US" ] && [ -w "$f" ] || { APCORE_RESERVED_BY_US=""; return 0; }
+	keep=$(_expand_ports "$(cat "$f")" | grep -vxFf <(echo "$APCORE_RESERVED_BY_US") |
+		sort -n | awk 'NR == 1 { s = e = $1; next }
+			$1 == e + 1 { e = $1; next }
+			{ printf "%s%s", sep, (s == e ? s : s "-" e); sep = ","; s = e = $1 }
+			END { if (NR) printf "%s%s", sep, (s == e ? s : s "-" e) }' || true)
+	# An empty list is written as a bare newline: echo "" does that.
+	echo "$keep" >"$f" 2>/dev/null || echo "services: could not restore $f" >&2
+	APCORE_RESERVED_BY_US=""
 }
 
 # start_redis_cluster starts a Redis Cluster of 3 masters on loopback, ports

@@ -117,7 +117,12 @@ fi
 
 step "PostgreSQL and Redis for the store tests"
 source "$root/scripts/services.sh"
+# The servers stop, and the reserved ports are given back, however the run
+# ends: a failing step (set -e), the end, or Ctrl-C / SIGTERM (which exit,
+# so that the EXIT trap runs).
 trap stop_services EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 start_services
 # redisstore's cluster and failover tests; without these servers they fail
 # and say why.
