@@ -723,6 +723,9 @@ func (m *TaskManager) shutdown(ctx context.Context, orphans bool) error {
 		for _, l := range m.services {
 			l.stop() // their goroutines end on their own; drained waits for them
 		}
+		if m.lease != nil {
+			m.lease.stop() // every task is cancelled here: nothing left to give up
+		}
 		idle = m.sched.close() == 0
 		m.reaperMu.Lock()
 		m.lastReaper = m.reaper
