@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -62,12 +63,15 @@ type hub struct {
 	running bool          // subscribed, polling and flushing
 	changed chan struct{} // closed and replaced when the three above change
 
-	bufMu    sync.Mutex
-	buf      []event // events since the last flush, in order
-	spare    []event // the previous batch's array, for the next one
-	overflow int     // events left out of buf since the last flush
-	woken    bool    // the flusher has been told about buf
-	wake     chan struct{}
+	// The observer's buffer, in shards by task id (a task's events stay
+	// in order in its shard), so that the manager's goroutines seldom
+	// wait for each other.
+	shards [numShards]shard
+	woken  atomic.Bool // the flusher has been told about this batch
+	wake   chan struct{}
+	// busyAt is when a batch last overflowed (Unix nanoseconds): while
+	// the stream sends resync events, the poller reports nothing either.
+	busyAt atomic.Int64
 
 	stateMu sync.Mutex
 	known   map[string]seen      // active tasks as last reported
@@ -114,6 +118,39 @@ func newEvent(t *apcore.TaskInfo, local bool) event {
 		progress: t.Progress, message: t.ProgressMessage, code: t.ErrorCode,
 		local: local,
 	}
+}
+
+// numShards is how many shards the observer's buffer has.
+const numShards = 8
+
+// shard is a part of the observer's buffer.
+type shard struct {
+	mu       sync.Mutex
+	buf      []event // events since the last flush, in order
+	spare    []event // the previous batch's array, for the next one
+	overflow bool    // events were left out of buf since the last flush
+	// full is overflow, read without the lock: once the shard is full, an
+	// observer call costs one atomic load until the next flush.
+	full atomic.Bool
+	_    [64]byte // its own cache lines
+}
+
+// shardOf returns the shard of the task id.
+func (h *hub) shardOf(id string) *shard {
+	if id == "" {
+		return &h.shards[0]
+	}
+	return &h.shards[id[len(id)-1]%numShards]
+}
+
+// take swaps the shard's buffer for its spare array and returns the batch.
+func (s *shard) take() (batch []event, overflow bool) {
+	s.mu.Lock()
+	batch, overflow = s.buf, s.overflow
+	s.buf, s.spare, s.overflow = s.spare[:0], batch, false
+	s.full.Store(false)
+	s.mu.Unlock()
+	return batch, overflow
 }
 
 // client is one connected event stream.
@@ -190,10 +227,11 @@ func (h *hub) add(c *client) error {
 	running := h.running
 	h.mu.Unlock()
 	if !running {
-		h.bufMu.Lock()
-		clear(h.buf)
-		h.buf, h.overflow, h.woken = h.buf[:0], 0, false
-		h.bufMu.Unlock()
+		for i := range h.shards {
+			batch, _ := h.shards[i].take()
+			clear(batch)
+		}
+		h.woken.Store(false)
 		select {
 		case <-h.wake:
 		default:
@@ -256,23 +294,27 @@ func (h *hub) stopIfIdle() {
 // cancel endpoint calls it too, with the record it cancelled: a task
 // another replica runs ends without an observer call here.
 func (h *hub) observe(info apcore.TaskInfo) {
-	h.enqueue(newEvent(&info, true))
+	h.enqueue(&info, true)
 }
 
-// enqueue adds e to the buffer (or counts it, when the buffer is full) and
-// wakes the flusher once per batch. It never blocks but on bufMu, which is
-// held only to append or to swap the buffer.
-func (h *hub) enqueue(e event) {
-	h.bufMu.Lock()
-	if len(h.buf) < h.cfg.maxBatch {
-		h.buf = append(h.buf, e)
-	} else {
-		h.overflow++
+// enqueue adds e to its shard of the buffer (or notes that it left it out,
+// when the shard is full) and wakes the flusher once per batch. It never
+// blocks but on the shard's lock, which is held only to append or to swap
+// the buffer.
+func (h *hub) enqueue(t *apcore.TaskInfo, local bool) {
+	s := h.shardOf(t.TaskID)
+	if s.full.Load() {
+		return // the batch becomes a resync event anyway
 	}
-	wake := !h.woken
-	h.woken = true
-	h.bufMu.Unlock()
-	if wake {
+	s.mu.Lock()
+	if len(s.buf) < h.cfg.maxBatch/numShards {
+		s.buf = append(s.buf, newEvent(t, local))
+	} else {
+		s.overflow = true
+		s.full.Store(true)
+	}
+	s.mu.Unlock()
+	if !h.woken.Load() && h.woken.CompareAndSwap(false, true) {
 		select {
 		case h.wake <- struct{}{}:
 		default:
@@ -289,6 +331,8 @@ func (h *hub) flush(ctx context.Context) {
 	var last time.Time
 	latest := map[string]int{}
 	var out []byte
+	var batches [numShards][]event
+	var over [numShards]bool
 	for {
 		select {
 		case <-ctx.Done():
@@ -305,56 +349,79 @@ func (h *hub) flush(ctx context.Context) {
 			}
 		}
 		last = time.Now()
-		h.bufMu.Lock()
-		batch, overflow := h.buf, h.overflow
-		h.buf, h.spare, h.overflow, h.woken = h.spare[:0], batch, 0, false
-		h.bufMu.Unlock()
-		out = h.encode(out[:0], batch, overflow, latest, last)
-		clear(batch) // drop the strings it holds
+		h.woken.Store(false)
+		overflow := false
+		for i := range h.shards {
+			batches[i], over[i] = h.shards[i].take()
+			overflow = overflow || over[i]
+		}
+		out = out[:0]
+		if overflow {
+			h.busyAt.Store(last.UnixNano())
+			out = append(out, "event: resync\ndata: {}\n\n"...)
+		}
+		for i := range batches {
+			out = h.encode(out, batches[i], overflow, latest, last)
+			clear(batches[i]) // drop the strings it holds
+		}
 		if len(out) > 0 {
 			h.deliver(append([]byte(nil), out...))
 		}
 	}
 }
 
-// encode appends the stream's text for a batch to out: the latest event of
-// each task, in the order of those events, or one resync event when the
-// batch overflowed. It also notes what the poller must not report again.
-func (h *hub) encode(out []byte, batch []event, overflow int, latest map[string]int, now time.Time) []byte {
+// encode appends the stream's text for a shard's batch to out: the latest
+// event of each task, in the order of those events; nothing when the
+// batch overflowed (the resync event replaces it). It also notes what the
+// poller must not report again.
+func (h *hub) encode(out []byte, batch []event, overflow bool, latest map[string]int, now time.Time) []byte {
+	h.stateMu.Lock()
+	defer h.stateMu.Unlock()
+	if overflow {
+		// Only the ends matter now: the clients reload, and the poller
+		// must not bring an ended task back.
+		for i := range batch {
+			if e := &batch[i]; e.status.IsTerminal() {
+				h.noteEnded(e.id, now)
+			}
+		}
+		return out
+	}
 	for i := range batch {
 		latest[batch[i].id] = i
 	}
-	if overflow > 0 {
-		out = append(out, "event: resync\ndata: {\"dropped\":"...)
-		out = strconv.AppendInt(out, int64(overflow), 10)
-		out = append(out, "}\n\n"...)
-	}
-	h.stateMu.Lock()
 	for i := range batch {
 		e := &batch[i]
 		if latest[e.id] != i {
 			continue
 		}
-		if h.known != nil {
-			if e.status.IsTerminal() {
-				if _, dup := h.ended[e.id]; dup {
-					continue // reported already (by the cancel endpoint, say)
-				}
-				delete(h.known, e.id)
-				if len(h.ended) < maxEnded {
-					h.ended[e.id] = now
-				}
-			} else if e.local {
-				h.known[e.id] = seen{key: recordKey{e.status, e.retries, e.progress, e.started.UnixNano(), e.message}, localAt: now}
+		if e.status.IsTerminal() {
+			if !h.noteEnded(e.id, now) {
+				continue // reported already (by the cancel endpoint, say)
 			}
+		} else if e.local && h.known != nil {
+			h.known[e.id] = seen{key: recordKey{e.status, e.retries, e.progress, e.started.UnixNano(), e.message}, localAt: now}
 		}
-		if overflow == 0 {
-			out = appendEvent(out, e)
-		}
+		out = appendEvent(out, e)
 	}
-	h.stateMu.Unlock()
 	clear(latest)
 	return out
+}
+
+// noteEnded notes that the task ended, and reports whether that is news.
+// h.stateMu is held.
+func (h *hub) noteEnded(id string, now time.Time) bool {
+	if h.known == nil {
+		return true
+	}
+	if _, dup := h.ended[id]; dup {
+		return false
+	}
+	delete(h.known, id)
+	if len(h.ended) < maxEnded {
+		h.ended[id] = now
+	}
+	return true
 }
 
 // deliver queues p for every client without blocking; a client with too
@@ -400,8 +467,12 @@ func (h *hub) poll(ctx context.Context) {
 }
 
 // pollOnce reads the active records once and reports what changed; quiet,
-// it only learns what is there.
+// it only learns what is there. While the stream is busy (batches overflow
+// and the clients reload instead), it is quiet, and forgets the tasks that
+// left the lists instead of reading each one's record.
 func (h *hub) pollOnce(ctx context.Context, quiet bool) {
+	busy := time.Since(time.Unix(0, h.busyAt.Load())) < 2*h.cfg.pollInterval
+	quiet = quiet || busy
 	pending, err := h.mgr.List(ctx, apcore.StatusPending)
 	if err != nil {
 		return
@@ -411,7 +482,7 @@ func (h *hub) pollOnce(ctx context.Context, quiet bool) {
 		return
 	}
 	now := time.Now()
-	var emit []event
+	var emit []apcore.TaskInfo
 	var gone []string
 	h.stateMu.Lock()
 	present := make(map[string]struct{}, len(pending)+len(running))
@@ -429,14 +500,18 @@ func (h *hub) pollOnce(ctx context.Context, quiet bool) {
 			if k := keyOf(t); !ok || prev.key != k {
 				h.known[t.TaskID] = seen{key: k, localAt: prev.localAt}
 				if !quiet {
-					emit = append(emit, newEvent(t, false))
+					emit = append(emit, *t)
 				}
 			}
 		}
 	}
 	for id, s := range h.known {
 		if _, ok := present[id]; !ok && now.Sub(s.localAt) >= localQuiet {
-			gone = append(gone, id)
+			if busy {
+				delete(h.known, id)
+			} else {
+				gone = append(gone, id)
+			}
 		}
 	}
 	for id, at := range h.ended {
@@ -454,11 +529,11 @@ func (h *hub) pollOnce(ctx context.Context, quiet bool) {
 		switch {
 		case err == nil && t.Status.IsTerminal():
 			delete(h.known, id)
-			emit = append(emit, newEvent(&t, false))
+			emit = append(emit, t)
 		case err == nil:
 			if k := keyOf(&t); h.known[id].key != k {
 				h.known[id] = seen{key: k}
-				emit = append(emit, newEvent(&t, false))
+				emit = append(emit, t)
 			}
 		case apcore.CodeOf(err) == apcore.CodeTaskNotFound:
 			delete(h.known, id)
@@ -466,7 +541,7 @@ func (h *hub) pollOnce(ctx context.Context, quiet bool) {
 		h.stateMu.Unlock()
 	}
 	for i := range emit {
-		h.enqueue(emit[i])
+		h.enqueue(&emit[i], false)
 	}
 }
 
