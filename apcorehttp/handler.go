@@ -82,7 +82,7 @@ type handler struct {
 //	GET  /api/tasks/{id}          the record, or 404 TASK_NOT_FOUND
 //	POST /api/tasks/{id}/cancel   {"cancelled": bool} (not under ReadOnly)
 //	GET  /api/summary             counts per state, modules, chart series
-//	GET  /api/events              text/event-stream of records
+//	GET  /api/events              text/event-stream of records' changes
 //
 // GET /api/tasks takes status (one state), and for paging module (exact
 // module id), order ("asc", the default, insertion order; or "desc"),
@@ -105,7 +105,18 @@ type handler struct {
 // about a second, except that a task another replica starts and ends
 // between two reads is seen only by the next list (the page refreshes its
 // list every few seconds). Each event's data is a record in the wire
-// format.
+// format without its result and error (GET /api/tasks/{id} has them), and
+// with the progress message cut to 1 KiB. Events are sent in batches at
+// most every 50 ms, with only the latest event of each task in a batch;
+// when more than 2,048 transitions come between two batches, the batch is
+// one event named "resync" instead, telling the client to reload what it
+// shows. A client that falls behind (4 MiB queued for it, or a write that
+// takes 10 s) is dropped; an EventSource reconnects.
+//
+// A record whose result JSON cannot encode (NaN or an infinity, which the
+// memory store keeps) is sent with those numbers as the strings "NaN",
+// "+Inf" and "-Inf"; a result that still does not encode is sent as null,
+// with a "result_error" field saying why.
 func NewHandler(mgr *apcore.TaskManager, opts ...Option) (http.Handler, error) {
 	if mgr == nil {
 		return nil, &apcore.Error{Code: apcore.CodeInvalidInput, Message: "apcorehttp.NewHandler: the manager is nil"}
