@@ -38,6 +38,21 @@ _as_postgres() {
 	fi
 }
 
+# _daemon runs a command that leaves a server running with only stdin,
+# stdout and stderr of ours open: a server must not keep a file the caller
+# holds, such as the lock of "flock /tmp/apcore-heavy.lock ./scripts/test.sh",
+# which a daemonized redis-server would otherwise hold until it stops.
+_daemon() {
+	(
+		local fd
+		for fd in /proc/$BASHPID/fd/*; do
+			fd=${fd##*/}
+			[ "$fd" -gt 2 ] 2>/dev/null && eval "exec $fd>&-" 2>/dev/null
+		done
+		if declare -F "$1" >/dev/null; then "$@"; else exec "$@"; fi
+	)
+}
+
 start_services() {
 	local pg_port="${APCORE_PG_PORT:-55432}" redis_port="${APCORE_REDIS_PORT:-56379}"
 	local pgbin
@@ -62,13 +77,13 @@ start_services() {
 	echo "services: PostgreSQL on 127.0.0.1:$pg_port ($pgbin)"
 	_as_postgres "$pgbin/initdb" -D "$APCORE_SERVICES_DIR/pg/data" -U postgres -A trust --no-sync >"$APCORE_SERVICES_DIR/pg/initdb.log" 2>&1 ||
 		{ cat "$APCORE_SERVICES_DIR/pg/initdb.log" >&2; return 1; }
-	_as_postgres "$pgbin/pg_ctl" -D "$APCORE_SERVICES_DIR/pg/data" -l "$APCORE_SERVICES_DIR/pg/server.log" -w -t 60 \
+	_daemon _as_postgres "$pgbin/pg_ctl" -D "$APCORE_SERVICES_DIR/pg/data" -l "$APCORE_SERVICES_DIR/pg/server.log" -w -t 60 \
 		-o "-c listen_addresses=127.0.0.1 -p $pg_port -k $APCORE_SERVICES_DIR/pg -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
 		start >/dev/null || { cat "$APCORE_SERVICES_DIR/pg/server.log" >&2; return 1; }
 	export APCORE_TEST_POSTGRES="postgres://postgres@127.0.0.1:$pg_port/postgres?sslmode=disable"
 
 	echo "services: Redis on 127.0.0.1:$redis_port"
-	redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$APCORE_SERVICES_DIR/redis" \
+	_daemon redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$APCORE_SERVICES_DIR/redis" \
 		--save "" --appendonly no --daemonize yes --pidfile "$APCORE_SERVICES_DIR/redis/redis.pid" \
 		--logfile "$APCORE_SERVICES_DIR/redis/redis.log" || return 1
 	local i
@@ -112,7 +127,7 @@ _redis_node() {
 	local dir="$APCORE_SERVICES_DIR/redis-extra/$name" try i
 	mkdir -p "$dir"
 	for try in $(seq 1 140); do
-		redis-server --bind 127.0.0.1 --port "$port" --dir "$dir" --save "" --appendonly no \
+		_daemon redis-server --bind 127.0.0.1 --port "$port" --dir "$dir" --save "" --appendonly no \
 			--daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" "$@" || return 1
 		for i in $(seq 1 50); do
 			redis-cli -h 127.0.0.1 -p "$port" ping >/dev/null 2>&1 && return 0
@@ -230,7 +245,7 @@ sentinel down-after-milliseconds apcore 2000
 sentinel failover-timeout apcore 6000
 sentinel parallel-syncs apcore 1
 CONF
-		redis-server "$dir/sentinel.conf" --sentinel || return 1
+		_daemon redis-server "$dir/sentinel.conf" --sentinel || return 1
 		sentinels+=("127.0.0.1:$p")
 	done
 	local i
