@@ -35,14 +35,22 @@ const (
 	AttrAttempt  = attribute.Key("apcore.task.attempt")
 	AttrOutcome  = attribute.Key("apcore.task.outcome")
 	AttrStatus   = attribute.Key("apcore.task.status")
+	// AttrErrorCode is the error code of an attempt that did not end well:
+	// the failed record's ErrorCode, MODULE_TIMEOUT, or EXECUTION_CANCELLED
+	// for a task cancelled while it ran.
+	AttrErrorCode = attribute.Key("apcore.task.error_code")
 )
 
-// Outcomes of an attempt, the value of AttrOutcome on its span.
+// Outcomes of an attempt, the value of AttrOutcome on its span. They
+// follow the task's record, not only what the module returned: a module
+// that ignores its context and returns a result after its timeout, or
+// after the task was cancelled, ends an attempt that timed out or was
+// cancelled.
 const (
 	OutcomeOK        = "ok"        // the module returned a result
-	OutcomeError     = "error"     // the module returned an error (or panicked)
+	OutcomeError     = "error"     // the module returned an error (or panicked), or the task failed while it ran
 	OutcomeTimeout   = "timeout"   // the attempt ran out of its WithTimeout
-	OutcomeCancelled = "cancelled" // the task was cancelled while it ran
+	OutcomeCancelled = "cancelled" // the task was cancelled (or its manager let go of it) while it ran
 )
 
 // config collects the Options.
@@ -96,10 +104,15 @@ func newConfig(opts []Option) config {
 // named "apcore.attempt <module id>": one span per attempt, a child of the
 // span in Submit's context (the task's context keeps Submit's values, so
 // the module's own spans nest under the attempt's). Its attributes are the
-// task id, module id, attempt number (RetryCount+1) and outcome; a failed
-// attempt records its error and sets the span's status to Error. When the
-// trace context came through the store (a resumable task run by another
-// manager, see Carrier), the span also links to the submitter's span.
+// task id, module id, attempt number (RetryCount+1) and outcome. The
+// outcome follows the task's record, not only the module's return: a
+// module that ignores its context and returns a result after its timeout,
+// or after the task was cancelled, still ends a timed-out or cancelled
+// attempt. An attempt that did not end well records its error, sets the
+// span's status to Error with the error code, and sets AttrErrorCode. When
+// the trace context came through the store (a resumable task run by
+// another manager, see Carrier), the span also links to the submitter's
+// span.
 func WrapExecutor(exec apcore.Executor, opts ...Option) apcore.Executor {
 	c := newConfig(opts)
 	return &executor{next: exec, tracer: c.tp.Tracer(ScopeName)}
@@ -144,22 +157,61 @@ func (e *executor) Call(ctx context.Context, moduleID string, inputs map[string]
 		}
 	}()
 	result, err = e.next.Call(ctx, moduleID, inputs)
-	outcome := OutcomeOK
-	switch {
-	case err == nil:
-	case errors.Is(ctx.Err(), context.DeadlineExceeded) || apcore.CodeOf(err) == apcore.CodeModuleTimeout:
-		outcome = OutcomeTimeout
-	case errors.Is(ctx.Err(), context.Canceled):
-		outcome = OutcomeCancelled
-	default:
-		outcome = OutcomeError
-	}
+	outcome, code, cause := attemptOutcome(ctx, err)
 	span.SetAttributes(AttrOutcome.String(outcome))
-	if err != nil {
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
+	if outcome != OutcomeOK {
+		span.SetAttributes(AttrErrorCode.String(string(code)))
+		span.RecordError(cause)
+		span.SetStatus(codes.Error, string(code)+": "+cause.Error())
 	}
 	return result, err
+}
+
+// attemptOutcome tells how an attempt ended, from the task's record and
+// the attempt's context first, then from what the module returned (err):
+// the outcome, and for any but OutcomeOK the error code and the error to
+// record. The manager decides the record after the module returns, from
+// the same context: an attempt whose context ran out of its deadline
+// fails MODULE_TIMEOUT (or is retried), whatever the module returned; a
+// task that was cancelled while it ran stays cancelled.
+func attemptOutcome(ctx context.Context, err error) (outcome string, code apcore.ErrorCode, cause error) {
+	if info, ok := apcore.TaskFromContext(ctx); ok {
+		switch info.Status {
+		case apcore.StatusCancelled:
+			return OutcomeCancelled, apcore.CodeExecutionCancelled, errOr(err, "the task was cancelled while the attempt ran")
+		case apcore.StatusFailed:
+			// Ended while it ran (another manager's record, say).
+			outcome = OutcomeError
+			if info.ErrorCode == apcore.CodeModuleTimeout {
+				outcome = OutcomeTimeout
+			}
+			return outcome, info.ErrorCode, errors.New(info.Error)
+		}
+	}
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return OutcomeTimeout, apcore.CodeModuleTimeout, errOr(err, "the attempt ran past its timeout")
+	case errors.Is(ctx.Err(), context.Canceled):
+		return OutcomeCancelled, apcore.CodeExecutionCancelled, errOr(err, "the attempt was cancelled while it ran")
+	case err == nil:
+		return OutcomeOK, "", nil
+	case apcore.CodeOf(err) == apcore.CodeModuleTimeout:
+		return OutcomeTimeout, apcore.CodeModuleTimeout, err
+	}
+	code = apcore.CodeOf(err)
+	if code == "" {
+		code = apcore.CodeModuleExecuteError
+	}
+	return OutcomeError, code, err
+}
+
+// errOr returns err, or an error saying what happened when the module
+// returned none.
+func errOr(err error, what string) error {
+	if err != nil {
+		return err
+	}
+	return errors.New(what + " (the module returned a result)")
 }
 
 // submitterKey keys the submitter's span context that Carrier's Extract
