@@ -23,7 +23,9 @@ const (
 // apcore.TaskManager.Subscribe): tasks submitted (by module) and finished
 // (by module and final status), each attempt's duration and the queue wait
 // before a task's first attempt (histograms, in seconds), the tasks active
-// on this manager (by status) and progress reports (by module). Each
+// on this manager (by status: from a task's first active record here to
+// its end, or until it is handed back to the store for another replica)
+// and progress reports (by module). Each
 // manager reports what it does itself: sum over replicas in the metrics
 // backend. stop removes the observer; it is safe to call more than once.
 func Instrument(mgr *apcore.TaskManager, opts ...Option) (stop func(), err error) {
@@ -77,36 +79,56 @@ type instruments struct {
 // seen is what Instrument remembers of an active task.
 type seen struct {
 	status  apcore.TaskStatus
+	retries int       // the RetryCount of its last record
 	started time.Time // this attempt's start, when running
 }
 
-// observe is the manager's observer: it must return quickly.
+// observe is the manager's observer: it must return quickly. It counts on
+// the manager's promise that a task's calls come in order, not on the
+// goroutine they come on.
+//
+// A task counts as active here from its first pending or running record
+// until its end, or until it is handed back: a resumable task that Drain
+// (or a manager closing) gives back to the store goes pending again with
+// the same RetryCount, held by no one, for another replica to run; this
+// manager will see no end of it. A retry always counts one more retry, so
+// a pending record with the RetryCount this manager last saw is a hand
+// back, and so is a first record that is pending but was started before
+// (a claimed task handed back unstarted).
 func (in *instruments) observe(info apcore.TaskInfo) {
 	now := time.Now()
 	ctx := context.Background()
 	module := AttrModuleID.String(info.ModuleID)
 	in.mu.Lock()
 	prev, known := in.tasks[info.TaskID]
+	var before apcore.TaskStatus
+	var attemptStart time.Time
+	handedBack := false
+	if known {
+		before, attemptStart = prev.status, prev.started
+		handedBack = info.Status == apcore.StatusPending && info.RetryCount == prev.retries
+	}
 	switch {
-	case !known:
+	case !known && info.Status == apcore.StatusPending && (info.RetryCount > 0 || !info.StartedAt.IsZero()):
+		// Handed back before this manager saw it: not active here.
+	case !known && info.Status.IsActive():
 		prev = &seen{}
-		if info.Status.IsActive() {
-			in.tasks[info.TaskID] = prev
-		}
-	case info.Status.IsTerminal():
+		in.tasks[info.TaskID] = prev
+	case known && (info.Status.IsTerminal() || handedBack):
 		delete(in.tasks, info.TaskID)
 	}
-	before, attemptStart := prev.status, prev.started
-	prev.status = info.Status
-	if info.Status == apcore.StatusRunning && before != apcore.StatusRunning {
-		prev.started = now
+	if prev != nil {
+		prev.status, prev.retries = info.Status, info.RetryCount
+		if info.Status == apcore.StatusRunning && before != apcore.StatusRunning {
+			prev.started = now
+		}
 	}
 	in.mu.Unlock()
 
 	if !known && info.Status == apcore.StatusPending && info.RetryCount == 0 && info.StartedAt.IsZero() {
 		in.submitted.Add(ctx, 1, metric.WithAttributes(module))
 	}
-	if before == info.Status {
+	if before == info.Status && !handedBack {
 		if info.Status == apcore.StatusRunning {
 			in.progress.Add(ctx, 1, metric.WithAttributes(module))
 		}
@@ -115,7 +137,7 @@ func (in *instruments) observe(info apcore.TaskInfo) {
 	if before.IsActive() {
 		in.active.Add(ctx, -1, metric.WithAttributes(AttrStatus.String(string(before))))
 	}
-	if info.Status.IsActive() {
+	if info.Status.IsActive() && prev != nil && !handedBack {
 		in.active.Add(ctx, 1, metric.WithAttributes(AttrStatus.String(string(info.Status))))
 	}
 	if before == apcore.StatusRunning && !attemptStart.IsZero() {
