@@ -136,12 +136,13 @@ if out=$(go test -race -count=1 -run '^TestSoak$' -v . 2>&1); then
 else
 	echo "$out"; status=1
 fi
-# Replica processes killed, frozen and drained over the real servers, and a
-# minute of chaos per server; -v so that recovery times and runs per task
-# show in the log.
-step "process tests (real child processes: SIGKILL, SIGSTOP, SIGTERM, chaos)"
+# Replica processes killed, frozen (SIGSTOP, and cut off from the store by a
+# proxy that stops forwarding) and drained over the real servers, and a
+# minute of chaos per server; -v so that recovery times, runs per task and
+# the freeze's summary show in the log.
+step "process tests (real child processes: SIGKILL, SIGSTOP, a silent store, SIGTERM, chaos)"
 if out=$(cd "$root/processtest" && go test -race -count=1 -timeout 20m -v ./... 2>&1); then
-	echo "$out" | grep -E 'recovered|chaos:|^(ok|PASS|--- )'
+	echo "$out" | grep -E 'recovered|chaos:|freeze:|^(ok|PASS|--- )'
 else
 	echo "$out"; status=1
 fi

@@ -5,10 +5,17 @@
 // Its module "pt.work" sleeps inputs["ms"] milliseconds (stopping early
 // when its context ends) and returns {"pid": <pid>, "seq": <run number>}.
 // Every start and every return of the module is appended to -runlog as a
-// line "run <task id> <pid> <seq>" or "done <task id> <pid> <seq>", and
-// every completed outcome of this process that the store took as "wrote
-// <task id> <pid> <seq>", so the tests can count runs per task and check
-// that one attempt only of each task had its outcome accepted.
+// line "run <task id> <pid> <seq> <unix ns>" or "done ..." ("stopped ..."
+// when its context ended first), and every completed outcome of this
+// process that the store took as "wrote <task id> <pid> <seq> <unix ns>",
+// so the tests can count runs per task, see when each run went on, and
+// check that one attempt only of each task had its outcome accepted.
+//
+// With -probe, it calls Submit, Status, List and TaskCount one after the
+// other, each with a -probe-deadline context, every -probe, and prints
+// "probe <call> <start unix ns> <elapsed ns> <deadline ns> <error or ok>"
+// for each, so a test can check that callers get their answer by their
+// deadline while the store does not answer.
 //
 //	ptworker -store postgres:DSN#table -ttl 1s -c 3 -submit 10 -resumable-every 2 -ms 3000
 package main
@@ -21,6 +28,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -42,9 +50,11 @@ func main() {
 	trickle := flag.Duration("trickle", 0, "keep submitting a non-resumable task this often")
 	race := flag.Int("race", 0, "submit this many tasks as fast as possible, print 'accepted N' and exit")
 	drainFor := flag.Duration("drain", 5*time.Second, "how long Drain waits on SIGTERM")
+	probe := flag.Duration("probe", 0, "call Submit, Status, List and TaskCount this often, printing how long each took (0: never)")
+	probeDeadline := flag.Duration("probe-deadline", 500*time.Millisecond, "the deadline of each -probe call")
 	flag.Parse()
 
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	logger := slog.New(expected{slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})})
 	ctx := context.Background()
 	store, closeStore, err := ptstore.Open(ctx, *storeSpec)
 	if err != nil {
@@ -147,6 +157,9 @@ func main() {
 			}
 		}()
 	}
+	if *probe > 0 {
+		go probeLoop(mgr, say, *probe, *probeDeadline)
+	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT) // before "ready": the test may signal at once
 	say("ready %d", pid)
@@ -160,6 +173,59 @@ func main() {
 	}
 	say("stopped %v", err)
 }
+
+// probeLoop calls the manager's caller-facing methods, each with a context
+// that ends after deadline, one after the other, every interval, and says
+// how long each took.
+func probeLoop(mgr *apcore.TaskManager, say func(string, ...any), interval, deadline time.Duration) {
+	lastID := ""
+	call := func(name string, fn func(ctx context.Context) error) {
+		ctx, cancel := context.WithTimeout(context.Background(), deadline)
+		defer cancel()
+		start := time.Now()
+		err := fn(ctx)
+		elapsed := time.Since(start)
+		outcome := "ok"
+		if err != nil {
+			outcome = strings.ReplaceAll(err.Error(), "\n", " ")
+		}
+		say("probe %s %d %d %d %s", name, start.UnixNano(), elapsed.Nanoseconds(), deadline.Nanoseconds(), outcome)
+	}
+	for range time.Tick(interval) {
+		call("Submit", func(ctx context.Context) error {
+			id, err := mgr.Submit(ctx, "pt.work", map[string]any{"ms": 5})
+			if err == nil {
+				lastID = id
+				say("submitted %s false", id)
+			}
+			return err
+		})
+		if lastID != "" {
+			call("Status", func(ctx context.Context) error { _, err := mgr.Status(ctx, lastID); return err })
+		}
+		call("List", func(ctx context.Context) error { _, err := mgr.List(ctx, apcore.StatusRunning); return err })
+		call("TaskCount", func(ctx context.Context) error { _, err := mgr.TaskCount(ctx); return err })
+	}
+}
+
+// expected marks every record "(expected in this test)": this process is
+// a replica that the tests kill, freeze and cut off from its store, and the
+// lease and store errors it logs (at WARN and ERROR) are what they
+// provoke, not a fault of the run. The tests judge the outcome by the
+// records and the run log, not by these lines.
+type expected struct{ slog.Handler }
+
+func (h expected) Handle(ctx context.Context, r slog.Record) error {
+	out := slog.NewRecord(r.Time, r.Level, "(expected in this test) "+r.Message, r.PC)
+	r.Attrs(func(a slog.Attr) bool { out.AddAttrs(a); return true })
+	return h.Handler.Handle(ctx, out)
+}
+
+func (h expected) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return expected{h.Handler.WithAttrs(attrs)}
+}
+
+func (h expected) WithGroup(name string) slog.Handler { return expected{h.Handler.WithGroup(name)} }
 
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "ptworker:", err)
@@ -190,7 +256,7 @@ func (l *runLog) line(what, id string, pid int, seq int64) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if _, err := fmt.Fprintf(l.f, "%s %s %d %d\n", what, id, pid, seq); err != nil {
+	if _, err := fmt.Fprintf(l.f, "%s %s %d %d %d\n", what, id, pid, seq, time.Now().UnixNano()); err != nil {
 		fail(err)
 	}
 }
