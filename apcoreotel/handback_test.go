@@ -127,6 +127,7 @@ func TestActiveAfterDrainHandsBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stop()
+	seen := observed(t, drained)
 
 	first, err := drained.Submit(ctx, "job", nil, apcore.WithResumable())
 	if err != nil {
@@ -135,6 +136,7 @@ func TestActiveAfterDrainHandsBack(t *testing.T) {
 	if id := <-running; id != first {
 		t.Fatalf("running %s, want %s", id, first)
 	}
+	seen(first, apcore.StatusRunning, true)
 	if got := activeGauge(t, reader); got["running"] != 1 || got["pending"] != 0 {
 		t.Fatalf("before Drain: active %v, want 1 running", got)
 	}
@@ -145,6 +147,7 @@ func TestActiveAfterDrainHandsBack(t *testing.T) {
 	if err := drained.Drain(dctx); err == nil {
 		t.Fatal("Drain: nil, want its context's error (the running task was cut)")
 	}
+	seen(first, apcore.StatusPending, true) // handed back
 
 	other, err := apcore.NewTaskManager(apcore.ExecutorFunc(func(context.Context, string, map[string]any) (any, error) {
 		return "done elsewhere", nil

@@ -3,6 +3,7 @@ package apcoreotel_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -301,17 +302,22 @@ func TestInstrument(t *testing.T) {
 	stop, err := apcoreotel.Instrument(mgr, apcoreotel.WithMeterProvider(mp))
 	must(err)
 	defer stop()
+	// The observers may be called after Wait returns: wait for the
+	// records to reach them instead.
+	seen := observed(t, mgr)
 
 	ctx := context.Background()
 	for _, module := range []string{"ok", "ok", "bad"} {
 		id, err := mgr.Submit(ctx, module, nil)
 		must(err)
-		_, err = mgr.Wait(ctx, id)
+		info, err := mgr.Wait(ctx, id)
 		must(err)
+		seen(id, info.Status, true)
 	}
 	held, err := mgr.Submit(ctx, "hold", nil)
 	must(err)
 	<-running
+	seen(held, apcore.StatusRunning, true)
 
 	var rm metricdata.ResourceMetrics
 	must(reader.Collect(ctx, &rm))
@@ -342,6 +348,7 @@ func TestInstrument(t *testing.T) {
 		t.Fatalf("Cancel: %v %v", ok, err)
 	}
 	close(release)
+	seen(held, apcore.StatusCancelled, true)
 	must(reader.Collect(ctx, &rm))
 	check(apcoreotel.MetricActive, sumOf(t, rm, apcoreotel.MetricActive),
 		map[attribute.Distinct]int64{set(st(apcore.StatusRunning)): 0, set(st(apcore.StatusPending)): 0})
@@ -356,6 +363,51 @@ func TestInstrument(t *testing.T) {
 	must(err)
 	must(reader.Collect(ctx, &rm))
 	check(apcoreotel.MetricSubmitted, sumOf(t, rm, apcoreotel.MetricSubmitted), map[attribute.Distinct]int64{set(mod("ok")): 2})
+}
+
+// observed subscribes to mgr and returns a function that waits until a
+// record of the task in the status, started or not, has reached the
+// observers. Observers
+// are called in the order they were added, so one added before (such as
+// Instrument's) has seen it too.
+func observed(t *testing.T, mgr *apcore.TaskManager) func(id string, status apcore.TaskStatus, started bool) {
+	t.Helper()
+	type key struct {
+		id      string
+		status  apcore.TaskStatus
+		started bool
+	}
+	var mu sync.Mutex
+	got := map[key]bool{}
+	changed := make(chan struct{})
+	cancel, err := mgr.Subscribe(func(info apcore.TaskInfo) {
+		mu.Lock()
+		got[key{info.TaskID, info.Status, !info.StartedAt.IsZero()}] = true
+		close(changed)
+		changed = make(chan struct{})
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cancel)
+	return func(id string, status apcore.TaskStatus, started bool) {
+		t.Helper()
+		deadline := time.After(10 * time.Second)
+		for {
+			mu.Lock()
+			ok, ch := got[key{id, status, started}], changed
+			mu.Unlock()
+			if ok {
+				return
+			}
+			select {
+			case <-ch:
+			case <-deadline:
+				t.Fatalf("the observers never saw %s %s (started %v)", id, status, started)
+			}
+		}
+	}
 }
 
 // A module that panics still ends its span, with the panic recorded; the
