@@ -11,12 +11,18 @@
 // or in the temporary folder when there is none. The records are in
 // tasks.db there.
 //
-// Each run first fails the tasks that an earlier run left pending or
-// running (a run killed before its tasks ended), then lists every task
-// that earlier runs left in the file (id, module, state, time of
-// submission, result or error), and then submits three tasks of its own,
-// waits for them and lists those: two reports built, one refused by a
-// (pretend) mail server. The next run lists them among the earlier ones.
+// Each run lists every task that earlier runs left in the file (id,
+// module, state, time of submission, result or error), then submits three
+// tasks of its own, waits for them and lists those: two reports built, one
+// refused by a (pretend) mail server. The next run lists them among the
+// earlier ones.
+//
+// A run killed before its tasks ended leaves them pending or running in
+// the file. Nothing here has to clean them up (no FailStale): sqlstore is
+// an apcore.SharedStore, so the manager holds its tasks under a lease, and
+// the next run's manager fails them TASK_ABANDONED once that lease has
+// ended (30 s after the kill, the default WithLeaseTTL), or cancels them
+// when it shuts down; until then they are listed as they were left.
 package main
 
 import (
@@ -85,11 +91,6 @@ func run(ctx context.Context, out io.Writer, dir string) error {
 		return err
 	}
 
-	// Tasks a crashed earlier run left pending or running would stay so for
-	// good: this program is the file's only user, so it fails them all.
-	if err := failAbandoned(ctx, out, store); err != nil {
-		return err
-	}
 	earlier, err := store.List(ctx, "")
 	if err != nil {
 		return err
@@ -145,20 +146,6 @@ func run(ctx context.Context, out io.Writer, dir string) error {
 	fmt.Fprintln(out, "\nthis run's tasks, now kept in the file too:")
 	printTasks(out, mine)
 	return nil
-}
-
-// failAbandoned marks failed the tasks an earlier run left active.
-func failAbandoned(ctx context.Context, out io.Writer, store apcore.TaskStore) error {
-	mgr, err := apcore.NewTaskManager(apcore.NewRegistry(), apcore.WithStore(store))
-	if err != nil {
-		return err
-	}
-	defer mgr.Shutdown(ctx)
-	n, err := mgr.FailStale(ctx, 0)
-	if n > 0 {
-		fmt.Fprintf(out, "%d tasks of a run that stopped early were left active; they are now failed.\n", n)
-	}
-	return err
 }
 
 func printTasks(out io.Writer, tasks []apcore.TaskInfo) {

@@ -47,8 +47,11 @@ func TestSecondRunSeesTheFirst(t *testing.T) {
 	}
 }
 
-// Tasks a crashed run left active are failed on the next run.
-func TestCrashedRunIsCleanedUp(t *testing.T) {
+// Tasks a killed run left running are ended by the next run's manager,
+// with no clean-up of the example's own: failed TASK_ABANDONED when it
+// recovers them (the killed run's lease has ended), or cancelled when it
+// shuts down. The run after lists them so.
+func TestKilledRunIsCleanedUp(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
 	db, err := sql.Open("sqlite", "file:"+dbPath(dir))
@@ -59,19 +62,39 @@ func TestCrashedRunIsCleanedUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// What a process killed mid-task leaves behind.
-	if err := store.Save(ctx, apcore.TaskInfo{TaskID: "killed-0000", ModuleID: "report.build", Status: apcore.StatusRunning,
-		SubmittedAt: time.Now(), StartedAt: time.Now()}); err != nil {
+	// What a process killed mid-task leaves behind: its task held under its
+	// lease, and the lease, which has ended since.
+	if _, err := store.Renew(ctx, apcore.LeaseRequest{Owner: "killed-run", Expires: time.Now().Add(-time.Minute), Create: true}); err != nil {
 		t.Fatal(err)
 	}
+	killed := apcore.TaskInfo{TaskID: "killed-0000", ModuleID: "report.build", Status: apcore.StatusRunning,
+		SubmittedAt: time.Now(), StartedAt: time.Now()}
+	if ok, err := store.Insert(ctx, apcore.StoredTask{Info: killed, Owner: "killed-run"}, 1000); err != nil || !ok {
+		t.Fatalf("Insert: %v, %v", ok, err)
+	}
+	store.Close()
 	db.Close()
-	var out bytes.Buffer
-	if err := run(ctx, &out, dir); err != nil {
+
+	var first, second bytes.Buffer
+	if err := run(ctx, &first, dir); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out.String(), "1 tasks of a run that stopped early") || !strings.Contains(out.String(), "abandoned") {
-		t.Fatalf("the killed task was not failed:\n%s", out.String())
+	if !strings.Contains(first.String(), "killed-0") {
+		t.Fatalf("the first run does not list the killed run's task:\n%s", first.String())
 	}
+	if err := run(ctx, &second, dir); err != nil {
+		t.Fatal(err)
+	}
+	var line string
+	for _, l := range strings.Split(second.String(), "\n") {
+		if strings.Contains(l, "killed-0") {
+			line = l
+		}
+	}
+	if !strings.Contains(line, "failed") && !strings.Contains(line, "cancelled") {
+		t.Fatalf("the killed run's task is still active after a run:\n%s", second.String())
+	}
+	t.Logf("the killed run's task, on the run after: %s", strings.TrimSpace(line))
 }
 
 // The default folder is the example's own, never a file shared with others.
