@@ -290,17 +290,26 @@ func (h *hub) stopIfIdle() {
 }
 
 // observe is the manager's observer: this manager's transitions and
-// progress reports. It only copies a few fields into the buffer. The
-// cancel endpoint calls it too, with the record it cancelled: a task
-// another replica runs ends without an observer call here.
+// progress reports. It only copies a few fields into the buffer.
 func (h *hub) observe(info apcore.TaskInfo) {
 	h.enqueue(&info, true)
 }
 
-// enqueue adds e to its shard of the buffer (or notes that it left it out,
-// when the shard is full) and wakes the flusher once per batch. It never
-// blocks but on the shard's lock, which is held only to append or to swap
-// the buffer.
+// report queues an event of info while any client listens (the cancel
+// endpoint's report of a task that may run on another replica).
+func (h *hub) report(info apcore.TaskInfo) {
+	h.mu.Lock()
+	running := h.running
+	h.mu.Unlock()
+	if running {
+		h.enqueue(&info, true)
+	}
+}
+
+// enqueue adds an event of t to its shard of the buffer (or notes that it
+// left it out, when the shard is full) and wakes the flusher once per
+// batch. It never blocks but on the shard's lock, which is held only to
+// append or to swap the buffer.
 func (h *hub) enqueue(t *apcore.TaskInfo, local bool) {
 	s := h.shardOf(t.TaskID)
 	if s.full.Load() {

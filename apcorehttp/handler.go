@@ -318,7 +318,7 @@ func (h *handler) cancel(w http.ResponseWriter, r *http.Request) {
 		// Tell the event streams now, also when another replica runs the
 		// task (then this manager's observers are not called).
 		if info, err := h.mgr.Status(r.Context(), id); err == nil && info.Status.IsTerminal() {
-			h.hub.observe(info)
+			h.hub.report(info)
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]bool{"cancelled": ok})
