@@ -194,8 +194,8 @@ func newHub(mgr *apcore.TaskManager, cfg config) *hub {
 	return &hub{mgr: mgr, cfg: cfg, clients: map[*client]struct{}{}, changed: make(chan struct{}), wake: make(chan struct{}, 1)}
 }
 
-// changedLocked tells waitState's callers that the state changed. h.mu is
-// held.
+// changedLocked tells the waiters on state's channel that the state
+// changed. h.mu is held.
 func (h *hub) changedLocked() {
 	close(h.changed)
 	h.changed = make(chan struct{})
