@@ -95,19 +95,30 @@ func freeze(t *testing.T, spec string) {
 	liveLines := collect(live)
 	frozenPid, livePid := frozen.cmd.Process.Pid, live.cmd.Process.Pid
 
-	// Freeze it while six of its tasks (three resumable) run and it keeps
-	// submitting, renewing and answering.
-	require.Eventually(t, func() bool {
-		n := 0
+	// Freeze it while it runs tasks of its own, resumable ones among them,
+	// and keeps submitting, renewing and answering.
+	submittedHere := map[string]bool{}
+	for _, id := range ids {
+		submittedHere[id] = true
+	}
+	onFrozen := func() (res, other int) {
 		for _, r := range readRuns(t, runlog) {
-			if r.what == "run" && r.pid == frozenPid {
-				n++
+			if r.what == "run" && r.pid == frozenPid && submittedHere[r.id] {
+				if resumable[r.id] {
+					res++
+				} else {
+					other++
+				}
 			}
 		}
-		return n >= 6
-	}, 10*time.Second, 10*time.Millisecond, "the replica to freeze runs its tasks")
+		return res, other
+	}
+	require.Eventually(t, func() bool { res, other := onFrozen(); return res >= 2 && res+other >= 4 }, 10*time.Second, 10*time.Millisecond,
+		"the replica to freeze runs its tasks")
 	proxy.Pause()
 	pausedAt := time.Now()
+	res, other := onFrozen()
+	t.Logf("freezing replica %d while it runs %d resumable and %d other tasks of the 12 it submitted", frozenPid, res, other)
 	time.Sleep(freezeFor) // the fault itself: the store is silent this long
 	proxy.Resume()
 	resumedAt := time.Now()
