@@ -7,9 +7,11 @@
 // adds the requirements there.
 //
 // It runs one task through a TaskManager whose records live in a SQLite
-// file (sqlstore), reads the record back from the file, and builds a
-// redisstore.Store over a client that is never dialled (New does no I/O).
-// Each line it prints is checked by scripts/consumer.sh.
+// file (sqlstore), reads the record back from the file, and asks
+// redisstore.New for a store over a Redis that does not answer (port 1 on
+// loopback), which it refuses with TASK_STORE_UNAVAILABLE: New checks that
+// Redis answers a PING, and no server is needed here. Each line it prints
+// is checked by scripts/consumer.sh.
 package main
 
 import (
@@ -86,12 +88,17 @@ func run(ctx context.Context) error {
 	}
 	fmt.Printf("%s record: %s, result %v\n", store.Name(), rec.Status, rec.Result)
 
-	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+	redis.SetLogger(quiet{}) // go-redis would log each failed dial
+	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
 	defer client.Close()
-	rs, err := redisstore.New(client)
-	if err != nil {
-		return err
+	if _, err := redisstore.New(client); !errors.Is(err, apcore.ErrStoreUnavailable) {
+		return fmt.Errorf("redisstore.New with no Redis at 127.0.0.1:1: %v, want %s", err, apcore.CodeTaskStoreUnavailable)
 	}
-	fmt.Printf("%s built, its key for task abc: %s\n", rs.Name(), rs.Key("abc"))
+	fmt.Printf("redisstore.New with no Redis: %s\n", apcore.CodeTaskStoreUnavailable)
 	return nil
 }
+
+// quiet is a go-redis logger that drops everything.
+type quiet struct{}
+
+func (quiet) Printf(context.Context, string, ...any) {}
