@@ -23,6 +23,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
+# Only stdin, stdout and stderr go on to what this script starts: a file
+# our caller holds open, such as the lock of
+# "flock /tmp/apcore-heavy.lock ./scripts/test.sh", would otherwise be
+# inherited by the go test processes and by the servers that some tests
+# restart as daemons (redisstore's), which would hold the lock after this
+# run has ended. (flock -o does the same from outside.)
+for fd in /proc/$$/fd/*; do
+	fd=${fd##*/}
+	if [ "$fd" -gt 2 ] 2>/dev/null; then eval "exec $fd>&-" 2>/dev/null || true; fi
+done
+
 export PATH="$(go env GOPATH)/bin:$PATH"
 fuzztime="${FUZZTIME:-15s}"
 modules=(. sqlstore redisstore examples/durable apcoreotel apcorehttp examples/dashboard processtest)
