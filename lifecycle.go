@@ -60,49 +60,41 @@ import (
 // task.wmu and the two context-aware locks are held across a store call,
 // and no caller ever blocks on them past its context.
 
-// emit queues an observer call with info, in order after the task's earlier
-// ones. t.mu is held; deliver makes the calls.
-func (m *TaskManager) emit(t *task, info *TaskInfo) {
-	if m.observers.Load() != nil {
-		if t.events == nil {
-			t.events = new(taskEvents)
-		}
-		t.events.queue = append(t.events.queue, *info)
-	}
-}
-
-// deliver makes t's queued observer calls, unless another goroutine is
-// making them already (it makes these too). It is called without t.mu, so
-// an observer may call the manager about the same task.
-func (m *TaskManager) deliver(t *task) {
+// emit is how a transition announces its record (info) to the observers.
+// t.mu is held. When no goroutine is making t's observer calls, the caller
+// becomes the one: emit reports true, and the caller makes the call with
+// deliver once it has unlocked t.mu. Otherwise the record is queued, and
+// the goroutine making the calls makes this one too, in order.
+func (m *TaskManager) emit(t *task, info *TaskInfo) bool {
 	if m.observers.Load() == nil {
-		return
+		return false
 	}
-	t.mu.Lock()
-	ev := t.events
-	if ev == nil || ev.notifying || len(ev.queue) == 0 {
-		t.mu.Unlock()
-		return
+	if !t.notifying {
+		t.notifying = true
+		return true
 	}
-	ev.notifying = true
-	t.mu.Unlock()
-	m.delivering(t)
+	if t.events == nil {
+		t.events = new(taskEvents)
+	}
+	t.events.queue = append(t.events.queue, *info)
+	return false
 }
 
-// delivering makes t's queued observer calls one at a time, until none is
-// left; the caller has set t.events.notifying.
-func (m *TaskManager) delivering(t *task) {
+// deliver makes the observer call that emit handed to the caller (info),
+// then those queued meanwhile, one at a time, holding no lock, so that an
+// observer may call the manager about the same task. t.mu is not held.
+func (m *TaskManager) deliver(t *task, info *TaskInfo) {
+	m.notify(info)
 	t.mu.Lock()
-	ev := t.events
-	for len(ev.queue) > 0 {
-		info := ev.queue[0]
+	for ev := t.events; ev != nil && len(ev.queue) > 0; {
+		next := ev.queue[0]
 		ev.queue[0] = TaskInfo{}
 		ev.queue = ev.queue[1:]
 		t.mu.Unlock()
-		m.notify(&info)
+		m.notify(&next)
 		t.mu.Lock()
 	}
-	ev.queue, ev.notifying = nil, false
+	t.notifying = false
 	t.mu.Unlock()
 }
 
@@ -153,12 +145,14 @@ func (m *TaskManager) start(t *task) (ctx context.Context, inputs map[string]any
 	var info TaskInfo
 	t.record(&info, StatusRunning)
 	seq := t.decided()
-	m.emit(t, &info)
+	announce := m.emit(t, &info)
 	t.mu.Unlock()
 	if !claimed {
 		m.recordStep(t, &info, seq)
 	}
-	m.deliver(t)
+	if announce {
+		m.deliver(t, &info)
+	}
 	t.mu.Lock()
 	ok = t.state == stateRunning
 	t.mu.Unlock()
@@ -253,10 +247,12 @@ func (m *TaskManager) retry(t *task, cause error) {
 	t.state = stateBackoff
 	m.wg.Add(1) // done by the timer's function, or by the cancel that stops the timer
 	t.timer = time.AfterFunc(delay, func() { m.requeue(t) })
-	m.emit(t, &info)
+	announce := m.emit(t, &info)
 	t.mu.Unlock()
 	m.recordStep(t, &info, seq)
-	m.deliver(t)
+	if announce {
+		m.deliver(t, &info)
+	}
 }
 
 // requeue: backoff -> queued, when the backoff is over.
@@ -299,10 +295,12 @@ func (m *TaskManager) writeHandBack(t *task, info *TaskInfo, seq uint32) {
 		return
 	case res == written:
 		t.mu.Lock()
-		m.emit(t, info) // in order after the task's earlier calls
+		announce := m.emit(t, info) // in order after the task's earlier calls
 		t.mu.Unlock()
 		m.letGo(t)
-		m.deliver(t)
+		if announce {
+			m.deliver(t, info)
+		}
 		return
 	}
 	m.letGo(t)
@@ -437,10 +435,12 @@ func (m *TaskManager) end(t *task, info *TaskInfo, unsaved bool) {
 	if unsaved {
 		m.keep(t.final, t.holder)
 	}
-	m.emit(t, info)
+	announce := m.emit(t, info)
 	m.done(t)
 	t.mu.Unlock()
-	m.deliver(t)
+	if announce {
+		m.deliver(t, info)
+	}
 }
 
 // done takes t out of the table, stops its timers and wakes its waiters.

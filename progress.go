@@ -59,13 +59,15 @@ func (m *TaskManager) reportProgress(t *task, percent float64, message string) {
 	t.progress, t.progressMsg = percent, message
 	var info TaskInfo
 	t.record(&info, StatusRunning)
-	m.emit(t, &info)
+	announce := m.emit(t, &info)
 	if t.progressTimer == nil {
 		m.wg.Add(1) // done by writeProgress, or by done when it stops the timer
 		t.progressTimer = time.AfterFunc(progressWriteDelay, func() { m.writeProgress(t) })
 	}
 	t.mu.Unlock()
-	m.deliver(t)
+	if announce {
+		m.deliver(t, &info)
+	}
 }
 
 // writeProgress writes the latest progress of a running task. When the

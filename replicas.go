@@ -308,7 +308,7 @@ func (m *TaskManager) submitResumable(ctx context.Context, moduleID string, inpu
 	}
 	t, _ := m.newResumable(context.Background(), &st, false) // they encoded just now
 	owned := m.announceFirst(t, &info)
-	w, err := m.admitFor(ctx, t, &st, owned)
+	w, err := m.admitFor(ctx, t, &st, owned, &info)
 	if err != nil {
 		return "", err
 	}

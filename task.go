@@ -53,6 +53,7 @@ type task struct {
 	claimed    bool       // claimed from the store, so running there already (see start)
 	watched    bool       // in the manager's table of tasks in backoff (see watcher)
 	queued     bool       // in the scheduler's queue; guarded by scheduler.mu
+	notifying  bool       // a goroutine is making the task's observer calls (see emit)
 	startedAt  time.Time
 	retryCount int
 	cancel     context.CancelFunc // set while running: ends the attempt's timeout context
@@ -64,17 +65,17 @@ type task struct {
 	progressTimer *time.Timer   // set while a progress write is due (see progress.go)
 	done          chan struct{} // made by the first Wait, closed when the task is done
 	final         *TaskInfo     // the terminal record, kept once done if a Wait needs it
-	events        *taskEvents   // observer calls not made yet; made by the first
+	events        *taskEvents   // observer calls queued while another was being made
 
 	// Queue links, guarded by scheduler.mu.
 	prev, next *task
 }
 
-// taskEvents holds a task's observer calls waiting to be made, in order
-// (see emit and deliver in lifecycle.go).
+// taskEvents holds a task's observer calls waiting to be made, in order,
+// while another goroutine makes one (see emit and deliver in
+// lifecycle.go); most tasks never need it.
 type taskEvents struct {
-	queue     []TaskInfo
-	notifying bool // a goroutine is making them
+	queue []TaskInfo
 }
 
 // statusCode is a TaskStatus in one byte, for the task handle.

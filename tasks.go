@@ -275,7 +275,7 @@ func (m *TaskManager) Submit(ctx context.Context, moduleID string, inputs map[st
 	if m.shared != nil {
 		st = &StoredTask{Info: info, Retry: t.retry, Timeout: t.timeout}
 	}
-	w, err := m.admitFor(ctx, t, st, owned)
+	w, err := m.admitFor(ctx, t, st, owned, &info)
 	if err != nil {
 		return "", err
 	}
@@ -285,33 +285,34 @@ func (m *TaskManager) Submit(ctx context.Context, moduleID string, inputs map[st
 	return t.id, nil
 }
 
-// announceFirst queues the pending record of a new task as its first
-// observer call, and makes the Submit the one to deliver it (delivering),
-// before any worker or Cancel can act on the task. It reports whether it
-// did.
+// announceFirst makes a Submit the goroutine that makes the new task's
+// observer calls (see emit), before any worker or Cancel can act on the
+// task, so that the pending record is announced first. It reports whether
+// it did.
 func (m *TaskManager) announceFirst(t *task, info *TaskInfo) bool {
 	if m.observers.Load() == nil {
 		return false
 	}
-	t.events = &taskEvents{queue: []TaskInfo{*info}, notifying: true}
+	t.notifying = true
 	return true
 }
 
 // admitted makes the observer calls of a Submit that announceFirst made
-// the deliverer of (owned): all of them when the task was saved, none
-// when it was not (then nothing else knows the task).
-func (m *TaskManager) admitted(t *task, owned bool) {
+// the one to make them (owned): the pending record (info) and what was
+// queued meanwhile when the task was saved, none when it was not (then
+// nothing else knows the task).
+func (m *TaskManager) admitted(t *task, owned bool, info *TaskInfo) {
 	if !owned {
 		return
 	}
 	t.mu.Lock()
 	saved := t.seq > 0 || t.state != stateQueued || m.hasTask(t)
 	if !saved {
-		t.events = nil
+		t.notifying, t.events = false, nil
 	}
 	t.mu.Unlock()
 	if saved {
-		m.delivering(t)
+		m.deliver(t, info)
 	}
 }
 
@@ -339,11 +340,26 @@ func submitOptions(opts []SubmitOption) (submitConfig, error) {
 // store does not. If the store then saves the task after all, the task is
 // cancelled at once (the caller was told that Submit failed), and its
 // slot goes on to the next queued task.
-func (m *TaskManager) admitFor(ctx context.Context, t *task, st *StoredTask, owned bool) (*worker, error) {
+func (m *TaskManager) admitFor(ctx context.Context, t *task, st *StoredTask, owned bool, info *TaskInfo) (*worker, error) {
 	if m.nonBlocking || ctx.Done() == nil {
 		w, err := m.admit(ctx, t, st)
-		m.admitted(t, owned)
+		m.admitted(t, owned, info)
 		return w, err
+	}
+	var copied StoredTask
+	if st != nil {
+		copied = *st
+	}
+	return m.admitGuarded(ctx, t, copied, st != nil, owned, *info)
+}
+
+// admitGuarded is admitFor's path for a context that may end: admit runs
+// on a goroutine of its own. It takes its arguments by value, so that only
+// this path pays for what the goroutine keeps.
+func (m *TaskManager) admitGuarded(ctx context.Context, t *task, stored StoredTask, shared, owned bool, info TaskInfo) (*worker, error) {
+	var st *StoredTask
+	if shared {
+		st = &stored
 	}
 	type result struct {
 		w   *worker
@@ -353,7 +369,7 @@ func (m *TaskManager) admitFor(ctx context.Context, t *task, st *StoredTask, own
 	ch := make(chan result, 1)
 	go func() {
 		w, err := m.admit(ctx, t, st)
-		m.admitted(t, owned)
+		m.admitted(t, owned, &info)
 		if handoff.CompareAndSwap(0, 1) {
 			ch <- result{w, err}
 			return
@@ -634,7 +650,6 @@ func (m *TaskManager) cancelFor(ctx context.Context, t *task) (bool, error) {
 	if !ok {
 		return false, nil
 	}
-	m.deliver(t)
 	type result struct {
 		res writeResult
 		err error
