@@ -15,19 +15,8 @@ import (
 // pipeline to a Redis that no longer has the script (SCRIPT FLUSH, as after
 // a restart): each is sent again whole, and both are written.
 func TestBatchAfterRedisForgetsTheScript(t *testing.T) {
-	opts, err := redis.ParseURL(os.Getenv("APCORE_TEST_REDIS"))
-	require.NoError(t, err, "APCORE_TEST_REDIS")
-	c := redis.NewClient(opts)
-	defer c.Close()
+	s, c := internalStore(t, "batch")
 	ctx := context.Background()
-	s, err := New(c, WithPrefix("apcore-test:batch:"+time.Now().Format("150405.000000")+":"))
-	require.NoError(t, err)
-	defer func() {
-		keys, _ := c.Keys(ctx, s.base+"*").Result()
-		if len(keys) > 0 {
-			c.Del(ctx, keys...)
-		}
-	}()
 	now := time.Now()
 	var batch []*pending
 	for _, id := range []string{"x", "y"} {
@@ -52,4 +41,23 @@ func TestBatchAfterRedisForgetsTheScript(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, apcore.StatusRunning, got.Status)
 	}
+}
+
+// internalStore returns a store on the test Redis under a fresh prefix
+// named for the test, and its client; the prefix's keys go at the end.
+func internalStore(t *testing.T, name string) (*Store, *redis.Client) {
+	t.Helper()
+	opts, err := redis.ParseURL(os.Getenv("APCORE_TEST_REDIS"))
+	require.NoError(t, err, "APCORE_TEST_REDIS")
+	c := redis.NewClient(opts)
+	s, err := New(c, WithPrefix("apcore-test:"+name+":"+time.Now().Format("150405.000000")+":"))
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx := context.Background()
+		if keys, _ := c.Keys(ctx, s.base+"*").Result(); len(keys) > 0 {
+			c.Del(ctx, keys...)
+		}
+		c.Close()
+	})
+	return s, c
 }

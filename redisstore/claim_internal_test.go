@@ -3,12 +3,10 @@ package redisstore
 import (
 	"context"
 	"fmt"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/apcore-go/apcore"
-	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -19,21 +17,10 @@ import (
 // leaves every task in "ready"; with a bound past them it takes its
 // module's task. A task it finds not due by its clock goes to "later".
 func TestClaimByModuleLooksAtFewWaitingTasks(t *testing.T) {
-	opts, err := redis.ParseURL(os.Getenv("APCORE_TEST_REDIS"))
-	require.NoError(t, err, "APCORE_TEST_REDIS")
-	c := redis.NewClient(opts)
-	defer c.Close()
+	s, c := internalStore(t, "look")
 	ctx := context.Background()
-	s, err := New(c, WithPrefix("apcore-test:look:"+time.Now().Format("150405.000000")+":"))
-	require.NoError(t, err)
-	defer func() {
-		keys, _ := c.Keys(ctx, s.base+"*").Result()
-		if len(keys) > 0 {
-			c.Del(ctx, keys...)
-		}
-	}()
 	now := time.Now()
-	_, err = s.Renew(ctx, apcore.LeaseRequest{Owner: "m", Expires: now.Add(time.Hour), Create: true})
+	_, err := s.Renew(ctx, apcore.LeaseRequest{Owner: "m", Expires: now.Add(time.Hour), Create: true})
 	require.NoError(t, err)
 	insert := func(id, module string, notBefore time.Time) {
 		t.Helper()
