@@ -566,3 +566,34 @@ func (c *claimCounter) Claim(ctx context.Context, req ClaimRequest) ([]StoredTas
 	defer c.n.Add(1)
 	return c.MemoryStore.Claim(ctx, req)
 }
+
+// A module whose task Drain hands back sees it pending, not cancelled,
+// through TaskFromContext (apcoreotel names the attempt's outcome by it).
+func TestTaskFromContextOfAHandedBackTask(t *testing.T) {
+	seen := make(chan TaskStatus, 1)
+	started := make(chan struct{})
+	var mgr atomic.Pointer[TaskManager]
+	mod := ModuleFunc(func(ctx context.Context, in map[string]any) (any, error) {
+		close(started)
+		<-ctx.Done()
+		info, _ := TaskFromContext(ctx)
+		for deadline := time.Now().Add(testTimeout); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			if _, held := mgr.Load().tasks.load(info.TaskID); !held {
+				break // the hand-back is written: the manager let go of the task
+			}
+		}
+		info, _ = TaskFromContext(ctx)
+		seen <- info.Status
+		return nil, ctx.Err()
+	})
+	m, err := NewTaskManager(registry(t, map[string]Module{"a.job": mod}))
+	require.NoError(t, err)
+	mgr.Store(m)
+	_, err = m.Submit(testCtx(t), "a.job", nil, WithResumable())
+	require.NoError(t, err)
+	<-started
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, m.Drain(ctx), context.DeadlineExceeded)
+	assert.Equal(t, StatusPending, <-seen)
+}

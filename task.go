@@ -301,7 +301,12 @@ func TaskFromContext(ctx context.Context) (TaskInfo, bool) {
 		if t.final != nil {
 			return t.final.clone(), true
 		}
-		status = StatusCancelled // ended; the store has the outcome
+		// Let go of: handed back (pending again in the store) or taken by
+		// another manager; the store has the rest.
+		status = t.ending.status()
+		if status == "" {
+			status = StatusCancelled
+		}
 	}
 	t.record(&info, status)
 	return info, true
