@@ -165,12 +165,16 @@ func (m *TaskManager) start(t *task) (ctx context.Context, inputs map[string]any
 // logged and the task goes on: this manager's handle is the truth for its
 // own tasks, and the terminal write will try the store again.
 func (m *TaskManager) recordStep(t *task, info *TaskInfo, seq uint32) {
-	ctx, cancel := m.ownCtx()
-	res, err := m.commit(ctx, t, info, seq)
-	cancel()
-	switch {
+	m.recordRunning(t, info, seq, "apcore: could not record a task transition")
+}
+
+// recordRunning writes a record of an active t (a transition, or progress)
+// and, when the store refuses it, ends t as the store says; a failing
+// store is logged with msg.
+func (m *TaskManager) recordRunning(t *task, info *TaskInfo, seq uint32, msg string) {
+	switch res, err := m.commitOwn(t, info, seq); {
 	case err != nil:
-		m.log.Warn("apcore: could not record a task transition", "task_id", t.id, "status", info.Status, "error", err)
+		m.log.Warn(msg, "task_id", t.id, "status", info.Status, "error", err)
 	case res == ended:
 		m.adopt(t, info)
 	case res == movedOn:
@@ -284,10 +288,7 @@ func (m *TaskManager) handBack(t *task, delay time.Duration) (uint32, TaskInfo) 
 // writeHandBack writes a hand-back and lets go of t. A store that refuses
 // leaves the task to lease recovery.
 func (m *TaskManager) writeHandBack(t *task, info *TaskInfo, seq uint32) {
-	ctx, cancel := m.ownCtx()
-	res, err := m.commit(ctx, t, info, seq)
-	cancel()
-	switch {
+	switch res, err := m.commitOwn(t, info, seq); {
 	case err != nil:
 		m.log.Warn("apcore: could not hand a resumable task back; lease recovery will", "task_id", t.id, "error", err)
 	case res == ended:
@@ -304,6 +305,41 @@ func (m *TaskManager) writeHandBack(t *task, info *TaskInfo, seq uint32) {
 		return
 	}
 	m.letGo(t)
+}
+
+// writeJob is a cancel or a hand-back decided for a caller (Shutdown,
+// Drain), whose write is still to be made; the WaitGroup counts it from
+// its decision.
+type writeJob struct {
+	t    *task
+	info TaskInfo
+	seq  uint32
+}
+
+// handBackJob decides the hand-back of t for Drain or a closing manager,
+// if t is active (and queued, when queuedOnly), and counts its write in
+// the WaitGroup.
+func (m *TaskManager) handBackJob(t *task, queuedOnly bool) (writeJob, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.state.active() || (queuedOnly && t.state != stateQueued) {
+		return writeJob{}, false
+	}
+	seq, info := m.handBack(t, 0)
+	m.wg.Add(1)
+	return writeJob{t, info, seq}, true
+}
+
+// cancelNow cancels t and writes the cancel on the caller's goroutine;
+// ok is false when t's end was decided already.
+func (m *TaskManager) cancelNow(t *task) (res writeResult, ok bool, err error) {
+	info, seq, ok := m.cancel(t)
+	if !ok {
+		return 0, false, nil
+	}
+	defer m.wg.Done() // counted by cancel
+	res, err = m.finish(t, &info, seq)
+	return res, true, err
 }
 
 // cancel: active -> ending (cancelled). It reports false when t's end was

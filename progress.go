@@ -85,15 +85,5 @@ func (m *TaskManager) writeProgress(t *task) {
 	t.record(&info, StatusRunning)
 	seq := t.decided()
 	t.mu.Unlock()
-	ctx, cancel := m.ownCtx()
-	res, err := m.commit(ctx, t, &info, seq)
-	cancel()
-	switch {
-	case err != nil:
-		m.log.Warn("apcore: could not record a task's progress", "task_id", t.id, "error", err)
-	case res == ended:
-		m.adopt(t, &info)
-	case res == movedOn:
-		m.release(t)
-	}
+	m.recordRunning(t, &info, seq, "apcore: could not record a task's progress")
 }

@@ -260,14 +260,10 @@ func (m *TaskManager) run(t *task) {
 	w, ok := m.sched.enqueue(t)
 	switch {
 	case !ok:
-		t.mu.Lock()
-		if !t.state.active() {
-			t.mu.Unlock()
-			return
+		if j, ok := m.handBackJob(t, false); ok {
+			m.writeHandBack(t, &j.info, j.seq)
+			m.wg.Done()
 		}
-		seq, info := m.handBack(t, 0)
-		t.mu.Unlock()
-		m.writeHandBack(t, &info, seq)
 	case w != nil:
 		go m.work(w, t)
 	}
@@ -375,15 +371,13 @@ func (m *TaskManager) Drain(ctx context.Context) error {
 	}
 	m.markClosed()
 	m.draining.Store(true)
-	var backs []handBackJob
+	var backs []writeJob
 	for _, t := range m.tasks.values() {
-		t.mu.Lock()
-		if t.resumable && t.state == stateQueued {
-			seq, info := m.handBack(t, 0)
-			m.wg.Add(1)
-			backs = append(backs, handBackJob{t, info, seq})
+		if t.resumable {
+			if j, ok := m.handBackJob(t, true); ok {
+				backs = append(backs, j)
+			}
 		}
-		t.mu.Unlock()
 	}
 	m.handBackAll(backs)
 	var cut []*task
@@ -393,15 +387,13 @@ func (m *TaskManager) Drain(ctx context.Context) error {
 			break
 		}
 	}
-	var late []handBackJob // a new slice: the first goroutine may still read backs
+	var late []writeJob // a new slice: the first goroutine may still read backs
 	for _, t := range cut {
-		t.mu.Lock()
-		if t.resumable && t.state.active() {
-			seq, info := m.handBack(t, 0)
-			m.wg.Add(1)
-			late = append(late, handBackJob{t, info, seq})
+		if t.resumable {
+			if j, ok := m.handBackJob(t, false); ok {
+				late = append(late, j)
+			}
 		}
-		t.mu.Unlock()
 	}
 	m.handBackAll(late)
 	err := m.shutdown(ctx, false)
@@ -415,17 +407,10 @@ func (m *TaskManager) Drain(ctx context.Context) error {
 	return err
 }
 
-// handBackJob is one hand-back decided by Drain, whose write is to be made.
-type handBackJob struct {
-	t    *task
-	info TaskInfo
-	seq  uint32
-}
-
 // handBackAll makes the writes of Drain's hand-backs on a goroutine, so
 // that Drain does not wait for the store; the WaitGroup counts each job
 // from its decision, so Shutdown waits for the writes.
-func (m *TaskManager) handBackAll(jobs []handBackJob) {
+func (m *TaskManager) handBackAll(jobs []writeJob) {
 	if len(jobs) == 0 {
 		return
 	}

@@ -376,10 +376,7 @@ func (m *TaskManager) admitGuarded(ctx context.Context, t *task, stored StoredTa
 		}
 		if err == nil {
 			m.log.Warn("apcore: the store saved a task after its Submit gave up; cancelling it", "task_id", t.id)
-			if info, seq, ok := m.cancel(t); ok {
-				m.finish(t, &info, seq)
-				m.wg.Done()
-			}
+			m.cancelNow(t)
 			if w != nil {
 				go m.work(w, nil)
 			}
@@ -452,10 +449,7 @@ func (m *TaskManager) admit(ctx context.Context, t *task, st *StoredTask) (w *wo
 	if !ok {
 		// Shutdown or Drain closed the scheduler after the check above, and
 		// may have looked at the table before t joined it: cancel t here.
-		if info, seq, ok := m.cancel(t); ok {
-			m.finish(t, &info, seq)
-			m.wg.Done()
-		}
+		m.cancelNow(t)
 		return nil, errClosed()
 	}
 	return w, nil
@@ -646,6 +640,10 @@ func (m *TaskManager) Cancel(ctx context.Context, taskID string) (bool, error) {
 // stops at once, and the cancelled record is written on a goroutine of its
 // own, so that Cancel returns by ctx's end whatever the store does.
 func (m *TaskManager) cancelFor(ctx context.Context, t *task) (bool, error) {
+	if m.nonBlocking {
+		res, ok, err := m.cancelNow(t)
+		return ok && err == nil && res == written, err
+	}
 	info, seq, ok := m.cancel(t)
 	if !ok {
 		return false, nil
@@ -653,11 +651,6 @@ func (m *TaskManager) cancelFor(ctx context.Context, t *task) (bool, error) {
 	type result struct {
 		res writeResult
 		err error
-	}
-	if m.nonBlocking {
-		res, err := m.finish(t, &info, seq)
-		m.wg.Done()
-		return err == nil && res == written, err
 	}
 	ch := make(chan result, 1)
 	go func() {
@@ -748,21 +741,16 @@ func (m *TaskManager) shutdown(ctx context.Context, orphans bool) error {
 		if m.lastReaper != nil {
 			m.lastReaper.signal()
 		}
-		var jobs []cancelJob
-		var backs []handBackJob
+		var jobs, backs []writeJob
 		for _, t := range m.tasks.values() {
 			if !orphans && t.resumable { // Drain: back to the store, for another replica
-				t.mu.Lock()
-				if t.state.active() {
-					seq, info := m.handBack(t, 0)
-					m.wg.Add(1)
-					backs = append(backs, handBackJob{t, info, seq})
+				if j, ok := m.handBackJob(t, false); ok {
+					backs = append(backs, j)
 				}
-				t.mu.Unlock()
 				continue
 			}
 			if info, seq, ok := m.cancel(t); ok {
-				jobs = append(jobs, cancelJob{t, info, seq})
+				jobs = append(jobs, writeJob{t, info, seq})
 			}
 		}
 		m.handBackAll(backs)
@@ -836,24 +824,17 @@ func (m *TaskManager) stopErrFor(first bool) error {
 	return m.stopErr
 }
 
-// cancelJob is one cancel decided by Shutdown, whose write is to be made.
-type cancelJob struct {
-	t    *task
-	info TaskInfo
-	seq  uint32
-}
-
 // shutdownWriters bounds the goroutines that write Shutdown's cancels.
 const shutdownWriters = 8
 
 // writeCancels writes Shutdown's cancels, then (orphans) cancels the
 // records that no live manager holds; it keeps the first refusal in
 // m.stopErr and closes m.writes. The WaitGroup counts it and each job.
-func (m *TaskManager) writeCancels(jobs []cancelJob, orphans bool) {
+func (m *TaskManager) writeCancels(jobs []writeJob, orphans bool) {
 	defer m.wg.Done()
 	var mu sync.Mutex
 	var errs []error
-	next := make(chan *cancelJob)
+	next := make(chan *writeJob)
 	var writers sync.WaitGroup
 	for range min(len(jobs), shutdownWriters) {
 		writers.Add(1)
