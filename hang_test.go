@@ -597,3 +597,52 @@ func TestTaskFromContextOfAHandedBackTask(t *testing.T) {
 	require.ErrorIs(t, m.Drain(ctx), context.DeadlineExceeded)
 	assert.Equal(t, StatusPending, <-seen)
 }
+
+// deafInsertStore is a SharedStore over a MemoryStore whose Inserts, while
+// deaf, wait for the test whatever their context says.
+type deafInsertStore struct {
+	*MemoryStore
+	deaf    atomic.Bool
+	release chan struct{}
+}
+
+func (s *deafInsertStore) Insert(ctx context.Context, st StoredTask, limit int) (bool, error) {
+	if s.deaf.Load() {
+		<-s.release
+	}
+	return s.MemoryStore.Insert(ctx, st, limit)
+}
+
+// With a SharedStore whose Insert hangs, Submit (plain and resumable)
+// returns by its deadline, and a task the store saves after Submit gave
+// up ends cancelled, not pending for good.
+func TestSharedInsertHangsNoSubmit(t *testing.T) {
+	ctx := testCtx(t)
+	s := &deafInsertStore{MemoryStore: NewMemoryStore(), release: make(chan struct{})}
+	m, err := NewTaskManager(registry(t, map[string]Module{"a.job": constModule(1)}), WithStore(s), WithLeaseTTL(time.Second))
+	require.NoError(t, err)
+	s.deaf.Store(true)
+	const d = 200 * time.Millisecond
+	err = within(t, "Submit", d, func(ctx context.Context) error { _, err := m.Submit(ctx, "a.job", nil); return err })
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	err = within(t, "Submit WithResumable", d, func(ctx context.Context) error {
+		_, err := m.Submit(ctx, "a.job", nil, WithResumable())
+		return err
+	})
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	s.deaf.Store(false)
+	close(s.release)
+	require.NoError(t, m.Shutdown(ctx))
+	require.Eventually(t, func() bool { // the late inserts land, then their cancels
+		all, err := s.MemoryStore.List(ctx, "")
+		if err != nil || len(all) != 2 {
+			return false
+		}
+		for _, info := range all {
+			if info.Status != StatusCancelled {
+				return false
+			}
+		}
+		return true
+	}, 5*time.Second, time.Millisecond, "both late-saved tasks end cancelled")
+}
