@@ -132,6 +132,14 @@ func (m *TaskManager) Cleanup(ctx context.Context, maxAge time.Duration) (int, e
 	if err := checkCtx(ctx, "Cleanup"); err != nil {
 		return 0, err
 	}
+	if sw, ok := m.store.(Sweeper); ok {
+		// A reference time at most cutoff is one strictly before cutoff+1ns.
+		before := time.Now().Add(-maxAge).Add(time.Nanosecond)
+		if maxAge < 0 {
+			before = sweepEverything
+		}
+		return sweepAll(ctx, sw, before)
+	}
 	all, err := m.store.List(ctx, "")
 	if err != nil {
 		return 0, storeErr("list", err)
@@ -214,12 +222,17 @@ func (m *TaskManager) FailStale(ctx context.Context, olderThan time.Duration) (i
 	return n, errors.Join(errs...)
 }
 
-// Reap is one reaper sweep: it deletes the records that the store's
-// ListExpired(before) returns (terminal, CompletedAt strictly before before)
-// and returns how many it deleted.
+// Reap is one reaper sweep: it deletes the terminal records whose
+// CompletedAt is strictly before before and returns how many it deleted.
+// With a Sweeper store it deletes a batch per store call (and a terminal
+// record with no CompletedAt goes by its SubmittedAt); otherwise it deletes
+// what the store's ListExpired(before) returns, one record at a time.
 func (m *TaskManager) Reap(ctx context.Context, before time.Time) (int, error) {
 	if err := checkCtx(ctx, "Reap"); err != nil {
 		return 0, err
+	}
+	if sw, ok := m.store.(Sweeper); ok {
+		return sweepAll(ctx, sw, before)
 	}
 	expired, err := m.store.ListExpired(ctx, before)
 	if err != nil {
@@ -261,4 +274,27 @@ func (m *TaskManager) deleteAll(ctx context.Context, ids []string) (int, error) 
 		}
 	}
 	return n, errors.Join(errs...)
+}
+
+// sweepEverything is a Before later than any record's reference time: what
+// Cleanup with a negative age sweeps with.
+var sweepEverything = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// sweepAll calls sw.Sweep a batch at a time until a batch comes back short,
+// and returns how many records it deleted.
+func sweepAll(ctx context.Context, sw Sweeper, before time.Time) (int, error) {
+	n := 0
+	for {
+		k, err := sw.Sweep(ctx, SweepRequest{Before: before, Limit: sweepBatch})
+		n += k
+		if err != nil {
+			return n, storeErr("sweep", err)
+		}
+		if k < sweepBatch {
+			return n, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return n, storeErr("sweep", err)
+		}
+	}
 }
