@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/apcore-go/apcore v0.2.0
+	github.com/apcore-go/apcore/apcorehttp v0.2.0
 	github.com/apcore-go/apcore/redisstore v0.2.0
 	github.com/apcore-go/apcore/sqlstore v0.2.0
 	github.com/google/uuid v1.6.0
@@ -12,6 +13,7 @@ require (
 	github.com/redis/go-redis/v9 v9.23.0
 	github.com/riverqueue/river v0.51.2
 	github.com/riverqueue/river/riverdriver/riverpgxv5 v0.51.2
+	modernc.org/sqlite v1.62.0
 )
 
 require (

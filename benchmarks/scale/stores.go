@@ -1,0 +1,344 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/apcore-go/apcore"
+	"github.com/apcore-go/apcore/redisstore"
+	"github.com/apcore-go/apcore/sqlstore"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/redis/go-redis/v9"
+	_ "modernc.org/sqlite" // the "sqlite" driver
+)
+
+// backend is a kind of store that the benchmark fills and measures: open
+// makes a fresh, empty store, fill writes n records into it as record
+// describes (in the store's own layout), and close drops what open made.
+type backend interface {
+	name() string
+	open(ctx context.Context) (apcore.TaskStore, error)
+	fill(ctx context.Context, s apcore.TaskStore, n int, now time.Time) error
+	close(ctx context.Context) error
+}
+
+// slowLogger is a backend that can tell the longest command its server ran
+// (Redis's SLOWLOG).
+type slowLogger interface {
+	resetSlowlog(ctx context.Context) error
+	longest(ctx context.Context) (time.Duration, string, error)
+}
+
+// fillBySave writes records 0..n-1 with the store's own Save: the finished
+// ones from workers goroutines at once, then the pending ones, one after
+// the other, so that they come last in the insertion order.
+func fillBySave(ctx context.Context, s apcore.TaskStore, n int, now time.Time, workers int) error {
+	pend := n - pendingCount(n)
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		first  error
+		chunk  = 1000
+		next   = 0
+		nextMu sync.Mutex
+	)
+	for range workers {
+		wg.Go(func() {
+			for {
+				nextMu.Lock()
+				lo := next
+				next += chunk
+				nextMu.Unlock()
+				if lo >= pend {
+					return
+				}
+				for i := lo; i < min(lo+chunk, pend); i++ {
+					if err := s.Save(ctx, record(i, n, now)); err != nil {
+						mu.Lock()
+						if first == nil {
+							first = err
+						}
+						mu.Unlock()
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if first != nil {
+		return first
+	}
+	for i := pend; i < n; i++ {
+		if err := s.Save(ctx, record(i, n, now)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ---- the memory store ---------------------------------------------------
+
+type memoryBackend struct{}
+
+func (memoryBackend) name() string { return "memory" }
+
+func (memoryBackend) open(context.Context) (apcore.TaskStore, error) {
+	return apcore.NewMemoryStore(), nil
+}
+
+func (memoryBackend) fill(ctx context.Context, s apcore.TaskStore, n int, now time.Time) error {
+	return fillBySave(ctx, s, n, now, 2)
+}
+
+func (memoryBackend) close(context.Context) error { return nil }
+
+// ---- sqlstore: PostgreSQL and SQLite ---------------------------------------
+
+// sqlBackend is sqlstore on PostgreSQL (a schema of its own, dropped and
+// made again for each store) or SQLite (a file in a temporary folder).
+type sqlBackend struct {
+	dialect sqlstore.Dialect
+	dsn     string // PostgreSQL
+	dir     string // SQLite: where the files go
+
+	admin *sql.DB // PostgreSQL: the harness's own connections
+	db    *sql.DB // the store's
+	file  string  // SQLite: the current file
+	files int
+}
+
+// pgSchema is the schema the PostgreSQL store lives in.
+const pgSchema = "apcore_scale"
+
+func (b *sqlBackend) name() string {
+	if b.dialect == sqlstore.PostgreSQL {
+		return "postgres"
+	}
+	return "sqlite"
+}
+
+func (b *sqlBackend) open(ctx context.Context) (apcore.TaskStore, error) {
+	var err error
+	if b.dialect == sqlstore.PostgreSQL {
+		if b.admin == nil {
+			if b.admin, err = sql.Open("pgx", b.dsn); err != nil {
+				return nil, err
+			}
+		}
+		if _, err := b.admin.ExecContext(ctx, "DROP SCHEMA IF EXISTS "+pgSchema+" CASCADE"); err != nil {
+			return nil, fmt.Errorf("drop schema: %w", err)
+		}
+		if _, err := b.admin.ExecContext(ctx, "CREATE SCHEMA "+pgSchema); err != nil {
+			return nil, fmt.Errorf("create schema: %w", err)
+		}
+		cfg, err := pgx.ParseConfig(b.dsn)
+		if err != nil {
+			return nil, err
+		}
+		cfg.RuntimeParams["search_path"] = pgSchema
+		b.db = stdlib.OpenDB(*cfg)
+	} else {
+		b.files++
+		b.file = filepath.Join(b.dir, fmt.Sprintf("scale-%d.db", b.files))
+		if b.db, err = sql.Open("sqlite", "file:"+b.file+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)"); err != nil {
+			return nil, err
+		}
+	}
+	b.db.SetMaxOpenConns(32)
+	b.db.SetMaxIdleConns(32)
+	s, err := sqlstore.New(ctx, b.db, b.dialect)
+	if err != nil {
+		_ = b.db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// fill inserts the records with one INSERT ... SELECT into the store's
+// table, in the columns record sets (the others take their defaults), then
+// on PostgreSQL VACUUM ANALYZE, as autovacuum would have done for a table
+// that grew over time. The triggers the store made keep its count of
+// active records.
+func (b *sqlBackend) fill(ctx context.Context, s apcore.TaskStore, n int, now time.Time) error {
+	table := s.(*sqlstore.Store).Table()
+	pend := n - pendingCount(n)
+	var mod strings.Builder
+	fmt.Fprintf(&mod, "CASE i %% %d", len(modules))
+	for k, m := range modules {
+		fmt.Fprintf(&mod, " WHEN %d THEN '%s'", k, m)
+	}
+	mod.WriteString(" END")
+	nowµ := now.UnixMicro()
+	beginµ := now.Add(-spread - time.Hour).UnixMicro()
+	stepµ := spread.Microseconds() / int64(n)
+	status := fmt.Sprintf(`CASE WHEN i >= %d THEN 'pending' WHEN i %% %d = %d THEN 'failed' WHEN i %% %d = %d THEN 'cancelled' ELSE 'completed' END`,
+		pend, failedEvery, failedAt, failedEvery, cancelledAt)
+	sub := fmt.Sprintf(`CASE WHEN i >= %d THEN %d - (%d - i) * 1000 ELSE %d + %d * i END`, pend, nowµ, n, beginµ, stepµ)
+	// The columns are computed from i and sub(mitted) in an inner query.
+	cols := fmt.Sprintf(`%s, %s AS module_id, status, sub,
+		CASE WHEN status = 'pending' THEN NULL ELSE sub + 5000 END,
+		CASE WHEN status = 'pending' THEN NULL ELSE sub + 5000 + (20 + i %% 80) * 1000 END,
+		CASE WHEN status = 'completed' THEN '{"ok":true,"rows":' || (i %% 1000) || '}' END,
+		CASE WHEN status = 'failed' THEN 'upstream answered 503' END,
+		CASE WHEN status = 'failed' THEN 2 ELSE 0 END,
+		CASE WHEN status = 'failed' THEN 2 ELSE 0 END,
+		CASE WHEN status = 'failed' THEN 'MODULE_EXECUTE_ERROR' END`, "%s", mod.String())
+	insert := "INSERT INTO " + table + ` (task_id, module_id, status, submitted_at, started_at, completed_at,
+		result, error, retry_count, max_retries, error_code) `
+	var query string
+	if b.dialect == sqlstore.PostgreSQL {
+		query = insert + "SELECT " + fmt.Sprintf(cols, "gen_random_uuid()::text") +
+			fmt.Sprintf(" FROM (SELECT i, %s AS status, %s AS sub FROM generate_series(0, %d) AS g(i)) AS r ORDER BY i", status, sub, n-1)
+	} else {
+		// A UUID v4 in text from 16 random bytes.
+		uuid := `lower(substr(h, 1, 8) || '-' || substr(h, 9, 4) || '-4' || substr(h, 14, 3) || '-' || substr('89ab', 1 + (abs(random()) % 4), 1) || substr(h, 18, 3) || '-' || substr(h, 21, 12))`
+		query = "WITH RECURSIVE g(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM g WHERE i < " + fmt.Sprint(n-1) + ") " +
+			insert + "SELECT " + fmt.Sprintf(cols, uuid) +
+			fmt.Sprintf(" FROM (SELECT i, %s AS status, %s AS sub, hex(randomblob(16)) AS h FROM g) AS r ORDER BY i", status, sub)
+	}
+	if _, err := b.db.ExecContext(ctx, query); err != nil {
+		return fmt.Errorf("insert: %w", err)
+	}
+	analyze := "ANALYZE"
+	if b.dialect == sqlstore.PostgreSQL {
+		analyze = "VACUUM ANALYZE " + table
+	}
+	if _, err := b.db.ExecContext(ctx, analyze); err != nil {
+		return fmt.Errorf("%s: %w", analyze, err)
+	}
+	return nil
+}
+
+func (b *sqlBackend) close(ctx context.Context) error {
+	var errs []error
+	if b.db != nil {
+		errs = append(errs, b.db.Close())
+		b.db = nil
+	}
+	if b.dialect == sqlstore.PostgreSQL && b.admin != nil {
+		_, err := b.admin.ExecContext(ctx, "DROP SCHEMA IF EXISTS "+pgSchema+" CASCADE")
+		errs = append(errs, err)
+	}
+	if b.file != "" {
+		for _, suffix := range []string{"", "-wal", "-shm"} {
+			if err := os.Remove(b.file + suffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, err)
+			}
+		}
+		b.file = ""
+	}
+	return errors.Join(errs...)
+}
+
+// shutdown closes the harness's own connections.
+func (b *sqlBackend) shutdown() {
+	if b.admin != nil {
+		_ = b.admin.Close()
+	}
+}
+
+// ---- redisstore -------------------------------------------------------------
+
+// redisBackend is redisstore on a Redis database that it empties
+// (FLUSHDB) for each store.
+type redisBackend struct {
+	url    string
+	admin  *redis.Client // the harness's: FLUSHDB, SLOWLOG, CONFIG
+	client *redis.Client // the store's
+}
+
+func (b *redisBackend) name() string { return "redis" }
+
+func (b *redisBackend) open(ctx context.Context) (apcore.TaskStore, error) {
+	opts, err := redis.ParseURL(b.url)
+	if err != nil {
+		return nil, err
+	}
+	if b.admin == nil {
+		ao := *opts
+		ao.PoolSize = 2
+		b.admin = redis.NewClient(&ao)
+	}
+	if err := b.admin.FlushDB(ctx).Err(); err != nil {
+		return nil, fmt.Errorf("flushdb: %w", err)
+	}
+	opts.PoolSize = 64
+	b.client = redis.NewClient(opts)
+	s, err := redisstore.New(b.client)
+	if err != nil {
+		_ = b.client.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// fill saves the records through the store, from 48 goroutines at once
+// (each Save is one script and one round trip).
+func (b *redisBackend) fill(ctx context.Context, s apcore.TaskStore, n int, now time.Time) error {
+	return fillBySave(ctx, s, n, now, 48)
+}
+
+func (b *redisBackend) close(ctx context.Context) error {
+	var errs []error
+	if b.client != nil {
+		errs = append(errs, b.client.Close())
+		b.client = nil
+	}
+	if b.admin != nil {
+		errs = append(errs, b.admin.FlushDBAsync(ctx).Err())
+	}
+	return errors.Join(errs...)
+}
+
+// resetSlowlog has Redis log every command slower than 1 ms, and forgets
+// what it logged before.
+func (b *redisBackend) resetSlowlog(ctx context.Context) error {
+	if err := b.admin.ConfigSet(ctx, "slowlog-log-slower-than", "1000").Err(); err != nil {
+		return err
+	}
+	if err := b.admin.ConfigSet(ctx, "slowlog-max-len", "1024").Err(); err != nil {
+		return err
+	}
+	return b.admin.SlowLogReset(ctx).Err()
+}
+
+// longest returns the longest command in the slow log, and its name and
+// first arguments; 0 when none took 1 ms.
+func (b *redisBackend) longest(ctx context.Context) (time.Duration, string, error) {
+	entries, err := b.admin.SlowLogGet(ctx, 1024).Result()
+	if err != nil {
+		return 0, "", err
+	}
+	var d time.Duration
+	var what string
+	for _, e := range entries {
+		if e.Duration > d {
+			d = e.Duration
+			args := e.Args
+			if len(args) > 3 {
+				args = args[:3]
+			}
+			what = strings.Join(args, " ")
+			if len(what) > 60 {
+				what = what[:60] + "…"
+			}
+		}
+	}
+	return d, what, nil
+}
+
+// shutdown closes the harness's own client.
+func (b *redisBackend) shutdown() {
+	if b.admin != nil {
+		_ = b.admin.Close()
+	}
+}
