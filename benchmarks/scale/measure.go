@@ -195,8 +195,14 @@ var dashboardAPI = []string{
 // assetRef finds the script and style sheet the page links to.
 var assetRef = regexp.MustCompile(`(?:src|href)="([^"#:]+\.(?:js|css))"`)
 
+// phaseBudget bounds the repetitions of one measurement: once it has taken
+// this long, the median is taken of the runs made (one at least), so that
+// a store whose calls cost seconds at 1M records (one without the Pager
+// capability) still ends in minutes.
+const phaseBudget = 30 * time.Second
+
 // measurePage loads the first page of a fresh handler (so nothing is
-// cached) c.runs times: GET /, its script and style sheet, and the API
+// cached) c.runs times (within phaseBudget): GET /, its script and style sheet, and the API
 // calls it makes on load, one after the other, each read to its end. The
 // time and bytes of the median run are kept.
 func (c *config) measurePage(ctx context.Context, mgr *apcore.TaskManager, r *sizeResult) error {
@@ -206,7 +212,8 @@ func (c *config) measurePage(ctx context.Context, mgr *apcore.TaskManager, r *si
 		calls []string
 	}
 	var loads []load
-	for range c.runs {
+	began := time.Now()
+	for run := 0; run < c.runs && (run == 0 || time.Since(began) < phaseBudget); run++ {
 		h, err := apcorehttp.NewHandler(mgr)
 		if err != nil {
 			return err
@@ -214,7 +221,7 @@ func (c *config) measurePage(ctx context.Context, mgr *apcore.TaskManager, r *si
 		srv := httptest.NewServer(h)
 		runtime.GC()
 		var l load
-		began := time.Now()
+		start := time.Now()
 		page, err := get(ctx, srv.URL+"/", &l.bytes, &l.calls)
 		if err == nil {
 			urls := []string{}
@@ -231,7 +238,7 @@ func (c *config) measurePage(ctx context.Context, mgr *apcore.TaskManager, r *si
 				_, err = get(ctx, srv.URL+"/"+u, &l.bytes, &l.calls)
 			}
 		}
-		l.took = time.Since(began)
+		l.took = time.Since(start)
 		srv.Close()
 		if err != nil {
 			return err
@@ -273,14 +280,15 @@ func get(ctx context.Context, url string, bytes *int64, calls *[]string) ([]byte
 
 // ---- ListPage -------------------------------------------------------------
 
-// measureLists times c.calls calls of each kind of ListPage, after one
-// that is not timed, and keeps the median; every page must hold what the
+// measureLists times c.calls calls of each kind of ListPage (within
+// phaseBudget), after one that is not timed, and keeps the median; every page must hold what the
 // store has to give (see wantPage).
 func (c *config) measureLists(ctx context.Context, mgr *apcore.TaskManager, r *sizeResult) error {
 	for k, kind := range listKinds {
 		var took []time.Duration
 		fewest := -1
-		for i := range c.calls + 1 {
+		began := time.Now()
+		for i := 0; i < c.calls+1 && (i < 2 || time.Since(began) < phaseBudget); i++ {
 			began := time.Now()
 			page, err := mgr.ListPage(ctx, kind.opts)
 			d := time.Since(began)

@@ -183,26 +183,27 @@ func (b *sqlBackend) fill(ctx context.Context, s apcore.TaskStore, n int, now ti
 	status := fmt.Sprintf(`CASE WHEN i >= %d THEN 'pending' WHEN i %% %d = %d THEN 'failed' WHEN i %% %d = %d THEN 'cancelled' ELSE 'completed' END`,
 		pend, failedEvery, failedAt, failedEvery, cancelledAt)
 	sub := fmt.Sprintf(`CASE WHEN i >= %d THEN %d - (%d - i) * 1000 ELSE %d + %d * i END`, pend, nowµ, n, beginµ, stepµ)
-	// The columns are computed from i and sub(mitted) in an inner query.
-	cols := fmt.Sprintf(`%s, %s AS module_id, status, sub,
+	// The columns are computed from i, status and sub(mitted_at) of an
+	// inner query; {id} is the dialect's new task id.
+	cols := fmt.Sprintf(`{id}, %s AS module_id, status, sub,
 		CASE WHEN status = 'pending' THEN NULL ELSE sub + 5000 END,
 		CASE WHEN status = 'pending' THEN NULL ELSE sub + 5000 + (20 + i %% 80) * 1000 END,
 		CASE WHEN status = 'completed' THEN '{"ok":true,"rows":' || (i %% 1000) || '}' END,
 		CASE WHEN status = 'failed' THEN 'upstream answered 503' END,
 		CASE WHEN status = 'failed' THEN 2 ELSE 0 END,
 		CASE WHEN status = 'failed' THEN 2 ELSE 0 END,
-		CASE WHEN status = 'failed' THEN 'MODULE_EXECUTE_ERROR' END`, "%s", mod.String())
+		CASE WHEN status = 'failed' THEN 'MODULE_EXECUTE_ERROR' END`, mod.String())
 	insert := "INSERT INTO " + table + ` (task_id, module_id, status, submitted_at, started_at, completed_at,
 		result, error, retry_count, max_retries, error_code) `
 	var query string
 	if b.dialect == sqlstore.PostgreSQL {
-		query = insert + "SELECT " + fmt.Sprintf(cols, "gen_random_uuid()::text") +
-			fmt.Sprintf(" FROM (SELECT i, %s AS status, %s AS sub FROM generate_series(0, %d) AS g(i)) AS r ORDER BY i", status, sub, n-1)
+		query = insert + "SELECT " + strings.Replace(cols, "{id}", "gen_random_uuid()::text", 1) +
+			fmt.Sprintf(" FROM (SELECT i, %s AS status, %s AS sub FROM generate_series(0::bigint, %d) AS g(i)) AS r ORDER BY i", status, sub, n-1)
 	} else {
 		// A UUID v4 in text from 16 random bytes.
 		uuid := `lower(substr(h, 1, 8) || '-' || substr(h, 9, 4) || '-4' || substr(h, 14, 3) || '-' || substr('89ab', 1 + (abs(random()) % 4), 1) || substr(h, 18, 3) || '-' || substr(h, 21, 12))`
 		query = "WITH RECURSIVE g(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM g WHERE i < " + fmt.Sprint(n-1) + ") " +
-			insert + "SELECT " + fmt.Sprintf(cols, uuid) +
+			insert + "SELECT " + strings.Replace(cols, "{id}", uuid, 1) +
 			fmt.Sprintf(" FROM (SELECT i, %s AS status, %s AS sub, hex(randomblob(16)) AS h FROM g) AS r ORDER BY i", status, sub)
 	}
 	if _, err := b.db.ExecContext(ctx, query); err != nil {
