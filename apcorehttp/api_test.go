@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"reflect"
 	"strings"
 	"testing"
@@ -89,7 +90,7 @@ func submitN(t *testing.T, mgr *apcore.TaskManager, module string, n int) []stri
 	return ids
 }
 
-// GET /api/tasks is the manager's List in the wire format, in insertion
+// GET /api/tasks is a page of the store in the wire format, in insertion
 // order, and filters by status; the paging parameters page it.
 func TestListTasks(t *testing.T) {
 	mgr := newManager(t, quick)
@@ -105,55 +106,63 @@ func TestListTasks(t *testing.T) {
 	if ct := res.Header.Get("Content-Type"); ct != "application/json" {
 		t.Errorf("Content-Type %q", ct)
 	}
-	list, err := mgr.List(context.Background(), "")
+	list, err := mgr.ListPage(context.Background(), apcore.ListOptions{})
 	must(t, err)
-	want, err := json.Marshal(map[string]any{"tasks": list})
+	want, err := json.Marshal(map[string]any{"tasks": list.Tasks, "total": 7})
 	must(t, err)
-	if strings.TrimSpace(string(body)) != string(want) {
-		t.Errorf("GET /api/tasks:\n got %s\nwant %s", body, want)
+	if strings.TrimSpace(string(body)) != string(want) || res.Header.Get("Link") != "" {
+		t.Errorf("GET /api/tasks:\n got %s (Link %q)\nwant %s", body, res.Header.Get("Link"), want)
 	}
 
-	var got struct {
-		Tasks []apcore.TaskInfo `json:"tasks"`
-		Total *int              `json:"total"`
+	var got page
+	ids := got.ids
+	getP := func(q string) {
+		t.Helper()
+		got, _ = getPage(t, srv.URL+"/api/tasks?"+q)
+		ids = got.ids
 	}
-	ids := func() []string {
-		var out []string
-		for _, x := range got.Tasks {
-			out = append(out, x.TaskID)
+	intOf := func(p *int) int {
+		if p == nil {
+			return -1
 		}
-		return out
+		return *p
 	}
-	if get(t, srv.URL+"/api/tasks?status=failed", &got); !reflect.DeepEqual(ids(), f) || got.Total != nil {
-		t.Errorf("status=failed: %v (total %v), want %v", ids(), got.Total, f)
+	if getP("status=failed"); !reflect.DeepEqual(ids(), f) || intOf(got.Total) != 2 || got.Next != nil {
+		t.Errorf("status=failed: %v (total %v, next %v), want %v", ids(), intOf(got.Total), got.Next, f)
 	}
-	got.Tasks = nil
-	if get(t, srv.URL+"/api/tasks?status=running", &got); got.Tasks == nil || len(got.Tasks) != 0 {
-		t.Errorf("status=running: %v, want an empty list (not null)", got.Tasks)
-	}
-	if code := get(t, srv.URL+"/api/tasks?status=bogus", nil); code != http.StatusBadRequest {
-		t.Errorf("status=bogus: %d, want 400", code)
+	if getP("status=running"); len(got.Tasks) != 0 || intOf(got.Total) != 0 {
+		t.Errorf("status=running: %v, want an empty list", got.Tasks)
 	}
 	all := append(append(append([]string{}, a...), f...), b...)
-	if get(t, srv.URL+"/api/tasks?order=desc&limit=3", &got); !reflect.DeepEqual(ids(), []string{all[6], all[5], all[4]}) || *got.Total != 7 {
-		t.Errorf("order=desc&limit=3: %v total %v", ids(), *got.Total)
+	if getP("order=desc&limit=3"); !reflect.DeepEqual(ids(), []string{all[6], all[5], all[4]}) || intOf(got.Total) != 7 || got.Next == nil {
+		t.Errorf("order=desc&limit=3: %v total %v", ids(), intOf(got.Total))
 	}
-	if get(t, srv.URL+"/api/tasks?offset=2&limit=2", &got); !reflect.DeepEqual(ids(), all[2:4]) || *got.Total != 7 {
+	if getP("order=desc&limit=3&after=" + url.QueryEscape(*got.Next)); !reflect.DeepEqual(ids(), []string{all[3], all[2], all[1]}) || got.Next == nil {
+		t.Errorf("order=desc&limit=3, the second page: %v", ids())
+	}
+	if getP("order=desc&limit=3&after=" + url.QueryEscape(*got.Next)); !reflect.DeepEqual(ids(), []string{all[0]}) || got.Next != nil {
+		t.Errorf("order=desc&limit=3, the last page: %v next %v", ids(), got.Next)
+	}
+	if getP("offset=2&limit=2"); !reflect.DeepEqual(ids(), all[2:4]) || intOf(got.Total) != 7 || got.Next == nil {
 		t.Errorf("offset=2&limit=2: %v", ids())
 	}
-	if get(t, srv.URL+"/api/tasks?module=alpha&order=desc&offset=1", &got); !reflect.DeepEqual(ids(), []string{a[1], a[0]}) || *got.Total != 3 {
-		t.Errorf("module=alpha&order=desc&offset=1: %v total %v", ids(), *got.Total)
+	if getP("limit=2&after=" + url.QueryEscape(*got.Next)); !reflect.DeepEqual(ids(), all[4:6]) {
+		t.Errorf("offset=2&limit=2, then its next: %v, want %v", ids(), all[4:6])
 	}
-	if get(t, srv.URL+"/api/tasks?module=beta&status=completed&limit=10", &got); !reflect.DeepEqual(ids(), b) {
+	if getP("module=alpha&order=desc&offset=1"); !reflect.DeepEqual(ids(), []string{a[1], a[0]}) || got.Total != nil || intOf(got.Scanned) != 7 {
+		t.Errorf("module=alpha&order=desc&offset=1: %v total %v scanned %v", ids(), intOf(got.Total), intOf(got.Scanned))
+	}
+	if getP("module=beta&status=completed&limit=10"); !reflect.DeepEqual(ids(), b) {
 		t.Errorf("module=beta&status=completed: %v", ids())
 	}
-	if get(t, srv.URL+"/api/tasks?offset=100&limit=10", &got); len(got.Tasks) != 0 || *got.Total != 7 {
-		t.Errorf("offset past the end: %v total %v", ids(), *got.Total)
+	if getP("module=alpha&limit=2"); !reflect.DeepEqual(ids(), a[:2]) || got.Next == nil {
+		t.Errorf("module=alpha&limit=2: %v next %v", ids(), got.Next)
 	}
-	for _, q := range []string{"limit=-1", "offset=x", "order=sideways"} {
-		if code := get(t, srv.URL+"/api/tasks?"+q, nil); code != http.StatusBadRequest {
-			t.Errorf("%s: %d, want 400", q, code)
-		}
+	if getP("module=alpha&limit=2&after=" + url.QueryEscape(*got.Next)); !reflect.DeepEqual(ids(), a[2:]) || got.Next != nil {
+		t.Errorf("module=alpha&limit=2, the second page: %v next %v", ids(), got.Next)
+	}
+	if getP("offset=100&limit=10"); len(got.Tasks) != 0 || intOf(got.Total) != 7 || got.Next != nil {
+		t.Errorf("offset past the end: %v total %v", ids(), intOf(got.Total))
 	}
 
 	var summary struct {

@@ -149,7 +149,9 @@ func TestBrowser(t *testing.T) {
 		return nil, ctx.Err()
 	})))
 	// Five minutes of history, for the table and the chart.
-	store := historyStore(t, 300, 5*time.Minute)
+	// The store fails the test if the page makes the handler list every
+	// record.
+	store := newCountingStore(t, historyStore(t, 300, 5*time.Minute))
 	mgr := newManager(t, reg, apcore.WithMaxConcurrent(4), apcore.WithStore(store))
 	h, err := apcorehttp.NewHandler(mgr)
 	must(t, err)
@@ -305,6 +307,10 @@ func TestBrowser(t *testing.T) {
 	if p := problems(); len(p) > 0 {
 		t.Errorf("the page logged errors:\n%s", strings.Join(p, "\n"))
 	}
+	if full, by := store.full.Load(), store.byStatus.Load(); full != 0 || by != 0 {
+		t.Errorf("serving the page listed the store: %d times whole, %d by state", full, by)
+	}
+	store.strict.Store(false) // Shutdown is the core's business
 }
 
 // checkChartScale checks the chart's y axes: labelled ticks from 0 up to

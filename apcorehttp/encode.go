@@ -139,8 +139,9 @@ func finiteFloat(f float64, v any) any {
 }
 
 // appendList appends GET /api/tasks's answer: {"tasks": [...]}, with
-// "total" when total is not negative.
-func appendList(b []byte, tasks []apcore.TaskInfo, total int) []byte {
+// "next" when it is not "", "total" when total is not negative, and
+// "scanned" when scanned is not negative.
+func appendList(b []byte, tasks []apcore.TaskInfo, next string, total, scanned int) []byte {
 	b = append(b, `{"tasks":[`...)
 	for i := range tasks {
 		if i > 0 {
@@ -149,9 +150,17 @@ func appendList(b []byte, tasks []apcore.TaskInfo, total int) []byte {
 		b = appendRecord(b, &tasks[i])
 	}
 	b = append(b, ']')
+	if next != "" {
+		b = append(b, `,"next":`...)
+		b = appendString(b, next)
+	}
 	if total >= 0 {
 		b = append(b, `,"total":`...)
 		b = strconv.AppendInt(b, int64(total), 10)
+	}
+	if scanned >= 0 {
+		b = append(b, `,"scanned":`...)
+		b = strconv.AppendInt(b, int64(scanned), 10)
 	}
 	return append(b, "}\n"...)
 }

@@ -481,15 +481,16 @@ func (h *hub) poll(ctx context.Context) {
 // left the lists instead of reading each one's record.
 func (h *hub) pollOnce(ctx context.Context, quiet bool) {
 	busy := time.Since(time.Unix(0, h.busyAt.Load())) < 2*h.cfg.pollInterval
+	ctx, cancel := context.WithTimeout(ctx, pollTimeout)
+	defer cancel()
+	pending, running, over, err := h.readActive(ctx)
+	if err != nil {
+		return
+	}
+	// Above the cap nothing is read: the tasks known are forgotten as
+	// while busy, and the pages' refresh shows other replicas' tasks.
+	busy = busy || over
 	quiet = quiet || busy
-	pending, err := h.mgr.List(ctx, apcore.StatusPending)
-	if err != nil {
-		return
-	}
-	running, err := h.mgr.List(ctx, apcore.StatusRunning)
-	if err != nil {
-		return
-	}
 	now := time.Now()
 	var emit []apcore.TaskInfo
 	var gone []string
@@ -552,6 +553,61 @@ func (h *hub) pollOnce(ctx context.Context, quiet bool) {
 	for i := range emit {
 		h.enqueue(&emit[i], false)
 	}
+}
+
+// maxPolled is the most active records a poll reads: while more are
+// active, the poller reads none (a count tells it) and reports nothing of
+// other replicas' tasks; the pages refresh every few seconds anyway.
+const maxPolled = 5000
+
+// pollTimeout bounds one poll's store calls.
+const pollTimeout = 5 * time.Second
+
+// readActive returns the pending and the running records, or over when
+// more than maxPolled are active. With a store that counts (apcore.Counter)
+// it counts them first; with a store that pages (apcore.Pager) it reads
+// them a page at a time, so that a poll costs the active records, not the
+// records the store keeps; a store without Pager is listed by state.
+func (h *hub) readActive(ctx context.Context) (pending, running []apcore.TaskInfo, over bool, err error) {
+	store := h.mgr.Store()
+	if c, ok := store.(apcore.Counter); ok {
+		n, err := c.Count(ctx, apcore.StatusPending, apcore.StatusRunning)
+		if err != nil {
+			return nil, nil, false, err
+		}
+		if n > maxPolled {
+			return nil, nil, true, nil
+		}
+	}
+	_, paged := store.(apcore.Pager)
+	read := func(st apcore.TaskStatus, room int) ([]apcore.TaskInfo, error) {
+		if !paged {
+			return h.mgr.List(ctx, st)
+		}
+		var out []apcore.TaskInfo
+		after := ""
+		for {
+			page, err := h.mgr.ListPage(ctx, apcore.ListOptions{Status: st, After: after, Limit: apcore.MaxPageLimit})
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, page.Tasks...)
+			if page.Next == "" || len(out) > room {
+				return out, nil
+			}
+			after = page.Next
+		}
+	}
+	if pending, err = read(apcore.StatusPending, maxPolled); err != nil {
+		return nil, nil, false, err
+	}
+	if running, err = read(apcore.StatusRunning, maxPolled-len(pending)); err != nil {
+		return nil, nil, false, err
+	}
+	if len(pending)+len(running) > maxPolled {
+		return nil, nil, true, nil
+	}
+	return pending, running, false, nil
 }
 
 // serve is GET /api/events.

@@ -19,7 +19,6 @@ import (
 	"io/fs"
 	"mime"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -33,7 +32,8 @@ var staticFiles embed.FS
 type config struct {
 	readOnly     bool
 	trusted      []string
-	cacheTTL     time.Duration
+	cacheTTL     time.Duration // the counts'
+	chartTTL     time.Duration
 	pollInterval time.Duration
 	heartbeat    time.Duration
 	chartWindow  time.Duration
@@ -66,7 +66,7 @@ type handler struct {
 	mgr   *apcore.TaskManager
 	cfg   config
 	mux   *http.ServeMux
-	cache *snapshotCache
+	cache *summaryCache
 	hub   *hub
 	page  []byte
 }
@@ -84,13 +84,27 @@ type handler struct {
 //	GET  /api/summary             counts per state, modules, chart series
 //	GET  /api/events              text/event-stream of records' changes
 //
-// GET /api/tasks takes status (one state), and for paging module (exact
-// module id), order ("asc", the default, insertion order; or "desc"),
-// offset and limit. Without module, order, offset or limit it answers with
-// every matching record, read from the store for this request. With any of
-// them it pages a copy of the store's records that is at most a second old
-// and shared by all requests, and adds "total", the number of matching
-// records.
+// GET /api/tasks answers one page: {"tasks": [...], "next": cursor,
+// "total": n}. It takes status (one state), order ("asc", the default:
+// insertion order; or "desc": newest first), limit (1-1000, default 100),
+// after (the "next" of the previous answer; also sent as a Link header
+// with rel="next"), module (one module id) and offset (0-10,000; instead
+// of after). "next" is absent on the last page; "total" is the number of
+// records in that state (or in all), at most a second old, given when the
+// store counts without listing (apcore.Counter) and no module is asked
+// for. A request costs its page, whatever the store holds (on a store with
+// apcore.Pager, as every store of this repository has); the store cannot
+// filter by module, so with module the handler reads store pages and keeps
+// the matching records, reading at most 10,000 records per request: the
+// answer then may hold fewer than limit records with a "next", and says
+// how many it read ("scanned"). An offset costs the records it skips. A
+// bad parameter or a cursor that neither this handler nor the store made
+// is 400 GENERAL_INVALID_INPUT.
+//
+// GET /api/summary answers the counts per state (apcore.Counter, at most a
+// second old), the module ids seen in the newest records, and the chart of
+// the last five minutes made from at most the 5,000 newest records (at
+// most two seconds old); it never lists every record.
 //
 // POST /api/tasks/{id}/cancel is refused (403) unless the request's
 // Content-Type is application/json or it carries the header
@@ -104,7 +118,10 @@ type handler struct {
 // the transitions of other replicas' tasks too: a change there shows within
 // about a second, except that a task another replica starts and ends
 // between two reads is seen only by the next list (the page refreshes its
-// list every few seconds). Each event's data is a record in the wire
+// list every few seconds). The read costs the active records (it counts
+// them first, and reads them a page at a time); while more than 5,000 are
+// active it reads none, and other replicas' tasks show with the page's
+// refresh instead. Each event's data is a record in the wire
 // format without its result and error (GET /api/tasks/{id} has them), and
 // with the progress message cut to 1 KiB. Events are sent in batches at
 // most every 50 ms, with only the latest event of each task in a batch;
@@ -123,6 +140,7 @@ func NewHandler(mgr *apcore.TaskManager, opts ...Option) (http.Handler, error) {
 	}
 	cfg := config{
 		cacheTTL:     time.Second,
+		chartTTL:     2 * time.Second,
 		pollInterval: 800 * time.Millisecond,
 		heartbeat:    15 * time.Second,
 		chartWindow:  5 * time.Minute,
@@ -139,7 +157,7 @@ func NewHandler(mgr *apcore.TaskManager, opts ...Option) (http.Handler, error) {
 		}
 	}
 	h := &handler{mgr: mgr, cfg: cfg, mux: http.NewServeMux()}
-	h.cache = &snapshotCache{mgr: mgr, ttl: cfg.cacheTTL, window: cfg.chartWindow, bucket: cfg.chartBucket}
+	h.cache = newSummaryCache(mgr, cfg)
 	h.hub = newHub(mgr, cfg)
 
 	page, err := staticFiles.ReadFile("static/index.html")
@@ -222,53 +240,6 @@ func writeStoreError(w http.ResponseWriter, err error) {
 	writeError(w, status, string(code), err.Error())
 }
 
-const maxLimit = 1000
-
-func (h *handler) listTasks(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	status := apcore.TaskStatus(q.Get("status"))
-	if status != "" && !status.Valid() {
-		writeError(w, http.StatusBadRequest, string(apcore.CodeInvalidInput), "unknown status "+strconv.Quote(string(status)))
-		return
-	}
-	paged := q.Has("module") || q.Has("order") || q.Has("offset") || q.Has("limit")
-	if !paged {
-		tasks, err := h.mgr.List(r.Context(), status)
-		if err != nil {
-			writeStoreError(w, err)
-			return
-		}
-		writeBody(w, http.StatusOK, appendList(nil, tasks, -1))
-		return
-	}
-	order := q.Get("order")
-	if order != "" && order != "asc" && order != "desc" {
-		writeError(w, http.StatusBadRequest, string(apcore.CodeInvalidInput), `order must be "asc" or "desc"`)
-		return
-	}
-	offset, err1 := intParam(q.Get("offset"), 0)
-	limit, err2 := intParam(q.Get("limit"), 100)
-	if err1 != nil || err2 != nil || offset < 0 || limit < 0 {
-		writeError(w, http.StatusBadRequest, string(apcore.CodeInvalidInput), "offset and limit must be whole numbers from 0")
-		return
-	}
-	limit = min(limit, maxLimit)
-	snap, err := h.cache.get(r.Context())
-	if err != nil {
-		writeStoreError(w, err)
-		return
-	}
-	tasks, total := snap.page(status, q.Get("module"), order == "desc", offset, limit)
-	writeBody(w, http.StatusOK, appendList(nil, tasks, total))
-}
-
-func intParam(s string, def int) (int, error) {
-	if s == "" {
-		return def, nil
-	}
-	return strconv.Atoi(s)
-}
-
 func (h *handler) getTask(w http.ResponseWriter, r *http.Request) {
 	info, err := h.mgr.Status(r.Context(), r.PathValue("id"))
 	if err != nil {
@@ -279,12 +250,12 @@ func (h *handler) getTask(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) summary(w http.ResponseWriter, r *http.Request) {
-	snap, err := h.cache.get(r.Context())
+	sum, err := h.cache.get(r.Context())
 	if err != nil {
 		writeStoreError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, snap.summary)
+	writeJSON(w, http.StatusOK, sum)
 }
 
 // allowedCancel tells whether a cancel request could not have come from a

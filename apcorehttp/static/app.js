@@ -5,7 +5,12 @@
 (function () {
   const readOnly = document.documentElement.dataset.mode === "ro";
   const $ = (id) => document.getElementById(id);
-  const state = { status: "", module: "", order: "desc", offset: 0, limit: 50, total: 0 };
+  // The table pages with cursors: after is the cursor of the page shown
+  // ("" for the first), next the one the server gave for the page after,
+  // back the pages before it ({after, pos}), pos how many records the
+  // pages before this one showed; total is null when the server does not
+  // count (a module filter).
+  const state = { status: "", module: "", order: "desc", limit: 50, after: "", next: "", back: [], pos: 0, total: null };
   const rows = new Map(); // task id -> {tr, task}
   let detailId = null;
   let detailTask = null;
@@ -128,11 +133,14 @@
   }
 
   function renderRange() {
-    const from = state.total === 0 ? 0 : state.offset + 1;
-    const to = Math.min(state.offset + rows.size, state.total);
-    $("range").textContent = from + "–" + to + " of " + state.total.toLocaleString();
-    $("prev").disabled = state.offset === 0;
-    $("next").disabled = state.offset + state.limit >= state.total;
+    const from = rows.size === 0 ? 0 : state.pos + 1;
+    const to = state.pos + rows.size;
+    let text = rows.size === 0 ? "none" : from.toLocaleString() + "–" + to.toLocaleString();
+    if (state.total !== null) text = (rows.size === 0 ? "0" : text) + " of " + state.total.toLocaleString();
+    else if (state.next) text += " (more)";
+    $("range").textContent = text;
+    $("prev").disabled = state.back.length === 0;
+    $("next").disabled = !state.next;
     $("prev").textContent = state.order === "desc" ? "‹ Newer" : "‹ Older";
     $("next").textContent = state.order === "desc" ? "Older ›" : "Newer ›";
   }
@@ -152,13 +160,15 @@
   async function loadPage() {
     const seq = ++pageSeq;
     const requestedAt = performance.now();
-    const q = new URLSearchParams({ order: state.order, offset: String(state.offset), limit: String(state.limit) });
+    const q = new URLSearchParams({ order: state.order, limit: String(state.limit) });
+    if (state.after) q.set("after", state.after);
     if (state.status) q.set("status", state.status);
     if (state.module) q.set("module", state.module);
     try {
       const data = await getJSON("api/tasks?" + q);
       if (seq !== pageSeq) return;
-      state.total = data.total || 0;
+      state.next = typeof data.next === "string" ? data.next : "";
+      state.total = typeof data.total === "number" ? data.total : null;
       render((data.tasks || []).map((t) => newest(t, requestedAt)));
     } catch (e) { setLive(false, "cannot load tasks"); }
   }
@@ -262,6 +272,9 @@
     const peakRate = Math.max(0, ...rates), peakWait = Math.max(0, ...c.wait_avg);
     $("chart-rate").textContent = "finished " + last.toFixed(1) + "/s (peak " + peakRate.toFixed(1) + "/s)";
     $("chart-wait").textContent = "queue wait ≤ " + peakWait.toFixed(2) + " s avg";
+    // The server reads at most a few thousand of the newest records for
+    // the chart: say so when that cut the window short.
+    $("chart-note").textContent = c.partial ? "from the newest " + c.records.toLocaleString() + " tasks (since " + new Date(c.from * 1000).toLocaleTimeString() + ")" : "";
   }
 
   // ---- detail ------------------------------------------------------------
@@ -356,7 +369,7 @@
       const changed = r.task.status !== t.status;
       fillRow(r, over(r.task, t));
       if (changed) { r.tr.classList.remove("flash"); void r.tr.offsetWidth; r.tr.classList.add("flash"); }
-    } else if (state.order === "desc" && state.offset === 0 && matches(t) && isActive(t.status)) {
+    } else if (state.order === "desc" && state.back.length === 0 && matches(t) && isActive(t.status)) {
       // A new task: it belongs at the top of the newest-first first page.
       const nr = makeRow(t);
       rows.set(t.task_id, nr);
@@ -367,7 +380,7 @@
         rows.delete(lastTr.dataset.id);
         lastTr.remove();
       }
-      state.total++;
+      if (state.total !== null) state.total++;
       $("empty").hidden = true;
       renderRange();
     }
@@ -393,7 +406,7 @@
 
   // ---- controls --------------------------------------------------------------
   function setFilter(changes) {
-    Object.assign(state, changes, { offset: 0 });
+    Object.assign(state, changes, { after: "", next: "", back: [], pos: 0 });
     $("f-status").value = state.status;
     $("f-module").value = state.module;
     for (const b of document.querySelectorAll(".count")) b.classList.toggle("active", b.dataset.status === state.status);
@@ -406,15 +419,27 @@
   $("f-limit").addEventListener("change", (e) => setFilter({ limit: Number(e.target.value) }));
   for (const b of document.querySelectorAll(".count")) b.addEventListener("click", () => setFilter({ status: b.dataset.status }));
   $("filters").addEventListener("submit", (e) => e.preventDefault());
-  $("prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - state.limit); loadPage(); });
-  $("next").addEventListener("click", () => { state.offset += state.limit; loadPage(); });
+  $("prev").addEventListener("click", () => {
+    const b = state.back.pop();
+    if (!b) return;
+    state.after = b.after;
+    state.pos = b.pos;
+    loadPage();
+  });
+  $("next").addEventListener("click", () => {
+    if (!state.next) return;
+    state.back.push({ after: state.after, pos: state.pos });
+    state.pos += rows.size;
+    state.after = state.next;
+    loadPage();
+  });
   $("d-close").addEventListener("click", closeDetail);
   document.addEventListener("keydown", (e) => { if (e.key === "Escape") closeDetail(); });
   $("d-cancel").addEventListener("click", () => { if (detailId) cancelTask(detailId, $("d-cancel")); });
 
   // Other replicas' tasks that start and end between two polls of the
-  // server send no event: refresh now and then anyway (cheap: the server
-  // shares one cached list among all pages).
+  // server send no event: refresh now and then anyway (cheap: a page costs
+  // the server one page of the store, and the counts are shared).
   setInterval(() => { if (!document.hidden) scheduleRefresh(); }, 5000);
 
   // Times and durations of active tasks move on their own.
