@@ -16,7 +16,8 @@
 //	seq                    the insertion sequence counter
 //	meta                   hash: id -> "status|seq|r|not_before|owner"
 //	held                   sorted set (by name): "owner\x00id" per active record
-//	status:completed etc.  sorted sets: each terminal state's ids, scored by completed_at (µs)
+//	status:completed etc.  sorted sets: each terminal state's ids, scored by reference time (µs):
+//	                       completed_at, or submitted_at without one
 //	spec                   hash: a resumable task's inputs, retry policy, timeout, trace
 //	later, ready           sorted sets: resumable tasks held by no one, by not_before, then by sequence
 //	leases                 sorted set: owner -> end of its lease (µs)
@@ -320,12 +321,22 @@ func micros(t time.Time) string {
 }
 
 // doneScore is a record's score in its terminal state's index: its
-// completed_at, or +inf (never expires) without one.
+// reference time, which Sweep compares with its bound: its completed_at,
+// or its submitted_at without one (-inf for the zero time). Earlier
+// versions scored a record without completed_at +inf; Sweep scores those
+// anew (see sweepScript). ListExpired reads the records it finds by score,
+// so the submitted_at of a record without completed_at never makes it
+// expired there.
 func doneScore(t *apcore.TaskInfo) string {
-	if t.Status.IsTerminal() && !t.CompletedAt.IsZero() {
+	switch {
+	case !t.Status.IsTerminal():
+		return "+inf"
+	case !t.CompletedAt.IsZero():
 		return micros(t.CompletedAt)
+	case !t.SubmittedAt.IsZero():
+		return micros(t.SubmittedAt)
 	}
-	return "+inf"
+	return "-inf"
 }
 
 // wireSeconds is t as the wire format writes it (float Unix seconds).
@@ -404,73 +415,6 @@ func (s *Store) Get(ctx context.Context, taskID string) (apcore.TaskInfo, error)
 		return apcore.TaskInfo{}, unavailable("decode "+taskID, err)
 	}
 	return t, nil
-}
-
-// List returns every record ("" status) or those in one state, in insertion
-// order. It reads the index, then the records in batches; a record that
-// changes state or is deleted in between is left out.
-func (s *Store) List(ctx context.Context, status apcore.TaskStatus) ([]apcore.TaskInfo, error) {
-	var ids []string
-	var err error
-	switch {
-	case status == "":
-		ids, err = s.rdb.ZRange(ctx, s.order, 0, -1).Result()
-	case status.Valid():
-		ids, err = idsScript.Run(ctx, s.rdb, s.anyKey, s.base, string(status)).StringSlice()
-	default:
-		return nil, invalid(fmt.Sprintf("redisstore: unknown status %q", status))
-	}
-	if err != nil {
-		return nil, unavailable("list", err)
-	}
-	return s.fetch(ctx, ids, func(t *apcore.TaskInfo) bool { return status == "" || t.Status == status })
-}
-
-// ListExpired returns the terminal records whose CompletedAt is set and
-// strictly before before, in insertion order.
-func (s *Store) ListExpired(ctx context.Context, before time.Time) ([]apcore.TaskInfo, error) {
-	bound := before.UnixMicro()
-	if before.Before(time.UnixMicro(bound)) { // a time between two microseconds: before is strict
-		bound++
-	}
-	ids, err := idsScript.Run(ctx, s.rdb, s.anyKey, s.base, "expired", strconv.FormatInt(bound, 10)).StringSlice()
-	if err != nil {
-		return nil, unavailable("list expired", err)
-	}
-	return s.fetch(ctx, ids, func(t *apcore.TaskInfo) bool {
-		return t.Status.IsTerminal() && !t.CompletedAt.IsZero() && t.CompletedAt.Before(before)
-	})
-}
-
-// fetch reads the records of ids, in order, keeping those keep accepts.
-func (s *Store) fetch(ctx context.Context, ids []string, keep func(*apcore.TaskInfo) bool) ([]apcore.TaskInfo, error) {
-	out := make([]apcore.TaskInfo, 0, len(ids))
-	const batch = 500
-	for start := 0; start < len(ids); start += batch {
-		chunk := ids[start:min(start+batch, len(ids))]
-		keys := make([]string, len(chunk))
-		for i, id := range chunk {
-			keys[i] = s.Key(id)
-		}
-		vals, err := s.rdb.MGet(ctx, keys...).Result()
-		if err != nil {
-			return nil, unavailable("read records", err)
-		}
-		for i, v := range vals {
-			str, ok := v.(string)
-			if !ok {
-				continue // deleted since the index was read
-			}
-			var t apcore.TaskInfo
-			if err := decodeRecord([]byte(str), &t); err != nil {
-				return nil, unavailable("decode "+chunk[i], err)
-			}
-			if keep(&t) {
-				out = append(out, t)
-			}
-		}
-	}
-	return out, nil
 }
 
 // Delete removes the record and its index entries; an absent id is not an

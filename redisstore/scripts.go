@@ -523,37 +523,6 @@ end
 return out
 `, ownersLua, bySeqLua)
 
-// idsScript returns record ids in insertion order. ARGV: prefix, what:
-// "pending" or "running" (from the active records), "completed", "failed"
-// or "cancelled" (from that state's index), or "expired" with a bound in
-// microseconds (terminal records completed strictly before it).
-var idsScript = script(`
-local what = ARGV[2]
-local ids = {}
-if what == 'pending' or what == 'running' then
-  local all = {}
-  for _, m in ipairs(redis.call('ZRANGE', K_HELD, 0, -1)) do
-    all[#all + 1] = string.sub(m, string.find(m, '\0', 1, true) + 1)
-  end
-  for i = 1, #all, 1000 do
-    local chunk = {unpack(all, i, math.min(i + 999, #all))}
-    local metas = redis.call('HMGET', K_META, unpack(chunk))
-    for j, id in ipairs(chunk) do
-      local m = parse(metas[j])
-      if m and m.st == what then ids[#ids + 1] = id end
-    end
-  end
-elseif what == 'expired' then
-  for _, st in ipairs({'completed', 'failed', 'cancelled'}) do
-    local k = done(st)
-    for _, id in ipairs(redis.call('ZRANGEBYSCORE', k, '-inf', '(' .. ARGV[3])) do ids[#ids + 1] = id end
-  end
-else
-  ids = redis.call('ZRANGE', done(what), 0, -1)
-end
-return bySeq(ids)
-`, bySeqLua)
-
 // countScript counts the records in the states given (ARGV[2:]), each
 // once; with none it counts every record.
 var countScript = script(`
