@@ -47,6 +47,17 @@ const (
 	sweepRescore = 100
 )
 
+// steps are the bounds of a Store's listing and sweep steps; 0 is the
+// constant's value.
+type steps struct{ walk, gather, held, sweep int }
+
+func orDefault(n, def int) int {
+	if n > 0 {
+		return n
+	}
+	return def
+}
+
 var (
 	_ apcore.Pager   = (*Store)(nil)
 	_ apcore.Sweeper = (*Store)(nil)
@@ -108,7 +119,7 @@ func (s *Store) walk(ctx context.Context, after string, newest bool, what, bound
 	if newest {
 		dir = "r"
 	}
-	return hits(walkScript.Run(ctx, s.rdb, s.anyKey, s.base, after, dir, what, bound, want, walkStep).Result())
+	return hits(walkScript.Run(ctx, s.rdb, s.anyKey, s.base, after, dir, what, bound, want, orDefault(s.steps.walk, walkStep)).Result())
 }
 
 // gather runs gatherScript: the records of terminal state st after the
@@ -119,7 +130,7 @@ func (s *Store) gather(ctx context.Context, st apcore.TaskStatus, after string, 
 	if newest {
 		dir = "r"
 	}
-	v, err := gatherScript.Run(ctx, s.rdb, s.anyKey, s.base, string(st), after, dir, want, gatherMax).Result()
+	v, err := gatherScript.Run(ctx, s.rdb, s.anyKey, s.base, string(st), after, dir, want, orDefault(s.steps.gather, gatherMax)).Result()
 	if n, isInt := v.(int64); err == nil && isInt && n == -1 {
 		return nil, false, nil
 	}
@@ -139,7 +150,7 @@ func (s *Store) active(ctx context.Context, st apcore.TaskStatus, after string, 
 	}
 	last := ""
 	for {
-		v, err := heldScript.Run(ctx, s.rdb, s.anyKey, s.base, string(st), last, heldStep).Result()
+		v, err := heldScript.Run(ctx, s.rdb, s.anyKey, s.base, string(st), last, orDefault(s.steps.held, heldStep)).Result()
 		found, next, ended, err := hits(v, err)
 		if err != nil {
 			return nil, unavailable("list "+string(st), err)
@@ -291,7 +302,7 @@ func (s *Store) Sweep(ctx context.Context, req apcore.SweepRequest) (int, error)
 	bound := microsBound(req.Before)
 	n := 0
 	for n < req.Limit {
-		want := min(req.Limit-n, sweepStep)
+		want := min(req.Limit-n, orDefault(s.steps.sweep, sweepStep))
 		k, err := sweepScript.Run(ctx, s.rdb, s.anyKey, s.base, bound, want, sweepRescore).Int()
 		if err != nil {
 			return n, unavailable("sweep", err)
@@ -333,7 +344,7 @@ func (s *Store) List(ctx context.Context, status apcore.TaskStatus) ([]apcore.Ta
 	case status == "":
 		return s.listWalk(ctx, "all", "", nil)
 	case status.Valid():
-		found, ok, err := s.gather(ctx, status, "", false, gatherMax+1)
+		found, ok, err := s.gather(ctx, status, "", false, orDefault(s.steps.gather, gatherMax)+1)
 		if err != nil {
 			return nil, unavailable("list", err)
 		}
@@ -359,7 +370,7 @@ func (s *Store) ListExpired(ctx context.Context, before time.Time) ([]apcore.Tas
 func (s *Store) listWalk(ctx context.Context, what, bound string, keep func(*apcore.TaskInfo) bool) ([]apcore.TaskInfo, error) {
 	var out []apcore.TaskInfo
 	for cur := ""; ; {
-		found, last, ended, err := s.walk(ctx, cur, false, what, bound, walkStep)
+		found, last, ended, err := s.walk(ctx, cur, false, what, bound, orDefault(s.steps.walk, walkStep))
 		if err != nil {
 			return nil, unavailable("list", err)
 		}

@@ -119,6 +119,10 @@ type Store struct {
 	// look is how many waiting tasks a Claim limited to some modules
 	// looks at, at most: claimLook, or what a test sets.
 	look int
+
+	// steps, when a test sets them, replace the bounds of a listing or
+	// sweep step (walkStep, gatherMax, heldStep, sweepStep; see page.go).
+	steps steps
 }
 
 // claimLook returns how many waiting tasks a Claim limited to some modules
