@@ -184,11 +184,11 @@ func (c *config) measureSize(ctx context.Context, b backend, n int) (r sizeResul
 // ---- the dashboard's first page ----------------------------------------
 
 // dashboardAPI are the JSON API calls the page makes when it loads
-// (apcorehttp/static/app.js: loadPage with its default state, and
-// loadSummary), relative to the mount point. The page's script and style
+// (apcorehttp/static/app.js: loadPage with its default state, newest
+// first, 50 records, and loadSummary), relative to the mount point. The page's script and style
 // sheet are found in the page itself.
 var dashboardAPI = []string{
-	"api/tasks?order=desc&offset=0&limit=50",
+	"api/tasks?order=desc&limit=50",
 	"api/summary",
 }
 

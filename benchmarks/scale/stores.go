@@ -282,10 +282,75 @@ func (b *redisBackend) open(ctx context.Context) (apcore.TaskStore, error) {
 	return s, nil
 }
 
-// fill saves the records through the store, from 48 goroutines at once
-// (each Save is one script and one round trip).
-func (b *redisBackend) fill(ctx context.Context, s apcore.TaskStore, n int, now time.Time) error {
-	return fillBySave(ctx, s, n, now, 48)
+// fill saves the records through the store's Save, from 64 goroutines at
+// once, over a client that sends the scripts that goroutines run at the
+// same time in one pipeline (pipeClient): a second Store on the same keys,
+// used for the fill only.
+func (b *redisBackend) fill(ctx context.Context, _ apcore.TaskStore, n int, now time.Time) error {
+	opts, err := redis.ParseURL(b.url)
+	if err != nil {
+		return err
+	}
+	opts.PoolSize = 4
+	pc := &pipeClient{Client: redis.NewClient(opts)}
+	defer pc.Close()
+	s, err := redisstore.New(pc)
+	if err != nil {
+		return err
+	}
+	return fillBySave(ctx, s, n, now, 64)
+}
+
+// pipeClient is a Redis client whose EvalSha calls made at the same time go
+// to Redis together, in one pipeline: while one pipeline is on its way, the
+// calls that come queue, and the goroutine that sent it sends the queue
+// next. (Script.Run calls EvalSha first, and Eval only when Redis does not
+// know the script yet.)
+type pipeClient struct {
+	*redis.Client
+	mu      sync.Mutex
+	sending bool
+	queue   []*evalCall
+}
+
+// evalCall is one queued EvalSha.
+type evalCall struct {
+	sha  string
+	keys []string
+	args []any
+	cmd  *redis.Cmd
+	done chan struct{}
+}
+
+// EvalSha queues the call, sends the queue unless a pipeline is on its
+// way, and returns the call's result.
+func (p *pipeClient) EvalSha(ctx context.Context, sha string, keys []string, args ...any) *redis.Cmd {
+	c := &evalCall{sha: sha, keys: keys, args: args, done: make(chan struct{})}
+	p.mu.Lock()
+	p.queue = append(p.queue, c)
+	if p.sending {
+		p.mu.Unlock()
+		<-c.done
+		return c.cmd
+	}
+	p.sending = true
+	for len(p.queue) > 0 {
+		batch := p.queue
+		p.queue = nil
+		p.mu.Unlock()
+		pipe := p.Pipeline()
+		for _, q := range batch {
+			q.cmd = pipe.EvalSha(ctx, q.sha, q.keys, q.args...)
+		}
+		_, _ = pipe.Exec(ctx) // each command carries its own error
+		for _, q := range batch {
+			close(q.done)
+		}
+		p.mu.Lock()
+	}
+	p.sending = false
+	p.mu.Unlock()
+	return c.cmd
 }
 
 func (b *redisBackend) close(ctx context.Context) error {
@@ -325,12 +390,12 @@ func (b *redisBackend) longest(ctx context.Context) (time.Duration, string, erro
 		if e.Duration > d {
 			d = e.Duration
 			args := e.Args
-			if len(args) > 3 {
-				args = args[:3]
+			if len(args) > 5 {
+				args = args[:5]
 			}
 			what = strings.Join(args, " ")
-			if len(what) > 60 {
-				what = what[:60] + "…"
+			if len(what) > 120 {
+				what = what[:120] + "…"
 			}
 		}
 	}
