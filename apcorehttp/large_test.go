@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -254,4 +255,107 @@ func historyStore(t *testing.T, n int, span time.Duration) *apcore.MemoryStore {
 		}
 	}
 	return store
+}
+
+// lightStore returns a MemoryStore holding n finished records without
+// results, submitted over the last hour.
+func lightStore(t testing.TB, n int) *apcore.MemoryStore {
+	t.Helper()
+	store := apcore.NewMemoryStore()
+	now := time.Now()
+	for i := range n {
+		sub := now.Add(-time.Hour).Add(time.Duration(i) * time.Hour / time.Duration(n))
+		must(t, store.Save(context.Background(), apcore.TaskInfo{
+			TaskID:      fmt.Sprintf("00000000-0000-4000-8000-%012d", i),
+			ModuleID:    []string{"email.send", "image.resize", "invoice.render", "report.build"}[i%4],
+			Status:      apcore.StatusCompleted,
+			SubmittedAt: sub, StartedAt: sub, CompletedAt: sub.Add(time.Millisecond),
+		}))
+	}
+	return store
+}
+
+// Submit's latency with an open page, at 10,000 and at 1,000,000 records
+// kept (APCOREHTTP_SUBMIT_P99=1; it takes about a minute and 1 GB): alone,
+// with one event client (the poll of the active records every 0.8 s), and
+// with an event client and the page's requests (the first page and the
+// summary every second). The goal of issue #17: the p99 with an event
+// client at 1,000,000 records within twice that at 10,000.
+func TestSubmitLatencyWatched(t *testing.T) {
+	if os.Getenv("APCOREHTTP_SUBMIT_P99") != "1" {
+		t.Skip("APCOREHTTP_SUBMIT_P99=1 measures Submit's latency at 1,000,000 records")
+	}
+	const submits = 8000
+	p99 := map[string]time.Duration{}
+	for _, n := range []int{10_000, 1_000_000} {
+		store := lightStore(t, n)
+		runtime.GC()
+		for _, mode := range []string{"alone", "events", "events+page"} {
+			mgr, err := apcore.NewTaskManager(noop, apcore.WithStore(store), apcore.WithMaxConcurrent(100))
+			must(t, err)
+			h, err := apcorehttp.NewHandler(mgr)
+			must(t, err)
+			srv := httptest.NewServer(h)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			if mode != "alone" {
+				ch := events(t, ctx, srv.URL+"/api/events")
+				go func() {
+					defer close(done)
+					for range ch {
+					}
+				}()
+			} else {
+				close(done)
+			}
+			pageDone := make(chan struct{})
+			go func() {
+				defer close(pageDone)
+				if mode != "events+page" {
+					return
+				}
+				tick := time.NewTicker(time.Second)
+				defer tick.Stop()
+				for {
+					for _, u := range []string{"/api/tasks?order=desc&limit=50", "/api/summary"} {
+						req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+u, nil)
+						if res, err := http.DefaultClient.Do(req); err == nil {
+							_, _ = io.Copy(io.Discard, res.Body)
+							res.Body.Close()
+						}
+					}
+					select {
+					case <-ctx.Done():
+						return
+					case <-tick.C:
+					}
+				}
+			}()
+			time.Sleep(time.Second) // the first polls
+			lat := make([]time.Duration, 0, submits)
+			pace := time.NewTicker(500 * time.Microsecond)
+			for range submits {
+				<-pace.C
+				start := time.Now()
+				_, err := mgr.Submit(context.Background(), "job", nil)
+				lat = append(lat, time.Since(start))
+				must(t, err)
+			}
+			pace.Stop()
+			cancel()
+			<-done
+			<-pageDone
+			srv.Close()
+			sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+			must(t, mgr.Shutdown(sctx))
+			scancel()
+			slices.Sort(lat)
+			q := func(f float64) time.Duration { return lat[int(f*float64(len(lat)-1))].Round(time.Microsecond) }
+			t.Logf("%9d records, %-11s: Submit p50 %v, p99 %v, max %v", n, mode, q(0.5), q(0.99), lat[len(lat)-1].Round(time.Microsecond))
+			p99[fmt.Sprint(n, mode)] = q(0.99)
+		}
+	}
+	if small, large := p99["10000events"], p99["1000000events"]; large > 2*small+time.Millisecond {
+		t.Errorf("Submit p99 with an event client: %v at 1,000,000 records, %v at 10,000: more than twice", large, small)
+	}
 }

@@ -13,11 +13,16 @@ import (
 //
 //   - the counts per state come from the store's Counter capability, one
 //     Count per state (the memory store keeps counters; the SQL and Redis
-//     stores count with one query each), shared by every request for
-//     countsTTL;
+//     stores count with one query each), shared by every request for a
+//     second (cacheTTL);
 //   - the chart is read from the newest records, newest first, a page at a
 //     time, until the records are older than the chart's window by another
-//     window, or chartBudget records have been read; shared for chartTTL;
+//     window, or chartBudget records have been read; shared for two
+//     seconds (chartTTL);
+//   - a refresh that took long is kept longer: for busyFactor times what it
+//     took, when that is more than the above. A Count that grows with the
+//     table (PostgreSQL's count of the completed records, say) thus takes
+//     at most a twentieth of the time of the one connection it uses.
 //   - the module ids are those of the records the chart read, and of the
 //     pages GET /api/tasks served, kept since the handler started (at most
 //     maxModules of them).
@@ -33,6 +38,9 @@ const (
 	// countsFallbackTTL is how long counts made by listing every record
 	// (a store without Counter) are kept.
 	countsFallbackTTL = 10 * time.Second
+	// busyFactor is how many times as long as a refresh took its result
+	// is kept at least.
+	busyFactor = 20
 )
 
 // states are the five states, in the order the page shows them.
@@ -52,12 +60,14 @@ type summaryCache struct {
 	// one refresh of each at a time, and a request for the counts never
 	// waits for the chart.
 	countMu  sync.Mutex
-	counts   map[string]int // never changed once made: replaced
-	countsAt time.Time
+	counts    map[string]int // never changed once made: replaced
+	countsAt  time.Time
+	countsFor time.Duration // how long the counts are kept
 
 	chartMu sync.Mutex
-	chart   chart
-	chartAt time.Time
+	chart    chart
+	chartAt  time.Time
+	chartFor time.Duration // how long the chart is kept
 
 	modMu   sync.Mutex
 	modules map[string]struct{}
@@ -115,14 +125,15 @@ func (c *summaryCache) get(ctx context.Context) (summary, error) {
 func (c *summaryCache) getCounts(ctx context.Context) (map[string]int, error) {
 	c.countMu.Lock()
 	defer c.countMu.Unlock()
+	if c.counts != nil && time.Since(c.countsAt) < c.countsFor {
+		return c.counts, nil
+	}
 	ttl := c.ttl
 	counter, ok := c.mgr.Store().(apcore.Counter)
 	if !ok {
 		ttl = max(ttl, countsFallbackTTL)
 	}
-	if c.counts != nil && time.Since(c.countsAt) < ttl {
-		return c.counts, nil
-	}
+	start := time.Now()
 	counts := make(map[string]int, len(states)+1)
 	if ok {
 		total := 0
@@ -148,7 +159,8 @@ func (c *summaryCache) getCounts(ctx context.Context) (map[string]int, error) {
 		}
 		counts["total"] = len(all)
 	}
-	c.counts, c.countsAt = counts, time.Now()
+	now := time.Now()
+	c.counts, c.countsAt, c.countsFor = counts, now, max(ttl, busyFactor*now.Sub(start))
 	return counts, nil
 }
 
@@ -165,7 +177,7 @@ func storeError(op string, err error) error {
 func (c *summaryCache) getChart(ctx context.Context) (chart, error) {
 	c.chartMu.Lock()
 	defer c.chartMu.Unlock()
-	if c.chart.Finished != nil && time.Since(c.chartAt) < c.chartTTL {
+	if c.chart.Finished != nil && time.Since(c.chartAt) < c.chartFor {
 		return c.chart, nil
 	}
 	now := time.Now()
@@ -173,7 +185,7 @@ func (c *summaryCache) getChart(ctx context.Context) (chart, error) {
 	if err != nil {
 		return chart{}, err
 	}
-	c.chart, c.chartAt = ch, now
+	c.chart, c.chartAt, c.chartFor = ch, now, max(c.chartTTL, busyFactor*time.Since(now))
 	return ch, nil
 }
 
