@@ -320,10 +320,17 @@ func (c *config) measureLists(ctx context.Context, mgr *apcore.TaskManager, r *s
 // warmup is how many submits go before the timed ones.
 func (c *config) warmup() int { return min(50, c.submits/10) }
 
+// submitEvery paces the measured submits: 500 a second, so that 2,000 of
+// them span four seconds, and the tasks run and their events go out
+// between them, as under a steady load, rather than in one burst of a few
+// milliseconds that no periodic work of the manager or the dashboard (the
+// event stream's poll of the store every 0.8 s) would overlap.
+const submitEvery = 2 * time.Millisecond
+
 // measureSubmits connects a client to GET /api/events, reading it all the
 // time, then submits c.warmup() no-op tasks, then c.submits of them, one
-// after the other, each timed, waits for them all to end, and keeps the
-// median and the 99th percentile.
+// after the other every submitEvery, each timed, waits for them all to
+// end, and keeps the median and the 99th percentile.
 func (c *config) measureSubmits(ctx context.Context, mgr *apcore.TaskManager, ended *atomic.Int64, r *sizeResult) error {
 	h, err := apcorehttp.NewHandler(mgr)
 	if err != nil {
@@ -365,7 +372,10 @@ func (c *config) measureSubmits(ctx context.Context, mgr *apcore.TaskManager, en
 	start := ended.Load()
 	runtime.GC()
 	took := make([]time.Duration, 0, c.submits)
+	tick := time.NewTicker(submitEvery)
+	defer tick.Stop()
 	for i := range c.warmup() + c.submits {
+		<-tick.C
 		began := time.Now()
 		if _, err := mgr.Submit(ctx, noopModule, map[string]any{"i": i}); err != nil {
 			return err
