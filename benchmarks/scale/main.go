@@ -21,7 +21,9 @@
 //   - ListPage of 100: oldest first, newest first, status completed, status
 //     pending; the median of -calls calls each;
 //   - Submit's median and 99th percentile while a client reads GET
-//     /api/events: -submits no-op tasks, one after the other;
+//     /api/events: -submits no-op tasks, one after the other, 500 a
+//     second (so that they run beside the manager's and the dashboard's
+//     periodic work, as under a steady load);
 //   - Reap of every expired record (all but the pending ones), in records
 //     per second; on Redis, the longest command in SLOWLOG from after the
 //     fill to the end of the Reap (slowlog-log-slower-than 1000 µs).
