@@ -25,9 +25,10 @@ type sizeResult struct {
 	fill    time.Duration // how long the fill took (not a figure of the table)
 	counted int           // records the store counted after the fill
 
-	pageTime  time.Duration // the first dashboard page: median of the runs
-	pageBytes int64
-	pageCalls []string // what the page fetched, with each request's time and size (last run)
+	pageTime     time.Duration // the first dashboard page: median of the runs
+	pageBytes    int64
+	pageAPIBytes int64    // of which the JSON API calls
+	pageCalls    []string // what the page fetched, with each request's time and size (last run)
 
 	lists []listResult
 
@@ -209,6 +210,7 @@ func (c *config) measurePage(ctx context.Context, mgr *apcore.TaskManager, r *si
 	type load struct {
 		took  time.Duration
 		bytes int64
+		api   int64 // the bytes of the API calls
 		calls []string
 	}
 	var loads []load
@@ -235,7 +237,11 @@ func (c *config) measurePage(ctx context.Context, mgr *apcore.TaskManager, r *si
 				if err != nil {
 					break
 				}
-				_, err = get(ctx, srv.URL+"/"+u, &l.bytes, &l.calls)
+				var body []byte
+				body, err = get(ctx, srv.URL+"/"+u, &l.bytes, &l.calls)
+				if strings.HasPrefix(u, "api/") {
+					l.api += int64(len(body))
+				}
 			}
 		}
 		l.took = time.Since(start)
@@ -247,7 +253,7 @@ func (c *config) measurePage(ctx context.Context, mgr *apcore.TaskManager, r *si
 	}
 	slices.SortFunc(loads, func(a, b load) int { return int(a.took - b.took) })
 	m := loads[len(loads)/2]
-	r.pageTime, r.pageBytes, r.pageCalls = m.took, m.bytes, m.calls
+	r.pageTime, r.pageBytes, r.pageAPIBytes, r.pageCalls = m.took, m.bytes, m.api, m.calls
 	c.logf("  %-8s %9d first page: %s in %v (%s)\n", "", r.n, byteSize(r.pageBytes), r.pageTime.Round(time.Microsecond), strings.Join(r.pageCalls, ", "))
 	return nil
 }

@@ -55,6 +55,7 @@ func rows(rep *report) []row {
 		}
 		add("first dashboard page, time", fmtDur(a.pageTime), fmtDur(b.pageTime), a.pageTime.Seconds(), b.pageTime.Seconds())
 		add("first dashboard page, bytes", byteSize(a.pageBytes), byteSize(b.pageBytes), float64(a.pageBytes), float64(b.pageBytes))
+		add("first dashboard page, bytes of its API calls", byteSize(a.pageAPIBytes), byteSize(b.pageAPIBytes), float64(a.pageAPIBytes), float64(b.pageAPIBytes))
 		for i := range a.lists {
 			add(a.lists[i].name, fmtDur(a.lists[i].took), fmtDur(b.lists[i].took), a.lists[i].took.Seconds(), b.lists[i].took.Seconds())
 		}
