@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/apcore-go/apcore"
+	"github.com/redis/go-redis/v9"
 )
 
 // Paged listing, batched sweeps and the unpaged lists, in bounded steps.
@@ -19,28 +20,34 @@ import (
 // (walkStep, gatherMax, heldStep, sweepStep): a listing or a sweep of any
 // size is many short calls from the client, never one long one. Each step
 // goes on from a position that survives the removal of records between
-// steps: a sequence number in the order index, or a member of the held
-// index (sorted by name).
+// steps: a sequence number in the order index, a member of the held index
+// (sorted by name), or a member of a terminal index and its score. The
+// scripts return ids and sequence numbers; the records are read by MGET,
+// which costs Redis a fraction of a GET from a script per record.
 //
-// A page of every record is one step: the order index's entries after the
-// cursor's sequence number, and their records. A page in one state reads
-// that state's records from the smallest index that has them: the held
-// index for pending and running (bounded by what runs and waits), the
-// terminal state's own index when it holds at most gatherMax records, and
-// otherwise the order index after the cursor, filtered by state, a step at
-// a time until the page is full (about Limit / share of that state entries).
+// A page of every record is one ZRANGE of the order index after the
+// cursor's sequence number, and one MGET of its records. A page in one
+// state reads that state's records from the smallest index that has them:
+// the held index for pending and running (bounded by what runs and
+// waits), the terminal state's own index when it holds at most gatherMax
+// records, and otherwise the order index after the cursor, filtered by
+// state, a step at a time until the page is full (about Limit / share of
+// that state entries).
 
 const (
-	// walkStep is how many entries of the order index one walk script
-	// looks at, at most.
-	walkStep = 2000
+	// walkStep is how many entries of the order index one step looks at,
+	// at most.
+	walkStep = 1000
 	// gatherMax is the largest terminal index that one gather script reads
 	// whole; a larger one is walked through the order index.
-	gatherMax = 2000
+	gatherMax = 1000
 	// heldStep is how many entries of the held index one step reads.
-	heldStep = 2000
+	heldStep = 1000
+	// expiredStep is how many entries of a terminal index one step of
+	// ListExpired reads.
+	expiredStep = 1000
 	// sweepStep is how many records one sweep script deletes, at most.
-	sweepStep = 250
+	sweepStep = 500
 	// sweepRescore is how many records of each terminal index scored +inf
 	// (written by an earlier version without a completed_at) one sweep
 	// script scores by their submitted_at, at most.
@@ -48,8 +55,12 @@ const (
 )
 
 // steps are the bounds of a Store's listing and sweep steps; 0 is the
-// constant's value.
-type steps struct{ walk, gather, held, sweep int }
+// constant's value. A test may set between, which ListExpired calls
+// between two steps with the last member it read.
+type steps struct {
+	walk, gather, held, expired, sweep int
+	between                            func(last string)
+}
 
 func orDefault(n, def int) int {
 	if n > 0 {
@@ -82,44 +93,69 @@ func parseCursor(c string) (string, error) {
 }
 
 // hit is a record found by a listing step: its id, its sequence number
-// and its JSON (nil when it was gone).
+// and, once read, its JSON (nil when it was gone).
 type hit struct {
 	id, seq string
 	rec     any
 }
 
-// hits reads a listing script's reply: the last sequence number looked at,
-// 1 if there is nothing after it, then id, sequence number, record for
-// each record found.
+// hits reads a listing script's reply: the last sequence number (or
+// member) looked at, 1 if there is nothing after it, then id and sequence
+// number of each record found.
 func hits(v any, err error) (out []hit, last string, ended bool, _ error) {
 	if err != nil {
 		return nil, "", false, err
 	}
 	a, ok := v.([]any)
-	if !ok || len(a) < 2 || (len(a)-2)%3 != 0 {
+	if !ok || len(a) < 2 || len(a)%2 != 0 {
 		return nil, "", false, fmt.Errorf("redisstore: unexpected reply %T from a listing script", v)
 	}
 	last, _ = a[0].(string)
 	n, _ := a[1].(int64)
-	for i := 2; i < len(a); i += 3 {
+	for i := 2; i < len(a); i += 2 {
 		id, _ := a[i].(string)
 		seq, _ := a[i+1].(string)
-		out = append(out, hit{id: id, seq: seq, rec: a[i+2]})
+		out = append(out, hit{id: id, seq: seq})
 	}
 	return out, last, n == 1, nil
 }
 
-// walk runs walkScript: up to want records of the order index after the
-// sequence number after ("" from the start; newest: before it, from the
-// end), looking at no more than walkStep entries. what is "all", a state,
-// or "expired" with bound, the exclusive upper bound of a terminal index's
-// score in microseconds.
-func (s *Store) walk(ctx context.Context, after string, newest bool, what, bound string, want int) ([]hit, string, bool, error) {
-	dir := "f"
-	if newest {
-		dir = "r"
+// walk returns up to want records of the order index after the sequence
+// number after ("" from the start; newest: before it, from the end), in
+// state what ("" for any), looking at no more than walkStep entries, the
+// last sequence number it looked at, and whether the index ends there.
+// Every record is one ZRANGE; a state is walkScript.
+func (s *Store) walk(ctx context.Context, after string, newest bool, what apcore.TaskStatus, want int) ([]hit, string, bool, error) {
+	if what != "" {
+		dir := "f"
+		if newest {
+			dir = "r"
+		}
+		return hits(walkScript.Run(ctx, s.rdb, s.anyKey, s.base, after, dir, string(what), want, orDefault(s.steps.walk, walkStep)).Result())
 	}
-	return hits(walkScript.Run(ctx, s.rdb, s.anyKey, s.base, after, dir, what, bound, want, orDefault(s.steps.walk, walkStep)).Result())
+	n := min(want, orDefault(s.steps.walk, walkStep))
+	r := redis.ZRangeArgs{Key: s.order, ByScore: true, Start: "-inf", Stop: "+inf", Count: int64(n), Rev: newest}
+	switch {
+	case after != "" && newest:
+		r.Start, r.Stop = "("+after, "-inf"
+	case after != "":
+		r.Start = "(" + after
+	case newest:
+		r.Start, r.Stop = "+inf", "-inf"
+	}
+	zs, err := s.rdb.ZRangeArgsWithScores(ctx, r).Result()
+	if err != nil {
+		return nil, "", false, err
+	}
+	out := make([]hit, len(zs))
+	for i, z := range zs {
+		id, _ := z.Member.(string)
+		out[i] = hit{id: id, seq: strconv.FormatInt(int64(z.Score), 10)}
+	}
+	if len(out) > 0 {
+		after = out[len(out)-1].seq
+	}
+	return out, after, len(out) < n, nil
 }
 
 // gather runs gatherScript: the records of terminal state st after the
@@ -219,12 +255,12 @@ func decode(out []apcore.TaskInfo, hs []hit, keep func(*apcore.TaskInfo) bool) (
 
 // ListPage returns one page of records in insertion order, or newest
 // first (apcore.Pager). Its cost follows the page: a page of every record
-// is one script that reads the order index after the cursor; a page in one
-// state reads the held index (pending, running), the state's own index
-// when it is small, or the order index after the cursor a bounded step at
-// a time until the page is full. The cursor is "s" and a sequence number:
-// a place in the insertion order, which the removal of any record leaves
-// where it is.
+// is one ZRANGE of the order index after the cursor and one MGET; a page
+// in one state reads the held index (pending, running), the state's own
+// index when it is small, or the order index after the cursor a bounded
+// step at a time until the page is full. The cursor is "s" and a sequence
+// number: a place in the insertion order, which the removal of any record
+// leaves where it is.
 func (s *Store) ListPage(ctx context.Context, opts apcore.ListOptions) (apcore.TaskPage, error) {
 	after, err := parseCursor(opts.After)
 	if err != nil {
@@ -248,42 +284,38 @@ func (s *Store) ListPage(ctx context.Context, opts apcore.ListOptions) (apcore.T
 			return apcore.TaskPage{}, err
 		}
 		found, complete = found[:min(len(found), limit+1)], true
-		if err := s.withRecords(ctx, found[:min(len(found), limit)]); err != nil {
-			return apcore.TaskPage{}, err
-		}
 	case opts.Status != "":
 		found, complete, err = s.gather(ctx, opts.Status, after, opts.Newest, limit+1)
 		if err != nil {
 			return apcore.TaskPage{}, unavailable("list a page", err)
 		}
 	}
-	if !complete {
-		what := "all"
-		if opts.Status != "" {
-			what = string(opts.Status)
+	// Each step asks for what the page still lacks, and one more, to tell
+	// whether a next page has any; it stops once the page is full, the
+	// last step having looked for that one more.
+	for cur := after; !complete && len(found) < limit; {
+		more, last, ended, err := s.walk(ctx, cur, opts.Newest, opts.Status, limit+1-len(found))
+		if err != nil {
+			return apcore.TaskPage{}, unavailable("list a page", err)
 		}
-		// Each step asks for what the page still lacks, and one more, to
-		// tell whether a next page has any; it stops once the page is
-		// full, the last step having looked for that one more.
-		for cur := after; len(found) < limit; {
-			more, last, ended, err := s.walk(ctx, cur, opts.Newest, what, "", limit+1-len(found))
-			if err != nil {
-				return apcore.TaskPage{}, unavailable("list a page", err)
-			}
-			found = append(found, more...)
-			if ended {
-				complete = true
-				break
-			}
-			cur = last
-		}
+		found = append(found, more...)
+		complete, cur = ended, last
 	}
 	page := apcore.TaskPage{}
-	if page.Tasks, err = decode(nil, found[:min(len(found), limit)], nil); err != nil {
-		return apcore.TaskPage{}, err
-	}
 	if len(found) > limit || (len(found) == limit && !complete) {
 		page.Next = cursorPrefix + found[limit-1].seq
+	}
+	found = found[:min(len(found), limit)]
+	if err := s.withRecords(ctx, found); err != nil {
+		return apcore.TaskPage{}, err
+	}
+	// A record read after its index entry may have changed state since,
+	// or gone: a page may then hold fewer records than the limit.
+	page.Tasks, err = decode(make([]apcore.TaskInfo, 0, len(found)), found, func(t *apcore.TaskInfo) bool {
+		return opts.Status == "" || t.Status == opts.Status
+	})
+	if err != nil {
+		return apcore.TaskPage{}, err
 	}
 	return page, nil
 }
@@ -331,111 +363,155 @@ func microsBound(t time.Time) string {
 // order index walkStep entries at a time. A record that changes state or
 // is deleted meanwhile may be left out.
 func (s *Store) List(ctx context.Context, status apcore.TaskStatus) ([]apcore.TaskInfo, error) {
+	if status != "" && !status.Valid() {
+		return nil, invalid(fmt.Sprintf("redisstore: unknown status %q", status))
+	}
+	var found []hit
+	var err error
 	switch {
 	case status == apcore.StatusPending || status == apcore.StatusRunning:
-		found, err := s.active(ctx, status, "", false)
-		if err != nil {
+		if found, err = s.active(ctx, status, "", false); err != nil {
 			return nil, err
 		}
-		if err := s.withRecords(ctx, found); err != nil {
-			return nil, err
-		}
-		return decode(make([]apcore.TaskInfo, 0, len(found)), found, func(t *apcore.TaskInfo) bool { return t.Status == status })
-	case status == "":
-		return s.listWalk(ctx, "all", "", nil)
-	case status.Valid():
-		found, ok, err := s.gather(ctx, status, "", false, orDefault(s.steps.gather, gatherMax)+1)
+	case status != "":
+		var whole bool
+		found, whole, err = s.gather(ctx, status, "", false, orDefault(s.steps.gather, gatherMax)+1)
 		if err != nil {
 			return nil, unavailable("list", err)
 		}
-		if ok {
-			return decode(make([]apcore.TaskInfo, 0, len(found)), found, nil)
+		if whole {
+			break
 		}
-		return s.listWalk(ctx, string(status), "", nil)
+		fallthrough
+	default:
+		for cur := ""; ; {
+			more, last, ended, err := s.walk(ctx, cur, false, status, orDefault(s.steps.walk, walkStep))
+			if err != nil {
+				return nil, unavailable("list", err)
+			}
+			found = append(found, more...)
+			if ended {
+				break
+			}
+			cur = last
+		}
 	}
-	return nil, invalid(fmt.Sprintf("redisstore: unknown status %q", status))
+	return s.read(ctx, found, func(t *apcore.TaskInfo) bool { return status == "" || t.Status == status })
+}
+
+// read reads and decodes the records of hs, a batch at a time, keeping
+// those keep accepts.
+func (s *Store) read(ctx context.Context, hs []hit, keep func(*apcore.TaskInfo) bool) ([]apcore.TaskInfo, error) {
+	out := make([]apcore.TaskInfo, 0, len(hs))
+	const batch = 1000
+	for start := 0; start < len(hs); start += batch {
+		chunk := hs[start:min(start+batch, len(hs))]
+		if err := s.withRecords(ctx, chunk); err != nil {
+			return nil, err
+		}
+		var err error
+		if out, err = decode(out, chunk, keep); err != nil {
+			return nil, err
+		}
+		for i := range chunk {
+			chunk[i].rec = nil // decoded: let it go
+		}
+	}
+	return out, nil
 }
 
 // ListExpired returns the terminal records whose CompletedAt is set and
-// strictly before before, in insertion order, walking the order index
-// walkStep entries at a time.
+// strictly before before, in insertion order. It reads each terminal
+// state's index by score, expiredStep entries at a time, up to the bound:
+// its cost follows the records it returns.
 func (s *Store) ListExpired(ctx context.Context, before time.Time) ([]apcore.TaskInfo, error) {
-	return s.listWalk(ctx, "expired", microsBound(before), func(t *apcore.TaskInfo) bool {
+	bound := microsBound(before)
+	var found []hit
+	for _, st := range []apcore.TaskStatus{apcore.StatusCompleted, apcore.StatusFailed, apcore.StatusCancelled} {
+		// Each step goes on after the last member read; when that member
+		// is gone, from its score on, leaving out those already read.
+		last, lastScore := "", ""
+		seen := map[string]bool{}
+		ties := 0 // how many read have lastScore
+		for {
+			v, err := expiredScript.Run(ctx, s.rdb, s.anyKey, s.base, string(st), last, lastScore, ties, bound,
+				orDefault(s.steps.expired, expiredStep)).Result()
+			a, ok := v.([]any)
+			if err == nil && (!ok || len(a) < 1 || (len(a)-1)%3 != 0) {
+				err = fmt.Errorf("redisstore: unexpected reply %T from the expired script", v)
+			}
+			if err != nil {
+				return nil, unavailable("list expired", err)
+			}
+			for i := 1; i < len(a); i += 3 {
+				id, _ := a[i].(string)
+				score, _ := a[i+1].(string)
+				seq, _ := a[i+2].(string)
+				last = id
+				if seen[id] {
+					continue
+				}
+				seen[id] = true
+				if score == lastScore {
+					ties++
+				} else {
+					lastScore, ties = score, 1
+				}
+				if seq != "" {
+					found = append(found, hit{id: id, seq: seq})
+				}
+			}
+			if n, _ := a[0].(int64); n == 1 {
+				break
+			}
+			if s.steps.between != nil {
+				s.steps.between(last)
+			}
+		}
+	}
+	slices.SortFunc(found, func(a, b hit) int {
+		x, _ := strconv.ParseInt(a.seq, 10, 64)
+		y, _ := strconv.ParseInt(b.seq, 10, 64)
+		return cmp.Compare(x, y)
+	})
+	return s.read(ctx, found, func(t *apcore.TaskInfo) bool {
 		return t.Status.IsTerminal() && !t.CompletedAt.IsZero() && t.CompletedAt.Before(before)
 	})
 }
 
-// listWalk walks the whole order index (see walk) and decodes what it
-// finds.
-func (s *Store) listWalk(ctx context.Context, what, bound string, keep func(*apcore.TaskInfo) bool) ([]apcore.TaskInfo, error) {
-	var out []apcore.TaskInfo
-	for cur := ""; ; {
-		found, last, ended, err := s.walk(ctx, cur, false, what, bound, orDefault(s.steps.walk, walkStep))
-		if err != nil {
-			return nil, unavailable("list", err)
-		}
-		if out, err = decode(out, found, keep); err != nil {
-			return nil, err
-		}
-		if ended {
-			return out, nil
-		}
-		cur = last
-	}
-}
-
-// walkScript walks the order index. ARGV: prefix, the sequence number to
-// go on after ("" from the start), "f" (forwards) or "r" (from the end
-// backwards), what ("all", a state, or "expired"), for "expired" the
-// exclusive bound of the terminal index's score, how many records to find,
-// the most entries to look at. Returns the last sequence number looked at,
-// 1 if the index has nothing after it (0 otherwise), then id, sequence
-// number and record of each record found.
+// walkScript walks the order index for the records in one state. ARGV:
+// prefix, the sequence number to go on after ("" from the start), "f"
+// (forwards) or "r" (from the end backwards), the state, how many records
+// to find, the most entries to look at. Returns the last sequence number
+// looked at, 1 if the index has nothing after it (0 otherwise), then id
+// and sequence number of each record found.
 var walkScript = script(`
-local after, dir, what, bound = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
-local want, budget = tonumber(ARGV[6]), tonumber(ARGV[7])
-local out = {after, 0}
-local looked, found = 0, 0
-while found < want and looked < budget do
-  local n = budget - looked
-  if what == 'all' then n = math.min(n, want - found) end
-  local r
-  if dir == 'r' then
-    r = redis.call('ZRANGE', K_ORDER, after == '' and '+inf' or '(' .. after, '-inf', 'BYSCORE', 'REV', 'LIMIT', 0, n, 'WITHSCORES')
-  else
-    r = redis.call('ZRANGE', K_ORDER, after == '' and '-inf' or '(' .. after, '+inf', 'BYSCORE', 'LIMIT', 0, n, 'WITHSCORES')
-  end
-  local ids = {}
-  for i = 1, #r, 2 do ids[#ids + 1] = r[i] end
-  local metas = {}
-  if what ~= 'all' and #ids > 0 then metas = redis.call('HMGET', K_META, unpack(ids)) end
-  local j = 0
-  while j < #ids and found < want do
-    j = j + 1
-    local id = ids[j]
-    after = r[2 * j]
-    local ok = what == 'all'
-    if not ok then
-      local m = parse(metas[j])
-      if m and what == 'expired' then
-        local k = done(m.st)
-        local sc = k and tonumber(redis.call('ZSCORE', k, id) or '')
-        ok = sc ~= nil and sc < bound
-      elseif m then
-        ok = m.st == what
-      end
-    end
-    if ok then
-      found = found + 1
-      out[#out + 1] = id
-      out[#out + 1] = after
-      out[#out + 1] = redis.call('GET', base .. id)
-    end
-  end
-  looked = looked + j
-  if #ids < n and j == #ids then out[2] = 1 break end
+local after, dir, st = ARGV[2], ARGV[3], ARGV[4]
+local want, budget = tonumber(ARGV[5]), tonumber(ARGV[6])
+local r
+if dir == 'r' then
+  r = redis.call('ZRANGE', K_ORDER, after == '' and '+inf' or '(' .. after, '-inf', 'BYSCORE', 'REV', 'LIMIT', 0, budget, 'WITHSCORES')
+else
+  r = redis.call('ZRANGE', K_ORDER, after == '' and '-inf' or '(' .. after, '+inf', 'BYSCORE', 'LIMIT', 0, budget, 'WITHSCORES')
 end
-out[1] = after
+local out = {after, 0}
+local n = #r / 2
+if n == 0 then out[2] = 1 return out end
+local ids = {}
+for i = 1, n do ids[i] = r[2 * i - 1] end
+local metas = redis.call('HMGET', K_META, unpack(ids))
+local found, j = 0, 0
+while j < n and found < want do
+  j = j + 1
+  local m = metas[j]
+  if m and string.sub(m, 1, #st + 1) == st .. '|' then
+    found = found + 1
+    out[#out + 1] = ids[j]
+    out[#out + 1] = r[2 * j]
+  end
+end
+out[1] = r[2 * j]
+if j == n and n < budget then out[2] = 1 end
 return out
 `)
 
@@ -451,17 +527,16 @@ local k = done(st)
 if not k then return redis.error_reply('not a terminal state: ' .. st) end
 if redis.call('ZCARD', k) > most then return -1 end
 local ids = redis.call('ZRANGE', k, 0, -1)
+local out = {'', 1}
+if #ids == 0 then return out end
 local found = {}
-for i = 1, #ids, 1000 do
-  local chunk = {unpack(ids, i, math.min(i + 999, #ids))}
-  local metas = redis.call('HMGET', K_META, unpack(chunk))
-  for j, id in ipairs(chunk) do
-    local m = parse(metas[j])
-    if m and m.st == st then
-      local seq = tonumber(m.seq)
-      if not after or (dir == 'r' and seq < after) or (dir ~= 'r' and seq > after) then
-        found[#found + 1] = {id, seq, m.seq}
-      end
+local metas = redis.call('HMGET', K_META, unpack(ids))
+for j, id in ipairs(ids) do
+  local m = parse(metas[j])
+  if m and m.st == st then
+    local seq = tonumber(m.seq)
+    if not after or (dir == 'r' and seq < after) or (dir ~= 'r' and seq > after) then
+      found[#found + 1] = {id, seq, m.seq}
     end
   end
 end
@@ -470,12 +545,9 @@ if dir == 'r' then
 else
   table.sort(found, function(a, b) return a[2] < b[2] end)
 end
-local out = {'', 1}
 for i = 1, math.min(want, #found) do
-  local f = found[i]
-  out[#out + 1] = f[1]
-  out[#out + 1] = f[3]
-  out[#out + 1] = redis.call('GET', base .. f[1])
+  out[#out + 1] = found[i][1]
+  out[#out + 1] = found[i][3]
 end
 return out
 `)
@@ -483,7 +555,7 @@ return out
 // heldScript reads one step of the held index (by name). ARGV: prefix, an
 // active state, the member to go on after ("" from the start), how many
 // entries to read. Returns walkScript's reply, with the last member read in
-// place of a sequence number, and no records (false).
+// place of a sequence number.
 var heldScript = script(`
 local st, last, n = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local r = redis.call('ZRANGE', K_HELD, last == '' and '-' or '(' .. last, '+', 'BYLEX', 'LIMIT', 0, n)
@@ -499,8 +571,46 @@ for i, id in ipairs(ids) do
   if m and m.st == st then
     out[#out + 1] = id
     out[#out + 1] = m.seq
-    out[#out + 1] = false
   end
+end
+return out
+`)
+
+// expiredScript reads one step of a terminal state's index by score, up
+// to a bound. ARGV: prefix, the state, the member to go on after ("" from
+// the start), its score, how many members read have that score, the
+// exclusive bound of the score in microseconds, how many entries to read.
+// When the member is gone, it reads on from its score, as many more as
+// were read with that score (the caller leaves those out again). Returns
+// 1 when the index has no more entries below the bound (0 otherwise), then
+// id, score and sequence number ("" without one) of each entry read.
+var expiredScript = script(`
+local k, last, lastScore, ties, bound, n = done(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local r
+local rank = last ~= '' and redis.call('ZRANK', k, last)
+if last == '' then
+  r = redis.call('ZRANGE', k, '-inf', '(' .. ARGV[6], 'BYSCORE', 'LIMIT', 0, n, 'WITHSCORES')
+elseif rank then
+  r = redis.call('ZRANGE', k, rank + 1, rank + n, 'WITHSCORES')
+else
+  n = n + ties
+  r = redis.call('ZRANGE', k, lastScore, '(' .. ARGV[6], 'BYSCORE', 'LIMIT', 0, n, 'WITHSCORES')
+end
+local out = {0}
+local ids = {}
+local m = #r / 2
+for i = 1, m do
+  local sc = r[2 * i]
+  if sc ~= '-inf' and (sc == 'inf' or not (tonumber(sc) < bound)) then out[1] = 1 break end
+  ids[#ids + 1] = r[2 * i - 1]
+end
+if m < n then out[1] = 1 end
+if #ids == 0 then out[1] = 1 return out end
+local seqs = redis.call('ZMSCORE', K_ORDER, unpack(ids))
+for i, id in ipairs(ids) do
+  out[#out + 1] = id
+  out[#out + 1] = r[2 * i]
+  out[#out + 1] = seqs[i] or ''
 end
 return out
 `)
@@ -508,7 +618,8 @@ return out
 // sweepScript deletes expired terminal records. ARGV: prefix, the
 // exclusive bound of the reference time in microseconds, the most records
 // to delete, the most records of each terminal index scored +inf to score
-// anew. Returns how many records it deleted.
+// anew. Returns how many records it deleted: how many it took out of the
+// terminal indexes, in which a record is once.
 //
 // Terminal records are scored by their reference time: completed_at, or
 // submitted_at without one (-inf for a zero submitted_at). Earlier versions
@@ -534,13 +645,14 @@ local n = 0
 for _, st in ipairs(states) do
   if n >= want then break end
   local k = done(st)
-  for _, id in ipairs(redis.call('ZRANGE', k, '-inf', '(' .. bound, 'BYSCORE', 'LIMIT', 0, want - n)) do
-    if redis.call('ZREM', k, id) == 1 then
-      n = n + 1
-      redis.call('DEL', base .. id)
-      redis.call('HDEL', K_META, id)
-      redis.call('ZREM', K_ORDER, id)
-    end
+  local ids = redis.call('ZRANGE', k, '-inf', '(' .. bound, 'BYSCORE', 'LIMIT', 0, want - n)
+  if #ids > 0 then
+    n = n + redis.call('ZREM', k, unpack(ids))
+    local keys = {}
+    for i, id in ipairs(ids) do keys[i] = base .. id end
+    redis.call('DEL', unpack(keys))
+    redis.call('HDEL', K_META, unpack(ids))
+    redis.call('ZREM', K_ORDER, unpack(ids))
   end
 end
 return n

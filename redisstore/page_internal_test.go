@@ -22,7 +22,7 @@ import (
 // must be what the records say.
 func TestListingInSmallSteps(t *testing.T) {
 	s, _ := internalStore(t, "steps")
-	s.steps = steps{walk: 3, gather: 4, held: 2, sweep: 2}
+	s.steps = steps{walk: 3, gather: 4, held: 2, expired: 2, sweep: 2}
 	ctx := context.Background()
 	base := time.Unix(1_700_000_000, 0)
 	_, err := s.Renew(ctx, apcore.LeaseRequest{Owner: "o", Expires: time.Now().Add(time.Hour), Create: true})
@@ -160,5 +160,58 @@ func TestSweepScoresOldEntriesAnew(t *testing.T) {
 		}
 		require.NoError(t, err)
 		assert.Equal(t, want, got, key)
+	}
+}
+
+// TestListExpiredGoesOnAfterARemovedMember removes, between two steps of
+// ListExpired, the last member a step read: the next step goes on from its
+// score, and neither repeats nor skips a record, among records that share
+// their completed_at (ties in the index) too.
+func TestListExpiredGoesOnAfterARemovedMember(t *testing.T) {
+	s, _ := internalStore(t, "expired")
+	ctx := context.Background()
+	at := time.Unix(1_700_000_000, 0)
+	var want []string
+	for i := range 9 {
+		info := apcore.TaskInfo{TaskID: fmt.Sprintf("e%d", 9-i), ModuleID: "m", Status: apcore.StatusCompleted,
+			SubmittedAt: at, CompletedAt: at.Add(time.Duration(i/4) * time.Second)} // ties of four
+		require.NoError(t, s.Save(ctx, info))
+		want = append(want, info.TaskID)
+	}
+	for _, step := range []int{1, 2, 3, 5} {
+		t.Run(fmt.Sprint(step), func(t *testing.T) {
+			removed := map[string]bool{}
+			s.steps = steps{expired: step, between: func(last string) {
+				if len(removed) < 3 && !removed[last] {
+					removed[last] = true
+					require.NoError(t, s.Delete(ctx, last))
+				}
+			}}
+			got, err := s.ListExpired(ctx, at.Add(time.Hour))
+			require.NoError(t, err)
+			var left []string
+			for _, id := range want {
+				if !removed[id] {
+					left = append(left, id)
+				}
+			}
+			var ids []string
+			for _, g := range got {
+				ids = append(ids, g.TaskID)
+			}
+			assert.Equal(t, left, ids)
+			assert.NotEmpty(t, removed)
+			for id := range removed { // back for the next step size
+				i := slices.Index(want, id)
+				require.NoError(t, s.Save(ctx, apcore.TaskInfo{TaskID: id, ModuleID: "m", Status: apcore.StatusCompleted,
+					SubmittedAt: at, CompletedAt: at.Add(time.Duration(i/4) * time.Second)}))
+			}
+			want = want[:0]
+			all, err := s.List(ctx, "")
+			require.NoError(t, err)
+			for _, a := range all {
+				want = append(want, a.TaskID)
+			}
+		})
 	}
 }
