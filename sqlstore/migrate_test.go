@@ -4,7 +4,9 @@ import (
 	"database/sql"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/apcore-go/apcore"
 	"github.com/apcore-go/apcore/sqlstore"
@@ -38,8 +40,46 @@ retry_count INTEGER NOT NULL DEFAULT 0, max_retries INTEGER NOT NULL DEFAULT 0)`
 			_, err := db.Exec(q, fmt.Sprintf("old-%d", i))
 			require.NoError(t, err)
 		}
+		// The previous version's index on completed_at, which the sweep
+		// index replaces.
+		_, err = db.Exec(fmt.Sprintf("CREATE INDEX %s_expiry ON %s (completed_at) WHERE status IN ('completed', 'failed', 'cancelled') AND completed_at IS NOT NULL", table, table))
+		require.NoError(t, err)
 		s, err := sqlstore.New(ctx(t), db, dialect, sqlstore.WithTable(table))
 		require.NoError(t, err)
+		indexes := func() []string {
+			q := "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND name NOT LIKE 'sqlite_autoindex%' ORDER BY name"
+			if dialect == sqlstore.PostgreSQL {
+				q = "SELECT indexname FROM pg_indexes WHERE tablename = $1 AND indexname NOT LIKE '%pkey' AND indexname NOT LIKE '%key' ORDER BY indexname"
+			}
+			rows, err := db.Query(q, table)
+			require.NoError(t, err)
+			defer rows.Close()
+			var names []string
+			for rows.Next() {
+				var name string
+				require.NoError(t, rows.Scan(&name))
+				names = append(names, strings.TrimPrefix(name, table+"_"))
+			}
+			require.NoError(t, rows.Err())
+			return names
+		}
+		assert.Equal(t, []string{"claim", "claim_module", "status_seq", "sweep"}, indexes(), "the indexes made, the expiry index dropped")
+		// The old records page and sweep: old-2 (completed, no completed_at)
+		// goes by its submitted_at.
+		page, err := s.ListPage(ctx(t), apcore.ListOptions{Limit: 3})
+		require.NoError(t, err)
+		require.Len(t, page.Tasks, 3)
+		assert.Equal(t, "old-0", page.Tasks[0].TaskID)
+		page, err = s.ListPage(ctx(t), apcore.ListOptions{Limit: 3, After: page.Next})
+		require.NoError(t, err)
+		assert.Equal(t, []string{"old-3", "old-4"}, []string{page.Tasks[0].TaskID, page.Tasks[1].TaskID})
+		swept, err := s.Sweep(ctx(t), apcore.SweepRequest{Before: time.Unix(2, 0), Limit: 10})
+		require.NoError(t, err)
+		assert.Equal(t, 2, swept, "old-2 and old-3 expired")
+		_, err = s.Get(ctx(t), "old-2")
+		require.ErrorIs(t, err, apcore.ErrTaskNotFound)
+		require.NoError(t, s.Save(ctx(t), apcore.TaskInfo{TaskID: "old-2", ModuleID: "a.b", Status: apcore.StatusCompleted,
+			SubmittedAt: time.Unix(1, 0), Result: map[string]any{"n": 1.0}}))
 		n, err := s.Count(ctx(t), apcore.StatusPending, apcore.StatusRunning)
 		require.NoError(t, err)
 		assert.Equal(t, 3, n, "the count starts from the active records there")

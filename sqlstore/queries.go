@@ -2,6 +2,8 @@ package sqlstore
 
 import (
 	"fmt"
+	"math"
+	"strconv"
 	"strings"
 )
 
@@ -41,6 +43,9 @@ type queries struct {
 	// insertShared is PostgreSQL's Insert when the slot's room is used up
 	// (see admitFunction); insert then checks one slot.
 	insertShared string
+	// The pages of ListPage: every record or one state's (pageStatus*),
+	// in insertion order (*Up) or newest first (*Down); and Sweep's batch.
+	pageUp, pageDown, pageStatusUp, pageStatusDown, sweep string
 }
 
 func (s *Store) buildQueries() queries {
@@ -52,14 +57,22 @@ func (s *Store) buildQueries() queries {
 		upsert: fmt.Sprintf("INSERT INTO %s (%s) VALUES (%s)\nON CONFLICT (task_id) DO UPDATE SET %s",
 			t, info, s.phs(1, len(infoColumns)), excluded(infoColumns[1:])),
 		// the from states follow as arguments 14 and on (see SaveIf)
-		saveIf:      fmt.Sprintf("UPDATE %s SET %s WHERE task_id = %s AND status IN (", t, s.sets(infoColumns[1:], 1), s.ph(13)),
-		get:         fmt.Sprintf("SELECT %s FROM %s WHERE task_id = %s", info, t, s.ph(1)),
-		list:        fmt.Sprintf("SELECT %s FROM %s ORDER BY seq", info, t),
-		listStatus:  fmt.Sprintf("SELECT %s FROM %s WHERE status = %s ORDER BY seq", info, t, s.ph(1)),
-		listExpired: fmt.Sprintf("SELECT %s FROM %s WHERE %s AND completed_at IS NOT NULL AND completed_at < %s ORDER BY seq", info, t, terminalIn, s.ph(1)),
-		del:         fmt.Sprintf("DELETE FROM %s WHERE task_id = %s", t, s.ph(1)),
-		count:       fmt.Sprintf("SELECT count(*) FROM %s", t),
-		countActive: fmt.Sprintf("SELECT active FROM %s WHERE id = 1", s.counter()),
+		saveIf: fmt.Sprintf("UPDATE %s SET %s WHERE task_id = %s AND status IN (", t, s.sets(infoColumns[1:], 1), s.ph(13)),
+		get:    fmt.Sprintf("SELECT %s FROM %s WHERE task_id = %s", info, t, s.ph(1)),
+		list:   fmt.Sprintf("SELECT %s FROM %s ORDER BY seq", info, t),
+		// the state follows as a constant (see List)
+		listStatus: fmt.Sprintf("SELECT %s FROM %s WHERE status = ", info, t),
+		// ListExpired's time follows as a constant (see listExpiredQuery).
+		listExpired: fmt.Sprintf("SELECT %s FROM %s WHERE %s AND completed_at IS NOT NULL AND %s < ", info, t, terminalIn, expiresAt),
+		// A page reads one row more than asked, to know whether another
+		// page follows (see ListPage).
+		pageUp:         fmt.Sprintf("SELECT seq, %s FROM %s WHERE seq > %s ORDER BY seq LIMIT %s", info, t, s.ph(1), s.ph(2)),
+		pageDown:       fmt.Sprintf("SELECT seq, %s FROM %s WHERE seq < %s ORDER BY seq DESC LIMIT %s", info, t, s.ph(1), s.ph(2)),
+		pageStatusUp:   fmt.Sprintf("SELECT seq, %s FROM %s WHERE status = %s AND seq > %s ORDER BY seq LIMIT %s", info, t, s.ph(1), s.ph(2), s.ph(3)),
+		pageStatusDown: fmt.Sprintf("SELECT seq, %s FROM %s WHERE status = %s AND seq < %s ORDER BY seq DESC LIMIT %s", info, t, s.ph(1), s.ph(2), s.ph(3)),
+		del:            fmt.Sprintf("DELETE FROM %s WHERE task_id = %s", t, s.ph(1)),
+		count:          fmt.Sprintf("SELECT count(*) FROM %s", t),
+		countActive:    fmt.Sprintf("SELECT active FROM %s WHERE id = 1", s.counter()),
 
 		// Update: twelve record columns after task_id, owner, not_before;
 		// then task_id and the holder.
@@ -97,6 +110,20 @@ ORDER BY seq`, info, t, activeIn, s.ph(1), s.ph(2), s.leases(), s.ph(3), s.ph(4)
 		// one's trigger raised (READ COMMITTED re-checks the row's new
 		// version). When it has none, insertShared shares the cap anew.
 		cols, vals := strings.Join(append(all, "slot"), ", "), strings.Join(casts, ", ")
+		// A page of one state is bounded by two row comparisons on the
+		// (status, seq) index's columns, (status, seq) after ($1, $2) and
+		// before ($1, the end), and ordered by both: the same records as
+		// status = $1 AND seq > $2, but the status is then no constant
+		// that the planner drops from the order, so only that index gives
+		// the order without sorting every record of the state, and both
+		// bounds position its scan. Written with status = $1, the plan
+		// PostgreSQL caches for a prepared statement (any status) walks
+		// the primary key and filters by status: the whole table, for a
+		// page of a rare state.
+		q.pageStatusUp = fmt.Sprintf("SELECT seq, %s FROM %s WHERE (status, seq) > ($1, $2) AND (status, seq) < ($1, %d) ORDER BY status, seq LIMIT $3",
+			info, t, int64(math.MaxInt64))
+		q.pageStatusDown = fmt.Sprintf("SELECT seq, %s FROM %s WHERE (status, seq) < ($1, $2) AND (status, seq) > ($1, 0) ORDER BY status DESC, seq DESC LIMIT $3",
+			info, t)
 		q.insert = fmt.Sprintf("WITH gate AS (SELECT id FROM %s WHERE id = $%d AND active < cap AND lim = $%d FOR UPDATE)\nINSERT INTO %s (%s) SELECT %s, gate.id FROM gate",
 			s.slots(), len(all)+2, len(all)+1, t, cols, vals)
 		q.insertShared = fmt.Sprintf("INSERT INTO %s (%s) SELECT %s, a.id FROM (SELECT %s($%d) AS id) AS a WHERE a.id IS NOT NULL",
@@ -117,7 +144,18 @@ RETURNING %s.%s`, t, due, s.leases(), t, claimSet, t, claimable, t, strings.Repl
 		// The module ids are a text array ($5): = ANY keeps the condition
 		// on the column itself, which the claim_module index serves.
 		q.claimIn = claim(due + " AND module_id = ANY($5)")
-		q.lost = fmt.Sprintf("SELECT task_id FROM %s WHERE task_id = ANY($1) AND %s AND owner = $2", t, activeIn)
+		// The status condition is on an expression (status || ''), which
+		// no index serves: the unique task_id index is the only way in,
+		// one lookup per id. Written on the column, the planner took the
+		// (status, seq) index over the active records and filtered them by
+		// id, reading every active record's index entries, dead ones
+		// included, at each call (issue #17).
+		q.lost = fmt.Sprintf("SELECT task_id FROM %s WHERE task_id = ANY($1) AND (status || '') IN ('pending', 'running') AND owner = $2", t)
+		// The batch is picked (and locked, skipping what a racing sweeper
+		// holds) in the sub-select, through the sweep index, and deleted by
+		// primary key: RowsAffected counts what this statement deleted.
+		q.sweep = fmt.Sprintf(`DELETE FROM %s WHERE seq = ANY(ARRAY(SELECT seq FROM %s WHERE %s AND %s < $1 LIMIT $2 FOR UPDATE SKIP LOCKED))`,
+			t, t, terminalIn, expiresAt)
 		// One statement: the lapsed leases it deletes, and the owners with
 		// no lease at all (as of its snapshot; a lease made since holds
 		// no record this statement can see).
@@ -153,10 +191,27 @@ RETURNING %s`, t, claimSet, t, due, s.leases(), stored)
 		// task_id index: one lookup per id.
 		q.lost = fmt.Sprintf("SELECT task_id FROM %s WHERE task_id IN (SELECT value FROM json_each(?)) AND +%s AND owner = ?", t, activeIn)
 		q.deleteLapsed = fmt.Sprintf("DELETE FROM %s WHERE expires_at < ?", s.leases())
+		// One writer at a time: the batch the sub-select picks is what
+		// the DELETE deletes. INDEXED BY holds SQLite's planner to the
+		// sweep index, which without statistics prefers the (status, seq)
+		// index: every terminal record read for a batch of the expired.
+		q.sweep = fmt.Sprintf("DELETE FROM %s WHERE seq IN (SELECT seq FROM %s INDEXED BY %s_sweep WHERE %s AND %s < ? LIMIT ?)",
+			t, t, t, terminalIn, expiresAt)
+		q.listExpired = fmt.Sprintf("SELECT %s FROM %s INDEXED BY %s_sweep WHERE %s AND completed_at IS NOT NULL AND %s < ", info, t, t, terminalIn, expiresAt)
 		q.recover = fmt.Sprintf(`UPDATE %s SET %s
 WHERE %s AND owner <> '' AND NOT EXISTS (SELECT 1 FROM %s l WHERE l.owner = %s.owner)`, t, abandon(1), activeIn, s.leases(), t)
 	}
 	return q
+}
+
+// listExpiredQuery is ListExpired's query for a time in Unix microseconds.
+// The condition on expiresAt (which is completed_at when that is set) lets
+// the sweep index serve it. The time is written into the query as a
+// constant: the plan PostgreSQL caches for a prepared statement, the time
+// unknown, reads the whole table by the primary key (for the order)
+// however few records expired.
+func (s *Store) listExpiredQuery(before int64) string {
+	return s.q.listExpired + strconv.FormatInt(before, 10) + " ORDER BY seq"
 }
 
 // excluded returns "col = excluded.col, ..." for an upsert.

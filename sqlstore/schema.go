@@ -15,6 +15,13 @@ const (
 	// claimable is the condition of a record that Claim may take, and the
 	// predicate of the partial index that serves it.
 	claimable = "status = 'pending' AND resumable = 1 AND owner = ''"
+	// expiresAt is a terminal record's reference time for Sweep and
+	// ListExpired: completed_at, or submitted_at when it is unset, or
+	// when both are unset the zero time.Time's (in Unix microseconds), as
+	// the manager reads a record with neither time. The sweep index is on
+	// this very expression, which a query must spell the same way for the
+	// index to serve it.
+	expiresAt = "COALESCE(completed_at, submitted_at, -62135596800000000)"
 )
 
 // The names of what New creates beside the table: the leases; on SQLite
@@ -98,12 +105,17 @@ func (s *Store) createTable() []string {
 	}
 }
 
-// indexes returns the CREATE INDEX statements, made after the columns exist.
+// indexes returns the CREATE INDEX statements, made after the columns
+// exist (on a table an older version made too), and the DROP INDEX of the
+// one they replace: <table>_expiry, on completed_at over terminal records,
+// which the sweep index on expiresAt over them serves as well (and Sweep
+// too), so that a record's end writes one index entry fewer.
 func (s *Store) indexes() []string {
 	t := s.table
 	return []string{
 		fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s_status_seq ON %s (status, seq)", t, t),
-		fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s_expiry ON %s (completed_at) WHERE %s AND completed_at IS NOT NULL", t, t, terminalIn),
+		fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s_sweep ON %s ((%s)) WHERE %s", t, t, expiresAt, terminalIn),
+		fmt.Sprintf("DROP INDEX IF EXISTS %s_expiry", t),
 		fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s_claim ON %s (seq) WHERE %s", t, t, claimable),
 		fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s_claim_module ON %s (module_id, seq) WHERE %s", t, t, claimable),
 	}
@@ -229,8 +241,32 @@ func (s *Store) migrate(ctx context.Context) error {
 				return err
 			}
 		}
+		if err := s.ensureStatistics(ctx, tx); err != nil {
+			return err
+		}
 		return s.ensureTriggers(ctx, tx)
 	})
+}
+
+// ensureStatistics creates, on PostgreSQL 14 and later, statistics on
+// expiresAt (<table>_expires; ANALYZE and autovacuum fill them). The
+// planner keeps no statistics of a partial index's expression, such as the
+// sweep index's, and without them guesses that a third of the table
+// expired at any time: ListExpired then read the whole table by the
+// primary key, for its order, however few records had expired.
+func (s *Store) ensureStatistics(ctx context.Context, tx execer) error {
+	if s.dialect != PostgreSQL {
+		return nil
+	}
+	var version int
+	if err := tx.QueryRowContext(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
+		return err
+	}
+	if version < 140000 { // statistics on an expression came with 14
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, fmt.Sprintf("CREATE STATISTICS IF NOT EXISTS %s_expires ON (%s) FROM %s", s.table, expiresAt, s.table))
+	return err
 }
 
 // existingColumns returns the table's columns and their types.

@@ -2,7 +2,7 @@
 // PostgreSQL: task records that survive restarts and that several managers
 // (several replicas of a service) share as one task manager. It implements
 // apcore.SharedStore, apcore.Counter, apcore.ConditionalSaver,
-// apcore.Remover and apcore.JSONStore.
+// apcore.Remover, apcore.JSONStore, apcore.Pager and apcore.Sweeper.
 //
 // Pick a driver and open the database as usual, then hand it to New:
 //
@@ -37,14 +37,37 @@
 // result column turned into TEXT (one rewrite of the table, once). All
 // replicas of a table should run one version of this package.
 //
-// Indexes: (status, seq) serves List by state and the scans of active
-// records (Recover, Orphans); a partial index on completed_at over
-// terminal records serves ListExpired; a partial index on seq over the
-// claimable records (pending, resumable, held by no one) serves Claim, and
-// one on (module_id, seq) over them a Claim limited to some modules, when
-// their tasks are few among the claimable ones (the planner picks); the
-// unique task_id index serves Get, Update, Lost and Remove. Times are Unix
-// microseconds.
+// Indexes: the primary key (seq) serves ListPage; (status, seq) serves List
+// by state, ListPage by state, Count by state and the scans of active
+// records (Recover, Orphans); a partial index on the reference time,
+// COALESCE(completed_at, submitted_at, the zero time), over terminal
+// records (<table>_sweep) serves Sweep and ListExpired; a partial index on
+// seq over the claimable records (pending, resumable, held by no one)
+// serves Claim, and one on (module_id, seq) over them a Claim limited to
+// some modules, when their tasks are few among the claimable ones (the
+// planner picks); the unique task_id index serves Get, SaveIf, Update,
+// Lost and Remove. Each of these queries costs what it reads or writes, not
+// what the table keeps: at a million records each uses its index under
+// the plan PostgreSQL makes for the values given and under the one it
+// caches for a prepared statement (the tests check both). New creates the
+// indexes a table made by an older version lacks, and drops that version's
+// <table>_expiry index (on completed_at), which the sweep index replaces;
+// CREATE INDEX blocks the table's writes while it runs (seconds at a
+// million records), and on PostgreSQL 14 and later New creates statistics
+// on the reference time (<table>_expires), which the planner keeps for no
+// partial index. Times are Unix microseconds.
+//
+// # Pages and sweeps
+//
+// ListPage reads one page, Limit+1 rows, after (or, newest first, before)
+// the seq that its cursor names: "s." and that number. A cursor is a place
+// in the insertion order whatever the filter, and stays one when the
+// record it names is deleted. Sweep deletes a batch of expired terminal
+// records in one DELETE that picks them through the sweep index, on
+// PostgreSQL locking them FOR UPDATE SKIP LOCKED so that racing sweepers
+// take different records; it reports the rows that DELETE deleted. The
+// count of active records is untouched: its triggers fire for active rows
+// only.
 //
 // # Admission, leases, claims and fencing
 //
@@ -176,7 +199,8 @@ func WithTable(name string) Option { return func(c *config) { c.table = name } }
 
 // Store is an apcore.TaskStore in a SQL table. It implements
 // apcore.SharedStore, apcore.Counter, apcore.ConditionalSaver,
-// apcore.Remover and apcore.JSONStore. It is safe for concurrent use.
+// apcore.Remover, apcore.JSONStore, apcore.Pager and apcore.Sweeper. It is
+// safe for concurrent use.
 type Store struct {
 	db      *sql.DB
 	dialect Dialect
@@ -194,6 +218,7 @@ type Store struct {
 type stmts struct {
 	insert, update, saveIfActive, get, del, countActive, lost, claim, claimAny, renew, renewCreate *sql.Stmt
 	insertShared, claimIn, claimAnyIn                                                              *sql.Stmt
+	pageUp, pageDown, pageStatusUp, pageStatusDown, sweep                                          *sql.Stmt
 }
 
 var (
@@ -252,6 +277,8 @@ func (s *Store) prepare(ctx context.Context) error {
 		{&s.st.lost, s.q.lost}, {&s.st.claim, s.q.claim}, {&s.st.renew, s.q.renew}, {&s.st.renewCreate, s.q.renewCreate},
 		{&s.st.claimAny, s.q.claimAny}, {&s.st.insertShared, s.q.insertShared},
 		{&s.st.claimIn, s.q.claimIn}, {&s.st.claimAnyIn, s.q.claimAnyIn},
+		{&s.st.pageUp, s.q.pageUp}, {&s.st.pageDown, s.q.pageDown},
+		{&s.st.pageStatusUp, s.q.pageStatusUp}, {&s.st.pageStatusDown, s.q.pageStatusDown}, {&s.st.sweep, s.q.sweep},
 	} {
 		if p.query == "" {
 			continue
@@ -271,7 +298,7 @@ func (s *Store) Close() error {
 	var errs []error
 	for _, st := range []*sql.Stmt{s.st.insert, s.st.update, s.st.saveIfActive, s.st.get, s.st.del,
 		s.st.countActive, s.st.lost, s.st.claim, s.st.claimAny, s.st.renew, s.st.renewCreate, s.st.insertShared,
-		s.st.claimIn, s.st.claimAnyIn} {
+		s.st.claimIn, s.st.claimAnyIn, s.st.pageUp, s.st.pageDown, s.st.pageStatusUp, s.st.pageStatusDown, s.st.sweep} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -449,7 +476,11 @@ func (s *Store) Get(ctx context.Context, taskID string) (apcore.TaskInfo, error)
 }
 
 // List returns every record ("" status) or those in one state, in insertion
-// order.
+// order. The state is written into the query as a constant (it is a valid
+// state, so nothing else can be): the plan PostgreSQL caches for a
+// prepared statement, the state unknown, may read the whole table by the
+// primary key (for the order) to list a state with few records, where the
+// (status, seq) index reads only those.
 func (s *Store) List(ctx context.Context, status apcore.TaskStatus) ([]apcore.TaskInfo, error) {
 	if status == "" {
 		return s.query(ctx, "list", s.q.list)
@@ -457,13 +488,13 @@ func (s *Store) List(ctx context.Context, status apcore.TaskStatus) ([]apcore.Ta
 	if !status.Valid() {
 		return nil, invalid(fmt.Sprintf("sqlstore: unknown status %q", status))
 	}
-	return s.query(ctx, "list "+string(status), s.q.listStatus, string(status))
+	return s.query(ctx, "list "+string(status), s.q.listStatus+"'"+string(status)+"' ORDER BY seq")
 }
 
 // ListExpired returns the terminal records whose CompletedAt is set and
 // strictly before before.
 func (s *Store) ListExpired(ctx context.Context, before time.Time) ([]apcore.TaskInfo, error) {
-	return s.query(ctx, "list expired", s.q.listExpired, before.UnixMicro())
+	return s.query(ctx, "list expired", s.listExpiredQuery(before.UnixMicro()))
 }
 
 func (s *Store) query(ctx context.Context, op, query string, a ...any) ([]apcore.TaskInfo, error) {
@@ -509,7 +540,11 @@ func (s *Store) Remove(ctx context.Context, taskID string) (bool, error) {
 // Count returns how many records are in any of statuses (none = all). The
 // active ones (pending and running together) are read from the count that
 // the triggers keep; any other set is one query that the (status, seq)
-// index answers.
+// index answers, reading an index entry per record counted. The states are
+// written into the query as constants (each is a valid state, so nothing
+// else can be): the plan PostgreSQL caches for a count of any states,
+// parameters unknown, scans the whole table, even for a state with few
+// records.
 func (s *Store) Count(ctx context.Context, statuses ...apcore.TaskStatus) (int, error) {
 	for _, st := range statuses {
 		if !st.Valid() {
@@ -523,17 +558,24 @@ func (s *Store) Count(ctx context.Context, statuses ...apcore.TaskStatus) (int, 
 		}
 		return n, nil
 	}
-	query, a := s.q.count, []any{}
-	if len(statuses) > 0 {
-		for _, st := range statuses {
-			a = append(a, string(st))
-		}
-		query += " WHERE status IN (" + s.phs(1, len(a)) + ")"
-	}
-	if err := s.db.QueryRowContext(ctx, query, a...).Scan(&n); err != nil {
+	if err := s.db.QueryRowContext(ctx, s.countQuery(statuses)).Scan(&n); err != nil {
 		return 0, unavailable("count", err)
 	}
 	return n, nil
+}
+
+// countQuery is Count's query for valid statuses, each once and in order,
+// so that a set of states is always the same statement.
+func (s *Store) countQuery(statuses []apcore.TaskStatus) string {
+	if len(statuses) == 0 {
+		return s.q.count
+	}
+	quoted := make([]string, len(statuses))
+	for i, st := range statuses {
+		quoted[i] = "'" + string(st) + "'"
+	}
+	slices.Sort(quoted)
+	return s.q.count + " WHERE status IN (" + strings.Join(slices.Compact(quoted), ", ") + ")"
 }
 
 // lostArg is Lost's ids as its query takes them: a text array on
@@ -581,45 +623,90 @@ func sortBySeq(seqs []int64, ts []apcore.StoredTask) {
 	copy(ts, out)
 }
 
-// Explain returns the database's plan for the query a method runs
-// ("ListByStatus", "Count", "ListExpired", "Insert", "Lost", "Claim",
-// "ClaimModules": a Claim with Modules, "Orphans"), to check that it uses
-// the store's indexes. It runs nothing.
-func (s *Store) Explain(ctx context.Context, method string) (string, error) {
-	var query string
-	var a []any
+// ExplainMethods are the methods whose queries Explain knows, in the order
+// of the store's interfaces: each fixed query the store runs, with
+// arguments like those the manager passes. "Count" counts pending and
+// failed records (a count of common states reads as many index entries
+// as it counts); "CountActive" is Count of pending and running, which
+// reads the count the triggers keep; "ListByStatus" lists pending
+// records; "ListPage*" are the pages of every record or of one state
+// ("Status": pending), in insertion order or newest first ("Newest"),
+// after a cursor in the middle; "ListExpired" and "Sweep" take records
+// that ended a day ago or earlier; "ClaimModules" is a Claim with Modules.
+var ExplainMethods = []string{"Get", "SaveIf", "Remove", "ListByStatus", "ListExpired", "Count", "CountActive",
+	"Insert", "Update", "Claim", "ClaimModules", "Lost", "Recover", "Orphans",
+	"ListPage", "ListPageNewest", "ListPageStatus", "ListPageStatusNewest", "Sweep"}
+
+// explainQuery returns the query a method of ExplainMethods runs and
+// arguments for it; on SQLite, "Recover" is its UPDATE (the lapsed leases'
+// DELETE is on the leases table).
+func (s *Store) explainQuery(method string) (string, []any, error) {
 	now := time.Now().UnixMicro()
+	dayAgo := now - 24*time.Hour.Microseconds() // ListExpired's and Sweep's: a day's TTL
+	info := []any{"id", "m.x", "completed", now, now, now, `{"ok":true}`, nil, 0, 0, nil, 1.0, nil}
 	switch method {
+	case "Get":
+		return s.q.get, []any{"id"}, nil
+	case "SaveIf":
+		return s.q.saveIf + s.phs(14, 15) + ")", append(append(info[1:], "id"), "pending", "running"), nil
+	case "Remove":
+		return s.q.del, []any{"id"}, nil
 	case "ListByStatus":
-		query, a = s.q.listStatus, []any{"pending"}
+		return s.q.listStatus + "'pending' ORDER BY seq", nil, nil
 	case "Count":
-		query, a = s.q.count+" WHERE status IN ("+s.phs(1, 2)+")", []any{"pending", "completed"}
+		return s.countQuery([]apcore.TaskStatus{apcore.StatusPending, apcore.StatusFailed}), nil, nil
+	case "CountActive":
+		return s.q.countActive, nil, nil
 	case "ListExpired":
-		query, a = s.q.listExpired, []any{now}
+		return s.listExpiredQuery(dayAgo), nil, nil
 	case "Insert":
-		a = []any{"id", "m.x", "pending", now, nil, nil, nil, nil, 0, 0, nil, 0.0, nil, "o", 0, nil, nil, nil, 10}
+		a := []any{"id", "m.x", "pending", now, nil, nil, nil, nil, 0, 0, nil, 0.0, nil, "o", 0, nil, nil, nil, 10}
 		if s.dialect == PostgreSQL {
 			a = append(a, int16(0)) // the slot
 		}
-		query = s.q.insert
+		return s.q.insert, a, nil
+	case "Update":
+		return s.q.update, append(append(info[1:], "o", nil), "id", "o"), nil
 	case "Lost":
 		arg, _ := s.lostArg([]string{"a", "b"})
-		query, a = s.q.lost, []any{arg, "o"}
+		return s.q.lost, []any{arg, "o"}, nil
 	case "Claim":
-		query, a = s.q.claim, []any{"o", now, now, 5}
 		if s.dialect == SQLite {
-			a = []any{"o", now, now, "o", now, 5}
+			return s.q.claim, []any{"o", now, now, "o", now, 5}, nil
 		}
+		return s.q.claim, []any{"o", now, now, 5}, nil
 	case "ClaimModules":
 		mods, _ := s.modulesArg([]string{"m.a", "m.b"})
-		query, a = s.q.claimIn, []any{"o", now, now, 5, mods}
 		if s.dialect == SQLite {
-			a = []any{"o", now, now, mods, "o", now, 5}
+			return s.q.claimIn, []any{"o", now, now, mods, "o", now, 5}, nil
 		}
+		return s.q.claimIn, []any{"o", now, now, 5, mods}, nil
+	case "Recover":
+		return s.q.recover, []any{now, abandonedMessage, string(apcore.CodeTaskAbandoned)}, nil
 	case "Orphans":
-		query, a = s.q.orphans, []any{"o", "o", "o", now, now}
-	default:
-		return "", invalid("sqlstore: Explain knows ListByStatus, Count, ListExpired, Insert, Lost, Claim, ClaimModules and Orphans")
+		return s.q.orphans, []any{"o", "o", "o", now, now}, nil
+	case "ListPage":
+		return s.q.pageUp, []any{int64(500_000), 101}, nil
+	case "ListPageNewest":
+		return s.q.pageDown, []any{int64(500_000), 101}, nil
+	case "ListPageStatus":
+		return s.q.pageStatusUp, []any{"pending", int64(500_000), 101}, nil
+	case "ListPageStatusNewest":
+		return s.q.pageStatusDown, []any{"pending", int64(500_000), 101}, nil
+	case "Sweep":
+		return s.q.sweep, []any{dayAgo, 1000}, nil
+	}
+	return "", nil, invalid(fmt.Sprintf("sqlstore: Explain knows %s; not %q", strings.Join(ExplainMethods, ", "), method))
+}
+
+// Explain returns the database's plan for the query a method runs (one of
+// ExplainMethods), to check that it uses the store's indexes: EXPLAIN on
+// PostgreSQL, EXPLAIN QUERY PLAN on SQLite, one line per row. It runs
+// nothing.
+func (s *Store) Explain(ctx context.Context, method string) (string, error) {
+	query, a, err := s.explainQuery(method)
+	if err != nil {
+		return "", err
 	}
 	prefix := "EXPLAIN QUERY PLAN "
 	if s.dialect == PostgreSQL {

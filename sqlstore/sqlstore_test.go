@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -119,31 +120,16 @@ func TestPostgresContract(t *testing.T) {
 	})
 }
 
-// The queries behind List by state, Count, ListExpired and the hot
-// shared queries (Insert's admission, Lost, Claim, Orphans) are index
-// lookups or scans, never full scans of the table.
+// The store's fixed queries (sqlstore.ExplainMethods: the reads and
+// writes of one record by id, List by state, Count, ListExpired, the hot
+// shared queries, the pages and the sweep) are index lookups or scans,
+// never full scans of the table, on an empty table; TestPlansAtAMillionRows
+// checks PostgreSQL's plans at a million records.
 func TestQueryPlansUseIndexes(t *testing.T) {
 	t.Run("SQLite", func(t *testing.T) {
 		s, err := sqlstore.New(ctx(t), openMemory(t), sqlstore.SQLite)
 		require.NoError(t, err)
-		// SQLite's planner may serve ListExpired from either index (the
-		// status index narrows to terminal states); both are index searches.
-		for method, index := range map[string]string{
-			"ListByStatus": `apcore_tasks USING (COVERING )?INDEX apcore_tasks_(status_seq|expiry)`,
-			"Count":        `apcore_tasks USING (COVERING )?INDEX apcore_tasks_(status_seq|expiry)`,
-			"ListExpired":  `apcore_tasks USING (COVERING )?INDEX apcore_tasks_(status_seq|expiry)`,
-			"Insert":       `apcore_tasks_active USING INTEGER PRIMARY KEY`,
-			"Lost":         `apcore_tasks USING INDEX sqlite_autoindex_apcore_tasks_1`,
-			"Claim":        `apcore_tasks USING (COVERING )?INDEX apcore_tasks_(claim|status_seq)`,
-			"ClaimModules": `apcore_tasks USING (COVERING )?INDEX apcore_tasks_(claim_module|claim|status_seq)`,
-			"Orphans":      `apcore_tasks USING (COVERING )?INDEX apcore_tasks_status_seq`,
-		} {
-			plan, err := s.Explain(ctx(t), method)
-			require.NoError(t, err)
-			t.Logf("%s: %s", method, plan)
-			assert.Regexp(t, `SEARCH `+index, plan, method)
-			assert.NotRegexp(t, `SCAN apcore_tasks($|\n| )`, plan, method)
-		}
+		checkSQLitePlans(t, s)
 	})
 	t.Run("PostgreSQL", func(t *testing.T) {
 		db := postgres(t)
@@ -160,19 +146,51 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 		_, err = conn.Exec("SET enable_seqscan = off")
 		require.NoError(t, err)
 		defer conn.Exec("SET enable_seqscan = on") //nolint:errcheck
-		for method, index := range map[string]string{
-			"ListByStatus": table + "_status_seq", "Count": table + "_status_seq", "ListExpired": table + "_expiry",
-			"Insert": table + "_slots_pkey", "Lost": table + "_(task_id_key|status_seq)", "Claim": table + "_(claim|status_seq)",
-			"ClaimModules": table + "_(claim_module|claim|status_seq)",
-			"Orphans":      table + "_status_seq",
-		} {
+		for _, method := range sqlstore.ExplainMethods {
 			plan, err := s.Explain(ctx(t), method)
 			require.NoError(t, err)
 			t.Logf("%s:\n%s", method, plan)
-			assert.Regexp(t, "Index Scan (using|on) "+index, plan, method)
 			assert.NotContains(t, plan, "Seq Scan on "+table+" ", method)
+			want := pgIndexes[method]
+			if len(want) == 0 {
+				continue
+			}
+			assert.Regexp(t, "Index (Only )?Scan (using|on) "+table+"_("+strings.Join(want, "|")+") ", plan, method)
 		}
 	})
+}
+
+// sqliteIndexes are what SQLite's plan of each query must search the
+// tasks table by (a regular expression).
+var sqliteIndexes = map[string]string{
+	"Get": "INDEX sqlite_autoindex_apcore_tasks_1", "SaveIf": "INDEX sqlite_autoindex_apcore_tasks_1",
+	"Remove": "INDEX sqlite_autoindex_apcore_tasks_1", "Update": "INDEX sqlite_autoindex_apcore_tasks_1",
+	"Lost":         "INDEX sqlite_autoindex_apcore_tasks_1",
+	"ListByStatus": "(COVERING )?INDEX apcore_tasks_status_seq", "Count": "(COVERING )?INDEX apcore_tasks_status_seq",
+	"ListExpired": "(COVERING )?INDEX apcore_tasks_sweep",
+	"Claim":       "(COVERING )?INDEX apcore_tasks_(claim|status_seq)", "ClaimModules": "(COVERING )?INDEX apcore_tasks_(claim_module|claim|status_seq)",
+	"Recover": "(COVERING )?INDEX apcore_tasks_status_seq", "Orphans": "(COVERING )?INDEX apcore_tasks_status_seq",
+	"ListPage": "INTEGER PRIMARY KEY", "ListPageNewest": "INTEGER PRIMARY KEY",
+	"ListPageStatus": "(COVERING )?INDEX apcore_tasks_status_seq", "ListPageStatusNewest": "(COVERING )?INDEX apcore_tasks_status_seq",
+	"Sweep": "(COVERING )?INDEX apcore_tasks_sweep",
+	// the count's one row, not the tasks table
+	"Insert": "", "CountActive": "",
+}
+
+// checkSQLitePlans checks that SQLite searches the tasks table by the
+// index sqliteIndexes names for each query, and never scans it.
+func checkSQLitePlans(t *testing.T, s *sqlstore.Store) {
+	for _, method := range sqlstore.ExplainMethods {
+		plan, err := s.Explain(ctx(t), method)
+		require.NoError(t, err)
+		t.Logf("%s: %s", method, strings.ReplaceAll(plan, "\n", "; "))
+		want, ok := sqliteIndexes[method]
+		require.True(t, ok, "sqliteIndexes has no entry for %s", method)
+		if want != "" {
+			assert.Regexp(t, `SEARCH apcore_tasks USING `+want, plan, method)
+		}
+		assert.NotRegexp(t, `SCAN apcore_tasks($|\n| )`, plan, method)
+	}
 }
 
 func TestUnreachableDatabase(t *testing.T) {
