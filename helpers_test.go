@@ -312,6 +312,27 @@ func (h *hookStore) ListExpired(ctx context.Context, before time.Time) ([]TaskIn
 	return h.MemoryStore.ListExpired(ctx, before)
 }
 
+func (h *hookStore) Sweep(ctx context.Context, req SweepRequest) (int, error) {
+	defer func() {
+		select {
+		case h.expiredCall <- struct{}{}:
+		default:
+		}
+	}()
+	if _, _, _, err := h.errs(); err != nil {
+		return 0, err
+	}
+	return h.MemoryStore.Sweep(ctx, req)
+}
+
+func (h *hookStore) ListPage(ctx context.Context, opts ListOptions) (TaskPage, error) {
+	h.lists.Add(1)
+	if _, _, err, _ := h.errs(); err != nil {
+		return TaskPage{}, err
+	}
+	return h.MemoryStore.ListPage(ctx, opts)
+}
+
 // plainStore hides every optional capability of the store it wraps.
 type plainStore struct{ s TaskStore }
 

@@ -10,12 +10,15 @@ import (
 
 // MemoryStore is the default TaskStore, and the reference that package
 // storetest is written against. It keeps records in a sharded hash map, so
-// that Get and SaveIf on different tasks rarely contend, with an intrusive
-// list for insertion order and counters per state that answer Count in
-// O(1). It implements Counter, ConditionalSaver, Remover and SharedStore,
-// and knows nothing of managers: several managers in one process may share
-// one, as replicas share a database (leases, resumable tasks, remote
-// cancel). Records do not survive the process.
+// that Get and SaveIf on different tasks rarely contend; the insertion
+// order in blocks of sequence numbers counted by state (see
+// store_memory_index.go), so that a page, a listing of one state, a
+// recovery and a sweep cost what they return; and counters per state that
+// answer Count in O(1). It implements Counter, ConditionalSaver, Remover,
+// Pager, Sweeper and SharedStore, and knows nothing of managers: several
+// managers in one process may share one, as replicas share a database
+// (leases, resumable tasks, remote cancel). Records do not survive the
+// process.
 //
 // Results are deep-copied on the way in and out (see CloneResult), so
 // callers never share maps or slices with the store. The zero value is not
@@ -25,11 +28,12 @@ type MemoryStore struct {
 	// contents of the records in it.
 	records shardedMap[*memRecord]
 
-	// order guards the insertion-order list. Lock order (the package's
-	// list is in lifecycle.go): order, then a
-	// shard's lock.
-	order      sync.Mutex
-	head, tail *memRecord
+	// order is taken by whatever adds a record (so that sequence numbers
+	// follow the insertion order, and admission counts and inserts as one
+	// step) and guards what SharedStore adds. Lock order (the package's list
+	// is in lifecycle.go): order, then a shard's lock.
+	order sync.Mutex
+	index memIndex
 
 	// active (pending + running) and total are the counts that admission
 	// and Count() read, one number each, exact at every instant. The counts
@@ -44,17 +48,18 @@ type MemoryStore struct {
 	_      [56]byte
 
 	// What SharedStore adds (see store_memory_shared.go), guarded by order.
-	leases    map[string]time.Time // owner -> end of its lease
-	claimable []*memRecord         // resumable records that were pending and held by no one, oldest first
+	leases map[string]time.Time // owner -> end of its lease
+	claims claimQueues          // resumable records that were pending and held by no one
 }
 
 // memRecord is one stored task.
 type memRecord struct {
-	sh         *mapShard[*memRecord] // the shard holding it; never changes
-	info       TaskInfo
-	owner      string     // SharedStore: the manager holding it, "" for none
-	shared     *memShared // SharedStore: what a resumable task keeps beside it
-	prev, next *memRecord // guarded by MemoryStore.order
+	sh     *mapShard[*memRecord] // the shard holding it; never changes
+	info   TaskInfo
+	owner  string     // SharedStore: the manager holding it, "" for none
+	shared *memShared // SharedStore: what a resumable task keeps beside it
+	seq    uint64     // its place in the insertion order; never changes
+	blk    *memBlock  // the block of seq
 }
 
 var (
@@ -63,6 +68,8 @@ var (
 	_ ConditionalSaver = (*MemoryStore)(nil)
 	_ SharedStore      = (*MemoryStore)(nil)
 	_ Remover          = (*MemoryStore)(nil)
+	_ Pager            = (*MemoryStore)(nil)
+	_ Sweeper          = (*MemoryStore)(nil)
 )
 
 // NewMemoryStore returns an empty in-memory store. Its Name is
@@ -73,6 +80,8 @@ func NewMemoryStore() *MemoryStore { return newMemoryStore(0) }
 func newMemoryStore(hint int) *MemoryStore {
 	s := &MemoryStore{leases: make(map[string]time.Time)}
 	s.records.init(hint)
+	s.index.init()
+	s.claims.init()
 	return s
 }
 
@@ -86,31 +95,40 @@ func (s *MemoryStore) Save(ctx context.Context, task TaskInfo) error {
 		return err
 	}
 	task.Result = CloneResult(task.Result)
-	s.order.Lock()
-	defer s.order.Unlock()
 	sh := s.records.shard(task.TaskID)
 	sh.mu.Lock()
-	defer sh.mu.Unlock()
 	if r, ok := sh.m[task.TaskID]; ok {
-		s.move(sh, r.info.Status, task.Status)
-		r.info = task
+		s.overwrite(r, task)
+		sh.mu.Unlock()
+		return nil
+	}
+	sh.mu.Unlock()
+	s.order.Lock()
+	defer s.order.Unlock()
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if r, ok := sh.m[task.TaskID]; ok { // saved meanwhile
+		s.overwrite(r, task)
 		return nil
 	}
 	s.appendLocked(sh, &memRecord{info: task})
 	return nil
 }
 
+// overwrite makes task r's record; r's shard lock is held.
+func (s *MemoryStore) overwrite(r *memRecord, task TaskInfo) {
+	from := r.info.Status
+	s.move(r.sh, from, task.Status)
+	r.info = task
+	s.index.moved(r, from)
+}
+
 // appendLocked adds a new record at the end of the order; s.order and sh.mu
 // are held.
 func (s *MemoryStore) appendLocked(sh *mapShard[*memRecord], r *memRecord) {
-	r.sh, r.prev = sh, s.tail
+	r.sh = sh
 	sh.m[r.info.TaskID] = r
-	if s.tail == nil {
-		s.head = r
-	} else {
-		s.tail.next = r
-	}
-	s.tail = r
+	s.index.add(r)
 	s.counted(sh, r.info.Status, 1)
 }
 
@@ -128,8 +146,7 @@ func (s *MemoryStore) SaveIf(ctx context.Context, task TaskInfo, from ...TaskSta
 	if !ok || !slices.Contains(from, r.info.Status) {
 		return false, nil
 	}
-	s.move(sh, r.info.Status, task.Status)
-	r.info = task
+	s.overwrite(r, task)
 	return true, nil
 }
 
@@ -149,39 +166,69 @@ func (s *MemoryStore) Get(ctx context.Context, taskID string) (TaskInfo, error) 
 	return info.clone(), nil
 }
 
+// read returns a copy of r's record if r is still stored and keep accepts
+// it (keep may be nil), holding r's shard lock to read it.
+func (r *memRecord) read(keep func(*TaskInfo) bool) (TaskInfo, bool) {
+	r.sh.mu.Lock()
+	stored := r.sh.m[r.info.TaskID] == r
+	var info TaskInfo
+	if stored && (keep == nil || keep(&r.info)) {
+		info = r.info
+	} else {
+		stored = false
+	}
+	r.sh.mu.Unlock()
+	return info, stored
+}
+
 // List returns copies of every record, or of those in status, in insertion
-// order. An unknown status is GENERAL_INVALID_INPUT.
+// order. An unknown status is GENERAL_INVALID_INPUT. It costs every record
+// kept (status ""), or those in status and a glance at each block of 256.
 func (s *MemoryStore) List(ctx context.Context, status TaskStatus) ([]TaskInfo, error) {
 	if status == "" {
-		return s.collect(int(s.total.Load()), func(*TaskInfo) bool { return true }), nil
+		return s.collect(int(s.total.Load()), everySet, nil), nil
 	}
 	if !status.Valid() {
 		return nil, invalidf("task store: unknown status %q", status)
 	}
-	return s.collect(s.tally(status), func(t *TaskInfo) bool { return t.Status == status }), nil
+	return s.collect(s.tally(status), setOf(status), func(t *TaskInfo) bool { return t.Status == status }), nil
 }
 
 // ListExpired returns copies of the terminal records whose CompletedAt is set
-// and strictly before before, in insertion order.
+// and strictly before before, in insertion order. It reads the blocks that
+// may hold one.
 func (s *MemoryStore) ListExpired(ctx context.Context, before time.Time) ([]TaskInfo, error) {
-	return s.collect(0, func(t *TaskInfo) bool {
-		return t.Status.IsTerminal() && !t.CompletedAt.IsZero() && t.CompletedAt.Before(before)
-	}), nil
+	var out []TaskInfo
+	s.index.eachBlock(func(b *memBlock) bool {
+		if !b.mayExpire(before) {
+			return true
+		}
+		b.each(terminalSet, func(r *memRecord) bool {
+			if info, ok := r.read(func(t *TaskInfo) bool {
+				return t.Status.IsTerminal() && !t.CompletedAt.IsZero() && t.CompletedAt.Before(before)
+			}); ok {
+				out = append(out, info)
+			}
+			return true
+		})
+		return true
+	})
+	for i := range out {
+		out[i].Result = CloneResult(out[i].Result)
+	}
+	return out, nil
 }
 
-// collect copies the records that keep accepts, walking the insertion
-// order; size is a capacity hint.
-func (s *MemoryStore) collect(size int, keep func(*TaskInfo) bool) []TaskInfo {
-	s.order.Lock()
+// collect copies the records in a state of set that keep accepts (nil:
+// all), in insertion order; size is a capacity hint.
+func (s *MemoryStore) collect(size int, set statusSet, keep func(*TaskInfo) bool) []TaskInfo {
 	out := make([]TaskInfo, 0, max(size, 0))
-	for r := s.head; r != nil; r = r.next {
-		r.sh.mu.Lock()
-		if keep(&r.info) {
-			out = append(out, r.info)
+	s.index.ascend(0, set, func(r *memRecord) bool {
+		if info, ok := r.read(keep); ok {
+			out = append(out, info)
 		}
-		r.sh.mu.Unlock()
-	}
-	s.order.Unlock()
+		return true
+	})
 	for i := range out {
 		out[i].Result = CloneResult(out[i].Result)
 	}
@@ -196,31 +243,21 @@ func (s *MemoryStore) Delete(ctx context.Context, taskID string) error {
 
 // Remove removes the record and reports whether it was there.
 func (s *MemoryStore) Remove(ctx context.Context, taskID string) (bool, error) {
-	s.order.Lock()
-	defer s.order.Unlock()
 	sh := s.records.shard(taskID)
 	sh.mu.Lock()
+	defer sh.mu.Unlock()
 	r, ok := sh.m[taskID]
 	if ok {
-		delete(sh.m, taskID)
-		s.counted(sh, r.info.Status, -1)
+		s.removeLocked(r)
 	}
-	sh.mu.Unlock()
-	if !ok {
-		return false, nil
-	}
-	if r.prev == nil {
-		s.head = r.next
-	} else {
-		r.prev.next = r.next
-	}
-	if r.next == nil {
-		s.tail = r.prev
-	} else {
-		r.next.prev = r.prev
-	}
-	r.prev, r.next = nil, nil
-	return true, nil
+	return ok, nil
+}
+
+// removeLocked removes r, which is stored; its shard lock is held.
+func (s *MemoryStore) removeLocked(r *memRecord) {
+	delete(r.sh.m, r.info.TaskID)
+	s.counted(r.sh, r.info.Status, -1)
+	s.index.removed(r)
 }
 
 // Count returns how many records are in any of statuses (none = all).
@@ -260,8 +297,7 @@ func (s *MemoryStore) tally(status TaskStatus) int {
 	return int(n)
 }
 
-// counted adds delta records in status to the counters; sh.mu is held, and
-// s.order too (only inserts and removals call it).
+// counted adds delta records in status to the counters; sh.mu is held.
 func (s *MemoryStore) counted(sh *mapShard[*memRecord], status TaskStatus, delta int64) {
 	sh.tally[statusIndex(status)] += delta
 	s.total.Add(delta)

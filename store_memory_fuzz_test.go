@@ -14,12 +14,14 @@ import (
 func FuzzMemoryStore(f *testing.F) {
 	f.Add([]byte{0, 1, 2, 0, 2, 3, 1, 1, 4, 5, 3, 0, 6, 1})
 	f.Add([]byte("save get list delete count saveif expired"))
+	f.Add([]byte{9, 0, 2, 9, 1, 4, 9, 2, 3, 7, 1, 1, 2, 5, 8, 0, 5, 200, 7, 3, 4, 1, 9, 3, 2, 8, 1, 2, 255, 7, 0, 0, 0, 9})
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		ctx := context.Background()
 		s := NewMemoryStore()
 		var order []string // the model: ids in insertion order
 		model := map[string]TaskInfo{}
 		base := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+		bulk := 0
 		next := func() byte {
 			if len(ops) == 0 {
 				return 0
@@ -29,7 +31,7 @@ func FuzzMemoryStore(f *testing.F) {
 			return b
 		}
 		for len(ops) > 0 {
-			op, id := next()%7, fmt.Sprintf("id-%d", next()%6)
+			op, id := next()%10, fmt.Sprintf("id-%d", next()%6)
 			st := allStatuses[int(next())%len(allStatuses)]
 			info := TaskInfo{TaskID: id, ModuleID: "m", Status: st, SubmittedAt: base}
 			if st.IsTerminal() && next()%4 != 0 {
@@ -105,6 +107,78 @@ func FuzzMemoryStore(f *testing.F) {
 				}
 				if g := idsOf(got); !slices.Equal(g, want) {
 					t.Fatalf("ListExpired(%v) = %v, model says %v", before, g, want)
+				}
+			case 7: // every page of a ListPage
+				opts := ListOptions{Limit: []int{1, 3, 50, 1000}[next()%4], Newest: next()%2 == 0}
+				if next()%2 == 0 {
+					opts.Status = st
+				}
+				var want []string
+				for _, x := range order {
+					if opts.Status == "" || model[x].Status == opts.Status {
+						want = append(want, x)
+					}
+				}
+				if opts.Newest {
+					slices.Reverse(want)
+				}
+				var got []string
+				for pages := 0; ; pages++ {
+					page, err := s.ListPage(ctx, opts)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if len(page.Tasks) > opts.Limit || pages > len(want)+1 {
+						t.Fatalf("ListPage(%+v): %d records on page %d", opts, len(page.Tasks), pages)
+					}
+					got = append(got, idsOf(page.Tasks)...)
+					if page.Next == "" {
+						break
+					}
+					opts.After = page.Next
+				}
+				if !slices.Equal(got, want) {
+					t.Fatalf("pages of %+v = %v, model says %v", opts, got, want)
+				}
+			case 8: // Sweep
+				req := SweepRequest{Before: base.Add(time.Duration(next()) * time.Second), Limit: 1 + int(next()%80)}
+				n, err := s.Sweep(ctx, req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var expired []string
+				for _, x := range order {
+					r := model[x]
+					ref := r.CompletedAt
+					if ref.IsZero() {
+						ref = r.SubmittedAt
+					}
+					if r.Status.IsTerminal() && ref.Before(req.Before) {
+						expired = append(expired, x)
+					}
+				}
+				if n != min(len(expired), req.Limit) {
+					t.Fatalf("Sweep(%+v) deleted %d, model has %d expired", req, n, len(expired))
+				}
+				for _, x := range expired {
+					if _, err := s.Get(ctx, x); err != nil {
+						delete(model, x)
+						order = slices.DeleteFunc(order, func(y string) bool { return y == x })
+					}
+				}
+				if left, _ := s.Count(ctx); left != len(model) {
+					t.Fatalf("Sweep deleted records it did not count: %d left, model has %d", left, len(model))
+				}
+			case 9: // many new records, to fill and empty blocks
+				for range 70 {
+					bulk++
+					x := info
+					x.TaskID = fmt.Sprintf("bulk-%d", bulk)
+					if err := s.Save(ctx, x); err != nil {
+						t.Fatal(err)
+					}
+					order = append(order, x.TaskID)
+					model[x.TaskID] = x
 				}
 			case 6: // Count
 				sets := [][]TaskStatus{nil, {st}, activeStatuses, {st, StatusCompleted, st}}

@@ -2,6 +2,7 @@ package apcore
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"time"
 )
@@ -71,24 +72,12 @@ func (s *MemoryStore) Insert(ctx context.Context, task StoredTask, limit int) (b
 	sh := s.records.shard(r.info.TaskID)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	// One map write instead of a lookup and a write: a new id grows the
-	// shard. An id that was there already (never a fresh UUID, but Insert is
-	// public) is put back as it was, found by walking the order.
-	before := len(sh.m)
-	s.appendLocked(sh, r)
-	if len(sh.m) == before {
-		s.counted(sh, r.info.Status, -1)
-		s.tail, r.prev.next = r.prev, nil
-		for old := s.head; old != nil; old = old.next {
-			if old.info.TaskID == r.info.TaskID {
-				sh.m[r.info.TaskID] = old
-				break
-			}
-		}
+	if _, ok := sh.m[r.info.TaskID]; ok { // never a fresh UUID, but Insert is public
 		return false, invalidf("task store: task %s already exists", r.info.TaskID)
 	}
+	s.appendLocked(sh, r)
 	if r.claimableLocked() {
-		s.claimable = append(s.claimable, r)
+		s.claims.push(r)
 	}
 	return true, nil
 }
@@ -107,8 +96,8 @@ func (s *MemoryStore) Update(ctx context.Context, task StoredTask, holder string
 		sh.mu.Unlock()
 		return false, nil
 	}
-	s.move(sh, r.info.Status, task.Info.Status)
-	r.info, r.owner = task.Info, task.Owner
+	s.overwrite(r, task.Info)
+	r.owner = task.Owner
 	if r.shared != nil {
 		r.shared.notBefore = task.NotBefore
 	}
@@ -116,7 +105,7 @@ func (s *MemoryStore) Update(ctx context.Context, task StoredTask, holder string
 	sh.mu.Unlock()
 	if requeue {
 		s.order.Lock()
-		s.claimable = append(s.claimable, r)
+		s.claims.push(r)
 		s.order.Unlock()
 	}
 	return true, nil
@@ -134,27 +123,51 @@ func (s *MemoryStore) Claim(ctx context.Context, req ClaimRequest) ([]StoredTask
 	if end, ok := s.leases[owner]; !ok || end.Before(now) {
 		return nil, nil // no live lease: its claims could not be fenced
 	}
+	s.claims.due(now)
 	var out []StoredTask
-	keep := s.claimable[:0]
-	for _, r := range s.claimable {
+	for len(out) < n {
+		var best claimEntry
+		var bestModule string
+		var bestQueue *claimQueue
+		consider := func(module string, mq *claimQueue) {
+			e, ok := s.claims.front(mq, now)
+			if !ok {
+				delete(s.claims.byModule, module)
+				return
+			}
+			if bestQueue == nil || e.at < best.at {
+				best, bestModule, bestQueue = e, module, mq
+			}
+		}
+		if req.Modules == nil {
+			for module, mq := range s.claims.byModule {
+				consider(module, mq)
+			}
+		} else {
+			for _, module := range req.Modules {
+				if mq := s.claims.byModule[module]; mq != nil {
+					consider(module, mq)
+				}
+			}
+		}
+		if bestQueue == nil {
+			break
+		}
+		s.claims.pop(bestModule, bestQueue)
+		r := best.r
 		r.sh.mu.Lock()
-		switch {
-		case !r.claimableLocked() || s.records.shard(r.info.TaskID).m[r.info.TaskID] != r:
-			// taken, ended or deleted since it was queued: drop it
-		case len(out) >= n || r.shared.notBefore.After(now) || (req.Modules != nil && !slices.Contains(req.Modules, r.info.ModuleID)):
-			keep = append(keep, r)
-		default:
-			s.move(r.sh, r.info.Status, StatusRunning)
+		if r.claimableLocked() && r.sh.m[r.info.TaskID] == r { // front saw it so, under this lock
+			from := r.info.Status
+			s.move(r.sh, from, StatusRunning)
 			r.info.Status, r.owner = StatusRunning, owner
 			if r.info.StartedAt.IsZero() {
 				r.info.StartedAt = now
 			}
+			s.index.moved(r, from)
 			out = append(out, r.stored())
 		}
 		r.sh.mu.Unlock()
 	}
-	clear(s.claimable[len(keep):])
-	s.claimable = keep
 	return out, nil
 }
 
@@ -178,31 +191,51 @@ func (s *MemoryStore) Release(ctx context.Context, owner string) error {
 }
 
 // Recover ends the leases that ended before now and what their owners held,
-// and what is held by an owner with no lease. It walks every record.
+// and what is held by an owner with no lease. It reads the blocks that hold
+// an active record, and glances at the others.
 func (s *MemoryStore) Recover(ctx context.Context, now time.Time) (int, error) {
 	s.order.Lock()
-	defer s.order.Unlock()
 	for owner, end := range s.leases {
 		if end.Before(now) {
 			delete(s.leases, owner)
 		}
 	}
+	leases := maps.Clone(s.leases)
+	s.order.Unlock()
 	if s.active.Load() == 0 {
 		return 0, nil // nothing to recover: no walk over the finished records
 	}
-	n := 0
-	for r := s.head; r != nil; r = r.next {
+	// Read without s.order, which inserts need, for the records of owners
+	// with no lease; then, holding it, recover those that still are.
+	var dead []*memRecord
+	s.index.ascend(0, activeSet, func(r *memRecord) bool {
 		r.sh.mu.Lock()
-		if _, live := s.leases[r.owner]; r.owner != "" && !live && r.info.Status.IsActive() {
+		if _, live := leases[r.owner]; r.sh.m[r.info.TaskID] == r && r.owner != "" && !live && r.info.Status.IsActive() {
+			dead = append(dead, r)
+		}
+		r.sh.mu.Unlock()
+		return true
+	})
+	if len(dead) == 0 {
+		return 0, nil
+	}
+	s.order.Lock()
+	defer s.order.Unlock()
+	n := 0
+	for _, r := range dead {
+		r.sh.mu.Lock()
+		if _, live := s.leases[r.owner]; r.sh.m[r.info.TaskID] == r && r.owner != "" && !live && r.info.Status.IsActive() {
 			n++
+			from := r.info.Status
 			if r.shared != nil && r.shared.resumable {
-				s.move(r.sh, r.info.Status, StatusPending)
+				s.move(r.sh, from, StatusPending)
 				r.info.Status, r.owner = StatusPending, ""
-				s.claimable = append(s.claimable, r)
+				s.claims.push(r)
 			} else {
-				s.move(r.sh, r.info.Status, StatusFailed)
+				s.move(r.sh, from, StatusFailed)
 				abandon(&r.info, now)
 			}
+			s.index.moved(r, from)
 		}
 		r.sh.mu.Unlock()
 	}
@@ -234,29 +267,30 @@ func (s *MemoryStore) Lost(ctx context.Context, owner string, ids []string) ([]s
 // Orphans returns the active records no live manager holds.
 func (s *MemoryStore) Orphans(ctx context.Context, q OrphanQuery) ([]TaskInfo, error) {
 	self, now := q.Self, q.Now
-	s.order.Lock()
 	if s.active.Load() == 0 {
-		s.order.Unlock()
 		return nil, nil // no walk over the finished records
 	}
+	s.order.Lock()
+	leases := maps.Clone(s.leases)
+	s.order.Unlock()
 	live := func(owner string) bool {
-		end, ok := s.leases[owner]
+		end, ok := leases[owner]
 		return ok && !end.Before(now)
 	}
 	others := false
-	for owner := range s.leases {
+	for owner := range leases {
 		if owner != self && live(owner) {
 			others = true
 		}
 	}
 	var out []TaskInfo
-	for r := s.head; r != nil; r = r.next {
+	s.index.ascend(0, activeSet, func(r *memRecord) bool {
 		r.sh.mu.Lock()
-		if r.info.Status.IsActive() && (self == "" || r.owner != self) && ((r.owner == "" && !others) || (r.owner != "" && !live(r.owner))) {
+		if r.sh.m[r.info.TaskID] == r && r.info.Status.IsActive() && (self == "" || r.owner != self) && ((r.owner == "" && !others) || (r.owner != "" && !live(r.owner))) {
 			out = append(out, r.info.clone())
 		}
 		r.sh.mu.Unlock()
-	}
-	s.order.Unlock()
+		return true
+	})
 	return out, nil
 }

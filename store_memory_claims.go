@@ -1,0 +1,110 @@
+package apcore
+
+import (
+	"container/heap"
+	"time"
+)
+
+// claimQueues are the MemoryStore's claimable records: one first-in,
+// first-out queue per module, so that a Claim limited to some modules reads
+// only theirs, and a heap of the records not yet due, so that a record
+// waiting out its retry backoff is not read again by every Claim. An entry
+// may have gone stale (its record claimed, ended or deleted since); a Claim
+// drops those it meets. All of it is guarded by MemoryStore.order.
+type claimQueues struct {
+	byModule map[string]*claimQueue
+	later    laterHeap
+	arrivals uint64 // numbers the entries, in the order they were queued
+}
+
+// claimQueue is one module's queue: items[head:] in arrival order.
+type claimQueue struct {
+	items []claimEntry
+	head  int
+}
+
+type claimEntry struct {
+	r  *memRecord
+	at uint64 // arrival number
+}
+
+func (q *claimQueues) init() { q.byModule = make(map[string]*claimQueue) }
+
+// push queues r, a record that just became claimable; r's shard lock is
+// held or r is not shared yet.
+func (q *claimQueues) push(r *memRecord) {
+	q.arrivals++
+	mq := q.byModule[r.info.ModuleID]
+	if mq == nil {
+		mq = &claimQueue{}
+		q.byModule[r.info.ModuleID] = mq
+	}
+	if mq.head > 0 && mq.head == len(mq.items) {
+		mq.items, mq.head = mq.items[:0], 0
+	}
+	mq.items = append(mq.items, claimEntry{r, q.arrivals})
+}
+
+// front returns the queue's oldest entry that is still claimable and due,
+// moving the stale ones out and the ones not due yet to the heap; ok is
+// false when the queue has none.
+func (q *claimQueues) front(mq *claimQueue, now time.Time) (claimEntry, bool) {
+	for mq.head < len(mq.items) {
+		e := mq.items[mq.head]
+		r := e.r
+		r.sh.mu.Lock()
+		live := r.claimableLocked() && r.sh.m[r.info.TaskID] == r
+		due := live && !r.shared.notBefore.After(now)
+		notBefore := time.Time{}
+		if live {
+			notBefore = r.shared.notBefore
+		}
+		r.sh.mu.Unlock()
+		if due {
+			return e, true
+		}
+		mq.items[mq.head] = claimEntry{}
+		mq.head++
+		if live {
+			heap.Push(&q.later, laterEntry{r: r, notBefore: notBefore})
+		}
+	}
+	return claimEntry{}, false
+}
+
+// pop removes the queue's front entry, which front just returned.
+func (q *claimQueues) pop(module string, mq *claimQueue) {
+	mq.items[mq.head] = claimEntry{}
+	mq.head++
+	if mq.head == len(mq.items) {
+		delete(q.byModule, module)
+	}
+}
+
+// due moves the heap's records that are due by now back to their queues.
+func (q *claimQueues) due(now time.Time) {
+	for q.later.Len() > 0 && !q.later[0].notBefore.After(now) {
+		e := heap.Pop(&q.later).(laterEntry)
+		q.push(e.r) // a stale one is dropped when a Claim meets it
+	}
+}
+
+// laterHeap orders the claimable records not yet due by when they are.
+type laterHeap []laterEntry
+
+type laterEntry struct {
+	r         *memRecord
+	notBefore time.Time
+}
+
+func (h laterHeap) Len() int           { return len(h) }
+func (h laterHeap) Less(i, j int) bool { return h[i].notBefore.Before(h[j].notBefore) }
+func (h laterHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *laterHeap) Push(x any)        { *h = append(*h, x.(laterEntry)) }
+func (h *laterHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	old[len(old)-1] = laterEntry{}
+	*h = old[:len(old)-1]
+	return e
+}

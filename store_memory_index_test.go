@@ -1,0 +1,194 @@
+package apcore
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// Blocks emptied by a sweep are dropped when the index grows, and pages,
+// cursors made before, counts and sweeps stay right across it.
+func TestMemoryIndexCompacts(t *testing.T) {
+	ctx := context.Background()
+	s := NewMemoryStore()
+	old := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	const n = 10_000
+	for i := range n {
+		st := StatusCompleted
+		if i%1000 == 999 {
+			st = StatusRunning // one active record in every 1000: some blocks stay
+		}
+		require.NoError(t, s.Save(ctx, TaskInfo{TaskID: fmt.Sprintf("r%05d", i), ModuleID: "m", Status: st, SubmittedAt: old, CompletedAt: old}))
+	}
+	first, err := s.ListPage(ctx, ListOptions{Limit: 1})
+	require.NoError(t, err)
+	before := len(*s.index.blocks.Load())
+	assert.Equal(t, (n+blockSize-1)/blockSize, before)
+
+	swept := 0
+	for {
+		k, err := s.Sweep(ctx, SweepRequest{Before: old.Add(time.Second), Limit: 333})
+		require.NoError(t, err)
+		swept += k
+		if k < 333 {
+			break
+		}
+	}
+	assert.Equal(t, n-n/1000, swept)
+	// The next block appended compacts the list.
+	for i := range blockSize + 1 {
+		require.NoError(t, s.Save(ctx, TaskInfo{TaskID: fmt.Sprintf("new%02d", i), ModuleID: "m", Status: StatusPending, SubmittedAt: old}))
+	}
+	after := len(*s.index.blocks.Load())
+	assert.Less(t, after, 20, "blocks after sweeping 99.9%% of %d records and adding 65 (%d before)", n, before)
+
+	var want []string
+	for i := 999; i < n; i += 1000 {
+		want = append(want, fmt.Sprintf("r%05d", i))
+	}
+	for i := range blockSize + 1 {
+		want = append(want, fmt.Sprintf("new%02d", i))
+	}
+	var got []string
+	opts := ListOptions{Limit: 7, After: first.Next} // a cursor made before the compaction
+	for {
+		page, err := s.ListPage(ctx, opts)
+		require.NoError(t, err)
+		got = append(got, idsOf(page.Tasks)...)
+		if page.Next == "" {
+			break
+		}
+		opts.After = page.Next
+	}
+	assert.Equal(t, want, got)
+	running, err := s.List(ctx, StatusRunning)
+	require.NoError(t, err)
+	assert.Equal(t, want[:n/1000], idsOf(running))
+	c, err := s.Count(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, len(want), c)
+}
+
+// Newest-first pages with a status filter walk back across blocks that
+// hold no record in that state.
+func TestMemoryIndexNewestSparse(t *testing.T) {
+	ctx := context.Background()
+	s := NewMemoryStore()
+	var failed []string
+	for i := range 5000 {
+		st := StatusCompleted
+		if i%777 == 5 {
+			st = StatusFailed
+			failed = append(failed, fmt.Sprintf("r%04d", i))
+		}
+		require.NoError(t, s.Save(ctx, TaskInfo{TaskID: fmt.Sprintf("r%04d", i), ModuleID: "m", Status: st}))
+	}
+	slices.Reverse(failed)
+	var got []string
+	opts := ListOptions{Limit: 2, Newest: true, Status: StatusFailed}
+	for {
+		page, err := s.ListPage(ctx, opts)
+		require.NoError(t, err)
+		got = append(got, idsOf(page.Tasks)...)
+		if page.Next == "" {
+			break
+		}
+		opts.After = page.Next
+	}
+	assert.Equal(t, failed, got)
+}
+
+// A Claim reads only the queues of the modules it asks for, takes the
+// oldest claimable task first across modules, and leaves a task that is
+// not due yet for a later Claim.
+func TestMemoryClaimQueues(t *testing.T) {
+	ctx := context.Background()
+	s := NewMemoryStore()
+	now := time.Now()
+	_, err := s.Renew(ctx, LeaseRequest{Owner: "o", Expires: now.Add(time.Hour), Create: true})
+	require.NoError(t, err)
+	insert := func(id, module string, notBefore time.Time) {
+		ok, err := s.Insert(ctx, StoredTask{Info: TaskInfo{TaskID: id, ModuleID: module, Status: StatusPending, SubmittedAt: now}, Resumable: true, NotBefore: notBefore}, 1000)
+		require.True(t, ok)
+		require.NoError(t, err)
+	}
+	insert("a1", "a", time.Time{})
+	insert("b1", "b", now.Add(time.Minute)) // not due
+	insert("b2", "b", time.Time{})
+	insert("a2", "a", time.Time{})
+	insert("c1", "c", time.Time{})
+
+	claim := func(limit int, modules []string, at time.Time) []string {
+		out, err := s.Claim(ctx, ClaimRequest{Owner: "o", Limit: limit, Now: at, Modules: modules})
+		require.NoError(t, err)
+		var ids []string
+		for _, st := range out {
+			ids = append(ids, st.Info.TaskID)
+		}
+		return ids
+	}
+	assert.Equal(t, []string{"b2"}, claim(5, []string{"b"}, now), "only b's due task")
+	assert.Equal(t, []string{"a1", "a2"}, claim(2, nil, now), "oldest first across modules")
+	assert.Equal(t, []string{"c1"}, claim(5, nil, now))
+	assert.Empty(t, claim(5, nil, now), "b1 is not due")
+	assert.Equal(t, []string{"b1"}, claim(5, nil, now.Add(2*time.Minute)), "b1 once due")
+	assert.Empty(t, s.claims.byModule, "empty queues are dropped")
+}
+
+// Racing Claims, Updates that hand tasks back and Sweeps never hand one
+// task to two owners nor lose a claimable one.
+func TestMemoryClaimRace(t *testing.T) {
+	ctx := context.Background()
+	s := NewMemoryStore()
+	now := time.Now()
+	const n = 2000
+	for _, o := range []string{"o1", "o2", "o3"} {
+		_, err := s.Renew(ctx, LeaseRequest{Owner: o, Expires: now.Add(time.Hour), Create: true})
+		require.NoError(t, err)
+	}
+	for i := range n {
+		ok, err := s.Insert(ctx, StoredTask{Info: TaskInfo{TaskID: fmt.Sprintf("t%04d", i), ModuleID: fmt.Sprintf("m%d", i%5), Status: StatusPending, SubmittedAt: now}, Resumable: true}, n)
+		require.True(t, ok)
+		require.NoError(t, err)
+	}
+	var mu sync.Mutex
+	taken := map[string]string{}
+	var wg sync.WaitGroup
+	for _, o := range []string{"o1", "o2", "o3"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			handedBack := 0
+			for {
+				out, err := s.Claim(ctx, ClaimRequest{Owner: o, Limit: 7, Now: now})
+				if !assert.NoError(t, err) || len(out) == 0 {
+					return
+				}
+				for _, st := range out {
+					if handedBack < 20 { // hand some back: they must be claimable again
+						handedBack++
+						st.Info.Status, st.Owner = StatusPending, ""
+						ok, err := s.Update(ctx, st, o)
+						assert.True(t, ok)
+						assert.NoError(t, err)
+						continue
+					}
+					mu.Lock()
+					if prev, ok := taken[st.Info.TaskID]; ok {
+						t.Errorf("%s claimed by %s and %s", st.Info.TaskID, prev, o)
+					}
+					taken[st.Info.TaskID] = o
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	assert.Len(t, taken, n, "every task claimed once")
+}
