@@ -201,6 +201,8 @@ func TestDeafStoreHangsNoCall(t *testing.T) {
 	within(t, "Wait", d, func(ctx context.Context) error { _, err := m.Wait(ctx, "no-such-task"); return err })
 	within(t, "Cancel", d, func(ctx context.Context) error { _, err := m.Cancel(ctx, id); return err })
 	within(t, "List", d, func(ctx context.Context) error { _, err := m.List(ctx, ""); return err })
+	err = within(t, "ListPage", d, func(ctx context.Context) error { _, err := m.ListPage(ctx, ListOptions{}); return err })
+	assert.ErrorIs(t, err, ErrStoreUnavailable)
 	err = within(t, "Submit", d, func(ctx context.Context) error { _, err := m.Submit(ctx, "a.job", nil); return err })
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
 	err = within(t, "a second Submit, behind the first", d, func(ctx context.Context) error { _, err := m.Submit(ctx, "a.job", nil); return err })

@@ -98,7 +98,9 @@ func checkListOptions(opts ListOptions) (ListOptions, error) {
 // record. A cursor this store did not make is GENERAL_INVALID_INPUT.
 //
 // A store without the Pager capability is listed whole and a page cut out
-// of the list: correct, at the cost of List.
+// of the list, at the cost of List; its cursors name the page's last record
+// and cannot promise more than that record's own removal keeps the next
+// page right.
 func (m *TaskManager) ListPage(ctx context.Context, opts ListOptions) (TaskPage, error) {
 	if err := checkCtx(ctx, "ListPage"); err != nil {
 		return TaskPage{}, err
@@ -124,7 +126,9 @@ func (m *TaskManager) ListPage(ctx context.Context, opts ListOptions) (TaskPage,
 
 // listPageByList cuts a page out of the whole list, for a store without
 // Pager. Its cursor is "l.<position>.<task id>": the page goes on after the
-// record with that id, or, when that record is gone, at the position.
+// record with that id, or, when that record is gone, where it was. (Without
+// a sequence number that is a guess: if other records before it were
+// removed as well, a page may repeat some.)
 func listPageByList(ctx context.Context, store TaskStore, opts ListOptions) (TaskPage, error) {
 	all, err := store.List(ctx, opts.Status)
 	if err != nil {
@@ -143,7 +147,9 @@ func listPageByList(ctx context.Context, store TaskStore, opts ListOptions) (Tas
 		if !ok || !ok2 || err != nil || n < 0 || id == "" {
 			return TaskPage{}, invalidf("ListPage: cursor %q was not made by this store", opts.After)
 		}
-		start = min(n, len(all))
+		// Gone: most likely the cursor's own record was removed, and the
+		// records after it moved up by one.
+		start = min(max(n-1, 0), len(all))
 		for i := range all {
 			if all[i].TaskID == id {
 				start = i + 1
