@@ -26,9 +26,13 @@ import (
 //   - SharedStore: several managers share the store as one (leases,
 //     resumable tasks, remote cancel, exact admission across replicas);
 //   - JSONStore: the store keeps results as JSON, and the manager makes
-//     every reader see the decoded form.
+//     every reader see the decoded form;
+//   - Pager: ListPage costs a page (else the manager lists every record
+//     and cuts the page out);
+//   - Sweeper: Reap and Cleanup delete a batch per store call (else they
+//     list what expired and delete one record at a time).
 //
-// MemoryStore has them all; sqlstore and redisstore too.
+// MemoryStore has them all but JSONStore; sqlstore and redisstore have all.
 type TaskStore interface {
 	// Save creates or overwrites the record with task.TaskID. An overwrite
 	// keeps the record's place in the insertion order.
@@ -36,7 +40,9 @@ type TaskStore interface {
 	// Get returns the record, or an error matching ErrTaskNotFound.
 	Get(ctx context.Context, taskID string) (TaskInfo, error)
 	// List returns every record ("" status) or those in one state, in
-	// insertion order.
+	// insertion order. It is the unpaged listing kept for compatibility:
+	// its answer grows with the store; the manager's own sweeps and the
+	// dashboard use Pager and Sweeper where the store has them.
 	List(ctx context.Context, status TaskStatus) ([]TaskInfo, error)
 	// Delete removes the record; an absent id is not an error.
 	Delete(ctx context.Context, taskID string) error

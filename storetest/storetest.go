@@ -93,7 +93,14 @@ var checks = []check{
 // a SharedStore, every rule of each of its methods (see shared.go),
 // including that Insert bounds the active records exactly under racing
 // inserts, that racing Claims never hand one task to two owners, and that
-// a Claim limited to some modules takes only their tasks.
+// a Claim limited to some modules takes only their tasks. For a Pager:
+// pages of every size, in both directions and in every state, follow the
+// insertion order, end with an empty Next, refuse cursors the store did
+// not make, and neither repeat nor skip a record when others (the one a
+// cursor names included) are removed and added between pages. For a
+// Sweeper: the batch limit, the reference time (CompletedAt, else
+// SubmittedAt), strictly before, never an active record, and racing
+// sweepers counting each deletion once.
 func TestStore(ctx context.Context, newStore func() (apcore.TaskStore, error)) error {
 	if ctx == nil || newStore == nil {
 		return &apcore.Error{Code: apcore.CodeInvalidInput, Message: "storetest: TestStore needs a context and a newStore function"}
