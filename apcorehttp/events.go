@@ -555,9 +555,10 @@ func (h *hub) pollOnce(ctx context.Context, quiet bool) {
 	}
 }
 
-// maxPolled is the most active records a poll reads: while more are
-// active, the poller reads none (a count tells it) and reports nothing of
-// other replicas' tasks; the pages refresh every few seconds anyway.
+// maxPolled is the most active records a poll reads (config.maxPolled):
+// while more are active, the poller reads none (a count tells it) and
+// reports nothing of other replicas' tasks; the pages refresh every few
+// seconds anyway.
 const maxPolled = 5000
 
 // pollTimeout bounds one poll's store calls.
@@ -575,7 +576,7 @@ func (h *hub) readActive(ctx context.Context) (pending, running []apcore.TaskInf
 		if err != nil {
 			return nil, nil, false, err
 		}
-		if n > maxPolled {
+		if n > h.cfg.maxPolled {
 			return nil, nil, true, nil
 		}
 	}
@@ -598,13 +599,13 @@ func (h *hub) readActive(ctx context.Context) (pending, running []apcore.TaskInf
 			after = page.Next
 		}
 	}
-	if pending, err = read(apcore.StatusPending, maxPolled); err != nil {
+	if pending, err = read(apcore.StatusPending, h.cfg.maxPolled); err != nil {
 		return nil, nil, false, err
 	}
-	if running, err = read(apcore.StatusRunning, maxPolled-len(pending)); err != nil {
+	if running, err = read(apcore.StatusRunning, h.cfg.maxPolled-len(pending)); err != nil {
 		return nil, nil, false, err
 	}
-	if len(pending)+len(running) > maxPolled {
+	if len(pending)+len(running) > h.cfg.maxPolled {
 		return nil, nil, true, nil
 	}
 	return pending, running, false, nil

@@ -39,3 +39,7 @@ func EventTimings(writeTimeout, flushEvery time.Duration, queueBytes int) Option
 		c.writeTimeout, c.flushInterval, c.clientQueueBytes = writeTimeout, flushEvery, queueBytes
 	}
 }
+
+// PollCap sets the most active records the event stream's poll reads, for
+// the tests.
+func PollCap(n int) Option { return func(c *config) { c.maxPolled = n } }

@@ -44,6 +44,7 @@ type config struct {
 	flushInterval    time.Duration // the least time between two batches
 	maxBatch         int           // events per batch; more make a resync event instead
 	clientQueueBytes int           // bytes queued for a client; more drop it
+	maxPolled        int           // active records a poll reads at most
 }
 
 // Option configures NewHandler.
@@ -150,6 +151,7 @@ func NewHandler(mgr *apcore.TaskManager, opts ...Option) (http.Handler, error) {
 		flushInterval:    50 * time.Millisecond,
 		maxBatch:         2048,
 		clientQueueBytes: 4 << 20,
+		maxPolled:        maxPolled,
 	}
 	for _, o := range opts {
 		if o != nil {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/apcore-go/apcore"
+	"github.com/apcore-go/apcore/apcorehttp"
 )
 
 // countingStore is a MemoryStore that counts the calls of List, and fails
@@ -27,6 +28,7 @@ type countingStore struct {
 	full     atomic.Int64 // List("")
 	byStatus atomic.Int64 // List(status)
 	pages    atomic.Int64 // ListPage
+	active   atomic.Int64 // ListPage of pending or running records
 }
 
 func newCountingStore(t testing.TB, inner *apcore.MemoryStore) *countingStore {
@@ -49,6 +51,9 @@ func (s *countingStore) List(ctx context.Context, status apcore.TaskStatus) ([]a
 
 func (s *countingStore) ListPage(ctx context.Context, opts apcore.ListOptions) (apcore.TaskPage, error) {
 	s.pages.Add(1)
+	if opts.Status.IsActive() {
+		s.active.Add(1)
+	}
 	if p, ok := any(s.MemoryStore).(apcore.Pager); ok {
 		return p.ListPage(ctx, opts)
 	}
@@ -371,4 +376,79 @@ func TestNeverListsEverything(t *testing.T) {
 		t.Errorf("ListPage was never called: the test checks nothing")
 	}
 	store.strict.Store(false) // Shutdown is the core's business
+}
+
+// The event stream's poll of other replicas' tasks costs what is active:
+// above its cap (5,000; 3 here) it counts the active records and reads
+// none, reporting nothing of other replicas' tasks; under the cap again, it
+// reads and reports them.
+func TestEventsPollCap(t *testing.T) {
+	store := newCountingStore(t, apcore.NewMemoryStore())
+	local := newManager(t, quick, apcore.WithStore(store), apcore.WithMaxConcurrent(0))
+	remote := newManager(t, quick, apcore.WithStore(store), apcore.WithMaxConcurrent(0))
+	srv, _ := serve(t, local, apcorehttp.PollCap(3))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch := events(t, ctx, srv.URL+"/api/events")
+	submit := func() string {
+		id, err := remote.Submit(context.Background(), "remote.job", nil)
+		must(t, err)
+		return id
+	}
+	// nextOf waits for an event about each of ids, in any order.
+	nextOf := func(ids ...string) {
+		t.Helper()
+		want := map[string]bool{}
+		for _, id := range ids {
+			want[id] = true
+		}
+		deadline := time.After(3 * time.Second)
+		for len(want) > 0 {
+			select {
+			case e, ok := <-ch:
+				if !ok {
+					t.Fatal("the event stream ended")
+				}
+				delete(want, e.TaskID)
+			case <-deadline:
+				t.Fatalf("no event about %v within 3s", want)
+			}
+		}
+	}
+	a, b := submit(), submit()
+	nextOf(a, b)
+
+	c, d := submit(), submit() // 4 active: over the cap
+	time.Sleep(300 * time.Millisecond) // a poll under way ends
+	before := store.active.Load()
+	deadline := time.After(2 * time.Second) // two polls and more
+	for quiet := true; quiet; {
+		select {
+		case e := <-ch:
+			if e.TaskID == c || e.TaskID == d {
+				t.Errorf("over the cap the poll reported %s", e.TaskID)
+			}
+		case <-deadline:
+			quiet = false
+		}
+	}
+	if n := store.active.Load() - before; n != 0 {
+		t.Errorf("over the cap the poll read %d pages of active records; want none", n)
+	}
+
+	for _, id := range []string{a, b} {
+		ok, err := remote.Cancel(context.Background(), id)
+		if err != nil || !ok {
+			t.Fatalf("Cancel(%s): %v %v", id, ok, err)
+		}
+	}
+	// 2 active: the poll reads them again, and reports them.
+	nextOf(c, d)
+	if store.active.Load() == before {
+		t.Errorf("under the cap again the poll read nothing")
+	}
+	if full, by := store.full.Load(), store.byStatus.Load(); full != 0 || by != 0 {
+		t.Errorf("the store was listed: %d times whole, %d by state", full, by)
+	}
+	store.strict.Store(false)
 }
