@@ -39,9 +39,10 @@ type sizeResult struct {
 	reaped int
 	reap   time.Duration
 
-	slowlog    bool // the backend has a SLOWLOG
-	slowest    time.Duration
-	slowestCmd string
+	slowlog     bool          // the backend has a SLOWLOG
+	slowest     time.Duration // the longest command from the fill's end to the Reap's
+	slowestCmd  string
+	fillSlowest time.Duration // the longest command of the fill
 }
 
 // listResult is one kind of ListPage call: its median time, and how many
@@ -103,12 +104,23 @@ func (c *config) measureSize(ctx context.Context, b backend, n int) (r sizeResul
 			err = fmt.Errorf("close: %w", cerr)
 		}
 	}()
+	sl, hasSlowlog := b.(slowLogger)
+	if hasSlowlog {
+		if err := sl.resetSlowlog(ctx); err != nil {
+			return r, fmt.Errorf("SLOWLOG RESET: %w", err)
+		}
+	}
 	now := time.Now()
 	began := time.Now()
 	if err := b.fill(ctx, store, n, now); err != nil {
 		return r, fmt.Errorf("fill: %w", err)
 	}
 	r.fill = time.Since(began)
+	if hasSlowlog {
+		if r.fillSlowest, _, err = sl.longest(ctx); err != nil {
+			return r, fmt.Errorf("SLOWLOG GET: %w", err)
+		}
+	}
 	counter, ok := store.(apcore.Counter)
 	if !ok {
 		return r, fmt.Errorf("%s is not an apcore.Counter", store.Name())
@@ -121,7 +133,6 @@ func (c *config) measureSize(ctx context.Context, b backend, n int) (r sizeResul
 	}
 	c.logf("  %-8s %9d records filled in %6.1f s (%.0f records/s)\n", b.name(), n, r.fill.Seconds(), float64(n)/r.fill.Seconds())
 
-	sl, hasSlowlog := b.(slowLogger)
 	if hasSlowlog {
 		if err := sl.resetSlowlog(ctx); err != nil {
 			return r, fmt.Errorf("SLOWLOG RESET: %w", err)

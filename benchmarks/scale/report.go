@@ -123,7 +123,7 @@ func printTables(out io.Writer, rep *report) {
 			fmt.Fprintf(out, "%s, %s records: filled in %.1f s; Submit p50 %s; %d events read; Reap %d records in %s",
 				s.name, count(z.n), z.fill.Seconds(), fmtDur(z.submitP50), z.events, z.reaped, fmtDur(z.reap))
 			if z.slowlog {
-				fmt.Fprintf(out, "; longest command %s (%s)", fmtDur(z.slowest), z.slowestCmd)
+				fmt.Fprintf(out, "; longest command %s (%s), %s during the fill", fmtDur(z.slowest), z.slowestCmd, fmtSlowest(z.fillSlowest))
 			}
 			fmt.Fprintln(out, ".")
 		}
@@ -148,12 +148,15 @@ func fmtDur(d time.Duration) string {
 	return fmt.Sprintf("%.2f s", d.Seconds())
 }
 
-// fmtSlow prints the longest command, or "< 1 ms" when none was logged.
-func fmtSlow(r sizeResult) string {
-	if r.slowest == 0 {
+// fmtSlow prints the longest command after the fill.
+func fmtSlow(r sizeResult) string { return fmtSlowest(r.slowest) }
+
+// fmtSlowest prints a longest command, "< 1 ms" when none was logged.
+func fmtSlowest(d time.Duration) string {
+	if d == 0 {
 		return "< 1 ms"
 	}
-	return fmtDur(r.slowest)
+	return fmtDur(d)
 }
 
 // fmtRate prints a rate per second.

@@ -389,13 +389,11 @@ func (b *redisBackend) longest(ctx context.Context) (time.Duration, string, erro
 	for _, e := range entries {
 		if e.Duration > d {
 			d = e.Duration
-			args := e.Args
-			if len(args) > 5 {
-				args = args[:5]
-			}
-			what = strings.Join(args, " ")
-			if len(what) > 120 {
-				what = what[:120] + "…"
+			// The command and its first arguments, on one line (an EVAL's
+			// first argument is the script).
+			what = strings.Join(strings.Fields(strings.Join(e.Args[:min(len(e.Args), 5)], " ")), " ")
+			if r := []rune(what); len(r) > 100 {
+				what = string(r[:100]) + "…"
 			}
 		}
 	}
