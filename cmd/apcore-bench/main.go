@@ -35,6 +35,7 @@ func main() {
 	runs := flag.Int("runs", 3, "runs of each workload; the median is reported")
 	quick := flag.Bool("quick", false, "skip n = 1,000,000")
 	memN := flag.Int("mem-n", 100_000, "tasks for the memory measurements")
+	typed := flag.Bool("typed", false, "also run a typed module (apcore.Typed, inputs {\"n\": i}) and report its ratio")
 	flag.Parse()
 
 	sizes := []int{10_000, 100_000, 1_000_000}
@@ -48,21 +49,27 @@ func main() {
 		n, c           int
 		lower, manager time.Duration // median per run
 		lowerWG        time.Duration // median of the one-WaitGroup bound
+		typed          time.Duration // median of the typed module's runs (with -typed)
 	}
 	var cells []cell
 	start := time.Now()
 	for _, c := range concurrency {
 		for _, n := range sizes {
 			benchkit.Manager(min(n, 10_000), c) // warm up
-			var lb, wg, mg []time.Duration
+			var lb, wg, mg, ty []time.Duration
 			for r := 0; r < *runs; r++ {
 				lb = append(lb, timed(func() { benchkit.LowerBound(n, c) }))
 				mg = append(mg, timed(func() { benchkit.Manager(n, c) }))
 				wg = append(wg, timed(func() { benchkit.LowerBoundWaitGroup(n, c) }))
+				if *typed {
+					ty = append(ty, timed(func() { benchkit.ManagerTyped(n, c) }))
+				} else {
+					ty = append(ty, 0)
+				}
 				fmt.Fprintf(os.Stderr, "  [%5.1fs] c=%-3d n=%-9d run %d/%d  lower bound %8.0f tasks/s  one-WaitGroup bound %8.0f tasks/s  manager %8.0f tasks/s\n",
 					time.Since(start).Seconds(), c, n, r+1, *runs, rate(n, lb[r]), rate(n, wg[r]), rate(n, mg[r]))
 			}
-			cells = append(cells, cell{n: n, c: c, lower: median(lb), manager: median(mg), lowerWG: median(wg)})
+			cells = append(cells, cell{n: n, c: c, lower: median(lb), manager: median(mg), lowerWG: median(wg), typed: median(ty)})
 		}
 	}
 
@@ -85,6 +92,16 @@ func main() {
 			perTask(x.n, x.manager), growth)
 	}
 	_ = w.Flush()
+	if *typed {
+		fmt.Println()
+		w = tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(w, "tasks\tmax_concurrent\ttyped module tasks/s\ttyped ns/task\tno-op ns/task\ttyped ratio to one-WaitGroup\t")
+		for _, x := range cells {
+			fmt.Fprintf(w, "%d\t%d\t%.0f\t%.0f\t%.0f\t%.2f\t\n", x.n, x.c, rate(x.n, x.typed), perTask(x.n, x.typed),
+				perTask(x.n, x.manager), rate(x.n, x.typed)/rate(x.n, x.lowerWG))
+		}
+		_ = w.Flush()
+	}
 	fmt.Printf("\nmemory (heap + stacks after GC, %d tasks): %.0f bytes per pending task, %.0f bytes per terminal record\n",
 		*memN, pending, terminal)
 	fmt.Fprintf(os.Stderr, "done in %.1fs\n", time.Since(start).Seconds())

@@ -18,11 +18,25 @@ import (
 // NoopModule is the module every workload runs: it returns at once.
 const NoopModule = "bench.noop"
 
-// Registry returns a registry holding the no-op module.
+// TypedModule is the typed no-op module: it takes {"n": int} through
+// apcore.Typed and returns n.
+const TypedModule = "bench.typed"
+
+// TypedIn is TypedModule's input.
+type TypedIn struct {
+	N int `json:"n"`
+}
+
+// Registry returns a registry holding the no-op module and the typed one.
 func Registry() *apcore.Registry {
 	r := apcore.NewRegistry()
 	if err := r.Register(NoopModule, apcore.ModuleFunc(func(context.Context, map[string]any) (any, error) {
 		return nil, nil
+	})); err != nil {
+		panic(err)
+	}
+	if err := r.Register(TypedModule, apcore.Typed(func(_ context.Context, in TypedIn) (int, error) {
+		return in.N, nil
 	})); err != nil {
 		panic(err)
 	}
@@ -113,12 +127,30 @@ func Manager(n, c int) {
 	}
 }
 
+// ManagerTyped is Manager with the typed module, each task with inputs
+// {"n": i}.
+func ManagerTyped(n, c int) {
+	m := NewManager(n, c)
+	submitAndWaitTo(m, n, TypedModule)
+	if err := m.Shutdown(context.Background()); err != nil {
+		panic(err)
+	}
+}
+
 // submitAndWait submits n no-op tasks to m, then waits for each to complete.
-func submitAndWait(m *apcore.TaskManager, n int) {
+func submitAndWait(m *apcore.TaskManager, n int) { submitAndWaitTo(m, n, NoopModule) }
+
+// submitAndWaitTo submits n tasks of module to m ({"n": i} for the typed
+// one), then waits for each to complete.
+func submitAndWaitTo(m *apcore.TaskManager, n int, module string) {
 	ctx := context.Background()
 	ids := make([]string, n)
 	for i := range ids {
-		id, err := m.Submit(ctx, NoopModule, nil)
+		var inputs map[string]any
+		if module == TypedModule {
+			inputs = map[string]any{"n": i}
+		}
+		id, err := m.Submit(ctx, module, inputs)
 		if err != nil {
 			panic(err)
 		}
