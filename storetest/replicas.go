@@ -19,8 +19,11 @@ import (
 // through either manager started before and after the end, Status, Result,
 // List, the observer) sees a task's result as one value with one set of Go
 // types: JSON-decoded when the store is an apcore.JSONStore that keeps
-// JSON. store should start empty; the managers are shut down before
-// TestReplicas returns.
+// JSON; and that a module made with apcore.Typed gets the same inputs
+// whether its task runs where it was submitted or (with a SharedStore) is
+// resumed on another manager, and apcore.ResultAs the same result from
+// every reader. store should start empty; the managers are shut down
+// before TestReplicas returns.
 //
 // The store must be an apcore.ConditionalSaver: without SaveIf nothing
 // stops the owner's late write from overwriting another replica's cancel.
@@ -116,5 +119,8 @@ func TestReplicas(ctx context.Context, store apcore.TaskStore) (err error) {
 	if n, err := b.TaskCount(ctx); err != nil || n != 2 {
 		return fmt.Errorf("TaskCount through the second replica = %d (%v), want 2", n, err)
 	}
-	return checkReadersAgree(ctx, store)
+	if err := checkReadersAgree(ctx, store); err != nil {
+		return err
+	}
+	return checkTyped(ctx, store)
 }
