@@ -8,15 +8,35 @@
 // Status, Result, Wait, Cancel, List and Cleanup follow it from there, and an
 // optional reaper deletes old records.
 //
+//	type DoubleIn struct {
+//		N int `json:"n"`
+//	}
+//
 //	reg := apcore.NewRegistry()
-//	_ = reg.Register("math.double", apcore.ModuleFunc(
-//		func(ctx context.Context, in map[string]any) (any, error) {
-//			return in["n"].(int) * 2, nil
-//		}))
-//	mgr, _ := apcore.NewTaskManager(reg)
+//	if err := reg.Register("math.double", apcore.Typed(
+//		func(ctx context.Context, in DoubleIn) (int, error) {
+//			return in.N * 2, nil
+//		})); err != nil {
+//		return err
+//	}
+//	mgr, err := apcore.NewTaskManager(reg)
+//	if err != nil {
+//		return err
+//	}
 //	defer mgr.Shutdown(context.Background())
-//	id, _ := mgr.Submit(ctx, "math.double", map[string]any{"n": 21})
-//	info, _ := mgr.Wait(ctx, id) // info.Status == StatusCompleted, info.Result == 42
+//	id, err := mgr.Submit(ctx, "math.double", map[string]any{"n": 21})
+//	if err != nil {
+//		return err
+//	}
+//	info, err := mgr.Wait(ctx, id) // info.Status == StatusCompleted
+//	if err != nil {
+//		return err
+//	}
+//	n, err := apcore.ResultAs[int](info) // 42, whatever the store
+//
+// Typed converts the inputs map to the module's type and ResultAs a result
+// to the caller's, through JSON, the same way wherever the task ran and
+// whatever store kept it; ModuleFunc takes the map as it comes.
 //
 // # States
 //

@@ -75,6 +75,18 @@ func defaultDir() string {
 func dbPath(dir string) string { return filepath.Join(dir, "tasks.db") }
 
 // run is one run of the program, with its SQLite file in the folder dir.
+// reportIn and reportOut are report.build's input and result: Typed fills
+// the one from the inputs map and the store keeps the other as JSON, the
+// same on every store.
+type reportIn struct {
+	Name string `json:"name"`
+}
+
+type reportOut struct {
+	Report string `json:"report"`
+	Pages  int    `json:"pages"`
+}
+
 func run(ctx context.Context, out io.Writer, dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
@@ -103,12 +115,12 @@ func run(ctx context.Context, out io.Writer, dir string) error {
 	}
 
 	reg := apcore.NewRegistry()
-	if err := reg.Register("report.build", apcore.ModuleFunc(func(ctx context.Context, in map[string]any) (any, error) {
+	if err := reg.Register("report.build", apcore.Typed(func(ctx context.Context, in reportIn) (reportOut, error) {
 		select {
 		case <-time.After(20 * time.Millisecond):
-			return map[string]any{"report": in["name"], "pages": len(in["name"].(string))}, nil
+			return reportOut{Report: in.Name, Pages: len(in.Name)}, nil
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return reportOut{}, ctx.Err()
 		}
 	})); err != nil {
 		return err

@@ -24,15 +24,24 @@ func main() {
 	}
 }
 
+// greeting is demo.quick's input.
+type greeting struct {
+	Name string `json:"name"`
+}
+
 func run() error {
 	ctx := context.Background()
 	reg := apcore.NewRegistry()
+	// Returns at once. Typed hands it its inputs as a struct, the same way
+	// on every store.
+	if err := reg.Register("demo.quick", apcore.Typed(func(ctx context.Context, in greeting) (string, error) {
+		return "hello, " + in.Name, nil
+	})); err != nil {
+		return err
+	}
 	var flakyCalls atomic.Int32
+	// The others take the inputs map as it comes (apcore.ModuleFunc).
 	modules := map[string]apcore.ModuleFunc{
-		// Returns at once.
-		"demo.quick": func(ctx context.Context, in map[string]any) (any, error) {
-			return fmt.Sprintf("hello, %v", in["name"]), nil
-		},
 		// Would take a minute; it watches ctx, so a cancel stops it.
 		"demo.slow": func(ctx context.Context, in map[string]any) (any, error) {
 			select {
