@@ -39,8 +39,12 @@ func (q *claimQueues) push(r *memRecord) {
 		mq = &claimQueue{}
 		q.byModule[r.info.ModuleID] = mq
 	}
-	if mq.head > 0 && mq.head == len(mq.items) {
-		mq.items, mq.head = mq.items[:0], 0
+	if mq.head > 32 && mq.head >= len(mq.items)/2 {
+		// Move what is left to the front, so that a queue that never empties
+		// does not grow without bound.
+		n := copy(mq.items, mq.items[mq.head:])
+		clear(mq.items[n:])
+		mq.items, mq.head = mq.items[:n], 0
 	}
 	mq.items = append(mq.items, claimEntry{r, q.arrivals})
 }

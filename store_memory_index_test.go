@@ -192,3 +192,33 @@ func TestMemoryClaimRace(t *testing.T) {
 	wg.Wait()
 	assert.Len(t, taken, n, "every task claimed once")
 }
+
+// A claim queue that never empties (tasks arrive as fast as they are
+// claimed) keeps its size bounded by what waits in it.
+func TestMemoryClaimQueueStaysBounded(t *testing.T) {
+	ctx := context.Background()
+	s := NewMemoryStore()
+	now := time.Now()
+	_, err := s.Renew(ctx, LeaseRequest{Owner: "o", Expires: now.Add(time.Hour), Create: true})
+	require.NoError(t, err)
+	next := 0
+	insert := func() {
+		next++
+		ok, err := s.Insert(ctx, StoredTask{Info: TaskInfo{TaskID: fmt.Sprintf("t%06d", next), ModuleID: "m", Status: StatusPending, SubmittedAt: now}, Resumable: true}, 1<<30)
+		require.True(t, ok)
+		require.NoError(t, err)
+	}
+	for range 10 {
+		insert()
+	}
+	for range 10_000 {
+		insert()
+		out, err := s.Claim(ctx, ClaimRequest{Owner: "o", Limit: 1, Now: now})
+		require.NoError(t, err)
+		require.Len(t, out, 1)
+	}
+	mq := s.claims.byModule["m"]
+	require.NotNil(t, mq)
+	assert.Equal(t, 10, len(mq.items)-mq.head, "ten wait")
+	assert.Less(t, cap(mq.items), 200, "the queue's array stays near what waits in it")
+}
