@@ -108,7 +108,7 @@ func TestListTasks(t *testing.T) {
 	}
 	list, err := mgr.ListPage(context.Background(), apcore.ListOptions{})
 	must(t, err)
-	want, err := json.Marshal(map[string]any{"tasks": list.Tasks, "total": 7})
+	want, err := json.Marshal(map[string]any{"tasks": list.Tasks})
 	must(t, err)
 	if strings.TrimSpace(string(body)) != string(want) || res.Header.Get("Link") != "" {
 		t.Errorf("GET /api/tasks:\n got %s (Link %q)\nwant %s", body, res.Header.Get("Link"), want)
@@ -127,14 +127,14 @@ func TestListTasks(t *testing.T) {
 		}
 		return *p
 	}
-	if getP("status=failed"); !reflect.DeepEqual(ids(), f) || intOf(got.Total) != 2 || got.Next != nil {
-		t.Errorf("status=failed: %v (total %v, next %v), want %v", ids(), intOf(got.Total), got.Next, f)
+	if getP("status=failed"); !reflect.DeepEqual(ids(), f) || got.Total != nil || got.Next != nil {
+		t.Errorf("status=failed: %v (total %v, next %v), want %v and no total (the summary counts)", ids(), intOf(got.Total), got.Next, f)
 	}
-	if getP("status=running"); len(got.Tasks) != 0 || intOf(got.Total) != 0 {
+	if getP("status=running"); len(got.Tasks) != 0 {
 		t.Errorf("status=running: %v, want an empty list", got.Tasks)
 	}
 	all := append(append(append([]string{}, a...), f...), b...)
-	if getP("order=desc&limit=3"); !reflect.DeepEqual(ids(), []string{all[6], all[5], all[4]}) || intOf(got.Total) != 7 || got.Next == nil {
+	if getP("order=desc&limit=3"); !reflect.DeepEqual(ids(), []string{all[6], all[5], all[4]}) || got.Next == nil {
 		t.Errorf("order=desc&limit=3: %v total %v", ids(), intOf(got.Total))
 	}
 	if getP("order=desc&limit=3&after=" + url.QueryEscape(*got.Next)); !reflect.DeepEqual(ids(), []string{all[3], all[2], all[1]}) || got.Next == nil {
@@ -143,13 +143,13 @@ func TestListTasks(t *testing.T) {
 	if getP("order=desc&limit=3&after=" + url.QueryEscape(*got.Next)); !reflect.DeepEqual(ids(), []string{all[0]}) || got.Next != nil {
 		t.Errorf("order=desc&limit=3, the last page: %v next %v", ids(), got.Next)
 	}
-	if getP("offset=2&limit=2"); !reflect.DeepEqual(ids(), all[2:4]) || intOf(got.Total) != 7 || got.Next == nil {
+	if getP("offset=2&limit=2"); !reflect.DeepEqual(ids(), all[2:4]) || got.Next == nil {
 		t.Errorf("offset=2&limit=2: %v", ids())
 	}
 	if getP("limit=2&after=" + url.QueryEscape(*got.Next)); !reflect.DeepEqual(ids(), all[4:6]) {
 		t.Errorf("offset=2&limit=2, then its next: %v, want %v", ids(), all[4:6])
 	}
-	if getP("module=alpha&order=desc&offset=1"); !reflect.DeepEqual(ids(), []string{a[1], a[0]}) || got.Total != nil || intOf(got.Scanned) != 7 {
+	if getP("module=alpha&order=desc&offset=1"); !reflect.DeepEqual(ids(), []string{a[1], a[0]}) || intOf(got.Scanned) != 7 {
 		t.Errorf("module=alpha&order=desc&offset=1: %v total %v scanned %v", ids(), intOf(got.Total), intOf(got.Scanned))
 	}
 	if getP("module=beta&status=completed&limit=10"); !reflect.DeepEqual(ids(), b) {
@@ -161,7 +161,7 @@ func TestListTasks(t *testing.T) {
 	if getP("module=alpha&limit=2&after=" + url.QueryEscape(*got.Next)); !reflect.DeepEqual(ids(), a[2:]) || got.Next != nil {
 		t.Errorf("module=alpha&limit=2, the second page: %v next %v", ids(), got.Next)
 	}
-	if getP("offset=100&limit=10"); len(got.Tasks) != 0 || intOf(got.Total) != 7 || got.Next != nil {
+	if getP("offset=100&limit=10"); len(got.Tasks) != 0 || got.Next != nil {
 		t.Errorf("offset past the end: %v total %v", ids(), intOf(got.Total))
 	}
 

@@ -139,9 +139,8 @@ func finiteFloat(f float64, v any) any {
 }
 
 // appendList appends GET /api/tasks's answer: {"tasks": [...]}, with
-// "next" when it is not "", "total" when total is not negative, and
-// "scanned" when scanned is not negative.
-func appendList(b []byte, tasks []apcore.TaskInfo, next string, total, scanned int) []byte {
+// "next" when it is not "" and "scanned" when scanned is not negative.
+func appendList(b []byte, tasks []apcore.TaskInfo, next string, scanned int) []byte {
 	b = append(b, `{"tasks":[`...)
 	for i := range tasks {
 		if i > 0 {
@@ -153,10 +152,6 @@ func appendList(b []byte, tasks []apcore.TaskInfo, next string, total, scanned i
 	if next != "" {
 		b = append(b, `,"next":`...)
 		b = appendString(b, next)
-	}
-	if total >= 0 {
-		b = append(b, `,"total":`...)
-		b = strconv.AppendInt(b, int64(total), 10)
 	}
 	if scanned >= 0 {
 		b = append(b, `,"scanned":`...)

@@ -85,22 +85,20 @@ type handler struct {
 //	GET  /api/summary             counts per state, modules, chart series
 //	GET  /api/events              text/event-stream of records' changes
 //
-// GET /api/tasks answers one page: {"tasks": [...], "next": cursor,
-// "total": n}. It takes status (one state), order ("asc", the default:
-// insertion order; or "desc": newest first), limit (1-1000, default 100),
-// after (the "next" of the previous answer; also sent as a Link header
-// with rel="next"), module (one module id) and offset (0-10,000; instead
-// of after). "next" is absent on the last page; "total" is the number of
-// records in that state (or in all), at most a second old, given when the
-// store counts without listing (apcore.Counter) and no module is asked
-// for. A request costs its page, whatever the store holds (on a store with
-// apcore.Pager, as every store of this repository has); the store cannot
-// filter by module, so with module the handler reads store pages and keeps
-// the matching records, reading at most 10,000 records per request: the
-// answer then may hold fewer than limit records with a "next", and says
-// how many it read ("scanned"). An offset costs the records it skips. A
-// bad parameter or a cursor that neither this handler nor the store made
-// is 400 GENERAL_INVALID_INPUT.
+// GET /api/tasks answers one page: {"tasks": [...], "next": cursor}. It
+// takes status (one state), order ("asc", the default: insertion order; or
+// "desc": newest first), limit (1-1000, default 100), after (the "next" of
+// the previous answer; also sent as a Link header with rel="next"), module
+// (one module id) and offset (0-10,000; instead of after). "next" is
+// absent on the last page. A request costs its page, whatever the store
+// holds (on a store with apcore.Pager, as every store of this repository
+// has), and counts nothing (GET /api/summary has the counts). The store
+// cannot filter by module, so with module the handler reads store pages
+// and keeps the matching records, reading about 10,000 records at most per
+// request: the answer then may hold fewer than limit records with a
+// "next", and says how many it read ("scanned"). An offset costs the
+// records it skips. A bad parameter or a cursor that neither this handler
+// nor the store made is 400 GENERAL_INVALID_INPUT.
 //
 // GET /api/summary answers the counts per state (apcore.Counter, at most a
 // second old), the module ids seen in the newest records, and the chart of

@@ -94,8 +94,8 @@ func TestLargeStore(t *testing.T) {
 	t.Logf("100,000 records: first page %v (%d bytes), next %v; status filter %v; status and module filter %v; summary %v; one read of the active records %v; the unpaged list %v (%d bytes)",
 		first.Round(time.Microsecond), size, next.Round(time.Microsecond), filter.Round(time.Microsecond), module.Round(time.Microsecond),
 		summary.Round(time.Microsecond), poll.Round(time.Microsecond), full.Round(time.Microsecond), fullSize)
-	if len(p.Tasks) != 50 || p.Total == nil || *p.Total != largeN {
-		t.Errorf("the first page: %d records, total %v", len(p.Tasks), p.Total)
+	if len(p.Tasks) != 50 || p.Next == nil {
+		t.Errorf("the first page: %d records, next %v", len(p.Tasks), p.Next)
 	}
 	if len(unpaged.Tasks) != 100 || unpaged.Next == nil {
 		t.Errorf("the unpaged list: %d records, next %v; want 100 and a cursor", len(unpaged.Tasks), unpaged.Next)

@@ -16,7 +16,9 @@ import (
 // request costs the page it answers, never the records the store keeps.
 //
 // Without module or offset, a request is one ListPage call of the limit
-// asked for, and "next" is the store's own cursor. The store cannot filter
+// asked for, and "next" is the store's own cursor. It counts nothing: a
+// count can cost what the store keeps (PostgreSQL counts the completed
+// records one by one), so the counts are GET /api/summary's. The store cannot filter
 // by module, and cannot start at an offset: such a request reads store
 // pages of 1,000 records, keeping the matching ones, until it has limit
 // of them or has read scanBudget records (plus offset, for an offset),
@@ -224,24 +226,10 @@ func (h *handler) listTasks(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.cache.noteModulesOf(ans.tasks)
-	total := -1
-	if lq.module == "" {
-		// The shared counts, at most a second old: cheap, and only when
-		// the store counts without listing.
-		if _, ok := h.mgr.Store().(apcore.Counter); ok {
-			if counts, err := h.cache.getCounts(r.Context()); err == nil {
-				if lq.status == "" {
-					total = counts["total"]
-				} else {
-					total = counts[string(lq.status)]
-				}
-			}
-		}
-	}
 	if ans.next != "" {
 		q.Del("offset")
 		q.Set("after", ans.next)
 		w.Header().Set("Link", "<tasks?"+q.Encode()+`>; rel="next"`)
 	}
-	writeBody(w, http.StatusOK, appendList(nil, ans.tasks, ans.next, total, ans.scanned))
+	writeBody(w, http.StatusOK, appendList(nil, ans.tasks, ans.next, ans.scanned))
 }

@@ -29,6 +29,12 @@ type countingStore struct {
 	byStatus atomic.Int64 // List(status)
 	pages    atomic.Int64 // ListPage
 	active   atomic.Int64 // ListPage of pending or running records
+	counts   atomic.Int64 // Count
+}
+
+func (s *countingStore) Count(ctx context.Context, statuses ...apcore.TaskStatus) (int, error) {
+	s.counts.Add(1)
+	return s.MemoryStore.Count(ctx, statuses...)
 }
 
 func newCountingStore(t testing.TB, inner *apcore.MemoryStore) *countingStore {
@@ -174,8 +180,8 @@ func TestListDefaultLimitAndNext(t *testing.T) {
 		for n := 0; ; n++ {
 			p, link := getPage(t, u)
 			got = append(got, p.ids()...)
-			if p.Total == nil || *p.Total != 250 {
-				t.Errorf("%s: total %v, want 250", u, p.Total)
+			if p.Total != nil {
+				t.Errorf("%s: total %v: a page counts nothing", u, *p.Total)
 			}
 			if p.Scanned != nil {
 				t.Errorf("%s: scanned %v without a module filter", u, *p.Scanned)
@@ -208,6 +214,9 @@ func TestListDefaultLimitAndNext(t *testing.T) {
 	}
 	if n := store.full.Load() + store.byStatus.Load(); n != 0 {
 		t.Errorf("the store was listed %d times", n)
+	}
+	if n := store.counts.Load(); n != 0 {
+		t.Errorf("GET /api/tasks counted %d times; a page counts nothing", n)
 	}
 }
 
@@ -260,8 +269,8 @@ func TestListModuleScan(t *testing.T) {
 	for range 20 {
 		p, link := getPage(t, u)
 		got = append(got, p.ids()...)
-		if p.Scanned == nil || p.Total != nil {
-			t.Fatalf("%s: scanned %v, total %v; want scanned and no total", u, p.Scanned, p.Total)
+		if p.Scanned == nil {
+			t.Fatalf("%s: no scanned", u)
 		}
 		scans = append(scans, *p.Scanned)
 		if *p.Scanned > 10_000 {
@@ -418,7 +427,7 @@ func TestEventsPollCap(t *testing.T) {
 	a, b := submit(), submit()
 	nextOf(a, b)
 
-	c, d := submit(), submit() // 4 active: over the cap
+	c, d := submit(), submit()         // 4 active: over the cap
 	time.Sleep(300 * time.Millisecond) // a poll under way ends
 	before := store.active.Load()
 	deadline := time.After(2 * time.Second) // two polls and more

@@ -59,12 +59,12 @@ type summaryCache struct {
 	// countMu is held while counting, chartMu while reading the chart:
 	// one refresh of each at a time, and a request for the counts never
 	// waits for the chart.
-	countMu  sync.Mutex
+	countMu   sync.Mutex
 	counts    map[string]int // never changed once made: replaced
 	countsAt  time.Time
 	countsFor time.Duration // how long the counts are kept
 
-	chartMu sync.Mutex
+	chartMu  sync.Mutex
 	chart    chart
 	chartAt  time.Time
 	chartFor time.Duration // how long the chart is kept

@@ -8,9 +8,11 @@
   // The table pages with cursors: after is the cursor of the page shown
   // ("" for the first), next the one the server gave for the page after,
   // back the pages before it ({after, pos}), pos how many records the
-  // pages before this one showed; total is null when the server does not
-  // count (a module filter).
-  const state = { status: "", module: "", order: "desc", limit: 50, after: "", next: "", back: [], pos: 0, total: null };
+  // pages before this one showed.
+  const state = { status: "", module: "", order: "desc", limit: 50, after: "", next: "", back: [], pos: 0 };
+  // The counts per state of the last summary: the table's "of N" (none
+  // with a module filter: the server does not count by module).
+  let counts = null;
   const rows = new Map(); // task id -> {tr, task}
   let detailId = null;
   let detailTask = null;
@@ -135,8 +137,9 @@
   function renderRange() {
     const from = rows.size === 0 ? 0 : state.pos + 1;
     const to = state.pos + rows.size;
+    const total = !state.module && counts ? counts[state.status || "total"] : undefined;
     let text = rows.size === 0 ? "none" : from.toLocaleString() + "–" + to.toLocaleString();
-    if (state.total !== null) text = (rows.size === 0 ? "0" : text) + " of " + state.total.toLocaleString();
+    if (typeof total === "number") text = (rows.size === 0 ? "0" : text) + " of " + Math.max(total, to).toLocaleString();
     else if (state.next) text += " (more)";
     $("range").textContent = text;
     $("prev").disabled = state.back.length === 0;
@@ -168,7 +171,6 @@
       const data = await getJSON("api/tasks?" + q);
       if (seq !== pageSeq) return;
       state.next = typeof data.next === "string" ? data.next : "";
-      state.total = typeof data.total === "number" ? data.total : null;
       render((data.tasks || []).map((t) => newest(t, requestedAt)));
     } catch (e) { setLive(false, "cannot load tasks"); }
   }
@@ -176,6 +178,8 @@
   async function loadSummary() {
     try {
       const s = await getJSON("api/summary");
+      counts = s.counts || null;
+      renderRange();
       for (const k of ["total", "pending", "running", "completed", "failed", "cancelled"]) {
         $("count-" + k).textContent = (s.counts[k] || 0).toLocaleString();
       }
@@ -380,7 +384,6 @@
         rows.delete(lastTr.dataset.id);
         lastTr.remove();
       }
-      if (state.total !== null) state.total++;
       $("empty").hidden = true;
       renderRange();
     }
