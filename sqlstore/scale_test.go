@@ -271,7 +271,10 @@ var scaleBackends = []scaleBackend{{"PostgreSQL", openPostgresStore, fillPostgre
 
 // BenchmarkSweep deletes the expired records of a table of a million (98%
 // of them terminal) the way Reap does: Sweep with Limit 1000 until a batch
-// comes back short. It reports records/s.
+// comes back short. It reports records/s. Measured on 2 shared cores
+// (AMD EPYC; PostgreSQL 15 with fsync off, SQLite through modernc in WAL
+// mode with synchronous NORMAL): 361,000 records/s on PostgreSQL,
+// 17,000-34,000 on SQLite.
 //
 //	go test -run '^$' -bench Sweep -benchtime 1x
 func BenchmarkSweep(b *testing.B) {
@@ -304,7 +307,10 @@ func BenchmarkSweep(b *testing.B) {
 
 // BenchmarkListPage reads pages of 100 from the middle of a table of 10,000
 // and of 1,000,000 records: every record, newest first, and the failed
-// ones (one in 50). The time per page should not follow the table's size.
+// ones (one in 50). The time per page should not follow the table's size:
+// measured, a page at 1,000,000 records took 1.03-1.18 times as long as at
+// 10,000 on PostgreSQL (0.68-0.93 ms) and 1.28-1.36 times on SQLite
+// (0.93-1.07 ms).
 //
 //	go test -run '^$' -bench ListPage
 func BenchmarkListPage(b *testing.B) {
