@@ -100,10 +100,15 @@ type handler struct {
 // records it skips. A bad parameter or a cursor that neither this handler
 // nor the store made is 400 GENERAL_INVALID_INPUT.
 //
-// GET /api/summary answers the counts per state (apcore.Counter, at most a
-// second old), the module ids seen in the newest records, and the chart of
-// the last five minutes made from at most the 5,000 newest records (at
-// most two seconds old); it never lists every record.
+// GET /api/summary answers {"generated_at", "counts", "modules",
+// "chart"}: the records per state and in all ("total"), one Count per
+// state (apcore.Counter) shared for a second, or for twenty times as long
+// as counting took when that is longer; the module ids of the records the
+// handler has read; and the chart of the last five minutes ("end",
+// "bucket_seconds", "finished", "wait_avg", "wait_max"), made from the
+// newest records, at most 5,000 of them ("records"; "partial" and "from",
+// the oldest submission read, when that cut the window short), shared for
+// two seconds. It never lists every record.
 //
 // POST /api/tasks/{id}/cancel is refused (403) unless the request's
 // Content-Type is application/json or it carries the header
