@@ -61,7 +61,8 @@ type config struct {
 	drains       [2]int // the two backlogs drained
 	runs         int    // first page loads per store
 	calls        int    // ListPage calls per kind
-	submits      int    // timed submits per store
+	submits      int    // timed submits per store and round
+	rounds       int    // rounds of submits; the medians of their p50 and p99 are kept
 	drainTimeout time.Duration
 	stores       []string
 	pgDSN        string
@@ -79,7 +80,7 @@ func (c *config) logf(format string, a ...any) { fmt.Fprintf(c.progress, format,
 func quickConfig() config {
 	return config{
 		sizes: [2]int{1_000, 10_000}, drains: [2]int{2_000, 6_000},
-		runs: 3, calls: 5, submits: 300, drainTimeout: time.Minute,
+		runs: 3, calls: 5, submits: 300, rounds: 2, drainTimeout: time.Minute,
 		stores: []string{"memory", "sqlite", "postgres", "redis"},
 		log:    quietLogger(), progress: os.Stderr,
 	}
@@ -89,7 +90,7 @@ func quickConfig() config {
 func fullConfig() config {
 	c := quickConfig()
 	c.sizes, c.drains = [2]int{10_000, 1_000_000}, [2]int{100_000, 300_000}
-	c.calls, c.submits, c.drainTimeout = 11, 2_000, 10*time.Minute
+	c.calls, c.submits, c.rounds, c.drainTimeout = 21, 1_000, 3, 10*time.Minute
 	return c
 }
 
@@ -99,8 +100,9 @@ func main() {
 	drains := flag.String("drain", "", "the two backlogs the memory store drains (default 100000,300000; -quick 2000,6000; 0,0: none)")
 	stores := flag.String("stores", "memory,sqlite,postgres,redis", "stores to measure (postgres and redis are skipped without a server)")
 	runs := flag.Int("runs", 0, "first page loads per store; the median is reported (default 3)")
-	calls := flag.Int("calls", 0, "ListPage calls of each kind per store; the median is reported (default 11; -quick 5)")
-	submits := flag.Int("submits", 0, "timed submits per store (default 2000; -quick 300)")
+	calls := flag.Int("calls", 0, "ListPage calls of each kind per store; the median is reported (default 21; -quick 5)")
+	submits := flag.Int("submits", 0, "timed submits per store and round (default 1000; -quick 300)")
+	rounds := flag.Int("rounds", 0, "rounds of submits per store; the medians of their p50 and p99 are reported (default 3; -quick 2)")
 	drainTimeout := flag.Duration("drain-timeout", 0, "bound on one drain (default 10m)")
 	pg := flag.String("pg", os.Getenv("APCORE_TEST_POSTGRES"), "PostgreSQL URL (default $APCORE_TEST_POSTGRES)")
 	rds := flag.String("redis", os.Getenv("APCORE_TEST_REDIS"), "Redis URL (default $APCORE_TEST_REDIS)")
@@ -124,9 +126,9 @@ func main() {
 	for _, f := range []struct {
 		v   int
 		dst *int
-	}{{*runs, &c.runs}, {*calls, &c.calls}, {*submits, &c.submits}} {
+	}{{*runs, &c.runs}, {*calls, &c.calls}, {*submits, &c.submits}, {*rounds, &c.rounds}} {
 		if f.v < 0 {
-			fatalf("-runs, -calls and -submits must be at least 1")
+			fatalf("-runs, -calls, -submits and -rounds must be at least 1")
 		}
 		if f.v > 0 {
 			*f.dst = f.v
@@ -190,8 +192,8 @@ func (r *report) failed() bool {
 	return r.drainE != nil
 }
 
-// run measures every store of c at both sizes, then the memory store's
-// drains. A store that fails is reported with its error, and the run goes
+// run measures every store of c at both sizes, side by side, then the
+// memory store's drains. A store that fails is reported with its error, and the run goes
 // on with the next.
 func run(ctx context.Context, c *config) *report {
 	rep := &report{cfg: c}
@@ -212,14 +214,12 @@ func run(ctx context.Context, c *config) *report {
 			b = rb
 		}
 		sr := storeResult{name: name}
-		for _, n := range c.sizes {
-			r, err := c.measureSize(ctx, b, n)
-			if err != nil {
-				sr.err = fmt.Errorf("%s, %d records: %w", name, n, err)
-				c.logf("scale: %v\n", sr.err)
-				break
-			}
-			sr.sizes = append(sr.sizes, r)
+		res, err := c.measureStore(ctx, b)
+		if err != nil {
+			sr.err = fmt.Errorf("%s: %w", name, err)
+			c.logf("scale: %v\n", sr.err)
+		} else {
+			sr.sizes = res[:]
 		}
 		rep.stores = append(rep.stores, sr)
 	}

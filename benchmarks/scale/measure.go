@@ -28,19 +28,19 @@ type sizeResult struct {
 	pageTime     time.Duration // the first dashboard page: median of the runs
 	pageBytes    int64
 	pageAPIBytes int64    // of which the JSON API calls
-	pageCalls    []string // what the page fetched, with each request's time and size (last run)
+	pageCalls    []string // what the page fetched, with each request's time and size (the median run)
 
 	lists []listResult
 
-	submitP50, submitP99 time.Duration
-	submits              int
-	events               int64 // events the client read while the tasks ran
+	submitP50, submitP99 time.Duration // medians of the rounds'
+	submits              int           // timed submits in all
+	events               int64         // events the client read while the tasks ran
 
 	reaped int
 	reap   time.Duration
 
 	slowlog     bool          // the backend has a SLOWLOG
-	slowest     time.Duration // the longest command from the fill's end to the Reap's
+	slowest     time.Duration // the longest command about this store, from the fills' end to the Reaps'
 	slowestCmd  string
 	fillSlowest time.Duration // the longest command of the fill
 }
@@ -90,115 +90,147 @@ func registry() *apcore.Registry {
 	return reg
 }
 
-// measureSize opens a fresh store of b, fills it with n records, and
-// measures on it, in this order: the first dashboard page, ListPage, Submit
-// with an event client connected, then Reap of every expired record.
-func (c *config) measureSize(ctx context.Context, b backend, n int) (r sizeResult, err error) {
-	r.n = n
-	store, err := b.open(ctx)
-	if err != nil {
-		return r, fmt.Errorf("open: %w", err)
-	}
+// sized is one of a backend's two stores, the small and the large, with
+// the manager over it.
+type sized struct {
+	n     int
+	store apcore.TaskStore
+	mgr   *apcore.TaskManager
+	ended atomic.Int64 // the no-op tasks that ended
+	r     sizeResult
+}
+
+// measureStore opens two stores of b and fills one with c.sizes[0]
+// records, the other with c.sizes[1], starts a manager on each, and
+// measures, in this order: the first dashboard page, ListPage, Submit with
+// an event client connected, and Reap of every expired record. Each
+// measurement alternates between the two stores, call by call or run by
+// run, so that whatever else the machine does falls on both alike.
+func (c *config) measureStore(ctx context.Context, b backend) (res [2]sizeResult, err error) {
 	defer func() {
 		if cerr := b.close(context.Background()); err == nil && cerr != nil {
 			err = fmt.Errorf("close: %w", cerr)
 		}
 	}()
 	sl, hasSlowlog := b.(slowLogger)
-	if hasSlowlog {
-		if err := sl.resetSlowlog(ctx); err != nil {
-			return r, fmt.Errorf("SLOWLOG RESET: %w", err)
+	xs := []*sized{{n: c.sizes[0]}, {n: c.sizes[1]}}
+	for _, x := range xs {
+		x.r.n = x.n
+		if x.store, err = b.open(ctx, x.n); err != nil {
+			return res, fmt.Errorf("open for %d: %w", x.n, err)
+		}
+		if err := c.fill(ctx, b, x, sl); err != nil {
+			return res, fmt.Errorf("%d records: %w", x.n, err)
 		}
 	}
-	now := time.Now()
-	began := time.Now()
-	if err := b.fill(ctx, store, n, now); err != nil {
-		return r, fmt.Errorf("fill: %w", err)
-	}
-	r.fill = time.Since(began)
-	if hasSlowlog {
-		if r.fillSlowest, _, err = sl.longest(ctx); err != nil {
-			return r, fmt.Errorf("SLOWLOG GET: %w", err)
-		}
-	}
-	counter, ok := store.(apcore.Counter)
-	if !ok {
-		return r, fmt.Errorf("%s is not an apcore.Counter", store.Name())
-	}
-	if r.counted, err = counter.Count(ctx); err != nil {
-		return r, fmt.Errorf("count: %w", err)
-	}
-	if r.counted != n {
-		return r, fmt.Errorf("the store counts %d records after filling %d", r.counted, n)
-	}
-	c.logf("  %-8s %9d records filled in %6.1f s (%.0f records/s)\n", b.name(), n, r.fill.Seconds(), float64(n)/r.fill.Seconds())
-
 	if hasSlowlog {
 		if err := sl.resetSlowlog(ctx); err != nil {
-			return r, fmt.Errorf("SLOWLOG RESET: %w", err)
+			return res, fmt.Errorf("SLOWLOG RESET: %w", err)
 		}
 	}
 
-	var ended atomic.Int64
-	mgr, err := apcore.NewTaskManager(registry(),
-		apcore.WithStore(store),
-		apcore.WithMaxConcurrent(16),
-		apcore.WithMaxTasks(100_000),
-		apcore.WithLogger(c.log),
-		apcore.WithObserver(func(info apcore.TaskInfo) {
-			if info.Status.IsTerminal() && info.ModuleID == noopModule {
-				ended.Add(1)
+	for _, x := range xs {
+		x.mgr, err = apcore.NewTaskManager(registry(),
+			apcore.WithStore(x.store),
+			apcore.WithMaxConcurrent(16),
+			apcore.WithMaxTasks(100_000),
+			apcore.WithLogger(c.log),
+			apcore.WithObserver(func(info apcore.TaskInfo) {
+				if info.Status.IsTerminal() && info.ModuleID == noopModule {
+					x.ended.Add(1)
+				}
+			}),
+		)
+		if err != nil {
+			return res, err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			if serr := x.mgr.Shutdown(sctx); err == nil && serr != nil {
+				err = fmt.Errorf("shutdown: %w", serr)
 			}
-		}),
-	)
-	if err != nil {
-		return r, err
+		}()
 	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		if serr := mgr.Shutdown(sctx); err == nil && serr != nil {
-			err = fmt.Errorf("shutdown: %w", serr)
-		}
-	}()
 
-	if err := c.measurePage(ctx, mgr, &r); err != nil {
-		return r, fmt.Errorf("dashboard: %w", err)
+	if err := c.measurePage(ctx, b.name(), xs); err != nil {
+		return res, fmt.Errorf("dashboard: %w", err)
 	}
-	if err := c.measureLists(ctx, mgr, &r); err != nil {
-		return r, fmt.Errorf("ListPage: %w", err)
+	if err := c.measureLists(ctx, b.name(), xs); err != nil {
+		return res, fmt.Errorf("ListPage: %w", err)
 	}
-	if err := c.measureSubmits(ctx, mgr, &ended, &r); err != nil {
-		return r, fmt.Errorf("submit: %w", err)
+	if err := c.measureSubmits(ctx, b.name(), xs); err != nil {
+		return res, fmt.Errorf("submit: %w", err)
 	}
-	runtime.GC()
-	began = time.Now()
-	r.reaped, err = mgr.Reap(ctx, time.Now())
-	r.reap = time.Since(began)
-	if err != nil {
-		return r, fmt.Errorf("reap: %w", err)
-	}
-	// Every finished record went: the filled ones and the submitted ones.
-	if want := n - pendingCount(n) + r.submits + c.warmup(); r.reaped != want {
-		return r, fmt.Errorf("reap deleted %d records, want %d", r.reaped, want)
-	}
-	c.logf("  %-8s %9d reap: %d records in %.2f s\n", b.name(), n, r.reaped, r.reap.Seconds())
-	if hasSlowlog {
-		r.slowlog = true
-		if r.slowest, r.slowestCmd, err = sl.longest(ctx); err != nil {
-			return r, fmt.Errorf("SLOWLOG GET: %w", err)
+	for _, x := range xs {
+		runtime.GC()
+		began := time.Now()
+		x.r.reaped, err = x.mgr.Reap(ctx, time.Now())
+		x.r.reap = time.Since(began)
+		if err != nil {
+			return res, fmt.Errorf("reap, %d records: %w", x.n, err)
 		}
-		c.logf("  %-8s %9d longest command: %v (%s)\n", b.name(), n, r.slowest, r.slowestCmd)
+		// Every finished record went: the filled ones and the submitted ones.
+		if want := x.n - pendingCount(x.n) + x.r.submits + c.warmup(); x.r.reaped != want {
+			return res, fmt.Errorf("reap deleted %d of %d records, want %d", x.r.reaped, x.n, want)
+		}
+		c.logf("  %-8s %9d Reap: %d records in %.2f s\n", b.name(), x.n, x.r.reaped, x.r.reap.Seconds())
 	}
-	return r, nil
+	if hasSlowlog {
+		entries, err := sl.slowlog(ctx)
+		if err != nil {
+			return res, fmt.Errorf("SLOWLOG GET: %w", err)
+		}
+		for _, x := range xs {
+			x.r.slowlog = true
+			x.r.slowest, x.r.slowestCmd = longest(entries, sl.prefix(x.n), commonPrefix)
+			c.logf("  %-8s %9d longest command: %v (%s)\n", b.name(), x.n, x.r.slowest, x.r.slowestCmd)
+		}
+	}
+	return [2]sizeResult{xs[0].r, xs[1].r}, nil
+}
+
+// fill fills x's store and checks that it counts what was written; on
+// Redis it notes the longest command of the fill.
+func (c *config) fill(ctx context.Context, b backend, x *sized, sl slowLogger) error {
+	if sl != nil {
+		if err := sl.resetSlowlog(ctx); err != nil {
+			return fmt.Errorf("SLOWLOG RESET: %w", err)
+		}
+	}
+	began := time.Now()
+	if err := b.fill(ctx, x.store, x.n, time.Now()); err != nil {
+		return fmt.Errorf("fill: %w", err)
+	}
+	x.r.fill = time.Since(began)
+	if sl != nil {
+		entries, err := sl.slowlog(ctx)
+		if err != nil {
+			return fmt.Errorf("SLOWLOG GET: %w", err)
+		}
+		x.r.fillSlowest, _ = longest(entries, "", commonPrefix)
+	}
+	counter, ok := x.store.(apcore.Counter)
+	if !ok {
+		return fmt.Errorf("%s is not an apcore.Counter", x.store.Name())
+	}
+	var err error
+	if x.r.counted, err = counter.Count(ctx); err != nil {
+		return fmt.Errorf("count: %w", err)
+	}
+	if x.r.counted != x.n {
+		return fmt.Errorf("the store counts %d records after filling %d", x.r.counted, x.n)
+	}
+	c.logf("  %-8s %9d records filled in %6.1f s (%.0f records/s)\n", b.name(), x.n, x.r.fill.Seconds(), float64(x.n)/x.r.fill.Seconds())
+	return nil
 }
 
 // ---- the dashboard's first page ----------------------------------------
 
 // dashboardAPI are the JSON API calls the page makes when it loads
 // (apcorehttp/static/app.js: loadPage with its default state, newest
-// first, 50 records, and loadSummary), relative to the mount point. The page's script and style
-// sheet are found in the page itself.
+// first, 50 records, and loadSummary), relative to the mount point. The
+// page's script and style sheet are found in the page itself.
 var dashboardAPI = []string{
 	"api/tasks?order=desc&limit=50",
 	"api/summary",
@@ -213,60 +245,72 @@ var assetRef = regexp.MustCompile(`(?:src|href)="([^"#:]+\.(?:js|css))"`)
 // capability) still ends in minutes.
 const phaseBudget = 30 * time.Second
 
-// measurePage loads the first page of a fresh handler (so nothing is
-// cached) c.runs times (within phaseBudget): GET /, its script and style sheet, and the API
-// calls it makes on load, one after the other, each read to its end. The
-// time and bytes of the median run are kept.
-func (c *config) measurePage(ctx context.Context, mgr *apcore.TaskManager, r *sizeResult) error {
-	type load struct {
-		took  time.Duration
-		bytes int64
-		api   int64 // the bytes of the API calls
-		calls []string
-	}
-	var loads []load
+// pageLoad is one load of the first page.
+type pageLoad struct {
+	took  time.Duration
+	bytes int64
+	api   int64 // the bytes of the API calls
+	calls []string
+}
+
+// measurePage loads the first page c.runs times (within phaseBudget) from
+// each store in turn, and keeps the median load of each.
+func (c *config) measurePage(ctx context.Context, name string, xs []*sized) error {
+	loads := make([][]pageLoad, len(xs))
 	began := time.Now()
 	for run := 0; run < c.runs && (run == 0 || time.Since(began) < phaseBudget); run++ {
-		h, err := apcorehttp.NewHandler(mgr)
-		if err != nil {
-			return err
-		}
-		srv := httptest.NewServer(h)
-		runtime.GC()
-		var l load
-		start := time.Now()
-		page, err := get(ctx, srv.URL+"/", &l.bytes, &l.calls)
-		if err == nil {
-			urls := []string{}
-			for _, m := range assetRef.FindAllStringSubmatch(string(page), -1) {
-				urls = append(urls, strings.TrimPrefix(m[1], "./"))
+		for i, x := range xs {
+			l, err := loadPage(ctx, x.mgr)
+			if err != nil {
+				return fmt.Errorf("%d records: %w", x.n, err)
 			}
-			if len(urls) == 0 {
-				err = errors.New("the page links to no script or style sheet")
-			}
-			for _, u := range append(urls, dashboardAPI...) {
-				if err != nil {
-					break
-				}
-				var body []byte
-				body, err = get(ctx, srv.URL+"/"+u, &l.bytes, &l.calls)
-				if strings.HasPrefix(u, "api/") {
-					l.api += int64(len(body))
-				}
-			}
+			loads[i] = append(loads[i], l)
 		}
-		l.took = time.Since(start)
-		srv.Close()
-		if err != nil {
-			return err
-		}
-		loads = append(loads, l)
 	}
-	slices.SortFunc(loads, func(a, b load) int { return int(a.took - b.took) })
-	m := loads[len(loads)/2]
-	r.pageTime, r.pageBytes, r.pageAPIBytes, r.pageCalls = m.took, m.bytes, m.api, m.calls
-	c.logf("  %-8s %9d first page: %s in %v (%s)\n", "", r.n, byteSize(r.pageBytes), r.pageTime.Round(time.Microsecond), strings.Join(r.pageCalls, ", "))
+	for i, x := range xs {
+		slices.SortFunc(loads[i], func(a, b pageLoad) int { return int(a.took - b.took) })
+		m := loads[i][(len(loads[i])-1)/2]
+		x.r.pageTime, x.r.pageBytes, x.r.pageAPIBytes, x.r.pageCalls = m.took, m.bytes, m.api, m.calls
+		c.logf("  %-8s %9d first page: %s in %v (%s)\n", name, x.n, byteSize(m.bytes), m.took.Round(time.Microsecond), strings.Join(m.calls, ", "))
+	}
 	return nil
+}
+
+// loadPage loads the first page of a fresh handler (so nothing is
+// cached): GET /, its script and style sheet, and the API calls it makes
+// on load, one after the other, each read to its end.
+func loadPage(ctx context.Context, mgr *apcore.TaskManager) (pageLoad, error) {
+	var l pageLoad
+	h, err := apcorehttp.NewHandler(mgr)
+	if err != nil {
+		return l, err
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	runtime.GC()
+	start := time.Now()
+	page, err := get(ctx, srv.URL+"/", &l.bytes, &l.calls)
+	if err != nil {
+		return l, err
+	}
+	var urls []string
+	for _, m := range assetRef.FindAllStringSubmatch(string(page), -1) {
+		urls = append(urls, strings.TrimPrefix(m[1], "./"))
+	}
+	if len(urls) == 0 {
+		return l, errors.New("the page links to no script or style sheet")
+	}
+	for _, u := range append(urls, dashboardAPI...) {
+		body, err := get(ctx, srv.URL+"/"+u, &l.bytes, &l.calls)
+		if err != nil {
+			return l, err
+		}
+		if strings.HasPrefix(u, "api/") {
+			l.api += int64(len(body))
+		}
+	}
+	l.took = time.Since(start)
+	return l, nil
 }
 
 // get reads url to its end, adding its size to *bytes and a note to
@@ -297,38 +341,45 @@ func get(ctx context.Context, url string, bytes *int64, calls *[]string) ([]byte
 
 // ---- ListPage -------------------------------------------------------------
 
-// measureLists times c.calls calls of each kind of ListPage (within
-// phaseBudget), after one that is not timed, and keeps the median; every page must hold what the
-// store has to give (see wantPage).
-func (c *config) measureLists(ctx context.Context, mgr *apcore.TaskManager, r *sizeResult) error {
+// measureLists times c.calls calls of each kind of ListPage on each store
+// in turn (within phaseBudget), after one on each that is not timed, and
+// keeps the medians; every page must hold what the store has to give (see
+// wantPage).
+func (c *config) measureLists(ctx context.Context, name string, xs []*sized) error {
 	for k, kind := range listKinds {
-		var took []time.Duration
-		fewest := -1
+		took := make([][]time.Duration, len(xs))
+		fewest := make([]int, len(xs))
 		began := time.Now()
 		for i := 0; i < c.calls+1 && (i < 2 || time.Since(began) < phaseBudget); i++ {
-			began := time.Now()
-			page, err := mgr.ListPage(ctx, kind.opts)
-			d := time.Since(began)
-			if err != nil {
-				return fmt.Errorf("%s: %w", kind.name, err)
-			}
-			if got, want := len(page.Tasks), wantPage(k, r.n); got != want {
-				return fmt.Errorf("%s: %d records on the page, want %d", kind.name, got, want)
-			}
-			if fewest < 0 || len(page.Tasks) < fewest {
-				fewest = len(page.Tasks)
-			}
-			if i > 0 {
-				took = append(took, d)
+			for j, x := range xs {
+				start := time.Now()
+				page, err := x.mgr.ListPage(ctx, kind.opts)
+				d := time.Since(start)
+				if err != nil {
+					return fmt.Errorf("%s, %d records: %w", kind.name, x.n, err)
+				}
+				if got, want := len(page.Tasks), wantPage(k, x.n); got != want {
+					return fmt.Errorf("%s, %d records: %d records on the page, want %d", kind.name, x.n, got, want)
+				}
+				if i == 0 || len(page.Tasks) < fewest[j] {
+					fewest[j] = len(page.Tasks)
+				}
+				if i > 0 {
+					took[j] = append(took[j], d)
+				}
 			}
 		}
-		r.lists = append(r.lists, listResult{name: kind.name, took: medianDuration(took), tasks: fewest})
+		for j, x := range xs {
+			x.r.lists = append(x.r.lists, listResult{name: kind.name, took: medianDuration(took[j]), tasks: fewest[j]})
+		}
 	}
-	var parts []string
-	for _, l := range r.lists {
-		parts = append(parts, l.took.Round(time.Microsecond).String())
+	for _, x := range xs {
+		var parts []string
+		for _, l := range x.r.lists {
+			parts = append(parts, l.took.Round(time.Microsecond).String())
+		}
+		c.logf("  %-8s %9d ListPage: %s\n", name, x.n, strings.Join(parts, ", "))
 	}
-	c.logf("  %-8s %9d ListPage: %s\n", "", r.n, strings.Join(parts, ", "))
 	return nil
 }
 
@@ -344,89 +395,143 @@ func (c *config) warmup() int { return min(50, c.submits/10) }
 // event stream's poll of the store every 0.8 s) would overlap.
 const submitEvery = 2 * time.Millisecond
 
-// measureSubmits connects a client to GET /api/events, reading it all the
-// time, then submits c.warmup() no-op tasks, then c.submits of them, one
-// after the other every submitEvery, each timed, waits for them all to
-// end, and keeps the median and the 99th percentile.
-func (c *config) measureSubmits(ctx context.Context, mgr *apcore.TaskManager, ended *atomic.Int64, r *sizeResult) error {
+// eventClient reads GET /api/events of a handler on a manager, all the
+// time, counting the events' data lines.
+type eventClient struct {
+	srv     *httptest.Server
+	stop    context.CancelFunc
+	reading chan struct{}
+	events  atomic.Int64
+}
+
+// listen serves a fresh handler on mgr and connects a client to its event
+// stream.
+func listen(ctx context.Context, mgr *apcore.TaskManager) (*eventClient, error) {
 	h, err := apcorehttp.NewHandler(mgr)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	srv := httptest.NewServer(h)
-	defer srv.Close()
-	ectx, stop := context.WithCancel(ctx)
-	defer stop()
-	req, err := http.NewRequestWithContext(ectx, http.MethodGet, srv.URL+"/api/events", nil)
-	if err != nil {
-		return err
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	if res.StatusCode != http.StatusOK {
-		_ = res.Body.Close()
-		return fmt.Errorf("GET /api/events: %s", res.Status)
-	}
-	var events atomic.Int64
-	reading := make(chan struct{})
-	go func() {
-		defer close(reading)
-		defer res.Body.Close()
-		br := bufio.NewReaderSize(res.Body, 64<<10)
-		for {
-			line, err := br.ReadSlice('\n')
-			if len(line) > 0 && strings.HasPrefix(string(line), "data:") {
-				events.Add(1)
-			}
-			if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
-				return
-			}
+	ec := &eventClient{srv: httptest.NewServer(h), reading: make(chan struct{})}
+	ctx, ec.stop = context.WithCancel(ctx)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ec.srv.URL+"/api/events", nil)
+	if err == nil {
+		var res *http.Response
+		if res, err = http.DefaultClient.Do(req); err == nil && res.StatusCode != http.StatusOK {
+			_ = res.Body.Close()
+			err = fmt.Errorf("GET /api/events: %s", res.Status)
 		}
-	}()
+		if err == nil {
+			go ec.read(res.Body)
+		}
+	}
+	if err != nil {
+		ec.stop()
+		ec.srv.Close()
+		return nil, err
+	}
+	return ec, nil
+}
 
-	start := ended.Load()
-	runtime.GC()
-	took := make([]time.Duration, 0, c.submits)
-	tick := time.NewTicker(submitEvery)
-	defer tick.Stop()
-	for i := range c.warmup() + c.submits {
-		<-tick.C
-		began := time.Now()
-		if _, err := mgr.Submit(ctx, noopModule, map[string]any{"i": i}); err != nil {
+// read counts the data lines of body until it ends.
+func (ec *eventClient) read(body io.ReadCloser) {
+	defer close(ec.reading)
+	defer body.Close()
+	br := bufio.NewReaderSize(body, 64<<10)
+	for {
+		line, err := br.ReadSlice('\n')
+		if len(line) > 0 && strings.HasPrefix(string(line), "data:") {
+			ec.events.Add(1)
+		}
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			return
+		}
+	}
+}
+
+// close disconnects the client and stops the server.
+func (ec *eventClient) close() {
+	ec.stop()
+	<-ec.reading
+	ec.srv.Close()
+}
+
+// measureSubmits connects a client to each manager's event stream, then
+// in c.rounds rounds submits no-op tasks to each store in turn: in the
+// first round c.warmup() untimed ones first, then in every round
+// c.submits, one after the other every submitEvery, each timed. It keeps
+// the medians of the rounds' p50 and p99, and checks that every task ended
+// and that the clients read events.
+func (c *config) measureSubmits(ctx context.Context, name string, xs []*sized) error {
+	clients := make([]*eventClient, len(xs))
+	for i, x := range xs {
+		ec, err := listen(ctx, x.mgr)
+		if err != nil {
 			return err
 		}
-		if i >= c.warmup() {
-			took = append(took, time.Since(began))
+		defer ec.close()
+		clients[i] = ec
+	}
+	runtime.GC()
+	p50s, p99s := make([][]time.Duration, len(xs)), make([][]time.Duration, len(xs))
+	maxes := make([]time.Duration, len(xs))
+	tick := time.NewTicker(submitEvery)
+	defer tick.Stop()
+	for round := range c.rounds {
+		for j, x := range xs {
+			took := make([]time.Duration, 0, c.submits)
+			warm := 0
+			if round == 0 {
+				warm = c.warmup()
+			}
+			for i := range warm + c.submits {
+				<-tick.C
+				began := time.Now()
+				if _, err := x.mgr.Submit(ctx, noopModule, map[string]any{"i": i}); err != nil {
+					return err
+				}
+				if i >= warm {
+					took = append(took, time.Since(began))
+				}
+			}
+			slices.Sort(took)
+			p50s[j] = append(p50s[j], took[len(took)/2])
+			p99s[j] = append(p99s[j], took[min(len(took)-1, len(took)*99/100)])
+			maxes[j] = max(maxes[j], took[len(took)-1])
 		}
 	}
-	want := start + int64(c.warmup()+c.submits)
-	deadline := time.Now().Add(2 * time.Minute)
-	for ended.Load() < want {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%d of %d tasks ended after 2 minutes", ended.Load()-start, want-start)
+	for j, x := range xs {
+		want := int64(c.warmup() + c.rounds*c.submits)
+		deadline := time.Now().Add(2 * time.Minute)
+		for x.ended.Load() < want {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%d records: %d of %d tasks ended after 2 minutes", x.n, x.ended.Load(), want)
+			}
+			time.Sleep(5 * time.Millisecond)
 		}
-		time.Sleep(5 * time.Millisecond)
+		// Let the last batch of events out (they are sent every 50 ms).
+		for wait := time.Now().Add(2 * time.Second); clients[j].events.Load() == 0 && time.Now().Before(wait); {
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(100 * time.Millisecond)
+		x.r.submits = c.rounds * c.submits
+		x.r.submitP50, x.r.submitP99 = medianDuration(p50s[j]), medianDuration(p99s[j])
+		x.r.events = clients[j].events.Load()
+		if x.r.events == 0 {
+			return fmt.Errorf("%d records: the event client read no event", x.n)
+		}
+		c.logf("  %-8s %9d Submit: p50 %v, p99 %v (rounds: %v), max %v; %d events read\n", name, x.n,
+			x.r.submitP50.Round(time.Microsecond), x.r.submitP99.Round(time.Microsecond), roundAll(p99s[j]), maxes[j].Round(time.Microsecond), x.r.events)
 	}
-	// Let the last batch of events out (they are sent every 50 ms).
-	for wait := time.Now().Add(2 * time.Second); events.Load() == 0 && time.Now().Before(wait); {
-		time.Sleep(10 * time.Millisecond)
-	}
-	time.Sleep(100 * time.Millisecond)
-	stop()
-	<-reading
-	slices.Sort(took)
-	r.submits = c.submits
-	r.submitP50 = took[len(took)/2]
-	r.submitP99 = took[min(len(took)-1, len(took)*99/100)]
-	r.events = events.Load()
-	if r.events == 0 {
-		return errors.New("the event client read no event")
-	}
-	c.logf("  %-8s %9d Submit: p50 %v, p99 %v, max %v; %d events read\n", "", r.n,
-		r.submitP50.Round(time.Microsecond), r.submitP99.Round(time.Microsecond), took[len(took)-1].Round(time.Microsecond), r.events)
 	return nil
+}
+
+// roundAll rounds ds to the microsecond, for printing.
+func roundAll(ds []time.Duration) []time.Duration {
+	out := make([]time.Duration, len(ds))
+	for i, d := range ds {
+		out[i] = d.Round(time.Microsecond)
+	}
+	return out
 }
 
 // medianDuration is the median of ds (the lower middle one for an even

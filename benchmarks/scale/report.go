@@ -110,7 +110,8 @@ func printTables(out io.Writer, rep *report) {
 		fmt.Fprintln(out, "| "+strings.Join(list(r), " | ")+" |")
 	}
 	fmt.Fprintln(out)
-	fmt.Fprintf(out, "Medians: first page of %d loads, ListPage of %d calls; Submit p99 of %d submits; Reap and the drains once each.\n", c.runs, c.calls, c.submits)
+	fmt.Fprintf(out, "Medians: first page of %d loads, ListPage of %d calls, Submit p99 of %d rounds of %d submits; Reap and the drains once each.\n", c.runs, c.calls, c.rounds, c.submits)
+	fmt.Fprintln(out, "The two stores of each kind are filled first, then measured in turn, call by call or run by run.")
 	fmt.Fprintln(out, "First page: GET /, its script and style sheet, "+strings.Join(dashboardAPI, ", ")+", one after the other, on a fresh handler.")
 	if len(rep.drains) == 2 {
 		fmt.Fprintf(out, "Drain: %d managers of %d slots each drain resumable no-op tasks queued in a shared MemoryStore.\n", drainers, drainSlots)

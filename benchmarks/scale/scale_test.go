@@ -13,7 +13,7 @@ import (
 func TestQuickMemory(t *testing.T) {
 	c := quickConfig()
 	c.stores, c.progress = []string{"memory"}, io.Discard
-	c.runs, c.calls, c.submits = 2, 3, 100
+	c.runs, c.calls, c.submits, c.rounds = 2, 3, 100, 1
 	c.drains = [2]int{1_000, 3_000}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

@@ -21,20 +21,66 @@ import (
 )
 
 // backend is a kind of store that the benchmark fills and measures: open
-// makes a fresh, empty store, fill writes n records into it as record
-// describes (in the store's own layout), and close drops what open made.
+// makes a fresh, empty store for n records, beside those it made for other
+// sizes (a schema, a file or a key prefix of its own), fill writes n
+// records into it as record describes (in the store's own layout), and
+// close drops every store open made.
 type backend interface {
 	name() string
-	open(ctx context.Context) (apcore.TaskStore, error)
+	open(ctx context.Context, n int) (apcore.TaskStore, error)
 	fill(ctx context.Context, s apcore.TaskStore, n int, now time.Time) error
 	close(ctx context.Context) error
 }
 
-// slowLogger is a backend that can tell the longest command its server ran
-// (Redis's SLOWLOG).
+// slowLogger is a backend whose server logs its slow commands (Redis's
+// SLOWLOG); prefix is what the keys of the store for n records start
+// with, so that a command can be told to be about that store.
 type slowLogger interface {
 	resetSlowlog(ctx context.Context) error
-	longest(ctx context.Context) (time.Duration, string, error)
+	slowlog(ctx context.Context) ([]slowEntry, error)
+	prefix(n int) string
+}
+
+// slowEntry is a command in the slow log.
+type slowEntry struct {
+	took time.Duration
+	args []string
+}
+
+// what is the command and its first arguments, on one line (an EVAL's
+// first argument is the script), cut at 100 characters.
+func (e slowEntry) what() string {
+	w := strings.Join(strings.Fields(strings.Join(e.args[:min(len(e.args), 5)], " ")), " ")
+	if r := []rune(w); len(r) > 100 {
+		w = string(r[:100]) + "…"
+	}
+	return w
+}
+
+// about reports whether the command names a key under prefix, or names no
+// key of any store of the benchmark (then it may be about any).
+func (e slowEntry) about(prefix, common string) bool {
+	ours := false
+	for _, a := range e.args {
+		if strings.HasPrefix(a, prefix) {
+			return true
+		}
+		ours = ours || strings.HasPrefix(a, common)
+	}
+	return !ours
+}
+
+// longest is the longest of the entries about prefix (all of them when
+// prefix is ""), and what it was.
+func longest(entries []slowEntry, prefix, common string) (time.Duration, string) {
+	var d time.Duration
+	var what string
+	for _, e := range entries {
+		if e.took > d && (prefix == "" || e.about(prefix, common)) {
+			d, what = e.took, e.what()
+		}
+	}
+	return d, what
 }
 
 // fillBySave writes records 0..n-1 with the store's own Save: the finished
@@ -91,7 +137,7 @@ type memoryBackend struct{}
 
 func (memoryBackend) name() string { return "memory" }
 
-func (memoryBackend) open(context.Context) (apcore.TaskStore, error) {
+func (memoryBackend) open(context.Context, int) (apcore.TaskStore, error) {
 	return apcore.NewMemoryStore(), nil
 }
 
@@ -110,14 +156,13 @@ type sqlBackend struct {
 	dsn     string // PostgreSQL
 	dir     string // SQLite: where the files go
 
-	admin *sql.DB // PostgreSQL: the harness's own connections
-	db    *sql.DB // the store's
-	file  string  // SQLite: the current file
-	files int
+	admin *sql.DB         // PostgreSQL: the harness's own connections
+	dbs   map[int]*sql.DB // the stores', by size
+	files []string        // SQLite: the files
 }
 
-// pgSchema is the schema the PostgreSQL store lives in.
-const pgSchema = "apcore_scale"
+// pgSchema is the schema the PostgreSQL store of n records lives in.
+func pgSchema(n int) string { return fmt.Sprintf("apcore_scale_%d", n) }
 
 func (b *sqlBackend) name() string {
 	if b.dialect == sqlstore.PostgreSQL {
@@ -126,41 +171,43 @@ func (b *sqlBackend) name() string {
 	return "sqlite"
 }
 
-func (b *sqlBackend) open(ctx context.Context) (apcore.TaskStore, error) {
-	var err error
+func (b *sqlBackend) open(ctx context.Context, n int) (apcore.TaskStore, error) {
+	var (
+		db  *sql.DB
+		err error
+	)
+	if b.dbs == nil {
+		b.dbs = map[int]*sql.DB{}
+	}
 	if b.dialect == sqlstore.PostgreSQL {
 		if b.admin == nil {
 			if b.admin, err = sql.Open("pgx", b.dsn); err != nil {
 				return nil, err
 			}
 		}
-		if _, err := b.admin.ExecContext(ctx, "DROP SCHEMA IF EXISTS "+pgSchema+" CASCADE"); err != nil {
+		if _, err := b.admin.ExecContext(ctx, "DROP SCHEMA IF EXISTS "+pgSchema(n)+" CASCADE"); err != nil {
 			return nil, fmt.Errorf("drop schema: %w", err)
 		}
-		if _, err := b.admin.ExecContext(ctx, "CREATE SCHEMA "+pgSchema); err != nil {
+		if _, err := b.admin.ExecContext(ctx, "CREATE SCHEMA "+pgSchema(n)); err != nil {
 			return nil, fmt.Errorf("create schema: %w", err)
 		}
 		cfg, err := pgx.ParseConfig(b.dsn)
 		if err != nil {
 			return nil, err
 		}
-		cfg.RuntimeParams["search_path"] = pgSchema
-		b.db = stdlib.OpenDB(*cfg)
+		cfg.RuntimeParams["search_path"] = pgSchema(n)
+		db = stdlib.OpenDB(*cfg)
 	} else {
-		b.files++
-		b.file = filepath.Join(b.dir, fmt.Sprintf("scale-%d.db", b.files))
-		if b.db, err = sql.Open("sqlite", "file:"+b.file+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)"); err != nil {
+		file := filepath.Join(b.dir, fmt.Sprintf("scale-%d.db", n))
+		b.files = append(b.files, file)
+		if db, err = sql.Open("sqlite", "file:"+file+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)"); err != nil {
 			return nil, err
 		}
 	}
-	b.db.SetMaxOpenConns(32)
-	b.db.SetMaxIdleConns(32)
-	s, err := sqlstore.New(ctx, b.db, b.dialect)
-	if err != nil {
-		_ = b.db.Close()
-		return nil, err
-	}
-	return s, nil
+	b.dbs[n] = db
+	db.SetMaxOpenConns(32)
+	db.SetMaxIdleConns(32)
+	return sqlstore.New(ctx, db, b.dialect)
 }
 
 // fill inserts the records with one INSERT ... SELECT into the store's
@@ -206,14 +253,15 @@ func (b *sqlBackend) fill(ctx context.Context, s apcore.TaskStore, n int, now ti
 			insert + "SELECT " + strings.Replace(cols, "{id}", uuid, 1) +
 			fmt.Sprintf(" FROM (SELECT i, %s AS status, %s AS sub, hex(randomblob(16)) AS h FROM g) AS r ORDER BY i", status, sub)
 	}
-	if _, err := b.db.ExecContext(ctx, query); err != nil {
+	db := b.dbs[n]
+	if _, err := db.ExecContext(ctx, query); err != nil {
 		return fmt.Errorf("insert: %w", err)
 	}
 	analyze := "ANALYZE"
 	if b.dialect == sqlstore.PostgreSQL {
 		analyze = "VACUUM ANALYZE " + table
 	}
-	if _, err := b.db.ExecContext(ctx, analyze); err != nil {
+	if _, err := db.ExecContext(ctx, analyze); err != nil {
 		return fmt.Errorf("%s: %w", analyze, err)
 	}
 	return nil
@@ -221,22 +269,22 @@ func (b *sqlBackend) fill(ctx context.Context, s apcore.TaskStore, n int, now ti
 
 func (b *sqlBackend) close(ctx context.Context) error {
 	var errs []error
-	if b.db != nil {
-		errs = append(errs, b.db.Close())
-		b.db = nil
+	for n, db := range b.dbs {
+		errs = append(errs, db.Close())
+		if b.dialect == sqlstore.PostgreSQL && b.admin != nil {
+			_, err := b.admin.ExecContext(ctx, "DROP SCHEMA IF EXISTS "+pgSchema(n)+" CASCADE")
+			errs = append(errs, err)
+		}
 	}
-	if b.dialect == sqlstore.PostgreSQL && b.admin != nil {
-		_, err := b.admin.ExecContext(ctx, "DROP SCHEMA IF EXISTS "+pgSchema+" CASCADE")
-		errs = append(errs, err)
-	}
-	if b.file != "" {
+	b.dbs = nil
+	for _, file := range b.files {
 		for _, suffix := range []string{"", "-wal", "-shm"} {
-			if err := os.Remove(b.file + suffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+			if err := os.Remove(file + suffix); err != nil && !errors.Is(err, os.ErrNotExist) {
 				errs = append(errs, err)
 			}
 		}
-		b.file = ""
 	}
+	b.files = nil
 	return errors.Join(errs...)
 }
 
@@ -250,16 +298,22 @@ func (b *sqlBackend) shutdown() {
 // ---- redisstore -------------------------------------------------------------
 
 // redisBackend is redisstore on a Redis database that it empties
-// (FLUSHDB) for each store.
+// (FLUSHDB) before the first store and after the last: each store has a
+// key prefix of its own (see prefix).
 type redisBackend struct {
-	url    string
-	admin  *redis.Client // the harness's: FLUSHDB, SLOWLOG, CONFIG
-	client *redis.Client // the store's
+	url     string
+	admin   *redis.Client   // the harness's: FLUSHDB, SLOWLOG, CONFIG
+	clients []*redis.Client // the stores'
 }
 
 func (b *redisBackend) name() string { return "redis" }
 
-func (b *redisBackend) open(ctx context.Context) (apcore.TaskStore, error) {
+// commonPrefix starts the keys of every store of the benchmark.
+const commonPrefix = "apcore:scale:"
+
+func (b *redisBackend) prefix(n int) string { return fmt.Sprintf("%s%d:", commonPrefix, n) }
+
+func (b *redisBackend) open(ctx context.Context, n int) (apcore.TaskStore, error) {
 	opts, err := redis.ParseURL(b.url)
 	if err != nil {
 		return nil, err
@@ -268,18 +322,14 @@ func (b *redisBackend) open(ctx context.Context) (apcore.TaskStore, error) {
 		ao := *opts
 		ao.PoolSize = 2
 		b.admin = redis.NewClient(&ao)
+		if err := b.admin.FlushDB(ctx).Err(); err != nil {
+			return nil, fmt.Errorf("flushdb: %w", err)
+		}
 	}
-	if err := b.admin.FlushDB(ctx).Err(); err != nil {
-		return nil, fmt.Errorf("flushdb: %w", err)
-	}
-	opts.PoolSize = 64
-	b.client = redis.NewClient(opts)
-	s, err := redisstore.New(b.client)
-	if err != nil {
-		_ = b.client.Close()
-		return nil, err
-	}
-	return s, nil
+	opts.PoolSize = 32
+	client := redis.NewClient(opts)
+	b.clients = append(b.clients, client)
+	return redisstore.New(client, redisstore.WithPrefix(b.prefix(n)))
 }
 
 // fill saves the records through the store's Save, from 64 goroutines at
@@ -294,7 +344,7 @@ func (b *redisBackend) fill(ctx context.Context, _ apcore.TaskStore, n int, now 
 	opts.PoolSize = 4
 	pc := &pipeClient{Client: redis.NewClient(opts)}
 	defer pc.Close()
-	s, err := redisstore.New(pc)
+	s, err := redisstore.New(pc, redisstore.WithPrefix(b.prefix(n)))
 	if err != nil {
 		return err
 	}
@@ -355,10 +405,10 @@ func (p *pipeClient) EvalSha(ctx context.Context, sha string, keys []string, arg
 
 func (b *redisBackend) close(ctx context.Context) error {
 	var errs []error
-	if b.client != nil {
-		errs = append(errs, b.client.Close())
-		b.client = nil
+	for _, c := range b.clients {
+		errs = append(errs, c.Close())
 	}
+	b.clients = nil
 	if b.admin != nil {
 		errs = append(errs, b.admin.FlushDBAsync(ctx).Err())
 	}
@@ -377,27 +427,17 @@ func (b *redisBackend) resetSlowlog(ctx context.Context) error {
 	return b.admin.SlowLogReset(ctx).Err()
 }
 
-// longest returns the longest command in the slow log, and its name and
-// first arguments; 0 when none took 1 ms.
-func (b *redisBackend) longest(ctx context.Context) (time.Duration, string, error) {
+// slowlog returns the slow log's entries.
+func (b *redisBackend) slowlog(ctx context.Context) ([]slowEntry, error) {
 	entries, err := b.admin.SlowLogGet(ctx, 1024).Result()
 	if err != nil {
-		return 0, "", err
+		return nil, err
 	}
-	var d time.Duration
-	var what string
-	for _, e := range entries {
-		if e.Duration > d {
-			d = e.Duration
-			// The command and its first arguments, on one line (an EVAL's
-			// first argument is the script).
-			what = strings.Join(strings.Fields(strings.Join(e.Args[:min(len(e.Args), 5)], " ")), " ")
-			if r := []rune(what); len(r) > 100 {
-				what = string(r[:100]) + "…"
-			}
-		}
+	out := make([]slowEntry, len(entries))
+	for i, e := range entries {
+		out[i] = slowEntry{took: e.Duration, args: e.Args}
 	}
-	return d, what, nil
+	return out, nil
 }
 
 // shutdown closes the harness's own client.
