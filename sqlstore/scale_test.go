@@ -242,6 +242,22 @@ func checkPlans(t *testing.T, conn *sql.Conn, s *sqlstore.Store, table string) {
 	require.NoError(t, err)
 }
 
+// SQLite's planner, once ANALYZE has given it statistics (sqlite_stat1),
+// still searches the tasks table by the index each query should use: on
+// 100,000 records in the proportions of TestPlansAtAMillionRows (what
+// SQLite's statistics tell is the proportions, not the size), with some
+// and with no active records.
+func TestSQLitePlansAfterAnalyze(t *testing.T) {
+	s, db, table := openSQLiteStore(t)
+	fillSQLite(t, db, table, time.Now().Add(-time.Hour).UnixMicro(), 100_000)
+	t.Run("some active", func(t *testing.T) { checkSQLitePlans(t, s) })
+	_, err := db.ExecContext(ctx(t), fmt.Sprintf("UPDATE %s SET status = 'completed', completed_at = submitted_at + 5000 WHERE status IN ('pending', 'running')", table))
+	require.NoError(t, err)
+	_, err = db.ExecContext(ctx(t), "ANALYZE "+table)
+	require.NoError(t, err)
+	t.Run("none active", func(t *testing.T) { checkSQLitePlans(t, s) })
+}
+
 // openPostgresStore is a fresh table on the test server and a store on it.
 func openPostgresStore(b testing.TB) (*sqlstore.Store, *sql.DB, string) {
 	db := postgres(b)
