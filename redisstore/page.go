@@ -17,7 +17,8 @@ import (
 //
 // Redis serves no other client while a script or a command runs, so no
 // call here reads or deletes more than a bounded number of entries
-// (walkStep, gatherMax, heldStep, sweepStep): a listing or a sweep of any
+// (walkStep, gatherMax, heldStep, expiredStep, sweepStep; a few
+// milliseconds of Redis's time at most): a listing or a sweep of any
 // size is many short calls from the client, never one long one. Each step
 // goes on from a position that survives the removal of records between
 // steps: a sequence number in the order index, a member of the held index
@@ -32,7 +33,12 @@ import (
 // waits), the terminal state's own index when it holds at most gatherMax
 // records, and otherwise the order index after the cursor, filtered by
 // state, a step at a time until the page is full (about Limit / share of
-// that state entries).
+// that state entries). List reads all of one of those indexes the same
+// way; ListExpired reads each terminal index by score up to its bound.
+//
+// Sweep deletes, per script, up to sweepStep records from the low end of
+// the terminal indexes, which are scored by reference time, with one ZREM,
+// DEL, HDEL and ZREM of them all.
 
 const (
 	// walkStep is how many entries of the order index one step looks at,

@@ -98,8 +98,9 @@ func WithHashTag(on bool) Option { return func(c *config) { c.hashTag = &on } }
 func WithMaxRecordBytes(n int) Option { return func(c *config) { c.maxBytes = n } }
 
 // Store is an apcore.TaskStore in Redis. It implements apcore.Counter,
-// apcore.ConditionalSaver, apcore.Remover, apcore.SharedStore and
-// apcore.JSONStore. It is safe for concurrent use.
+// apcore.ConditionalSaver, apcore.Remover, apcore.SharedStore,
+// apcore.JSONStore, apcore.Pager and apcore.Sweeper (see page.go). It is
+// safe for concurrent use.
 type Store struct {
 	rdb      redis.UniversalClient
 	base     string   // what every key starts with
@@ -328,9 +329,10 @@ func micros(t time.Time) string {
 // reference time, which Sweep compares with its bound: its completed_at,
 // or its submitted_at without one (-inf for the zero time). Earlier
 // versions scored a record without completed_at +inf; Sweep scores those
-// anew (see sweepScript). ListExpired reads the records it finds by score,
-// so the submitted_at of a record without completed_at never makes it
-// expired there.
+// anew (see sweepScript). ListExpired checks the completed_at of each
+// record it finds by score, so the submitted_at of a record without one
+// never makes it expired there; nor in an earlier version's ListExpired,
+// which checks it too.
 func doneScore(t *apcore.TaskInfo) string {
 	switch {
 	case !t.Status.IsTerminal():
