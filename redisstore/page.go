@@ -34,7 +34,8 @@ import (
 // records, and otherwise the order index after the cursor, filtered by
 // state, a step at a time until the page is full (about Limit / share of
 // that state entries). List reads all of one of those indexes the same
-// way; ListExpired reads each terminal index by score up to its bound.
+// way, but a large terminal index by score; ListExpired reads each
+// terminal index by score up to its bound.
 //
 // Sweep deletes, per script, up to sweepStep records from the low end of
 // the terminal indexes, which are scored by reference time, with one ZREM,
@@ -50,7 +51,7 @@ const (
 	// heldStep is how many entries of the held index one step reads.
 	heldStep = 1000
 	// expiredStep is how many entries of a terminal index one step of
-	// ListExpired reads.
+	// ListExpired, or of List in a terminal state, reads.
 	expiredStep = 1000
 	// sweepStep is how many records one sweep script deletes, at most.
 	sweepStep = 500
@@ -364,10 +365,11 @@ func microsBound(t time.Time) string {
 }
 
 // List returns every record ("" status) or those in one state, in insertion
-// order, in bounded steps: pending and running from the held index, a
-// terminal state from its own index when it is small, and otherwise the
-// order index walkStep entries at a time. A record that changes state or
-// is deleted meanwhile may be left out.
+// order, in bounded steps: every record from the order index, walkStep
+// entries at a time; pending and running from the held index; a terminal
+// state from its own index, whole when it is small, by score otherwise
+// (expiredStep entries a step), sorted by sequence number. A record that
+// changes state or is deleted meanwhile may be left out.
 func (s *Store) List(ctx context.Context, status apcore.TaskStatus) ([]apcore.TaskInfo, error) {
 	if status != "" && !status.Valid() {
 		return nil, invalid(fmt.Sprintf("redisstore: unknown status %q", status))
@@ -385,10 +387,16 @@ func (s *Store) List(ctx context.Context, status apcore.TaskStatus) ([]apcore.Ta
 		if err != nil {
 			return nil, unavailable("list", err)
 		}
-		if whole {
-			break
+		if !whole {
+			if found, err = s.byScore(ctx, status, "+inf"); err != nil {
+				return nil, unavailable("list", err)
+			}
+			slices.SortFunc(found, func(a, b hit) int {
+				x, _ := strconv.ParseInt(a.seq, 10, 64)
+				y, _ := strconv.ParseInt(b.seq, 10, 64)
+				return cmp.Compare(x, y)
+			})
 		}
-		fallthrough
 	default:
 		for cur := ""; ; {
 			more, last, ended, err := s.walk(ctx, cur, false, status, orDefault(s.steps.walk, walkStep))
@@ -434,46 +442,11 @@ func (s *Store) ListExpired(ctx context.Context, before time.Time) ([]apcore.Tas
 	bound := microsBound(before)
 	var found []hit
 	for _, st := range []apcore.TaskStatus{apcore.StatusCompleted, apcore.StatusFailed, apcore.StatusCancelled} {
-		// Each step goes on after the last member read; when that member
-		// is gone, from its score on, leaving out those already read.
-		last, lastScore := "", ""
-		seen := map[string]bool{}
-		ties := 0 // how many read have lastScore
-		for {
-			v, err := expiredScript.Run(ctx, s.rdb, s.anyKey, s.base, string(st), last, lastScore, ties, bound,
-				orDefault(s.steps.expired, expiredStep)).Result()
-			a, ok := v.([]any)
-			if err == nil && (!ok || len(a) < 1 || (len(a)-1)%3 != 0) {
-				err = fmt.Errorf("redisstore: unexpected reply %T from the expired script", v)
-			}
-			if err != nil {
-				return nil, unavailable("list expired", err)
-			}
-			for i := 1; i < len(a); i += 3 {
-				id, _ := a[i].(string)
-				score, _ := a[i+1].(string)
-				seq, _ := a[i+2].(string)
-				last = id
-				if seen[id] {
-					continue
-				}
-				seen[id] = true
-				if score == lastScore {
-					ties++
-				} else {
-					lastScore, ties = score, 1
-				}
-				if seq != "" {
-					found = append(found, hit{id: id, seq: seq})
-				}
-			}
-			if n, _ := a[0].(int64); n == 1 {
-				break
-			}
-			if s.steps.between != nil {
-				s.steps.between(last)
-			}
+		more, err := s.byScore(ctx, st, bound)
+		if err != nil {
+			return nil, unavailable("list expired", err)
 		}
+		found = append(found, more...)
 	}
 	slices.SortFunc(found, func(a, b hit) int {
 		x, _ := strconv.ParseInt(a.seq, 10, 64)
@@ -483,6 +456,53 @@ func (s *Store) ListExpired(ctx context.Context, before time.Time) ([]apcore.Tas
 	return s.read(ctx, found, func(t *apcore.TaskInfo) bool {
 		return t.Status.IsTerminal() && !t.CompletedAt.IsZero() && t.CompletedAt.Before(before)
 	})
+}
+
+// byScore returns the ids and sequence numbers of the entries of terminal
+// state st's index whose score is below bound (microseconds, exclusive;
+// "+inf" for every entry), in the index's order, reading expiredStep
+// entries a step. Each step goes on after the last member read; when that
+// member is gone, from its score on, leaving out those already read.
+func (s *Store) byScore(ctx context.Context, st apcore.TaskStatus, bound string) ([]hit, error) {
+	var found []hit
+	last, lastScore := "", ""
+	seen := map[string]bool{}
+	ties := 0 // how many read have lastScore
+	for {
+		v, err := byScoreScript.Run(ctx, s.rdb, s.anyKey, s.base, string(st), last, lastScore, ties, bound,
+			orDefault(s.steps.expired, expiredStep)).Result()
+		a, ok := v.([]any)
+		if err == nil && (!ok || len(a) < 1 || (len(a)-1)%3 != 0) {
+			err = fmt.Errorf("redisstore: unexpected reply %T from the expired script", v)
+		}
+		if err != nil {
+			return nil, err
+		}
+		for i := 1; i < len(a); i += 3 {
+			id, _ := a[i].(string)
+			score, _ := a[i+1].(string)
+			seq, _ := a[i+2].(string)
+			last = id
+			if seen[id] {
+				continue
+			}
+			seen[id] = true
+			if score == lastScore {
+				ties++
+			} else {
+				lastScore, ties = score, 1
+			}
+			if seq != "" {
+				found = append(found, hit{id: id, seq: seq})
+			}
+		}
+		if n, _ := a[0].(int64); n == 1 {
+			return found, nil
+		}
+		if s.steps.between != nil {
+			s.steps.between(last)
+		}
+	}
 }
 
 // walkScript walks the order index for the records in one state. ARGV:
@@ -582,32 +602,35 @@ end
 return out
 `)
 
-// expiredScript reads one step of a terminal state's index by score, up
+// byScoreScript reads one step of a terminal state's index by score, up
 // to a bound. ARGV: prefix, the state, the member to go on after ("" from
 // the start), its score, how many members read have that score, the
-// exclusive bound of the score in microseconds, how many entries to read.
+// exclusive bound of the score in microseconds ("+inf": none, every entry),
+// how many entries to read.
 // When the member is gone, it reads on from its score, as many more as
 // were read with that score (the caller leaves those out again). Returns
 // 1 when the index has no more entries below the bound (0 otherwise), then
 // id, score and sequence number ("" without one) of each entry read.
-var expiredScript = script(`
-local k, last, lastScore, ties, bound, n = done(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+var byScoreScript = script(`
+local k, last, lastScore, ties, n = done(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[7])
+local all = ARGV[6] == '+inf'
+local bound, max = tonumber(ARGV[6]), all and '+inf' or '(' .. ARGV[6]
 local r
 local rank = last ~= '' and redis.call('ZRANK', k, last)
 if last == '' then
-  r = redis.call('ZRANGE', k, '-inf', '(' .. ARGV[6], 'BYSCORE', 'LIMIT', 0, n, 'WITHSCORES')
+  r = redis.call('ZRANGE', k, '-inf', max, 'BYSCORE', 'LIMIT', 0, n, 'WITHSCORES')
 elseif rank then
   r = redis.call('ZRANGE', k, rank + 1, rank + n, 'WITHSCORES')
 else
   n = n + ties
-  r = redis.call('ZRANGE', k, lastScore, '(' .. ARGV[6], 'BYSCORE', 'LIMIT', 0, n, 'WITHSCORES')
+  r = redis.call('ZRANGE', k, lastScore, max, 'BYSCORE', 'LIMIT', 0, n, 'WITHSCORES')
 end
 local out = {0}
 local ids = {}
 local m = #r / 2
 for i = 1, m do
   local sc = r[2 * i]
-  if sc ~= '-inf' and (sc == 'inf' or not (tonumber(sc) < bound)) then out[1] = 1 break end
+  if not all and sc ~= '-inf' and (sc == 'inf' or not (tonumber(sc) < bound)) then out[1] = 1 break end
   ids[#ids + 1] = r[2 * i - 1]
 end
 if m < n then out[1] = 1 end

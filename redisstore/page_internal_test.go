@@ -140,6 +140,15 @@ func TestSweepScoresOldEntriesAnew(t *testing.T) {
 		require.NoError(t, c.ZAdd(ctx, s.base+indexTag+"status:failed", redis.Z{Score: math.Inf(1), Member: info.TaskID}).Err())
 	}
 	require.NoError(t, s.Save(ctx, apcore.TaskInfo{TaskID: "new", ModuleID: "m", Status: apcore.StatusCompleted, SubmittedAt: old, CompletedAt: old.Add(time.Hour)}))
+	// List reads a large terminal index by score, the +inf entries too.
+	s.steps = steps{gather: 1, expired: 1}
+	failed, err := s.List(ctx, apcore.StatusFailed)
+	require.NoError(t, err)
+	var ids []string
+	for _, f := range failed {
+		ids = append(ids, f.TaskID)
+	}
+	assert.Equal(t, []string{"inf-0", "inf-1", "inf-2"}, ids)
 	n, err := s.Sweep(ctx, apcore.SweepRequest{Before: old.Add(24 * time.Hour), Limit: 10})
 	require.NoError(t, err)
 	assert.Equal(t, 3, n, "inf-0, inf-2 (zero submitted_at) and new")
