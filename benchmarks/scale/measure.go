@@ -184,6 +184,10 @@ func (c *config) measureStore(ctx context.Context, b backend) (res [2]sizeResult
 		for _, x := range xs {
 			x.r.slowlog = true
 			x.r.slowest, x.r.slowestCmd = longest(entries, sl.prefix(x.n), commonPrefix)
+			if x.r.slowest == 0 {
+				c.logf("  %-8s %9d longest command: none took 1 ms\n", b.name(), x.n)
+				continue
+			}
 			c.logf("  %-8s %9d longest command: %v (%s)\n", b.name(), x.n, x.r.slowest, x.r.slowestCmd)
 		}
 	}

@@ -123,8 +123,11 @@ func printTables(out io.Writer, rep *report) {
 		for _, z := range s.sizes {
 			fmt.Fprintf(out, "%s, %s records: filled in %.1f s; Submit p50 %s; %d events read; Reap %d records in %s",
 				s.name, count(z.n), z.fill.Seconds(), fmtDur(z.submitP50), z.events, z.reaped, fmtDur(z.reap))
-			if z.slowlog {
+			switch {
+			case z.slowlog && z.slowest > 0:
 				fmt.Fprintf(out, "; longest command %s (%s), %s during the fill", fmtDur(z.slowest), z.slowestCmd, fmtSlowest(z.fillSlowest))
+			case z.slowlog:
+				fmt.Fprintf(out, "; no command took 1 ms, %s during the fill", fmtSlowest(z.fillSlowest))
 			}
 			fmt.Fprintln(out, ".")
 		}
