@@ -62,13 +62,15 @@ const (
 )
 
 // steps are the bounds of a Store's listing and sweep steps; 0 is the
-// constant's value. A test may set between, which ListExpired calls
-// between two steps with the last member it read.
+// constant's value. A test may set between, which byScore (ListExpired,
+// List in a large terminal state) calls between two steps with the last
+// member it read.
 type steps struct {
 	walk, gather, held, expired, sweep int
 	between                            func(last string)
 }
 
+// orDefault is n, or def when n is not set (0).
 func orDefault(n, def int) int {
 	if n > 0 {
 		return n
