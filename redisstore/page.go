@@ -68,6 +68,9 @@ const (
 type steps struct {
 	walk, gather, held, expired, sweep int
 	between                            func(last string)
+	// reading, when a test sets it, is called by ListPage with the ids
+	// of a page before it reads their records.
+	reading func(ids []string)
 }
 
 // orDefault is n, or def when n is not set (0).
@@ -285,7 +288,22 @@ func (s *Store) ListPage(ctx context.Context, opts apcore.ListOptions) (apcore.T
 	if opts.Status != "" && !opts.Status.Valid() {
 		return apcore.TaskPage{}, invalid(fmt.Sprintf("redisstore: unknown status %q", opts.Status))
 	}
+	for {
+		page, err := s.page(ctx, opts, after, limit)
+		// Every record of a page may have gone, or changed state, between
+		// its index entries and its records: the page then goes on after
+		// them, as a caller never sees an empty page with a next one.
+		if err != nil || len(page.Tasks) > 0 || page.Next == "" {
+			return page, err
+		}
+		after = strings.TrimPrefix(page.Next, cursorPrefix)
+	}
+}
+
+// page is ListPage after the cursor's sequence number after, limit set.
+func (s *Store) page(ctx context.Context, opts apcore.ListOptions, after string, limit int) (apcore.TaskPage, error) {
 	var found []hit
+	var err error
 	complete := false // found holds everything after the cursor, up to limit+1
 	switch {
 	case opts.Status == apcore.StatusPending || opts.Status == apcore.StatusRunning:
@@ -315,6 +333,13 @@ func (s *Store) ListPage(ctx context.Context, opts apcore.ListOptions) (apcore.T
 		page.Next = cursorPrefix + found[limit-1].seq
 	}
 	found = found[:min(len(found), limit)]
+	if s.steps.reading != nil {
+		ids := make([]string, len(found))
+		for i, h := range found {
+			ids[i] = h.id
+		}
+		s.steps.reading(ids)
+	}
 	if err := s.withRecords(ctx, found); err != nil {
 		return apcore.TaskPage{}, err
 	}

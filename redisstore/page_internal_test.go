@@ -224,3 +224,38 @@ func TestListExpiredGoesOnAfterARemovedMember(t *testing.T) {
 		})
 	}
 }
+
+// TestListPageGoesOnPastAGonePage deletes every record of a page between
+// the read of its index entries and that of its records: ListPage returns
+// the page after it rather than an empty page with a next one.
+func TestListPageGoesOnPastAGonePage(t *testing.T) {
+	s, _ := internalStore(t, "gone")
+	ctx := context.Background()
+	for i := range 5 {
+		require.NoError(t, s.Save(ctx, apcore.TaskInfo{TaskID: fmt.Sprintf("g%d", i), ModuleID: "m", Status: apcore.StatusCompleted, SubmittedAt: time.Unix(int64(i), 0)}))
+	}
+	for _, st := range []apcore.TaskStatus{"", apcore.StatusCompleted} {
+		deleted := false
+		s.steps = steps{gather: 1, reading: func(ids []string) {
+			if !deleted {
+				deleted = true
+				for _, id := range ids {
+					require.NoError(t, s.Delete(ctx, id))
+				}
+			}
+		}}
+		page, err := s.ListPage(ctx, apcore.ListOptions{Status: st, Limit: 2})
+		require.NoError(t, err)
+		var ids []string
+		for _, t := range page.Tasks {
+			ids = append(ids, t.TaskID)
+		}
+		if st == "" {
+			assert.Equal(t, []string{"g2", "g3"}, ids)
+			assert.NotEmpty(t, page.Next)
+		} else { // g0 and g1 went in the first round, g2 and g3 in this one
+			assert.Equal(t, []string{"g4"}, ids)
+			assert.Empty(t, page.Next)
+		}
+	}
+}
