@@ -225,8 +225,8 @@ func (s *Store) active(ctx context.Context, st apcore.TaskStatus, after string, 
 	return out, nil
 }
 
-// withRecords fills in the records of hs that have none yet, MGET by MGET;
-// a record gone in between stays nil.
+// withRecords reads the records of hs, 500 keys an MGET; the record of
+// one gone since its index entry was read is nil.
 func (s *Store) withRecords(ctx context.Context, hs []hit) error {
 	const batch = 500
 	for start := 0; start < len(hs); start += batch {
