@@ -133,6 +133,11 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
+// slowIn is demo.slow's input.
+type slowIn struct {
+	Steps int `json:"steps"`
+}
+
 func exampleModules() *apcore.Registry {
 	reg := apcore.NewRegistry()
 	must := func(err error) {
@@ -146,12 +151,12 @@ func exampleModules() *apcore.Registry {
 		}
 		return map[string]any{"n": in["n"], "answer": 42}, nil
 	})))
-	must(reg.Register("demo.slow", apcore.ModuleFunc(func(ctx context.Context, in map[string]any) (any, error) {
-		steps, _ := in["steps"].(int)
-		steps = max(steps, 1)
+	// Typed: the inputs arrive as a slowIn, an int whatever the store.
+	must(reg.Register("demo.slow", apcore.Typed(func(ctx context.Context, in slowIn) (string, error) {
+		steps := max(in.Steps, 1)
 		for i := 1; i <= steps; i++ {
 			if err := sleep(ctx, time.Duration(400+rand.IntN(600))*time.Millisecond); err != nil {
-				return nil, err
+				return "", err
 			}
 			_ = apcore.ReportProgress(ctx, float64(100*i/steps), fmt.Sprintf("step %d of %d", i, steps))
 		}
