@@ -55,24 +55,30 @@ func TestMemoryIndexCompacts(t *testing.T) {
 	for i := range blockSize + 1 {
 		want = append(want, fmt.Sprintf("new%02d", i))
 	}
-	var got []string
-	opts := ListOptions{Limit: 7, After: first.Next} // a cursor made before the compaction
-	for {
-		page, err := s.ListPage(ctx, opts)
-		require.NoError(t, err)
-		got = append(got, idsOf(page.Tasks)...)
-		if page.Next == "" {
-			break
-		}
-		opts.After = page.Next
-	}
-	assert.Equal(t, want, got)
+	// A cursor made before the compaction.
+	assert.Equal(t, want, allPages(t, s, ListOptions{Limit: 7, After: first.Next}))
 	running, err := s.List(ctx, StatusRunning)
 	require.NoError(t, err)
 	assert.Equal(t, want[:n/1000], idsOf(running))
 	c, err := s.Count(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, len(want), c)
+}
+
+// allPages follows the pages of opts from its cursor to the end, and
+// returns their ids.
+func allPages(t *testing.T, p Pager, opts ListOptions) []string {
+	t.Helper()
+	var got []string
+	for {
+		page, err := p.ListPage(context.Background(), opts)
+		require.NoError(t, err)
+		got = append(got, idsOf(page.Tasks)...)
+		if page.Next == "" {
+			return got
+		}
+		opts.After = page.Next
+	}
 }
 
 // Newest-first pages with a status filter walk back across blocks that
@@ -90,18 +96,7 @@ func TestMemoryIndexNewestSparse(t *testing.T) {
 		require.NoError(t, s.Save(ctx, TaskInfo{TaskID: fmt.Sprintf("r%04d", i), ModuleID: "m", Status: st}))
 	}
 	slices.Reverse(failed)
-	var got []string
-	opts := ListOptions{Limit: 2, Newest: true, Status: StatusFailed}
-	for {
-		page, err := s.ListPage(ctx, opts)
-		require.NoError(t, err)
-		got = append(got, idsOf(page.Tasks)...)
-		if page.Next == "" {
-			break
-		}
-		opts.After = page.Next
-	}
-	assert.Equal(t, failed, got)
+	assert.Equal(t, failed, allPages(t, s, ListOptions{Limit: 2, Newest: true, Status: StatusFailed}))
 }
 
 // A Claim reads only the queues of the modules it asks for, takes the
