@@ -105,14 +105,22 @@ stop_services() {
 	if [ -f "$APCORE_SERVICES_DIR/pg/data/postmaster.pid" ]; then
 		_as_postgres "$pgbin/pg_ctl" -D "$APCORE_SERVICES_DIR/pg/data" -m immediate -w stop >/dev/null 2>&1 || true
 	fi
-	if [ -f "$APCORE_SERVICES_DIR/redis/redis.pid" ]; then
-		kill "$(cat "$APCORE_SERVICES_DIR/redis/redis.pid")" 2>/dev/null || true
-	fi
-	local pidfile
-	for pidfile in "$APCORE_SERVICES_DIR"/redis-extra/*/*.pid; do
-		[ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+	local pidfile pid pids=() i
+	for pidfile in "$APCORE_SERVICES_DIR"/redis/redis.pid "$APCORE_SERVICES_DIR"/redis-extra/*/*.pid; do
+		[ -f "$pidfile" ] || continue
+		pid=$(cat "$pidfile")
+		kill "$pid" 2>/dev/null && pids+=("$pid")
 	done
-	rm -rf "$APCORE_SERVICES_DIR"
+	# A Redis server writes its log (and removes its pid file) on the way
+	# out: wait for them to go before removing their folder.
+	for pid in "${pids[@]}"; do
+		for i in $(seq 1 100); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -9 "$pid" 2>/dev/null || true
+	done
+	rm -rf "$APCORE_SERVICES_DIR" 2>/dev/null || { sleep 1; rm -rf "$APCORE_SERVICES_DIR"; }
 	APCORE_SERVICES_DIR=""
 	_unreserve_ports
 }
