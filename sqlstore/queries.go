@@ -35,7 +35,7 @@ func (s *Store) sets(cols []string, first int) string {
 
 // queries are the statements, built once for a table and a dialect.
 type queries struct {
-	upsert, saveIf, get, list, listStatus, listExpired, del, count, countActive                        string
+	upsert, saveIf, get, list, listStatus, listExpired, del, countActive                               string
 	insert, update, claim, claimAny, lost, renew, renewCreate, release, recover, deleteLapsed, orphans string
 	// claimIn and claimAnyIn are claim and claimAny restricted to the
 	// module ids of one more argument (see Claim's Modules).
@@ -71,7 +71,6 @@ func (s *Store) buildQueries() queries {
 		pageStatusUp:   fmt.Sprintf("SELECT seq, %s FROM %s WHERE status = %s AND seq > %s ORDER BY seq LIMIT %s", info, t, s.ph(1), s.ph(2), s.ph(3)),
 		pageStatusDown: fmt.Sprintf("SELECT seq, %s FROM %s WHERE status = %s AND seq < %s ORDER BY seq DESC LIMIT %s", info, t, s.ph(1), s.ph(2), s.ph(3)),
 		del:            fmt.Sprintf("DELETE FROM %s WHERE task_id = %s", t, s.ph(1)),
-		count:          fmt.Sprintf("SELECT count(*) FROM %s", t),
 		countActive:    fmt.Sprintf("SELECT active FROM %s WHERE id = 1", s.counter()),
 
 		// Update: twelve record columns after task_id, owner, not_before;

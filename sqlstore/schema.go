@@ -22,7 +22,62 @@ const (
 	// this very expression, which a query must spell the same way for the
 	// index to serve it.
 	expiresAt = "COALESCE(completed_at, submitted_at, -62135596800000000)"
+	// countedIn is the condition of a record that the count rows count:
+	// one in any of the five states.
+	countedIn = "status IN ('pending', 'running', 'completed', 'failed', 'cancelled')"
 )
+
+// tallies are the count rows' columns after active, one per terminal
+// state: each counts the records in that state, as active counts the
+// pending and running ones (see Count). Pending and running are not
+// counted apart: a start (pending to running) would then write a count
+// row, which it does not now.
+var tallies = []string{"completed", "failed", "cancelled"}
+
+// tallyDefs are the definitions of the tallies' columns.
+func tallyDefs() []string {
+	defs := make([]string, len(tallies))
+	for i, c := range tallies {
+		defs[i] = c + " BIGINT NOT NULL DEFAULT 0"
+	}
+	return defs
+}
+
+// tallyChange returns the SET list that adds one to (sign "+") or takes
+// one from (sign "-") the count column of the state of the record rec (NEW
+// or OLD, as a trigger names it), and nothing from the others: "active =
+// active + (rec.status IN ('pending', 'running'))::int, completed = ...".
+// SQLite's comparisons are integers already; PostgreSQL's booleans need
+// the cast.
+func (s *Store) tallyChange(rec, sign string) string {
+	cast := ""
+	if s.dialect == PostgreSQL {
+		cast = "::int"
+	}
+	sets := []string{fmt.Sprintf("active = active %s (%s.%s)%s", sign, rec, activeIn, cast)}
+	for _, c := range tallies {
+		sets = append(sets, fmt.Sprintf("%s = %s %s (%s.status = '%s')%s", c, c, sign, rec, c, cast))
+	}
+	return strings.Join(sets, ", ")
+}
+
+// tallyMove is tallyChange for an update that keeps the record in its
+// count row: its OLD state's column down by one and its NEW state's up,
+// in one SET list (which names a column once).
+func (s *Store) tallyMove() string {
+	cast := ""
+	if s.dialect == PostgreSQL {
+		cast = "::int"
+	}
+	in := func(cond string) string {
+		return fmt.Sprintf("(NEW.%s)%s - (OLD.%s)%s", cond, cast, cond, cast)
+	}
+	sets := []string{"active = active + " + in(activeIn)}
+	for _, c := range tallies {
+		sets = append(sets, fmt.Sprintf("%s = %s + %s", c, c, in("status = '"+c+"'")))
+	}
+	return strings.Join(sets, ", ")
+}
 
 // The names of what New creates beside the table: the leases; on SQLite
 // the one-row count of active records; on PostgreSQL the count's slots
@@ -82,9 +137,9 @@ func (s *Store) allColumnDefs() [][2]string {
 }
 
 // createTable returns the CREATE TABLE statements: the tasks, the leases,
-// and the count of active records (one row on SQLite, pgSlots rows on
+// and the count of records by state (one row on SQLite, pgSlots rows on
 // PostgreSQL, each with its share of the cap and the cap it was shared
-// from).
+// from): active, and the tallies.
 func (s *Store) createTable() []string {
 	seq := "seq INTEGER PRIMARY KEY AUTOINCREMENT"
 	if s.dialect == PostgreSQL {
@@ -94,9 +149,10 @@ func (s *Store) createTable() []string {
 	for _, c := range s.allColumnDefs() {
 		defs = append(defs, c[0]+" "+c[1])
 	}
-	count := fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (id INTEGER PRIMARY KEY CHECK (id = 1), active BIGINT NOT NULL)", s.counter())
+	tally := strings.Join(tallyDefs(), ", ")
+	count := fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (id INTEGER PRIMARY KEY CHECK (id = 1), active BIGINT NOT NULL, %s)", s.counter(), tally)
 	if s.dialect == PostgreSQL {
-		count = fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (id SMALLINT PRIMARY KEY, active BIGINT NOT NULL, cap BIGINT NOT NULL, lim BIGINT NOT NULL)", s.slots())
+		count = fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (id SMALLINT PRIMARY KEY, active BIGINT NOT NULL, cap BIGINT NOT NULL, lim BIGINT NOT NULL, %s)", s.slots(), tally)
 	}
 	return []string{
 		fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (\n\t%s\n)", s.table, strings.Join(defs, ",\n\t")),
@@ -121,43 +177,95 @@ func (s *Store) indexes() []string {
 	}
 }
 
-// triggers returns the statements that keep the count of active records
-// (the counter table's one row) exact under every write of the table:
-// inserts, updates of status, deletes, and on PostgreSQL TRUNCATE.
+// triggers returns the statements that keep the count rows exact under
+// every write of the table: inserts, updates of status, deletes, and on
+// PostgreSQL TRUNCATE. Each record in one of the five states counts once,
+// in active or in its state's tally; on PostgreSQL in the slot row its slot
+// column names.
 func (s *Store) triggers() []string {
 	t, c := s.table, s.counter()
 	if s.dialect == SQLite {
+		// Triggers per row: SQLite has one writer at a time and updates
+		// the count row in place, so each record written costs one small
+		// update, however many a statement writes.
 		return []string{
 			fmt.Sprintf(`CREATE TRIGGER IF NOT EXISTS %s_count_insert AFTER INSERT ON %s WHEN new.%s
-BEGIN UPDATE %s SET active = active + 1 WHERE id = 1; END`, t, t, activeIn, c),
+BEGIN UPDATE %s SET %s WHERE id = 1; END`, t, t, countedIn, c, s.tallyChange("new", "+")),
 			fmt.Sprintf(`CREATE TRIGGER IF NOT EXISTS %s_count_delete AFTER DELETE ON %s WHEN old.%s
-BEGIN UPDATE %s SET active = active - 1 WHERE id = 1; END`, t, t, activeIn, c),
-			fmt.Sprintf(`CREATE TRIGGER IF NOT EXISTS %s_count_update AFTER UPDATE OF status ON %s WHEN (new.%s) <> (old.%s)
-BEGIN UPDATE %s SET active = active + (CASE WHEN new.%s THEN 1 ELSE -1 END) WHERE id = 1; END`, t, t, activeIn, activeIn, c, activeIn),
+BEGIN UPDATE %s SET %s WHERE id = 1; END`, t, t, countedIn, c, s.tallyChange("old", "-")),
+			fmt.Sprintf(`CREATE TRIGGER IF NOT EXISTS %s_count_update AFTER UPDATE OF status ON %s WHEN new.status <> old.status AND NOT (new.%s AND old.%s)
+BEGIN UPDATE %s SET %s WHERE id = 1; END`, t, t, activeIn, activeIn, c, s.tallyMove()),
 		}
 	}
 	fn, sl := t+"_slot_count", s.slots()
+	// byState is a transition table's records that meet where, counted by
+	// slot and state, in the columns of the count rows.
+	byState := func(rows, where string) string {
+		cols := []string{"slot", fmt.Sprintf("count(*) FILTER (WHERE %s) AS active", activeIn)}
+		for _, c := range tallies {
+			cols = append(cols, fmt.Sprintf("count(*) FILTER (WHERE status = '%s') AS %s", c, c))
+		}
+		return fmt.Sprintf("SELECT %s FROM %s WHERE %s GROUP BY slot", strings.Join(cols, ", "), rows, where)
+	}
+	// apply returns the UPDATE that adds (sign "+") or takes (sign "-")
+	// the counts of byState to or from the slot rows, after it locks
+	// those rows in order of id: two statements that each change several
+	// slots (two sweeps) cannot deadlock, nor one with admitFunction.
+	apply := func(rows, where, sign string) string {
+		sets := []string{fmt.Sprintf("active = %s.active %s g.active", sl, sign)}
+		for _, c := range tallies {
+			sets = append(sets, fmt.Sprintf("%s = %s.%s %s g.%s", c, sl, c, sign, c))
+		}
+		return fmt.Sprintf(`PERFORM 1 FROM %s WHERE id IN (SELECT slot FROM %s WHERE %s) ORDER BY id FOR UPDATE;
+	UPDATE %s SET %s FROM (%s) AS g WHERE %s.id = g.slot;`, sl, rows, where, sl, strings.Join(sets, ", "), byState(rows, where), sl)
+	}
 	return []string{
 		fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
 	IF TG_OP = 'TRUNCATE' THEN
-		UPDATE %s SET active = 0;
+		UPDATE %s SET active = 0, %s;
+		RETURN NULL;
+	END IF;
+	IF TG_OP = 'UPDATE' AND OLD.slot = NEW.slot THEN
+		UPDATE %s SET %s WHERE id = NEW.slot;
 		RETURN NULL;
 	END IF;
 	IF TG_OP <> 'DELETE' AND NEW.%s THEN
-		UPDATE %s SET active = active + 1 WHERE id = NEW.slot;
+		UPDATE %s SET %s WHERE id = NEW.slot;
 	END IF;
 	IF TG_OP <> 'INSERT' AND OLD.%s THEN
-		UPDATE %s SET active = active - 1 WHERE id = OLD.slot;
+		UPDATE %s SET %s WHERE id = OLD.slot;
 	END IF;
 	RETURN NULL;
-END $$`, fn, sl, activeIn, sl, activeIn, sl),
+END $$`, fn, sl, strings.Join(tallies, " = 0, ")+" = 0",
+			sl, s.tallyMove(),
+			countedIn, sl, s.tallyChange("NEW", "+"), countedIn, sl, s.tallyChange("OLD", "-")),
+		// The statement-level functions: the records a statement inserted
+		// in a terminal state (born; the active ones the row trigger
+		// counts, on the path of Insert), and every record a statement
+		// deleted (gone), counted together: a sweep of a thousand records
+		// changes a few slot rows once each, where a trigger per row
+		// would update them a thousand times (and PostgreSQL follows a
+		// row's versions of one transaction at each update).
+		fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s_slot_born() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF EXISTS (SELECT 1 FROM born WHERE %s) THEN
+	%s
+	END IF;
+	RETURN NULL;
+END $$`, t, terminalIn, apply("born", terminalIn, "+")),
+		fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s_slot_gone() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	%s
+	RETURN NULL;
+END $$`, t, apply("gone", countedIn, "-")),
 		// The WHEN conditions keep the function (and the trigger's queued
-		// event) off the writes that leave the count as it is: a start, a
-		// claim, a progress write.
+		// event) off the writes that leave the counts as they are: a
+		// start, a claim, a progress write.
 		fmt.Sprintf("CREATE TRIGGER %s_slot_insert AFTER INSERT ON %s FOR EACH ROW WHEN (NEW.%s) EXECUTE FUNCTION %s()", t, t, activeIn, fn),
-		fmt.Sprintf("CREATE TRIGGER %s_slot_delete AFTER DELETE ON %s FOR EACH ROW WHEN (OLD.%s) EXECUTE FUNCTION %s()", t, t, activeIn, fn),
-		fmt.Sprintf("CREATE TRIGGER %s_slot_update AFTER UPDATE OF status ON %s FOR EACH ROW WHEN ((OLD.%s) <> (NEW.%s)) EXECUTE FUNCTION %s()",
+		fmt.Sprintf("CREATE TRIGGER %s_slot_born AFTER INSERT ON %s REFERENCING NEW TABLE AS born FOR EACH STATEMENT EXECUTE FUNCTION %s_slot_born()", t, t, t),
+		fmt.Sprintf("CREATE TRIGGER %s_slot_delete AFTER DELETE ON %s REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION %s_slot_gone()", t, t, t),
+		fmt.Sprintf("CREATE TRIGGER %s_slot_update AFTER UPDATE OF status ON %s FOR EACH ROW WHEN (OLD.status <> NEW.status AND NOT ((OLD.%s) AND (NEW.%s))) EXECUTE FUNCTION %s()",
 			t, t, activeIn, activeIn, fn),
 		fmt.Sprintf("CREATE TRIGGER %s_slot_truncate AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s()", t, t, fn),
 		s.admitFunction(),
@@ -220,7 +328,7 @@ func (s *Store) migrate(ctx context.Context) error {
 				return err
 			}
 		}
-		have, err := s.existingColumns(ctx, tx)
+		have, err := s.existingColumns(ctx, tx, s.table)
 		if err != nil {
 			return err
 		}
@@ -269,14 +377,14 @@ func (s *Store) ensureStatistics(ctx context.Context, tx execer) error {
 	return err
 }
 
-// existingColumns returns the table's columns and their types.
-func (s *Store) existingColumns(ctx context.Context, tx execer) (map[string]string, error) {
+// existingColumns returns a table's columns and their types.
+func (s *Store) existingColumns(ctx context.Context, tx execer, table string) (map[string]string, error) {
 	query := "SELECT name, lower(type) FROM pragma_table_info(?)"
 	if s.dialect == PostgreSQL {
 		query = `SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
 WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`
 	}
-	rows, err := tx.QueryContext(ctx, query, s.table)
+	rows, err := tx.QueryContext(ctx, query, table)
 	if err != nil {
 		return nil, err
 	}
@@ -292,10 +400,11 @@ WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`
 	return have, rows.Err()
 }
 
-// ensureTriggers creates the counting triggers when they are missing, and
-// then sets the count to the active records there are. On PostgreSQL,
-// CREATE TRIGGER locks out the table's writers until the migration
-// commits, so the count cannot miss one; on SQLite the write lock does.
+// ensureTriggers creates the counting triggers when they are missing or
+// are an older version's (whose count rows lack the tallies), and then
+// sets the counts to the records there are. On PostgreSQL, DROP TRIGGER
+// and CREATE TRIGGER lock out the table's writers until the migration
+// commits, so the counts cannot miss one; on SQLite the write lock does.
 func (s *Store) ensureTriggers(ctx context.Context, tx execer) error {
 	if s.dialect == PostgreSQL {
 		return s.ensureSlots(ctx, tx)
@@ -305,8 +414,17 @@ func (s *Store) ensureTriggers(ctx context.Context, tx execer) error {
 	if err != nil {
 		return err
 	}
-	if n == len(names) && present == 1 {
+	tallied, err := s.addTallies(ctx, tx, s.counter())
+	if err != nil {
+		return err
+	}
+	if n == len(names) && present == 1 && tallied {
 		return nil
+	}
+	for _, name := range names { // an older version's, which count no tallies
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("DROP TRIGGER IF EXISTS %s", name)); err != nil {
+			return err
+		}
 	}
 	for _, stmt := range s.triggers() {
 		if _, err := tx.ExecContext(ctx, stmt); err != nil {
@@ -316,8 +434,44 @@ func (s *Store) ensureTriggers(ctx context.Context, tx execer) error {
 	if _, err := tx.ExecContext(ctx, fmt.Sprintf("DELETE FROM %s", s.counter())); err != nil {
 		return err
 	}
-	_, err = tx.ExecContext(ctx, fmt.Sprintf("INSERT INTO %s (id, active) SELECT 1, count(*) FROM %s WHERE %s", s.counter(), s.table, activeIn))
+	_, err = tx.ExecContext(ctx, fmt.Sprintf("INSERT INTO %s (id, active, %s) SELECT 1, %s FROM %s",
+		s.counter(), strings.Join(tallies, ", "), s.countColumns(), s.table))
 	return err
+}
+
+// countColumns returns the aggregates that count a table's records into
+// the count rows' columns: active, then the tallies.
+func (s *Store) countColumns() string {
+	conds := []string{activeIn}
+	for _, c := range tallies {
+		conds = append(conds, "status = '"+c+"'")
+	}
+	out := make([]string, len(conds))
+	for i, cond := range conds {
+		out[i] = fmt.Sprintf("COALESCE(sum(CASE WHEN %s THEN 1 ELSE 0 END), 0)", cond)
+	}
+	return strings.Join(out, ", ")
+}
+
+// addTallies adds the tallies' columns that the count table (countTable)
+// lacks, and reports whether it had them all: a table that an older
+// version made has none, and its triggers count no tallies.
+func (s *Store) addTallies(ctx context.Context, tx execer, countTable string) (bool, error) {
+	have, err := s.existingColumns(ctx, tx, countTable)
+	if err != nil {
+		return false, err
+	}
+	all := true
+	for i, c := range tallies {
+		if _, ok := have[c]; ok {
+			continue
+		}
+		all = false
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s", countTable, tallyDefs()[i])); err != nil {
+			return false, err
+		}
+	}
+	return all, nil
 }
 
 // triggerNames are the names of the counting triggers of one kind ("count"
@@ -334,32 +488,49 @@ func (s *Store) triggerNames(kind string, truncate bool) []string {
 // countState returns how many of the triggers named exist on the table,
 // and how many rows the count's table (countTable) holds: what
 // ensureTriggers and ensureSlots check before they make the count anew.
+// On PostgreSQL a <table>_slot_delete trigger counts only if it fires once
+// a statement, as this version's does (an older version's fired for each
+// row).
 func (s *Store) countState(ctx context.Context, tx execer, names []string, countTable string) (triggers, rows int, err error) {
 	quoted := "'" + strings.Join(names, "', '") + "'" // checkIdent allows no quote
 	query := "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ? AND name IN (" + quoted + ")"
+	args := []any{s.table}
 	if s.dialect == PostgreSQL {
-		query = "SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname IN (" + quoted + ")"
+		// tgtype's bit 1 is set on a trigger FOR EACH ROW.
+		query = "SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname IN (" + quoted + ") AND (tgname <> $2 OR tgtype & 1 = 0)"
+		args = append(args, s.table+"_slot_delete")
 	}
-	if err := tx.QueryRowContext(ctx, query, s.table).Scan(&triggers); err != nil {
+	if err := tx.QueryRowContext(ctx, query, args...).Scan(&triggers); err != nil {
 		return 0, 0, err
 	}
 	err = tx.QueryRowContext(ctx, fmt.Sprintf("SELECT count(*) FROM %s", countTable)).Scan(&rows)
 	return triggers, rows, err
 }
 
-// ensureSlots is ensureTriggers on PostgreSQL: when the slot triggers or
-// the slots are missing (a new table, or one that an older version kept
-// with a one-row count), it drops the older triggers, deals the active
-// records out over the slots, and counts them. Each slot's cap starts at
-// its count, so the first insert shares the cap out (see admitFunction).
+// ensureSlots is ensureTriggers on PostgreSQL: when the slot triggers,
+// the slots or their tallies are missing (a new table, one that an older
+// version kept with a one-row count, or with slots that counted only the
+// active records), it drops the older triggers, deals the active records
+// out over the slots, and counts the records of each slot by state. Each
+// slot's cap starts at its count, so the first insert shares the cap out
+// (see admitFunction).
+//
+// An older version's process that starts on a table this one migrated
+// finds the slot triggers it knows by name and leaves them; one already
+// running writes through them, as they live in the database: its records
+// are counted as this version's are.
 func (s *Store) ensureSlots(ctx context.Context, tx execer) error {
 	t := s.table
-	names := s.triggerNames("slot", true)
+	names := append(s.triggerNames("slot", true), t+"_slot_born")
 	n, present, err := s.countState(ctx, tx, names, s.slots())
 	if err != nil {
 		return err
 	}
-	if n == len(names) && present == pgSlots {
+	tallied, err := s.addTallies(ctx, tx, s.slots())
+	if err != nil {
+		return err
+	}
+	if n == len(names) && present == pgSlots && tallied {
 		return nil
 	}
 	for _, name := range append(names, s.triggerNames("count", true)...) { // and the one-row count's
@@ -370,9 +541,14 @@ func (s *Store) ensureSlots(ctx context.Context, tx execer) error {
 	stmts := []string{
 		fmt.Sprintf("UPDATE %s SET slot = seq %% %d WHERE %s AND slot <> seq %% %d", t, pgSlots, activeIn, pgSlots),
 		fmt.Sprintf("DELETE FROM %s", s.slots()),
-		fmt.Sprintf(`INSERT INTO %s (id, active, cap, lim)
-SELECT g, c, c, 0 FROM (SELECT g, (SELECT count(*) FROM %s WHERE %s AND slot = g) AS c FROM generate_series(0, %d) g) AS counts`,
-			s.slots(), t, activeIn, pgSlots-1),
+		// One scan of the table counts every slot (a record whose slot
+		// is out of range, which no version writes, is counted nowhere
+		// and taken from nowhere when it goes).
+		fmt.Sprintf(`INSERT INTO %s (id, active, cap, lim, %s)
+SELECT g, COALESCE(c.active, 0), COALESCE(c.active, 0), 0, %s FROM generate_series(0, %d) AS g
+LEFT JOIN (SELECT slot, %s FROM %s GROUP BY slot) AS c (slot, active, %s) ON c.slot = g`,
+			s.slots(), strings.Join(tallies, ", "), "COALESCE(c."+strings.Join(tallies, ", 0), COALESCE(c.")+", 0)", pgSlots-1,
+			s.countColumns(), t, strings.Join(tallies, ", ")),
 	}
 	for _, stmt := range append(stmts, s.triggers()...) {
 		if _, err := tx.ExecContext(ctx, stmt); err != nil {

@@ -24,22 +24,33 @@
 // columns and, beside them, what replicas share (owner, resumable, inputs
 // as JSON, spec: the retry policy, timeout and trace context as JSON,
 // not_before); a <table>_leases table (owner primary key, expires_at); the
-// count of active (pending or running) records: on SQLite a one-row
+// count rows: the count of active (pending or running) records and of each
+// terminal state's (completed, failed, cancelled): on SQLite a one-row
 // <table>_active table, on PostgreSQL a <table>_slots table of 16 rows,
-// each counting the active records whose slot column names it, with its
-// share of the cap (see Admission below); and triggers that keep that
-// count exact under every insert, delete and change of status, whoever
-// makes it (TRUNCATE resets it on PostgreSQL). A table made by an older
-// version gets its missing columns (ALTER TABLE ADD COLUMN), its count
-// (taken under the lock that CREATE TRIGGER holds, so no write slips past
-// it; on PostgreSQL the one-row count's triggers are dropped and its
-// active records dealt out over the slots) and, on PostgreSQL, its JSONB
-// result column turned into TEXT (one rewrite of the table, once). All
-// replicas of a table should run one version of this package.
+// each counting the records whose slot column names it, with its share of
+// the cap (see Admission below); and triggers that keep those counts exact
+// under every insert, delete and change of status, whoever makes it
+// (TRUNCATE resets them on PostgreSQL). On PostgreSQL a record's end
+// (running to completed) updates its one slot row, as it did when only the
+// active records were counted, and a start (pending to running) none; the
+// deletes of a statement (a Sweep's batch) and its inserts of ended
+// records are counted together by statement triggers, a few slot rows
+// updated once each. Count of a terminal state, of every record or of the
+// active ones reads only the count rows. A table made by an older version
+// gets its missing columns (ALTER TABLE ADD COLUMN), its counts (taken
+// under the lock that DROP TRIGGER and CREATE TRIGGER hold, so no write
+// slips past them; on PostgreSQL the one-row count's triggers are dropped
+// and its active records dealt out over the slots; count rows without the
+// terminal states' columns get them, filled by one scan of the table) and,
+// on PostgreSQL, its JSONB result column turned into TEXT (one rewrite of
+// the table, once). All replicas of a table should run one version of
+// this package; while an older one still runs beside a newer one, its
+// writes go through the newer triggers, which live in the database, and
+// are counted.
 //
 // Indexes: the primary key (seq) serves ListPage; (status, seq) serves List
-// by state, ListPage by state, Count by state and the scans of active
-// records (Recover, Orphans); a partial index on the reference time,
+// by state, ListPage by state, Count of pending alone or running alone and
+// the scans of active records (Recover, Orphans); a partial index on the reference time,
 // COALESCE(completed_at, submitted_at, the zero time), over terminal
 // records (<table>_sweep) serves Sweep and ListExpired; a partial index on
 // seq over the claimable records (pending, resumable, held by no one)
@@ -537,14 +548,18 @@ func (s *Store) Remove(ctx context.Context, taskID string) (bool, error) {
 	return affected(res, err, "delete "+taskID)
 }
 
-// Count returns how many records are in any of statuses (none = all). The
-// active ones (pending and running together) are read from the count that
-// the triggers keep; any other set is one query that the (status, seq)
-// index answers, reading an index entry per record counted. The states are
-// written into the query as constants (each is a valid state, so nothing
-// else can be): the plan PostgreSQL caches for a count of any states,
-// parameters unknown, scans the whole table, even for a state with few
-// records.
+// Count returns how many records are in any of statuses (none = all, that
+// is every record in one of the five states). The active ones (pending and
+// running together), each terminal state's and all of them are read from
+// the count rows that the triggers keep, exact in every snapshot and in
+// time that does not follow the table's size (16 rows on PostgreSQL, one
+// on SQLite); pending alone or running alone, which no count row keeps
+// (see tallies), is counted through the (status, seq) index, reading an
+// index entry per record counted: few, as active records are. A set with
+// both kinds is one statement, one snapshot. The states are written into
+// the query as constants (each is a valid state, so nothing else can be):
+// the plan PostgreSQL caches for a count of any states, parameters
+// unknown, scans the whole table, even for a state with few records.
 func (s *Store) Count(ctx context.Context, statuses ...apcore.TaskStatus) (int, error) {
 	for _, st := range statuses {
 		if !st.Valid() {
@@ -564,18 +579,43 @@ func (s *Store) Count(ctx context.Context, statuses ...apcore.TaskStatus) (int, 
 	return n, nil
 }
 
-// countQuery is Count's query for valid statuses, each once and in order,
-// so that a set of states is always the same statement.
+// countQuery is Count's query for valid statuses: the sum of the count
+// rows' columns for the states they keep, plus a count through the index
+// of pending or running when only one of the two is asked. The same set
+// of states, in any order or repeated, is always the same statement.
 func (s *Store) countQuery(statuses []apcore.TaskStatus) string {
+	var cols []string
+	indexed := ""
 	if len(statuses) == 0 {
-		return s.q.count
+		cols = append([]string{"active"}, tallies...)
+	} else {
+		pending, running := slices.Contains(statuses, apcore.StatusPending), slices.Contains(statuses, apcore.StatusRunning)
+		switch {
+		case pending && running:
+			cols = append(cols, "active")
+		case pending:
+			indexed = string(apcore.StatusPending)
+		case running:
+			indexed = string(apcore.StatusRunning)
+		}
+		for _, c := range tallies {
+			if slices.Contains(statuses, apcore.TaskStatus(c)) {
+				cols = append(cols, c)
+			}
+		}
 	}
-	quoted := make([]string, len(statuses))
-	for i, st := range statuses {
-		quoted[i] = "'" + string(st) + "'"
+	if indexed != "" {
+		indexed = fmt.Sprintf("(SELECT count(*) FROM %s WHERE status = '%s')", s.table, indexed)
+		if len(cols) == 0 {
+			return "SELECT " + indexed
+		}
+		indexed = " + " + indexed
 	}
-	slices.Sort(quoted)
-	return s.q.count + " WHERE status IN (" + strings.Join(slices.Compact(quoted), ", ") + ")"
+	counts := s.counter()
+	if s.dialect == PostgreSQL {
+		counts = s.slots()
+	}
+	return fmt.Sprintf("SELECT COALESCE(sum(%s), 0)%s FROM %s", strings.Join(cols, " + "), indexed, counts)
 }
 
 // lostArg is Lost's ids as its query takes them: a text array on
@@ -626,15 +666,16 @@ func sortBySeq(seqs []int64, ts []apcore.StoredTask) {
 // ExplainMethods are the methods whose queries Explain knows, in the order
 // of the store's interfaces: each fixed query the store runs, with
 // arguments like those the manager passes. "Count" counts pending and
-// failed records (a count of common states reads as many index entries
-// as it counts); "CountActive" is Count of pending and running, which
-// reads the count the triggers keep; "ListByStatus" lists pending
+// failed records (the pending through the index, the failed from the count
+// rows); "CountActive" is Count of pending and running, "CountTerminal"
+// Count of completed records and "CountAll" Count of every record, which
+// read only the count rows the triggers keep; "ListByStatus" lists pending
 // records; "ListPage*" are the pages of every record or of one state
 // ("Status": pending), in insertion order or newest first ("Newest"),
 // after a cursor in the middle; "ListExpired" and "Sweep" take records
 // that ended a day ago or earlier; "ClaimModules" is a Claim with Modules.
 var ExplainMethods = []string{"Get", "SaveIf", "Remove", "ListByStatus", "ListExpired", "Count", "CountActive",
-	"Insert", "Update", "Claim", "ClaimModules", "Lost", "Recover", "Orphans",
+	"CountTerminal", "CountAll", "Insert", "Update", "Claim", "ClaimModules", "Lost", "Recover", "Orphans",
 	"ListPage", "ListPageNewest", "ListPageStatus", "ListPageStatusNewest", "Sweep"}
 
 // explainQuery returns the query a method of ExplainMethods runs and
@@ -657,6 +698,10 @@ func (s *Store) explainQuery(method string) (string, []any, error) {
 		return s.countQuery([]apcore.TaskStatus{apcore.StatusPending, apcore.StatusFailed}), nil, nil
 	case "CountActive":
 		return s.q.countActive, nil, nil
+	case "CountTerminal":
+		return s.countQuery([]apcore.TaskStatus{apcore.StatusCompleted}), nil, nil
+	case "CountAll":
+		return s.countQuery(nil), nil, nil
 	case "ListExpired":
 		return s.listExpiredQuery(dayAgo), nil, nil
 	case "Insert":

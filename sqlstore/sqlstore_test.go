@@ -83,6 +83,8 @@ func dropTable(db *sql.DB, name string) {
 		"DROP TABLE IF EXISTS " + name + "_slots",
 		"DROP FUNCTION IF EXISTS " + name + "_count_active()",
 		"DROP FUNCTION IF EXISTS " + name + "_slot_count()",
+		"DROP FUNCTION IF EXISTS " + name + "_slot_born()",
+		"DROP FUNCTION IF EXISTS " + name + "_slot_gone()",
 		"DROP FUNCTION IF EXISTS " + name + "_admit(bigint)",
 	} {
 		_, _ = db.Exec(stmt)
@@ -174,7 +176,7 @@ var sqliteIndexes = map[string]string{
 	"ListPageStatus": "(COVERING )?INDEX apcore_tasks_status_seq", "ListPageStatusNewest": "(COVERING )?INDEX apcore_tasks_status_seq",
 	"Sweep": "(COVERING )?INDEX apcore_tasks_sweep",
 	// the count's one row, not the tasks table
-	"Insert": "", "CountActive": "",
+	"Insert": "", "CountActive": "", "CountTerminal": "", "CountAll": "",
 }
 
 // checkSQLitePlans checks that SQLite searches the tasks table by the
