@@ -142,6 +142,8 @@ func fmtDur(d time.Duration) string {
 	switch {
 	case d <= 0:
 		return "0"
+	case d < 10*time.Microsecond:
+		return fmt.Sprintf("%.1f µs", float64(d)/1e3)
 	case d < time.Millisecond:
 		return fmt.Sprintf("%.0f µs", float64(d)/1e3)
 	case d < 10*time.Millisecond:
