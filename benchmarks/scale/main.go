@@ -54,9 +54,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/apcore-go/apcore/sqlstore"
@@ -160,12 +162,18 @@ func main() {
 	if err != nil {
 		fatalf("%v", err)
 	}
-	defer os.RemoveAll(dir)
 	c.sqliteDir = dir
+	// An interrupt ends the measurements through their context, so that the
+	// stores are still dropped and the folder removed.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 
 	c.logf("scale: %s, GOMAXPROCS=%d, %d and %d records, load average %s\n", runtime.Version(), runtime.GOMAXPROCS(0), c.sizes[0], c.sizes[1], loadAverage())
 	began, loadBefore := time.Now(), loadAverage()
-	rep := run(context.Background(), &c)
+	rep := run(ctx, &c)
+	if err := os.RemoveAll(dir); err != nil {
+		c.logf("scale: %v\n", err)
+	}
 	printTables(os.Stdout, rep)
 	fmt.Printf("Load average (1, 5, 15 min) at the start: %s; at the end: %s; %d cores; %.0f s in all.\n",
 		loadBefore, loadAverage(), runtime.NumCPU(), time.Since(began).Seconds())
