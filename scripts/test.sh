@@ -85,11 +85,13 @@ done
 # workspace, so that its dependency never enters the others' build list.
 step "go vet, staticcheck: scripts/modproxy"
 (cd "$root/scripts/modproxy" && GOWORK=off go vet ./... && GOWORK=off staticcheck ./...)
-# The benchmark against river and asynq is a module of its own, so that no
-# other module requires them. It is built and checked here, never run: it
-# is a benchmark of a few minutes (scripts/bench-durable.sh runs it).
-step "build (not run), go vet, staticcheck: benchmarks"
-(cd "$root/benchmarks" && go build -o /dev/null ./... && go vet ./... && staticcheck ./...)
+# The benchmarks against river and asynq, and the scale benchmark, are a
+# module of their own, so that no other module requires them. They are
+# built and checked here; they take minutes (scripts/bench-durable.sh,
+# scripts/bench-scale.sh run them), so only the scale benchmark's quick
+# mode on the memory store runs, as its test.
+step "build, go vet, staticcheck: benchmarks; the scale benchmark's quick test"
+(cd "$root/benchmarks" && go build -o /dev/null ./... && go vet ./... && staticcheck ./... && go test -count=1 ./scale)
 
 step "quickstart example"
 timeout 60 go run ./examples/quickstart >/dev/null
