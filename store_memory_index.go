@@ -43,7 +43,51 @@ type memBlock struct {
 	// a sweep that read the whole block may raise it back.
 	minRef atomic.Int64
 	base   uint64
+	group  *memGroup // the group of blocks it belongs to; never changes
 	slots  [blockSize]atomic.Pointer[memRecord]
+}
+
+// groupSize is how many blocks, made one after another, form a group.
+const groupSize = 64
+
+// memGroup is the second level: a flag per state, set while a block of the
+// group may hold a record in that state, so that a listing of a state that
+// few records are in glances at a group, not at each of its blocks.
+// Writers set a flag after they set a slot's bit (and only when it is
+// clear, so that the shared word is mostly read); a reader that glanced at
+// every block of a group that is no longer the newest, and found none in a
+// state, clears its flag and then looks at the blocks again, setting the
+// flag back if one has such a record now: a writer that saw the flag set
+// before the clear set its slot's bit before the second look.
+type memGroup struct {
+	flags  atomic.Uint32 // a bit per statusIndex
+	blocks int           // how many blocks were made in it; written under MemoryStore.order
+}
+
+// note sets the group's flag of status.
+func (g *memGroup) note(status TaskStatus) {
+	bit := uint32(1) << statusIndex(status)
+	if g.flags.Load()&bit == 0 {
+		g.flags.Or(bit)
+	}
+}
+
+// tidy clears the flags of the states of set that none of run, every block
+// of the group, holds a record in.
+func (g *memGroup) tidy(set statusSet, run []*memBlock) {
+	for i := range 5 {
+		bit := uint32(1) << i
+		if set&(1<<i) == 0 || g.flags.Load()&bit == 0 {
+			continue
+		}
+		g.flags.And(^bit)
+		for _, b := range run {
+			if b.holds(1 << i) {
+				g.flags.Or(bit)
+				break
+			}
+		}
+	}
 }
 
 // statusSet is a set of states, a bit per statusIndex.
@@ -85,6 +129,7 @@ func (b *memBlock) mark(status TaskStatus, k uint64, on bool) {
 	m := &b.masks[statusIndex(status)][k/64]
 	if on {
 		m.Or(1 << (k % 64))
+		b.group.note(status)
 	} else {
 		m.And(^(1 << (k % 64)))
 	}
@@ -163,7 +208,12 @@ func (x *memIndex) grow(seq uint64) {
 		x.emptied.Store(0)
 		blocks = kept
 	}
-	b := &memBlock{base: seq}
+	g := &memGroup{}
+	if n := len(blocks); n > 0 && blocks[n-1].group.blocks < groupSize {
+		g = blocks[n-1].group
+	}
+	g.blocks++
+	b := &memBlock{base: seq, group: g}
 	b.minRef.Store(noRef)
 	blocks = append(blocks, b) // in place when it fits: readers hold shorter lengths
 	x.blocks.Store(&blocks)
@@ -201,34 +251,72 @@ func (x *memIndex) moved(r *memRecord, from TaskStatus) {
 func (x *memIndex) ascend(after uint64, set statusSet, fn func(*memRecord) bool) {
 	blocks := *x.blocks.Load()
 	i := sort.Search(len(blocks), func(i int) bool { return blocks[i].base+blockSize > after+1 })
-	for ; i < len(blocks); i++ {
-		b := blocks[i]
-		for w := range blockWords {
-			bits := b.word(set, w)
-			if lo := b.base + uint64(w)*64; after >= lo { // drop the slots up to after
-				if n := after - lo + 1; n >= 64 {
-					bits = 0
-				} else {
-					bits &^= 1<<n - 1
-				}
+	for i < len(blocks) {
+		// The run of the group's blocks from i on.
+		g, start, end := blocks[i].group, i, i
+		for end < len(blocks) && blocks[end].group == g {
+			end++
+		}
+		if g.flags.Load()&uint32(set) == 0 {
+			i = end
+			continue
+		}
+		found := false
+		for ; i < end; i++ {
+			b := blocks[i]
+			if !b.holds(set) {
+				continue
 			}
-			for bits != 0 {
-				k := uint64(w)*64 + uint64(mathbits.TrailingZeros64(bits))
-				bits &= bits - 1
-				if r := b.slots[k].Load(); r != nil && !fn(r) {
-					return
-				}
+			found = true
+			if !b.ascend(after, set, fn) {
+				return
+			}
+		}
+		// Every block of a group that is not the newest (it grows no more)
+		// glanced at, none holding the states asked for: clear their flags.
+		whole := (start == 0 || blocks[start-1].group != g) && after < blocks[start].base
+		if whole && !found && end < len(blocks) {
+			g.tidy(set, blocks[start:end])
+		}
+	}
+}
+
+// ascend is memIndex.ascend within the block: it reports whether fn never
+// returned false.
+func (b *memBlock) ascend(after uint64, set statusSet, fn func(*memRecord) bool) bool {
+	for w := range blockWords {
+		bits := b.word(set, w)
+		if lo := b.base + uint64(w)*64; after >= lo { // drop the slots up to after
+			if n := after - lo + 1; n >= 64 {
+				bits = 0
+			} else {
+				bits &^= 1<<n - 1
+			}
+		}
+		for bits != 0 {
+			k := uint64(w)*64 + uint64(mathbits.TrailingZeros64(bits))
+			bits &= bits - 1
+			if r := b.slots[k].Load(); r != nil && !fn(r) {
+				return false
 			}
 		}
 	}
+	return true
 }
 
 // descend is ascend newest first: the records below before.
 func (x *memIndex) descend(before uint64, set statusSet, fn func(*memRecord) bool) {
 	blocks := *x.blocks.Load()
 	i := sort.Search(len(blocks), func(i int) bool { return blocks[i].base >= before }) - 1
-	for ; i >= 0; i-- {
+	for i >= 0 {
 		b := blocks[i]
+		if b.group.flags.Load()&uint32(set) == 0 { // skip the group's run
+			for i >= 0 && blocks[i].group == b.group {
+				i--
+			}
+			continue
+		}
+		i--
 		for w := blockWords - 1; w >= 0; w-- {
 			bits := b.word(set, w)
 			if lo := b.base + uint64(w)*64; before < lo+64 { // keep the slots below before

@@ -217,3 +217,89 @@ func TestMemoryClaimQueueStaysBounded(t *testing.T) {
 	assert.Equal(t, 10, len(mq.items)-mq.head, "ten wait")
 	assert.Less(t, cap(mq.items), 200, "the queue's array stays near what waits in it")
 }
+
+// A group of blocks whose flag says it may hold a state it no longer holds
+// is tidied by a listing that glanced at all its blocks, and set again by
+// the next record that enters that state.
+func TestMemoryGroupsFollowTheirStates(t *testing.T) {
+	ctx := context.Background()
+	s := NewMemoryStore()
+	n := 3 * groupSize * blockSize // three groups
+	for i := range n {
+		require.NoError(t, s.Save(ctx, TaskInfo{TaskID: fmt.Sprintf("r%06d", i), ModuleID: "m", Status: StatusPending}))
+	}
+	first := (*s.index.blocks.Load())[0].group
+	pendingBit := uint32(1) << statusIndex(StatusPending)
+	require.NotZero(t, first.flags.Load()&pendingBit)
+	for i := range groupSize * blockSize { // the first group's records end
+		require.NoError(t, s.Save(ctx, TaskInfo{TaskID: fmt.Sprintf("r%06d", i), ModuleID: "m", Status: StatusCompleted}))
+	}
+	got, err := s.List(ctx, StatusPending)
+	require.NoError(t, err)
+	assert.Len(t, got, n-groupSize*blockSize)
+	assert.Zero(t, first.flags.Load()&pendingBit, "tidied: the first group holds no pending record")
+	require.NoError(t, s.Save(ctx, TaskInfo{TaskID: "r000007", ModuleID: "m", Status: StatusPending}))
+	assert.NotZero(t, first.flags.Load()&pendingBit, "set again")
+	page, err := s.ListPage(ctx, ListOptions{Status: StatusPending, Limit: 1})
+	require.NoError(t, err)
+	require.Len(t, page.Tasks, 1)
+	assert.Equal(t, "r000007", page.Tasks[0].TaskID)
+}
+
+// Listings racing writers that move other records in and out of a state,
+// and tidying groups as they go, always find the records that stay in it.
+func TestMemoryGroupsUnderRacingWrites(t *testing.T) {
+	ctx := context.Background()
+	s := NewMemoryStore()
+	n := 3 * groupSize * blockSize
+	stable := map[string]bool{}
+	for i := range n {
+		st := StatusCompleted
+		id := fmt.Sprintf("r%06d", i)
+		if i%(groupSize*blockSize) == 77 { // one record that stays pending in each group
+			st = StatusPending
+			stable[id] = true
+		}
+		require.NoError(t, s.Save(ctx, TaskInfo{TaskID: id, ModuleID: "m", Status: st}))
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := 0; ; k++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				i := (k*7919 + w*104729) % n
+				id := fmt.Sprintf("r%06d", i)
+				if stable[id] {
+					continue
+				}
+				st := StatusPending
+				if k%2 == 1 {
+					st = StatusCompleted
+				}
+				_, _ = s.SaveIf(ctx, TaskInfo{TaskID: id, ModuleID: "m", Status: st}, StatusPending, StatusCompleted)
+			}
+		}()
+	}
+	for range 25 {
+		got, err := s.List(ctx, StatusPending)
+		require.NoError(t, err)
+		seen := 0
+		for _, info := range got {
+			if stable[info.TaskID] {
+				seen++
+			}
+		}
+		if !assert.Equal(t, len(stable), seen, "every record that stays pending is listed") {
+			break
+		}
+	}
+	close(stop)
+	wg.Wait()
+}
