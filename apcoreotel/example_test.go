@@ -23,9 +23,11 @@ func Example() {
 	defer func() { _ = tp.Shutdown(context.Background()); _ = mp.Shutdown(context.Background()) }()
 
 	reg := apcore.NewRegistry()
-	_ = reg.Register("greet", apcore.ModuleFunc(func(ctx context.Context, in map[string]any) (any, error) {
+	if err := reg.Register("greet", apcore.ModuleFunc(func(ctx context.Context, in map[string]any) (any, error) {
 		return fmt.Sprintf("hello, %v", in["name"]), nil
-	}))
+	})); err != nil {
+		panic(err)
+	}
 	mgr, err := apcore.NewTaskManager(
 		apcoreotel.WrapExecutor(reg, apcoreotel.WithTracerProvider(tp)),
 		apcore.WithContextCarrier(apcoreotel.Carrier()),
