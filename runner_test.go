@@ -292,6 +292,7 @@ func TestRetryUntilExhausted(t *testing.T) {
 	assert.Nil(t, info.Result)
 	assert.EqualValues(t, 4, calls.Load(), "max_retries + 1 calls")
 
+	obs.waitFor(t, func(i TaskInfo) bool { return i.TaskID == id && i.Status.IsTerminal() }) // Wait wakes before the observer's last call
 	var seq []string
 	var started time.Time
 	for _, r := range obs.of(id) {

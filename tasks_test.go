@@ -33,6 +33,9 @@ func TestLifecycleCompleted(t *testing.T) {
 	assert.False(t, info.CompletedAt.Before(info.StartedAt))
 	assert.False(t, info.StartedAt.Before(info.SubmittedAt))
 
+	// Wait wakes before the observer hears of the end (an observer never
+	// holds up a waiter): wait for that call too.
+	obs.waitFor(t, func(i TaskInfo) bool { return i.TaskID == id && i.Status.IsTerminal() })
 	var states []TaskStatus
 	for _, r := range obs.of(id) {
 		states = append(states, r.Status)
