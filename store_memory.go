@@ -115,7 +115,9 @@ func (s *MemoryStore) Save(ctx context.Context, task TaskInfo) error {
 	return nil
 }
 
-// overwrite makes task r's record; r's shard lock is held.
+// overwrite makes task r's record, moving it between the counts and the
+// index's masks: every change of a stored record goes through it. r's shard
+// lock is held.
 func (s *MemoryStore) overwrite(r *memRecord, task TaskInfo) {
 	from := r.info.Status
 	s.move(r.sh, from, task.Status)

@@ -157,13 +157,13 @@ func (s *MemoryStore) Claim(ctx context.Context, req ClaimRequest) ([]StoredTask
 		r := best.r
 		r.sh.mu.Lock()
 		if r.claimableLocked() && r.sh.m[r.info.TaskID] == r { // front saw it so, under this lock
-			from := r.info.Status
-			s.move(r.sh, from, StatusRunning)
-			r.info.Status, r.owner = StatusRunning, owner
-			if r.info.StartedAt.IsZero() {
-				r.info.StartedAt = now
+			info := r.info
+			info.Status = StatusRunning
+			if info.StartedAt.IsZero() {
+				info.StartedAt = now
 			}
-			s.index.moved(r, from)
+			s.overwrite(r, info)
+			r.owner = owner
 			out = append(out, r.stored())
 		}
 		r.sh.mu.Unlock()
@@ -226,16 +226,16 @@ func (s *MemoryStore) Recover(ctx context.Context, now time.Time) (int, error) {
 		r.sh.mu.Lock()
 		if _, live := s.leases[r.owner]; r.sh.m[r.info.TaskID] == r && r.owner != "" && !live && r.info.Status.IsActive() {
 			n++
-			from := r.info.Status
+			info := r.info
 			if r.shared != nil && r.shared.resumable {
-				s.move(r.sh, from, StatusPending)
-				r.info.Status, r.owner = StatusPending, ""
+				info.Status = StatusPending
+				s.overwrite(r, info)
+				r.owner = ""
 				s.claims.push(r)
 			} else {
-				s.move(r.sh, from, StatusFailed)
-				abandon(&r.info, now)
+				abandon(&info, now)
+				s.overwrite(r, info)
 			}
-			s.index.moved(r, from)
 		}
 		r.sh.mu.Unlock()
 	}
