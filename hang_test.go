@@ -120,6 +120,42 @@ func (h *hangStore) Count(ctx context.Context, s ...TaskStatus) (int, error) {
 }
 func (h *hangStore) Name() string { return "HangStore" }
 
+// pagedHangStore is a hangStore with the Pager capability, whose ListPage
+// hangs as its List does.
+type pagedHangStore struct{ *hangStore }
+
+func (h pagedHangStore) ListPage(ctx context.Context, opts ListOptions) (TaskPage, error) {
+	if err := h.hang(ctx, "ListPage", nil); err != nil {
+		return TaskPage{}, err
+	}
+	return h.inner.ListPage(ctx, opts)
+}
+
+// A Pager whose ListPage hangs, deaf to its context: ListPage returns by
+// the caller's deadline, and works again once the store answers.
+func TestDeafPagerHangsNoCall(t *testing.T) {
+	h := newHangStore()
+	m, err := NewTaskManager(registry(t, map[string]Module{"a.job": constModule(1)}), WithStore(pagedHangStore{h}), WithStoreTimeout(time.Second))
+	require.NoError(t, err)
+	ctx := testCtx(t)
+	id, err := m.Submit(ctx, "a.job", nil)
+	require.NoError(t, err)
+	_, err = m.Wait(ctx, id)
+	require.NoError(t, err)
+	h.set("ListPage", hangDeaf)
+	err = within(t, "ListPage", 200*time.Millisecond, func(ctx context.Context) error {
+		_, err := m.ListPage(ctx, ListOptions{Newest: true})
+		return err
+	})
+	assert.ErrorIs(t, err, ErrStoreUnavailable)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	h.stop()
+	page, err := m.ListPage(ctx, ListOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, []string{id}, idsOf(page.Tasks))
+	require.NoError(t, m.Shutdown(ctx))
+}
+
 // within runs call with a context of d and fails the test unless it
 // returns within d plus a margin.
 func within(t *testing.T, name string, d time.Duration, call func(ctx context.Context) error) error {
