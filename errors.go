@@ -44,6 +44,9 @@ const (
 	// CodeInternalError: a protocol code for a broken invariant inside an
 	// SDK. This package defines it for matching but never returns it.
 	CodeInternalError ErrorCode = "GENERAL_INTERNAL_ERROR"
+	// CodeTaskDuplicate: a Submit WithUniqueKey found a pending, running or
+	// completed record with its key (see ErrDuplicateTask).
+	CodeTaskDuplicate ErrorCode = "TASK_DUPLICATE"
 )
 
 // Error is the library's typed error. errors.Is(err, ErrX) matches by Code,
@@ -99,7 +102,34 @@ var (
 	ErrStoreUnavailable     = &Error{Code: CodeTaskStoreUnavailable}
 	ErrModuleNotFound       = &Error{Code: CodeModuleNotFound}
 	ErrInvalidInput         = &Error{Code: CodeInvalidInput}
+	// ErrDuplicateTask matches Submit's error for a unique key that a
+	// record holds already (WithUniqueKey); Submit returns that record's id
+	// with it.
+	ErrDuplicateTask = &Error{Code: CodeTaskDuplicate}
 )
+
+// DuplicateError says which record holds a unique key: the error a
+// SharedStore's Insert returns (with false) when a pending, running or
+// completed record has the key of the task it was asked to insert. It
+// matches ErrDuplicateTask with errors.Is.
+type DuplicateError struct {
+	// TaskID is the id of the record that holds the key.
+	TaskID string
+	// Key is the unique key.
+	Key string
+}
+
+// Error says which task holds the key.
+func (e *DuplicateError) Error() string {
+	return fmt.Sprintf("task %s holds unique key %q", e.TaskID, e.Key)
+}
+
+// Is reports whether target is ErrDuplicateTask (an *Error with code
+// TASK_DUPLICATE).
+func (e *DuplicateError) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t != nil && t.Code == CodeTaskDuplicate
+}
 
 // CodeOf returns the code of the first *Error in err's chain, or "" if there
 // is none.

@@ -2,8 +2,10 @@ package apcore
 
 import (
 	"context"
+	"database/sql"
 	"log/slog"
 	"time"
+	"unicode/utf8"
 )
 
 // Manager defaults: the first two from the protocol.
@@ -173,6 +175,17 @@ type submitConfig struct {
 	timeout   time.Duration
 	resumable bool
 	err       error
+	runAt     time.Time // WithRunAt, WithDelay; zero for none
+	uniqueKey string    // WithUniqueKey
+	priority  int       // WithPriority
+	tx        *sql.Tx   // WithTx
+}
+
+// setErr keeps the first error an option found.
+func (c *submitConfig) setErr(err *Error) {
+	if c.err == nil {
+		c.err = err
+	}
 }
 
 // WithResumable declares the task safe to run more than once (its module is
@@ -218,5 +231,110 @@ func WithTimeout(d time.Duration) SubmitOption {
 			c.err = invalidf("WithTimeout(%v): the timeout must be 0 (none) or more", d)
 		}
 		c.timeout = d
+	}
+}
+
+// The range of WithPriority.
+const (
+	MinPriority = -100
+	MaxPriority = 100
+)
+
+// maxUniqueKey is the longest unique key, in bytes.
+const maxUniqueKey = 256
+
+// WithRunAt keeps the task pending, holding no slot and no goroutine, until
+// t; a t in the past (or the zero time) runs at once. The record's RunAt
+// says when. A scheduled task survives restarts in a durable store when it
+// is resumable (WithResumable): any replica runs it at its time, even after
+// every replica restarted. Without WithResumable the manager that accepted
+// it runs it, from a timer; if that manager ends first, the task ends as
+// any of its tasks would (cancelled at Shutdown, TASK_ABANDONED once its
+// lease has lapsed). Cancel works before its time as on any pending task.
+func WithRunAt(t time.Time) SubmitOption {
+	return func(c *submitConfig) {
+		if t.IsZero() {
+			c.runAt = time.Time{}
+			return
+		}
+		if t.Year() < 1 || t.Year() > 9999 {
+			c.setErr(invalidf("WithRunAt(%v): the time must be within years 1-9999", t))
+			return
+		}
+		c.runAt = time.UnixMicro(t.UnixMicro()).UTC()
+	}
+}
+
+// WithDelay is WithRunAt(time.Now().Add(d)); a negative d is
+// GENERAL_INVALID_INPUT, and 0 runs at once.
+func WithDelay(d time.Duration) SubmitOption {
+	return func(c *submitConfig) {
+		if d < 0 {
+			c.setErr(invalidf("WithDelay(%v): the delay must be 0 or more", d))
+			return
+		}
+		if d == 0 {
+			c.runAt = time.Time{}
+			return
+		}
+		c.runAt = now().Add(d)
+	}
+}
+
+// WithUniqueKey makes Submit idempotent by key (1-256 bytes of valid
+// UTF-8, else GENERAL_INVALID_INPUT): while the store holds a record with
+// the same key that is pending, running or completed, Submit saves nothing
+// and returns that record's id together with an error e for which
+// errors.Is(e, ErrDuplicateTask) (errors.As finds a *DuplicateError in it).
+// A failed or cancelled record does not block a new one; a record deleted
+// by Cleanup or the reaper no longer blocks either. Exactly one record is
+// made however many Submits with the key race, on however many managers
+// sharing the store: the store checks the key and inserts in one atomic
+// step, by an index. It needs a SharedStore (the default MemoryStore, and
+// sqlstore and redisstore, are); with any other store Submit fails with
+// GENERAL_INVALID_INPUT.
+func WithUniqueKey(key string) SubmitOption {
+	return func(c *submitConfig) {
+		switch {
+		case key == "" || len(key) > maxUniqueKey:
+			c.setErr(invalidf("WithUniqueKey: the key must be 1-%d bytes, not %d", maxUniqueKey, len(key)))
+		case !utf8.ValidString(key):
+			c.setErr(invalidf("WithUniqueKey: the key is not valid UTF-8"))
+		}
+		c.uniqueKey = key
+	}
+}
+
+// WithPriority orders tasks that are ready at the same time: higher first
+// (default 0; MinPriority to MaxPriority, -100 to 100, else
+// GENERAL_INVALID_INPUT); equal priorities in submit order. It applies to
+// this manager's queue of tasks waiting for a slot, and to the order in
+// which any manager claims resumable tasks from a shared store. A running
+// task is never stopped for a higher one.
+func WithPriority(p int) SubmitOption {
+	return func(c *submitConfig) {
+		if p < MinPriority || p > MaxPriority {
+			c.setErr(invalidf("WithPriority(%d): the priority must be within %d-%d", p, MinPriority, MaxPriority))
+		}
+		c.priority = p
+	}
+}
+
+// WithTx inserts the task in tx, a transaction of the database the store
+// keeps its records in: the task exists, and any manager sharing the store
+// may run it, only once tx commits; if tx rolls back nothing is left.
+// Such a task is resumable (its inputs must encode as JSON), and combines
+// with every other SubmitOption. Submit makes no other store call, and
+// the manager keeps no handle on the task: any manager claims it after
+// the commit (this one first when it has a free slot; see TxInserter).
+// A store that cannot insert in a *sql.Tx of its own database (one that
+// is not a TxInserter, or tx of another database) refuses it with
+// GENERAL_INVALID_INPUT, saving nothing; a nil tx is GENERAL_INVALID_INPUT.
+func WithTx(tx *sql.Tx) SubmitOption {
+	return func(c *submitConfig) {
+		if tx == nil {
+			c.setErr(invalidf("WithTx: the transaction is nil"))
+		}
+		c.tx = tx
 	}
 }

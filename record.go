@@ -92,11 +92,26 @@ type TaskInfo struct {
 	Progress float64
 	// ProgressMessage is the message reported with it.
 	ProgressMessage string
+
+	// RunAt is when a task submitted WithRunAt (or WithDelay) may start;
+	// nil for a task that may start at once. A pending task whose RunAt is
+	// in the future is scheduled: it holds no slot until then.
+	RunAt *time.Time
+	// UniqueKey is the key the task was submitted with (WithUniqueKey), or
+	// "".
+	UniqueKey string
+	// Priority orders tasks ready at the same time, higher first
+	// (WithPriority); 0 by default.
+	Priority int
 }
 
 // clone returns t with its result deep-copied (see CloneResult).
 func (t TaskInfo) clone() TaskInfo {
 	t.Result = CloneResult(t.Result)
+	if t.RunAt != nil {
+		at := *t.RunAt
+		t.RunAt = &at
+	}
 	return t
 }
 
@@ -134,6 +149,9 @@ type wireTask struct {
 	ErrorCode       ErrorCode  `json:"error_code,omitempty"`
 	Progress        float64    `json:"progress,omitempty"`
 	ProgressMessage string     `json:"progress_message,omitempty"`
+	RunAt           *float64   `json:"run_at,omitempty"`
+	UniqueKey       string     `json:"unique_key,omitempty"`
+	Priority        int        `json:"priority,omitempty"`
 }
 
 // wireTaskIn is what UnmarshalJSON reads; pointers tell a missing field
@@ -152,6 +170,9 @@ type wireTaskIn struct {
 	ErrorCode       ErrorCode       `json:"error_code"`
 	Progress        float64         `json:"progress"`
 	ProgressMessage string          `json:"progress_message"`
+	RunAt           *float64        `json:"run_at"`
+	UniqueKey       string          `json:"unique_key"`
+	Priority        int             `json:"priority"`
 }
 
 // The wire format keeps times to the microsecond, and accepts years 1-9999.
@@ -189,8 +210,9 @@ func fromSeconds(field string, f float64) (time.Time, error) {
 // MarshalJSON encodes the record in the protocol's wire format: snake_case
 // names, times as float Unix seconds (microsecond precision), null for an
 // unset started_at, completed_at, result or error. error_code, progress and
-// progress_message are written only when set, so a record without them
-// encodes exactly as the protocol's fixtures do.
+// progress_message, and the third stage's run_at, unique_key and priority
+// are written only when set, so a record without them encodes exactly as
+// the protocol's fixtures do.
 func (t TaskInfo) MarshalJSON() ([]byte, error) {
 	w := wireTask{
 		TaskID:          t.TaskID,
@@ -205,9 +227,14 @@ func (t TaskInfo) MarshalJSON() ([]byte, error) {
 		ErrorCode:       t.ErrorCode,
 		Progress:        t.Progress,
 		ProgressMessage: t.ProgressMessage,
+		UniqueKey:       t.UniqueKey,
+		Priority:        t.Priority,
 	}
 	if t.Error != "" {
 		w.Error = &t.Error
+	}
+	if t.RunAt != nil {
+		w.RunAt = optSeconds(*t.RunAt)
 	}
 	return json.Marshal(w)
 }
@@ -245,10 +272,15 @@ func (t *TaskInfo) UnmarshalJSON(data []byte) error {
 		return bad("max_retries is negative")
 	case !(w.Progress >= 0 && w.Progress <= 100):
 		return bad("progress %v is not within 0-100", w.Progress)
+	case w.Priority < MinPriority || w.Priority > MaxPriority:
+		return bad("priority %d is not within %d-%d", w.Priority, MinPriority, MaxPriority)
+	case len(w.UniqueKey) > maxUniqueKey:
+		return bad("unique_key is longer than %d bytes", maxUniqueKey)
 	}
 	out := TaskInfo{
 		TaskID: *w.TaskID, ModuleID: *w.ModuleID, Status: *w.Status,
 		ErrorCode: w.ErrorCode, Progress: w.Progress, ProgressMessage: w.ProgressMessage,
+		UniqueKey: w.UniqueKey, Priority: w.Priority,
 	}
 	var err error
 	if out.SubmittedAt, err = fromSeconds("submitted_at", *w.SubmittedAt); err != nil {
@@ -266,6 +298,13 @@ func (t *TaskInfo) UnmarshalJSON(data []byte) error {
 		if out.CompletedAt, err = fromSeconds("completed_at", *w.CompletedAt); err != nil {
 			return bad("%v", err)
 		}
+	}
+	if w.RunAt != nil {
+		at, err := fromSeconds("run_at", *w.RunAt)
+		if err != nil {
+			return bad("%v", err)
+		}
+		out.RunAt = &at
 	}
 	if len(w.Result) > 0 && !bytes.Equal(w.Result, []byte("null")) {
 		if err := json.Unmarshal(w.Result, &out.Result); err != nil {

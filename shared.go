@@ -2,6 +2,7 @@ package apcore
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"time"
 )
@@ -41,6 +42,13 @@ type SharedStore interface {
 	// Insert saves a new record (with what is kept beside it) only while
 	// fewer than limit records are active (pending or running), atomically
 	// with that count; it reports false, saving nothing, at the limit.
+	//
+	// When task.Info.UniqueKey is set and the store holds a record with
+	// that key that is pending, running or completed, Insert saves nothing
+	// and returns false with a *DuplicateError naming that record (a failed
+	// or cancelled record, or a deleted one, does not hold its key). The
+	// check and the insert are one atomic step, across processes, and the
+	// check is one indexed lookup whatever the number of records.
 	Insert(ctx context.Context, task StoredTask, limit int) (bool, error)
 	// Update writes task.Info, task.Owner and task.NotBefore only if the
 	// stored record is active and held by holder; it reports whether it
@@ -49,7 +57,10 @@ type SharedStore interface {
 	Update(ctx context.Context, task StoredTask, holder string) (bool, error)
 	// Claim hands req.Owner up to req.Limit resumable records that are
 	// pending, held by no one, due (NotBefore not after req.Now) and, when
-	// req.Modules is not nil, of one of those modules; oldest first. Each
+	// req.Modules is not nil, of one of those modules: higher
+	// Info.Priority first, and among equal priorities oldest first (in the
+	// order they were inserted), by an index rather than a sort of what
+	// waits. Each
 	// becomes running and held by req.Owner (StartedAt set to req.Now if
 	// unset), and is returned as it now stands. An owner without a live
 	// lease (none, or one that ended before req.Now) claims nothing: a
@@ -114,6 +125,17 @@ type OrphanQuery struct {
 	Now time.Time
 }
 
+// TxInserter is the optional SharedStore capability behind WithTx: Insert
+// made in the caller's transaction of the store's own database. sqlstore
+// implements it.
+type TxInserter interface {
+	// InsertTx is Insert made in tx: the record (held by no one, resumable)
+	// exists for others only once tx commits, and not at all if it rolls
+	// back. A tx of another database is refused with GENERAL_INVALID_INPUT,
+	// leaving tx as it was.
+	InsertTx(ctx context.Context, tx *sql.Tx, task StoredTask, limit int) (bool, error)
+}
+
 // StoredTask is a record as a SharedStore keeps it: the TaskInfo and what
 // replicas need beside it.
 type StoredTask struct {
@@ -131,8 +153,9 @@ type StoredTask struct {
 	Retry RetryConfig
 	// Timeout is the task's per-attempt timeout, 0 for none.
 	Timeout time.Duration
-	// NotBefore is when a pending resumable task may be claimed: after a
-	// failed attempt, the end of its retry backoff.
+	// NotBefore is when a pending resumable task may be claimed: its
+	// Info.RunAt when it was submitted WithRunAt, and after a failed
+	// attempt, the end of its retry backoff.
 	NotBefore time.Time
 	// Trace carries the submitter's trace context (see apcoreotel), or is
 	// nil.
