@@ -18,7 +18,8 @@ import (
 // for byte as json.Marshal writes it (the format other SDKs read), for
 // records whose text needs escaping (HTML-unsafe characters, U+2028, bytes
 // that are not UTF-8), with results of every JSON shape, and every optional
-// field set or not; and that a record that does not encode fails with
+// field set or not (the third stage's run_at, unique_key and priority
+// among them); and that a record that does not encode fails with
 // json.Marshal's error.
 func TestEncodeIsJSONMarshal(t *testing.T) {
 	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never dialled: build does no I/O
@@ -29,6 +30,7 @@ func TestEncodeIsJSONMarshal(t *testing.T) {
 	texts := []string{"", "plain", "a<b", "c>d", "e&f", `<a href="x">&amp;</a>`, "line\u2028sep\u2029", "bad \xff utf-8", "tab\tnew\nline \\ \"q\"", "😀 ünï"}
 	results := []any{nil, 1.5, 1e21, 1e-7, "s<>&", true, []any{1.0, "x", nil}, map[string]any{"b": 2.0, "a": map[string]any{"<": "&"}}}
 	progress := []float64{0, 33.25, 100, 1e-7, 5e-324, 0.1 + 0.2}
+	priorities := []int{0, 1, -1, 100, -100, 37}
 	times := []time.Time{{}, at, time.Unix(0, 1000).UTC(), time.Date(1, 1, 1, 0, 0, 0, 1000, time.UTC), time.Date(9999, 12, 31, 23, 59, 59, 999999000, time.UTC)}
 	n := 0
 	for _, text := range texts {
@@ -45,6 +47,14 @@ func TestEncodeIsJSONMarshal(t *testing.T) {
 				if n%3 == 0 {
 					info.StartedAt = times[(n/3)%len(times)]
 				}
+				if n%4 != 0 { // RunAt nil, the zero time, or each time
+					at := times[(n/4)%len(times)]
+					info.RunAt = &at
+				}
+				if n%5 != 1 {
+					info.UniqueKey = texts[(n/5)%len(texts)]
+				}
+				info.Priority = priorities[n%len(priorities)]
 				want, err := json.Marshal(info)
 				require.NoError(t, err)
 				got, err := s.encode(&info)
@@ -78,7 +88,7 @@ func TestEncodeIsJSONMarshal(t *testing.T) {
 		fields = append(fields, f.Name)
 	}
 	require.Equal(t, []string{"TaskID", "ModuleID", "Status", "SubmittedAt", "StartedAt", "CompletedAt", "Result", "Error",
-		"RetryCount", "MaxRetries", "ErrorCode", "Progress", "ProgressMessage"}, fields,
+		"RetryCount", "MaxRetries", "ErrorCode", "Progress", "ProgressMessage", "RunAt", "UniqueKey", "Priority"}, fields,
 		"apcore.TaskInfo's fields changed: update appendRecord (record.go) to write what json.Marshal writes")
 }
 

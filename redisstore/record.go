@@ -75,6 +75,18 @@ func appendRecord(b []byte, t *apcore.TaskInfo) (_ []byte, ok bool, err error) {
 		b = append(b, `,"progress_message":`...)
 		b = appendString(b, t.ProgressMessage)
 	}
+	if t.RunAt != nil && !t.RunAt.IsZero() { // MarshalJSON leaves out a zero RunAt, as it does a nil one
+		b = append(b, `,"run_at":`...)
+		b, _ = appendSeconds(b, *t.RunAt)
+	}
+	if t.UniqueKey != "" {
+		b = append(b, `,"unique_key":`...)
+		b = appendString(b, t.UniqueKey)
+	}
+	if t.Priority != 0 {
+		b = append(b, `,"priority":`...)
+		b = strconv.AppendInt(b, int64(t.Priority), 10)
+	}
 	return append(b, '}'), true, nil
 }
 
