@@ -53,7 +53,10 @@ import (
 //  5. scheduler.mu
 //  6. taskCtx.mu
 //  7. MemoryStore.order, then a shard's lock of MemoryStore or of a
-//     shardedMap (leaves)
+//     shardedMap, then MemoryStore.uniqMu (leaves)
+//
+// Beside the list, each a leaf taken holding none of the above: the
+// wake-up heap (wakeups.mu) and the schedules (scheduleSet.mu).
 //
 // No store call, sleep or user callback (module, observer, context
 // carrier) is made holding task.mu, scheduler.mu or taskCtx.mu; only

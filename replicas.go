@@ -56,6 +56,14 @@ func (m *TaskManager) startServices() {
 	for _, l := range m.services {
 		l.Start()
 	}
+	if n, ok := m.shared.(Notifier); ok {
+		ctx, cancel := context.WithCancel(context.Background())
+		m.notifyStop = cancel
+		n.Notify(ctx, func() {
+			m.mayClaim.Store(true)
+			m.wakeClaimer()
+		})
+	}
 }
 
 // wakeClaimer asks the claimer to claim now.
@@ -223,6 +231,13 @@ func (m *TaskManager) newResumable(parent context.Context, st *StoredTask, claim
 		startedAt: info.StartedAt, retryCount: info.RetryCount,
 	}
 	t.ctx.task = t
+	t.priority = int8(info.Priority)
+	if info.RunAt != nil || info.UniqueKey != "" {
+		t.later = &taskLater{uniqueKey: info.UniqueKey}
+		if info.RunAt != nil {
+			t.later.runAt = *info.RunAt
+		}
+	}
 	if m.carrier != nil && len(st.Trace) > 0 {
 		t.ctx.parent = m.carrier.Extract(t.ctx.parent, st.Trace)
 	}
@@ -285,33 +300,54 @@ func (m *TaskManager) submitResumable(ctx context.Context, moduleID string, inpu
 	if err != nil {
 		return "", &Error{Code: CodeInvalidInput, Message: "Submit: the inputs of a resumable task must encode as JSON", Cause: err}
 	}
-	info := TaskInfo{TaskID: newTaskID(), ModuleID: moduleID, Status: StatusPending, SubmittedAt: now(), MaxRetries: sc.retry.MaxRetries}
-	st := StoredTask{Info: info, Resumable: true, Inputs: raw, Retry: sc.retry, Timeout: sc.timeout, NotBefore: info.SubmittedAt}
+	st := resumableTask(moduleID, raw, sc)
+	info := st.Info
 	if m.carrier != nil {
 		st.Trace = m.carrier.Inject(ctx)
 	}
-	if m.sched.free() == 0 || (m.resolver != nil && !m.resolver.HasModule(moduleID)) {
-		// No slot here, or a module this manager does not know (a rolling
-		// deploy): held by no one, for whichever manager has a slot and
-		// the module.
+	later := st.NotBefore.After(info.SubmittedAt)
+	if later || m.sched.free() == 0 || (m.resolver != nil && !m.resolver.HasModule(moduleID)) {
+		// Due later, no slot here, or a module this manager does not know
+		// (a rolling deploy): held by no one, for whichever manager has a
+		// slot and the module when it is due.
 		if err := m.admitUnheld(ctx, &st); err != nil {
-			return "", err
+			return duplicateOf(err), err
 		}
 		m.notify(&info)
 		m.mayClaim.Store(true)
-		m.wakeClaimer()
+		if later {
+			m.wakeAt(st.NotBefore)
+		} else {
+			m.wakeClaimer()
+		}
 		return info.TaskID, nil
 	}
 	t, _ := m.newResumable(context.Background(), &st, false) // they encoded just now
 	owned := m.announceFirst(t, &info)
 	w, err := m.admitFor(ctx, t, &st, owned, &info)
 	if err != nil {
-		return "", err
+		return duplicateOf(err), err
 	}
 	if w != nil {
 		go m.work(w, t)
 	}
 	return info.TaskID, nil
+}
+
+// resumableTask is the stored form of a new resumable task: pending, held
+// by no one yet, due at its RunAt or at once.
+func resumableTask(moduleID string, inputs json.RawMessage, sc *submitConfig) StoredTask {
+	info := TaskInfo{
+		TaskID: newTaskID(), ModuleID: moduleID, Status: StatusPending, SubmittedAt: now(),
+		MaxRetries: sc.retry.MaxRetries, UniqueKey: sc.uniqueKey, Priority: sc.priority,
+	}
+	notBefore := info.SubmittedAt
+	if !sc.runAt.IsZero() {
+		at := sc.runAt
+		info.RunAt = &at
+		notBefore = at
+	}
+	return StoredTask{Info: info, Resumable: true, Inputs: inputs, Retry: sc.retry, Timeout: sc.timeout, NotBefore: notBefore}
 }
 
 // admitUnheld inserts a resumable task held by no one.

@@ -9,7 +9,8 @@ import (
 
 // scheduler hands this manager's concurrency slots to its queued tasks.
 //
-//   - A pending task waits as a node in a FIFO, not as a goroutine. A
+//   - A pending task waits as a node in a queue, not as a goroutine: in
+//     submit order within a priority, higher priorities first. A
 //     goroutine (a worker) exists only for a task that holds a slot; when
 //     that task's attempt is over, the worker takes the next queued task
 //     itself and gives the slot back only when the queue is empty.
@@ -33,8 +34,9 @@ type scheduler struct {
 	limit      int // max_concurrent
 	busy       int // slots taken
 	head, tail *task
-	closed     bool            // after Shutdown or Drain: nothing new starts
-	wg         *sync.WaitGroup // counts workers; Shutdown waits on it
+	tails      *[MaxPriority - MinPriority + 1]*task // the last queued task of each priority; see insertByPriority
+	closed     bool                                  // after Shutdown or Drain: nothing new starts
+	wg         *sync.WaitGroup                       // counts workers; Shutdown waits on it
 
 	// workers lists the goroutines holding a slot, so that the keeper can
 	// find the tasks that run now (see running) without walking every task.
@@ -157,14 +159,51 @@ func (s *scheduler) enqueue(t *task) (w *worker, ok bool) {
 		s.joinLocked(w)
 		return w, true
 	}
-	t.queued, t.prev = true, s.tail
-	if s.tail == nil {
-		s.head = t
-	} else {
-		s.tail.next = t
+	if t.priority != 0 || s.tails != nil {
+		s.insertByPriority(t)
+		return nil, true
 	}
-	s.tail = t
+	s.insertAfter(t, s.tail)
 	return nil, true
+}
+
+// insertAfter links t into the queue after prev (at the head when prev is
+// nil); s.mu is held.
+func (s *scheduler) insertAfter(t, prev *task) {
+	t.queued, t.prev = true, prev
+	if prev == nil {
+		t.next, s.head = s.head, t
+	} else {
+		t.next, prev.next = prev.next, t
+	}
+	if t.next == nil {
+		s.tail = t
+	} else {
+		t.next.prev = t
+	}
+}
+
+// insertByPriority queues t after every task of its priority or higher
+// (WithPriority), so that the queue runs higher priorities first and each
+// priority in submit order. The queue keeps the last task of each
+// priority it holds (tails), made when the first task with a priority
+// other than 0 is queued: until then every task has priority 0 and goes at
+// the tail. s.mu is held.
+func (s *scheduler) insertByPriority(t *task) {
+	if s.tails == nil {
+		s.tails = new([MaxPriority - MinPriority + 1]*task)
+		s.tails[-MinPriority] = s.tail // every queued task has priority 0
+	}
+	p := int(t.priority) - MinPriority
+	var prev *task
+	for q := p; q < len(s.tails); q++ { // the lowest priority present at or above t's
+		if s.tails[q] != nil {
+			prev = s.tails[q]
+			break
+		}
+	}
+	s.insertAfter(t, prev)
+	s.tails[p] = t
 }
 
 // remove takes t out of the queue if it is there. t.mu is held.
@@ -178,6 +217,14 @@ func (s *scheduler) remove(t *task) {
 
 // unlink takes a queued t out of the list; s.mu is held.
 func (s *scheduler) unlink(t *task) {
+	if s.tails != nil {
+		if p := int(t.priority) - MinPriority; s.tails[p] == t {
+			s.tails[p] = nil
+			if t.prev != nil && t.prev.priority == t.priority {
+				s.tails[p] = t.prev
+			}
+		}
+	}
 	if t.prev == nil {
 		s.head = t.next
 	} else {

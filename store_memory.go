@@ -50,6 +50,13 @@ type MemoryStore struct {
 	// What SharedStore adds (see store_memory_shared.go), guarded by order.
 	leases map[string]time.Time // owner -> end of its lease
 	claims claimQueues          // resumable records that were pending and held by no one
+
+	// uniq maps each unique key (WithUniqueKey) to the record Insert last
+	// saved with it, which holds the key while it is pending, running or
+	// completed. Only Insert adds to it, holding order; a removed record
+	// takes its entry out. uniqMu is a leaf: taken under a shard's lock.
+	uniqMu sync.Mutex
+	uniq   map[string]*memRecord
 }
 
 // memRecord is one stored task.
@@ -78,7 +85,7 @@ func NewMemoryStore() *MemoryStore { return newMemoryStore(0) }
 
 // newMemoryStore returns an empty store sized for about hint records.
 func newMemoryStore(hint int) *MemoryStore {
-	s := &MemoryStore{leases: make(map[string]time.Time)}
+	s := &MemoryStore{leases: make(map[string]time.Time), uniq: make(map[string]*memRecord)}
 	s.records.init(hint)
 	s.index.init()
 	s.claims.init()
@@ -260,6 +267,13 @@ func (s *MemoryStore) removeLocked(r *memRecord) {
 	delete(r.sh.m, r.info.TaskID)
 	s.counted(r.sh, r.info.Status, -1)
 	s.index.removed(r)
+	if key := r.info.UniqueKey; key != "" {
+		s.uniqMu.Lock()
+		if s.uniq[key] == r {
+			delete(s.uniq, key)
+		}
+		s.uniqMu.Unlock()
+	}
 }
 
 // Count returns how many records are in any of statuses (none = all).

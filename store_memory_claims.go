@@ -6,15 +6,21 @@ import (
 )
 
 // claimQueues are the MemoryStore's claimable records: one first-in,
-// first-out queue per module, so that a Claim limited to some modules reads
-// only theirs, and a heap of the records not yet due, so that a record
+// first-out queue per module and priority, so that a Claim limited to some
+// modules reads only theirs and takes the highest priority first, and a heap of the records not yet due, so that a record
 // waiting out its retry backoff is not read again by every Claim. An entry
 // may have gone stale (its record claimed, ended or deleted since); a Claim
 // drops those it meets. All of it is guarded by MemoryStore.order.
 type claimQueues struct {
-	byModule map[string]*claimQueue
+	byModule map[claimKey]*claimQueue
 	later    laterHeap
 	arrivals uint64 // numbers the entries, in the order they were queued
+}
+
+// claimKey names one queue: a module's records of one priority.
+type claimKey struct {
+	module   string
+	priority int
 }
 
 // claimQueue is one module's queue: items[head:] in arrival order.
@@ -28,16 +34,17 @@ type claimEntry struct {
 	at uint64 // arrival number
 }
 
-func (q *claimQueues) init() { q.byModule = make(map[string]*claimQueue) }
+func (q *claimQueues) init() { q.byModule = make(map[claimKey]*claimQueue) }
 
 // push queues r, a record that just became claimable; r's shard lock is
 // held or r is not shared yet.
 func (q *claimQueues) push(r *memRecord) {
 	q.arrivals++
-	mq := q.byModule[r.info.ModuleID]
+	key := claimKey{r.info.ModuleID, r.info.Priority}
+	mq := q.byModule[key]
 	if mq == nil {
 		mq = &claimQueue{}
-		q.byModule[r.info.ModuleID] = mq
+		q.byModule[key] = mq
 	}
 	if mq.head > 32 && mq.head >= len(mq.items)/2 {
 		// Move what is left to the front, so that a queue that never empties
@@ -77,11 +84,11 @@ func (q *claimQueues) front(mq *claimQueue, now time.Time) (claimEntry, bool) {
 }
 
 // pop removes the queue's front entry, which front just returned.
-func (q *claimQueues) pop(module string, mq *claimQueue) {
+func (q *claimQueues) pop(key claimKey, mq *claimQueue) {
 	mq.items[mq.head] = claimEntry{}
 	mq.head++
 	if mq.head == len(mq.items) {
-		delete(q.byModule, module)
+		delete(q.byModule, key)
 	}
 }
 

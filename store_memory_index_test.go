@@ -212,7 +212,7 @@ func TestMemoryClaimQueueStaysBounded(t *testing.T) {
 		require.NoError(t, err)
 		require.Len(t, out, 1)
 	}
-	mq := s.claims.byModule["m"]
+	mq := s.claims.byModule[claimKey{module: "m"}]
 	require.NotNil(t, mq)
 	assert.Equal(t, 10, len(mq.items)-mq.head, "ten wait")
 	assert.Less(t, cap(mq.items), 200, "the queue's array stays near what waits in it")

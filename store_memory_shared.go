@@ -66,6 +66,12 @@ func (s *MemoryStore) Insert(ctx context.Context, task StoredTask, limit int) (b
 	}
 	s.order.Lock()
 	defer s.order.Unlock()
+	key := r.info.UniqueKey
+	if key != "" {
+		if id, ok := s.keyHolder(key); ok {
+			return false, &DuplicateError{TaskID: id, Key: key}
+		}
+	}
 	if s.active.Load() >= int64(limit) {
 		return false, nil
 	}
@@ -79,7 +85,31 @@ func (s *MemoryStore) Insert(ctx context.Context, task StoredTask, limit int) (b
 	if r.claimableLocked() {
 		s.claims.push(r)
 	}
+	if key != "" {
+		s.uniqMu.Lock()
+		s.uniq[key] = r
+		s.uniqMu.Unlock()
+	}
 	return true, nil
+}
+
+// keyHolder returns the id of the stored record that holds key: one that
+// Insert saved with it and that is pending, running or completed. s.order
+// is held, so no Insert changes the map meanwhile.
+func (s *MemoryStore) keyHolder(key string) (string, bool) {
+	s.uniqMu.Lock()
+	r := s.uniq[key]
+	s.uniqMu.Unlock()
+	if r == nil {
+		return "", false
+	}
+	r.sh.mu.Lock()
+	defer r.sh.mu.Unlock()
+	st := r.info.Status
+	if r.sh.m[r.info.TaskID] != r || st == StatusFailed || st == StatusCancelled {
+		return "", false
+	}
+	return r.info.TaskID, true
 }
 
 // Update writes the record, its owner and NotBefore, if the stored record is
@@ -127,33 +157,28 @@ func (s *MemoryStore) Claim(ctx context.Context, req ClaimRequest) ([]StoredTask
 	var out []StoredTask
 	for len(out) < n {
 		var best claimEntry
-		var bestModule string
+		var bestKey claimKey
 		var bestQueue *claimQueue
-		consider := func(module string, mq *claimQueue) {
+		for key, mq := range s.claims.byModule {
+			if req.Modules != nil && !slices.Contains(req.Modules, key.module) {
+				continue
+			}
+			if bestQueue != nil && key.priority < bestKey.priority {
+				continue // a front of a lower priority never wins
+			}
 			e, ok := s.claims.front(mq, now)
 			if !ok {
-				delete(s.claims.byModule, module)
-				return
+				delete(s.claims.byModule, key)
+				continue
 			}
-			if bestQueue == nil || e.at < best.at {
-				best, bestModule, bestQueue = e, module, mq
-			}
-		}
-		if req.Modules == nil {
-			for module, mq := range s.claims.byModule {
-				consider(module, mq)
-			}
-		} else {
-			for _, module := range req.Modules {
-				if mq := s.claims.byModule[module]; mq != nil {
-					consider(module, mq)
-				}
+			if bestQueue == nil || key.priority > bestKey.priority || (key.priority == bestKey.priority && e.at < best.at) {
+				best, bestKey, bestQueue = e, key, mq
 			}
 		}
 		if bestQueue == nil {
 			break
 		}
-		s.claims.pop(bestModule, bestQueue)
+		s.claims.pop(bestKey, bestQueue)
 		r := best.r
 		r.sh.mu.Lock()
 		if r.claimableLocked() && r.sh.m[r.info.TaskID] == r { // front saw it so, under this lock

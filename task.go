@@ -53,6 +53,7 @@ type task struct {
 	claimed    bool       // claimed from the store, so running there already (see start)
 	watched    bool       // in the manager's table of tasks in backoff (see watcher)
 	queued     bool       // in the scheduler's queue; guarded by scheduler.mu
+	priority   int8       // WithPriority: its place in the scheduler's queue
 	notifying  bool       // a goroutine is making the task's observer calls (see emit)
 	startedAt  time.Time
 	retryCount int
@@ -66,6 +67,7 @@ type task struct {
 	done          chan struct{} // made by the first Wait, closed when the task is done
 	final         *TaskInfo     // the terminal record, kept once done if a Wait needs it
 	events        *taskEvents   // observer calls queued while another was being made
+	later         *taskLater    // WithRunAt or WithUniqueKey, nil for most tasks
 
 	// Queue links, guarded by scheduler.mu.
 	prev, next *task
@@ -76,6 +78,13 @@ type task struct {
 // lifecycle.go); most tasks never need it.
 type taskEvents struct {
 	queue []TaskInfo
+}
+
+// taskLater is what a task submitted WithRunAt or WithUniqueKey keeps
+// beside its handle.
+type taskLater struct {
+	runAt     time.Time // zero: none
+	uniqueKey string
 }
 
 // statusCode is a TaskStatus in one byte, for the task handle.
@@ -104,6 +113,14 @@ func (t *task) record(info *TaskInfo, status TaskStatus) {
 		SubmittedAt: t.submittedAt, StartedAt: t.startedAt,
 		RetryCount: t.retryCount, MaxRetries: t.retry.MaxRetries,
 		Progress: t.progress, ProgressMessage: t.progressMsg,
+		Priority: int(t.priority),
+	}
+	if x := t.later; x != nil {
+		info.UniqueKey = x.uniqueKey
+		if !x.runAt.IsZero() {
+			at := x.runAt
+			info.RunAt = &at
+		}
 	}
 }
 

@@ -175,6 +175,10 @@ type TaskManager struct {
 	lastReaper *ReaperHandle // the reaper Shutdown stopped; set once, in stopOnce
 
 	// kept holds terminal records the store refused (see keep in kept.go).
+	wakeups    wakeups            // when to claim tasks due later (later.go)
+	schedules  scheduleSet        // AddSchedule's schedules (schedule.go)
+	notifyStop context.CancelFunc // ends a Notifier's wake-ups
+
 	kept        shardedMap[*keptOutcome]
 	nKept       atomic.Int64
 	writingBack atomic.Bool // the background writer of kept outcomes runs
@@ -272,8 +276,14 @@ func (m *TaskManager) Submit(ctx context.Context, moduleID string, inputs map[st
 			return "", err
 		}
 	}
+	if sc.tx != nil {
+		return m.submitTx(ctx, moduleID, inputs, &sc)
+	}
 	if sc.resumable {
 		return m.submitResumable(ctx, moduleID, inputs, &sc)
+	}
+	if sc.uniqueKey != "" && m.shared == nil {
+		return "", invalidf("Submit: WithUniqueKey needs a store that implements apcore.SharedStore; %s does not", m.store.Name())
 	}
 	t := &task{
 		id:          newTaskID(),
@@ -283,6 +293,10 @@ func (m *TaskManager) Submit(ctx context.Context, moduleID string, inputs map[st
 		retry:       sc.retry,
 		timeout:     sc.timeout,
 		submittedAt: now(),
+		priority:    int8(sc.priority),
+	}
+	if sc.uniqueKey != "" || !sc.runAt.IsZero() {
+		t.later = &taskLater{runAt: sc.runAt, uniqueKey: sc.uniqueKey}
 	}
 	t.ctx.task = t
 	if ctx.Done() != nil {
@@ -297,7 +311,7 @@ func (m *TaskManager) Submit(ctx context.Context, moduleID string, inputs map[st
 	}
 	w, err := m.admitFor(ctx, t, st, owned, &info)
 	if err != nil {
-		return "", err
+		return duplicateOf(err), err
 	}
 	if w != nil {
 		go m.work(w, t)
@@ -465,6 +479,10 @@ func (m *TaskManager) admit(ctx context.Context, t *task, st *StoredTask) (w *wo
 			return nil, storeErr("Submit: save the new task", err)
 		}
 	}
+	if t.later != nil && t.later.runAt.After(now()) {
+		m.scheduleAt(t, t.later.runAt)
+		return nil, nil
+	}
 	w, ok := m.sched.enqueue(t)
 	if !ok {
 		// Shutdown or Drain closed the scheduler after the check above, and
@@ -473,6 +491,22 @@ func (m *TaskManager) admit(ctx context.Context, t *task, st *StoredTask) (w *wo
 		return nil, errClosed()
 	}
 	return w, nil
+}
+
+// scheduleAt keeps a new task of this manager pending until at, on a
+// runtime timer (no goroutine, no slot), after which it is queued as any
+// other: the pending state a retry's backoff uses. A Shutdown or Drain
+// that began meanwhile finds it in the table and cancels it (or the
+// scheduler, closed by then, refuses it when the timer fires).
+func (m *TaskManager) scheduleAt(t *task, at time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.state != stateQueued { // cancelled already
+		return
+	}
+	t.state = stateBackoff
+	m.wg.Add(1) // done by the timer's function, or by the cancel that stops the timer
+	t.timer = time.AfterFunc(time.Until(at), func() { m.requeue(t) })
 }
 
 // errClosed is Submit's error once Shutdown or Drain has begun.
@@ -491,10 +525,24 @@ func (m *TaskManager) markClosed() {
 
 // refused is Submit's error for a failed insert (err) or a full store.
 func (m *TaskManager) refused(err error) error {
+	var dup *DuplicateError
+	if errors.As(err, &dup) {
+		return &Error{Code: CodeTaskDuplicate, Message: "Submit: a task with this unique key exists", Cause: dup}
+	}
 	if err != nil {
 		return storeErr("save new task", err)
 	}
 	return newError(CodeTaskLimitExceeded, "Task limit reached (%d)", m.maxTasks)
+}
+
+// duplicateOf returns the id of the record that holds the unique key a
+// Submit's error is about, or "".
+func duplicateOf(err error) string {
+	var dup *DuplicateError
+	if errors.As(err, &dup) {
+		return dup.TaskID
+	}
+	return ""
 }
 
 // count counts the store's records in statuses (none = all), with Count
@@ -748,6 +796,11 @@ func (m *TaskManager) shutdown(ctx context.Context, orphans bool) error {
 	m.stopOnce.Do(func() {
 		first = true
 		m.markClosed()
+		m.stopWakeups()
+		m.schedules.stopAll()
+		if m.notifyStop != nil {
+			m.notifyStop()
+		}
 		for _, l := range m.services {
 			l.stop() // their goroutines end on their own; drained waits for them
 		}
