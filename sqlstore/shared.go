@@ -19,6 +19,22 @@ const abandonedMessage = "abandoned: the manager running it stopped (its lease l
 // Insert saves a new record, with what is kept beside it, only while fewer
 // than limit records are active: one statement, atomic with the count.
 func (s *Store) Insert(ctx context.Context, task apcore.StoredTask, limit int) (bool, error) {
+	done, err := s.write(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer done()
+	return s.insertOn(ctx, s.db, task, limit)
+}
+
+// insertOn is Insert's work on q: the Store's own *sql.DB, or a *sql.Tx
+// begun on it (a caller's transaction: the record is saved when, and only
+// if, that transaction commits). It takes no write turn (see write): in a
+// caller's transaction, which may already hold SQLite's write lock, that
+// turn could wait for a writer that waits for the lock. On q other than
+// s.db a deadlock is not tried again: PostgreSQL has aborted the
+// transaction.
+func (s *Store) insertOn(ctx context.Context, q execer, task apcore.StoredTask, limit int) (bool, error) {
 	if err := s.checkRecord(&task.Info); err != nil {
 		return false, err
 	}
@@ -37,29 +53,42 @@ func (s *Store) Insert(ctx context.Context, task apcore.StoredTask, limit int) (
 		return false, err
 	}
 	a = append(append(a, b...), limit)
-	done, err := s.write(ctx)
-	if err != nil {
-		return false, err
-	}
-	defer done()
 	id := task.Info.TaskID
 	if s.dialect != PostgreSQL {
-		return inserted(id)(s.st.insert.ExecContext(ctx, a...))
+		return inserted(id)(s.execOn(ctx, q, s.st.insert, s.q.insert, a...))
 	}
 	// PostgreSQL: first the task's own slot; when it has no room under
 	// this limit, share the cap out anew (see admitFunction). A deadlock
 	// that PostgreSQL broke by aborting this statement is tried once more.
 	slot := int16(slotOf(id))
 	for try := 0; ; try++ {
-		ok, err := inserted(id)(s.st.insert.ExecContext(ctx, append(a, slot)...))
+		ok, err := inserted(id)(s.execOn(ctx, q, s.st.insert, s.q.insert, append(a, slot)...))
 		if err == nil && !ok {
-			ok, err = inserted(id)(s.st.insertShared.ExecContext(ctx, a...))
+			ok, err = inserted(id)(s.execOn(ctx, q, s.st.insertShared, s.q.insertShared, a...))
 		}
-		if try == 0 && isDeadlock(err) {
+		if try == 0 && isDeadlock(err) && q == execer(s.db) {
 			continue
 		}
 		return ok, err
 	}
+}
+
+// execOn runs st, prepared on s.db from query, on q: as it is on s.db, in
+// a *sql.Tx through StmtContext, and on anything else as query's text.
+func (s *Store) execOn(ctx context.Context, q execer, st *sql.Stmt, query string, args ...any) (sql.Result, error) {
+	switch q := q.(type) {
+	case *sql.DB:
+		if q == s.db && st != nil {
+			return st.ExecContext(ctx, args...)
+		}
+	case *sql.Tx:
+		if st != nil {
+			ts := q.StmtContext(ctx, st)
+			defer ts.Close()
+			return ts.ExecContext(ctx, args...)
+		}
+	}
+	return q.ExecContext(ctx, query, args...)
 }
 
 // inserted returns what reads the outcome of task id's insert: whether it
