@@ -75,6 +75,11 @@ var checks = []check{
 	{"shared: recover", checkSharedRecover},
 	{"shared: lost", checkSharedLost},
 	{"shared: orphans", checkSharedOrphans},
+	{"later: fields", checkLaterFields},
+	{"later: unique key", checkUniqueKey},
+	{"later: unique key race", checkUniqueKeyRace},
+	{"later: claim by priority", checkClaimByPriority},
+	{"later: scheduled", checkScheduled},
 }
 
 // TestStore checks a TaskStore against every rule of the contract and
@@ -267,6 +272,12 @@ func sameRecord(want, got apcore.TaskInfo) []string {
 	if want.Error != got.Error || want.RetryCount != got.RetryCount || want.MaxRetries != got.MaxRetries {
 		diffs = append(diffs, fmt.Sprintf("Error/RetryCount/MaxRetries %q/%d/%d, want %q/%d/%d",
 			got.Error, got.RetryCount, got.MaxRetries, want.Error, want.RetryCount, want.MaxRetries))
+	}
+	if (want.RunAt == nil) != (got.RunAt == nil) || (want.RunAt != nil && !want.RunAt.Equal(*got.RunAt)) {
+		diffs = append(diffs, fmt.Sprintf("RunAt %v, want %v", fmtAt(got.RunAt), fmtAt(want.RunAt)))
+	}
+	if want.UniqueKey != got.UniqueKey || want.Priority != got.Priority {
+		diffs = append(diffs, fmt.Sprintf("UniqueKey/Priority %q/%d, want %q/%d", got.UniqueKey, got.Priority, want.UniqueKey, want.Priority))
 	}
 	if want.ErrorCode != got.ErrorCode || want.Progress != got.Progress || want.ProgressMessage != got.ProgressMessage {
 		diffs = append(diffs, fmt.Sprintf("ErrorCode/Progress/ProgressMessage %q/%v/%q, want %q/%v/%q",
