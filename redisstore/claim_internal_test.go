@@ -57,3 +57,43 @@ func TestClaimByModuleLooksAtFewWaitingTasks(t *testing.T) {
 	assert.Equal(t, []string{"y-ahead"}, claim(now))
 	assert.EqualValues(t, 5, c.ZCard(ctx, ready).Val())
 }
+
+// TestClaimMovesFewDueTasks checks that a Claim moves at most s.steps.move
+// due tasks from "later" to "ready", the first due first, ranked by
+// priority there, and that tasks not yet due stay where they are.
+func TestClaimMovesFewDueTasks(t *testing.T) {
+	s, c := internalStore(t, "move")
+	ctx := context.Background()
+	now := time.Now()
+	_, err := s.Renew(ctx, apcore.LeaseRequest{Owner: "m", Expires: now.Add(time.Hour), Create: true})
+	require.NoError(t, err)
+	for i := range 10 {
+		info := apcore.TaskInfo{TaskID: fmt.Sprint("t", i), ModuleID: "a.b", Status: apcore.StatusPending, SubmittedAt: now, Priority: i}
+		ok, err := s.Insert(ctx, apcore.StoredTask{Info: info, Resumable: true, Inputs: []byte(`{}`),
+			NotBefore: now.Add(time.Duration(i+1) * time.Minute)}, 100)
+		require.NoError(t, err)
+		require.True(t, ok)
+	}
+	ready, later := s.base+indexTag+"ready", s.base+indexTag+"later"
+	claim := func(at time.Time) []string {
+		t.Helper()
+		got, err := s.Claim(ctx, apcore.ClaimRequest{Owner: "m", Limit: 1, Now: at})
+		require.NoError(t, err)
+		ids := []string{}
+		for _, st := range got {
+			ids = append(ids, st.Info.TaskID)
+		}
+		return ids
+	}
+	assert.Empty(t, claim(now))
+	assert.EqualValues(t, 10, c.ZCard(ctx, later).Val(), "none is due")
+	s.steps.move = 3
+	due := now.Add(time.Hour)
+	assert.Equal(t, []string{"t2"}, claim(due), "the three due first moved, the highest of them taken")
+	assert.EqualValues(t, 7, c.ZCard(ctx, later).Val())
+	assert.EqualValues(t, 2, c.ZCard(ctx, ready).Val())
+	assert.Equal(t, []string{"t5"}, claim(due))
+	s.steps.move = 0 // claimMove
+	assert.Equal(t, []string{"t9"}, claim(due))
+	assert.Zero(t, c.ZCard(ctx, later).Val())
+}

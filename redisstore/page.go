@@ -39,7 +39,9 @@ import (
 //
 // Sweep deletes, per script, up to sweepStep records from the low end of
 // the terminal indexes, which are scored by reference time, with one ZREM,
-// DEL, HDEL and ZREM of them all.
+// DEL, HDEL and ZREM of them all, and one HMGET of their unique keys (see
+// scripts.go), each of which it takes out of the "uniq" hash where it
+// still names the record.
 
 const (
 	// walkStep is how many entries of the order index one step looks at,
@@ -67,7 +69,9 @@ const (
 // member it read.
 type steps struct {
 	walk, gather, held, expired, sweep int
-	between                            func(last string)
+	// move bounds what a Claim moves from later to ready (claimMove).
+	move    int
+	between func(last string)
 	// reading, when a test sets it, is called by ListPage with the ids
 	// of a page before it reads their records.
 	reading func(ids []string)
@@ -709,6 +713,16 @@ for _, st in ipairs(states) do
     redis.call('DEL', unpack(keys))
     redis.call('HDEL', K_META, unpack(ids))
     redis.call('ZREM', K_ORDER, unpack(ids))
+    redis.call('HDEL', idx .. 'prio', unpack(ids)) -- none, unless an earlier version ended the task
+    local ukeys = redis.call('HMGET', idx .. 'ukey', unpack(ids))
+    local had = {}
+    for i, key in ipairs(ukeys) do
+      if key then
+        had[#had + 1] = ids[i]
+        if redis.call('HGET', idx .. 'uniq', key) == ids[i] then redis.call('HDEL', idx .. 'uniq', key) end
+      end
+    end
+    if #had > 0 then redis.call('HDEL', idx .. 'ukey', unpack(had)) end
   end
 end
 return n

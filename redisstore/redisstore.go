@@ -273,9 +273,17 @@ func checkRecord(t *apcore.TaskInfo) error {
 		return invalid(fmt.Sprintf("redisstore: task id %q starts with %q, which the store keeps for its indexes", t.TaskID, indexTag))
 	case !t.Status.Valid():
 		return invalid(fmt.Sprintf("redisstore: record %s has unknown status %q", t.TaskID, t.Status))
+	case t.Priority < apcore.MinPriority || t.Priority > apcore.MaxPriority:
+		return invalid(fmt.Sprintf("redisstore: record %s's priority %d is not within %d-%d", t.TaskID, t.Priority, apcore.MinPriority, apcore.MaxPriority))
+	case len(t.UniqueKey) > maxUniqueKey:
+		return invalid(fmt.Sprintf("redisstore: record %s's unique key is %d bytes, more than %d", t.TaskID, len(t.UniqueKey), maxUniqueKey))
 	}
 	return nil
 }
+
+// maxUniqueKey is the longest unique key a record may have, in bytes, as
+// apcore.WithUniqueKey and the wire format allow.
+const maxUniqueKey = 256
 
 // encode is the record's JSON, or GENERAL_INVALID_INPUT when it does not
 // encode or is larger than the store writes.

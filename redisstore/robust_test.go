@@ -137,7 +137,8 @@ func TestRecoverKeepsEveryField(t *testing.T) {
 	sub := time.Date(2024, 3, 9, 12, 30, 45, 123456000, time.UTC)
 	info := apcore.TaskInfo{TaskID: "keep-all", ModuleID: "mod.with/slash\"quote", Status: apcore.StatusRunning,
 		SubmittedAt: sub, StartedAt: sub.Add(time.Microsecond), RetryCount: 2, MaxRetries: 3,
-		Progress: 42.123456789, ProgressMessage: "a/b \"q\" ünïcode \\ \n tab\t"}
+		Progress: 42.123456789, ProgressMessage: "a/b \"q\" ünïcode \\ \n tab\t",
+		RunAt: new(sub.Add(1500 * time.Millisecond)), UniqueKey: "key/with \"quote\" ü {x}", Priority: -42}
 	ok, err := s.Insert(ctx(t), apcore.StoredTask{Info: info, Owner: "gone"}, 10)
 	require.NoError(t, err)
 	require.True(t, ok)

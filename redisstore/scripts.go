@@ -29,13 +29,31 @@ import (
 // byte but NUL).
 //
 // A resumable task that is pending and held by no one (claimable) waits in
-// one of two sorted sets: "ready", scored by its sequence number, when it
-// may run now (it has no not_before, or it was due by the clock of the
-// writer that made it claimable, or a Claim found it due), or "later",
-// scored by its not_before, until a Claim finds it due and moves it to
-// "ready". (Earlier versions of the store put every claimable task in
-// "later", those without not_before scored -inf; a Claim moves those on
-// too.) A claimable task is in exactly one of the two.
+// one of two sorted sets: "ready", scored by its rank, when it may run now
+// (it has no not_before, or it was due by the clock of the writer that made
+// it claimable, or a Claim found it due), or "later", scored by its
+// not_before, until a Claim finds it due and moves it to "ready". (Earlier
+// versions of the store put every claimable task in "later", those without
+// not_before scored -inf; a Claim moves those on too.) A claimable task is
+// in exactly one of the two. Its rank is its sequence number less its
+// priority times 2^45 (rankLua), so that "ready" pops the highest priority
+// first and, within a priority, the oldest first; a task of priority 0 is
+// ranked by its sequence number alone, as earlier versions ranked every
+// task. The order holds while sequence numbers stay below 2^45 (3.5e13
+// inserts), and every rank is an integer a double holds exactly (below
+// 2^53). The "prio" hash keeps the priority of each active resumable task
+// whose priority is not 0, for the writers that put it in "ready" after
+// its Insert (Recover, an Update that hands it back, a Claim that finds
+// it due).
+//
+// A record inserted with a unique key has it in the "ukey" hash (id ->
+// key) until the record is deleted, and the "uniq" hash (key -> id) names
+// the last record inserted with that key. Insert reads the two and the
+// named record's state (three hash lookups whatever the number of
+// records): that record holds the key while it is pending, running or
+// completed. A failed or cancelled one does not, and a new Insert with
+// the key names itself in "uniq"; deleting a record (Remove, Sweep) takes
+// it out of "ukey", and out of "uniq" where it is still named there.
 
 // prelude is what every script starts with: the key names and the helpers
 // that every writing script uses. A script adds the other helpers it uses
@@ -70,6 +88,14 @@ local function encode(m)
 end
 `
 
+// rankLua: rank is a claimable task's score in "ready": its sequence
+// number less its priority (nil or false for 0) times 2^45, as an integer.
+const rankLua = `
+local function rank(seq, p)
+  return string.format('%d', tonumber(seq) - (tonumber(p) or 0) * 35184372088832)
+end
+`
+
 // moveLua: move writes new as the meta of record id and moves it between
 // the indexes (old is its meta before, nil for a new record); score is the
 // score of a terminal record: its completed_at in microseconds, or +inf.
@@ -100,13 +126,14 @@ local function move(id, old, new, score, now)
   end
   if isC and not (wasC and old.nb == new.nb) then
     if new.nb == '' or (now and tonumber(new.nb) <= tonumber(now)) then
-      redis.call('ZADD', K_READY, new.seq, id)
+      redis.call('ZADD', K_READY, rank(new.seq, redis.call('HGET', idx .. 'prio', id)), id)
     else
       redis.call('ZADD', K_LATER, new.nb, id)
     end
   end
   if old ~= nil and old.r and not isActive then
     redis.call('HDEL', K_SPEC, id)
+    redis.call('HDEL', idx .. 'prio', id)
   end
   redis.call('HSET', K_META, id, encode(new))
 end
@@ -205,7 +232,7 @@ end
 move(id, old, new, ARGV[5])
 redis.call('SET', KEYS[1], ARGV[3])
 return 1
-`, moveLua)
+`, rankLua, moveLua)
 
 // removeScript deletes a record and its index entries. ARGV: prefix, id.
 // Returns 1 if the record was there.
@@ -220,32 +247,57 @@ if claimable(old) then
   redis.call('ZREM', K_LATER, id)
   redis.call('ZREM', K_READY, id)
 end
-if old.r then redis.call('HDEL', K_SPEC, id) end
+if old.r then
+  redis.call('HDEL', K_SPEC, id)
+  redis.call('HDEL', idx .. 'prio', id)
+end
+local key = redis.call('HGET', idx .. 'ukey', id)
+if key then
+  if redis.call('HGET', idx .. 'uniq', key) == id then redis.call('HDEL', idx .. 'uniq', key) end
+  redis.call('HDEL', idx .. 'ukey', id)
+end
 redis.call('HDEL', K_META, id)
 redis.call('ZREM', K_ORDER, id)
 return 1
 `)
 
 // insertScript is Insert. ARGV: prefix, id, json, status, owner, "r" or "",
-// not_before, spec, limit, now in microseconds. Returns the new record's
-// sequence number, 0 at the limit, -1 when the id is taken.
+// not_before, spec, limit, now in microseconds, unique key ("" for none),
+// priority. Returns the new record's sequence number, 0 at the limit, -1
+// when the id is taken, and the id of the record that holds the unique
+// key (a string) when one does (see the top of this file), before it
+// looks at the limit: a duplicate is a duplicate however full the store.
 //
 // It does what move does for a new record without the prelude (see
 // fastScript): a new record is active, so it goes in the held index, and
 // a resumable one held by no one waits in "ready" or "later".
 var insertScript = redis.NewScript(`
 local idx = ARGV[1] .. '_idx:'
-local held = idx .. 'held'
+local held, key = idx .. 'held', ARGV[11]
+if key ~= '' then
+  local holder = redis.call('HGET', idx .. 'uniq', key)
+  if holder and redis.call('HGET', idx .. 'ukey', holder) == key then
+    local st = string.match(redis.call('HGET', idx .. 'meta', holder) or '', '^(%a+)|')
+    if st == 'pending' or st == 'running' or st == 'completed' then return holder end
+  end
+end
 if redis.call('ZCARD', held) >= tonumber(ARGV[9]) then return 0 end
 if not redis.call('SET', KEYS[1], ARGV[3], 'NX') then return -1 end
-local id, st, owner, r, nb = ARGV[2], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local id, st, owner, r, nb, p = ARGV[2], ARGV[4], ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[12])
 local seq = string.format('%d', redis.call('INCR', idx .. 'seq'))
 redis.call('ZADD', idx .. 'order', seq, id)
-if r == 'r' then redis.call('HSET', idx .. 'spec', id, ARGV[8]) end
+if r == 'r' then
+  redis.call('HSET', idx .. 'spec', id, ARGV[8])
+  if p ~= 0 then redis.call('HSET', idx .. 'prio', id, ARGV[12]) end
+end
+if key ~= '' then
+  redis.call('HSET', idx .. 'uniq', key, id)
+  redis.call('HSET', idx .. 'ukey', id, key)
+end
 redis.call('ZADD', held, 0, owner .. '\0' .. id)
 if r == 'r' and owner == '' and st == 'pending' then
   if nb == '' or tonumber(nb) <= tonumber(ARGV[10]) then
-    redis.call('ZADD', idx .. 'ready', seq, id)
+    redis.call('ZADD', idx .. 'ready', string.format('%d', seq - p * 35184372088832), id)
   else
     redis.call('ZADD', idx .. 'later', nb, id)
   end
@@ -281,7 +333,10 @@ do
       if ends then
         redis.call('ZREM', idx .. 'held', was .. '\0' .. id)
         redis.call('ZADD', idx .. 'status:' .. to, ARGV[7], id)
-        if r == 'r' then redis.call('HDEL', idx .. 'spec', id) end
+        if r == 'r' then
+          redis.call('HDEL', idx .. 'spec', id)
+          redis.call('HDEL', idx .. 'prio', id)
+        end
       end
       redis.call('HSET', meta, id, to .. '|' .. seq .. '|' .. r .. '|' .. ARGV[6] .. '|' .. owner)
       redis.call('SET', KEYS[1], ARGV[3])
@@ -305,16 +360,25 @@ if not active(old.st) or old.owner ~= ARGV[8] then return 0 end
 move(id, old, {st = ARGV[4], seq = old.seq, r = old.r, nb = ARGV[6], owner = ARGV[5]}, ARGV[7], ARGV[11])
 redis.call('SET', KEYS[1], ARGV[3])
 return 1
-`, moveLua, wipedLua)
+`, rankLua, moveLua, wipedLua)
 
 // claimScript is Claim. ARGV: prefix, owner, n, now in microseconds, now as
-// the wire format's seconds; for a Claim limited to some modules, then
-// "1", the most ids of "ready" to look at, and the module ids. Returns, per
-// claimed task, its record, its spec, its not_before and its sequence
-// number. An owner without a live lease claims nothing.
+// the wire format's seconds, the most due tasks to move from "later"; for
+// a Claim limited to some modules, then "1", the most ids of "ready" to
+// look at, and the module ids. Returns, per claimed task, its record, its
+// spec, its not_before and its sequence number. An owner without a live
+// lease claims nothing.
 //
 // A Claim first moves the due tasks from "later" to "ready" (see the top of
-// this file), then pops the oldest from "ready". A claimed record changes by
+// this file), ranked by their priority, then pops the first from "ready":
+// the highest priority, and within it the oldest. Tasks not yet due cost
+// it nothing: "later" is read by score up to now, O(log N) however many
+// wait. It moves no more than the given number of due tasks, the ones
+// due first, so that a million tasks falling due at once are moved by many
+// Claims, each a few milliseconds of Redis's time, rather than by one that
+// stops Redis for seconds; until then a task due later than that many
+// others waits in "later" even if its priority is higher than what the
+// Claim takes from "ready". A claimed record changes by
 // two substitutions in its JSON, made on the first match: the status (the
 // first "status" key of the record is its own: the ids before it are JSON
 // strings, in which every quote is escaped) and an unset started_at, which
@@ -326,7 +390,7 @@ return 1
 // was ahead) goes back to "later"; so a Claim's work grows with what it
 // takes, not with what waits.
 //
-// A Claim limited to some modules walks "ready" oldest first instead of
+// A Claim limited to some modules walks "ready" in its order instead of
 // popping it, in pages, and takes a task only if its record's module_id
 // (the record decoded by cjson, so that any JSON escaping of the id
 // matches) is one of them; a task of another module stays in "ready" for
@@ -341,15 +405,16 @@ local lease = redis.call('ZSCORE', idx .. 'leases', owner)
 if not lease or tonumber(lease) < tonumber(ARGV[4]) then return {} end -- no live lease: no claim
 local meta, held, later, ready = idx .. 'meta', idx .. 'held', idx .. 'later', idx .. 'ready'
 local META = '^(%a+)|(%d+)|(r?)|(%-?%d*)|(.*)$' -- see parse
-local due = redis.call('ZRANGEBYSCORE', later, '-inf', ARGV[4])
+local due = redis.call('ZRANGEBYSCORE', later, '-inf', ARGV[4], 'LIMIT', 0, tonumber(ARGV[6]))
 for i = 1, #due, 1000 do
   local chunk = {unpack(due, i, math.min(i + 999, #due))}
   local metas = redis.call('HMGET', meta, unpack(chunk))
+  local prios = redis.call('HMGET', idx .. 'prio', unpack(chunk))
   local args = {}
   for j, id in ipairs(chunk) do
     local st, seq, r, _, by = string.match(metas[j] or '', META)
     if st == 'pending' and r == 'r' and by == '' then -- claimable
-      args[#args + 1] = seq
+      args[#args + 1] = string.format('%d', tonumber(seq) - (tonumber(prios[j]) or 0) * 35184372088832) -- see rankLua
       args[#args + 1] = id
     end
   end
@@ -366,10 +431,10 @@ local function take(id, seq, nb, rec)
   redis.call('HSET', meta, id, 'running|' .. seq .. '|r|' .. nb .. '|' .. owner)
   out[#out + 1] = {rec, redis.call('HGET', idx .. 'spec', id) or '', nb, seq}
 end
-if ARGV[6] == '1' then -- only tasks of the modules ARGV[8] on
+if ARGV[7] == '1' then -- only tasks of the modules ARGV[9] on
   local want = {}
-  for i = 8, #ARGV do want[ARGV[i]] = true end
-  local bound, looked, from = tonumber(ARGV[7]), 0, '-inf'
+  for i = 9, #ARGV do want[ARGV[i]] = true end
+  local bound, looked, from = tonumber(ARGV[8]), 0, '-inf'
   while #out < n and looked < bound do
     local size = math.min(bound - looked, math.max(2 * (n - #out), 32))
     local page = redis.call('ZRANGEBYSCORE', ready, from, '+inf', 'WITHSCORES', 'LIMIT', 0, size)
@@ -462,6 +527,9 @@ local function abandon(rec)
   if type(t.progress_message) == 'string' and t.progress_message ~= '' then
     out = out .. ',"progress_message":' .. str(t.progress_message)
   end
+  if type(t.run_at) == 'number' then out = out .. ',"run_at":' .. num(t.run_at) end
+  if type(t.unique_key) == 'string' and t.unique_key ~= '' then out = out .. ',"unique_key":' .. str(t.unique_key) end
+  if type(t.priority) == 'number' and t.priority ~= 0 then out = out .. ',"priority":' .. num(t.priority) end
   return out .. '}'
 end
 
@@ -490,7 +558,7 @@ for _, owner in ipairs(dead) do
   end
 end
 return n
-`, moveLua, ownersLua)
+`, rankLua, moveLua, ownersLua)
 
 // orphansScript is Orphans. ARGV: prefix, self ("" for a manager that has
 // ended its lease), now in microseconds. Returns the records, in insertion

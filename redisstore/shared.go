@@ -36,6 +36,13 @@ func checkOwner(owner string) error {
 // the held index). It reports false, saving nothing, at the limit. An id
 // that is taken is GENERAL_INVALID_INPUT.
 //
+// With task.Info.UniqueKey set, the same script first looks the key up (in
+// the "uniq" and "ukey" hashes, see scripts.go): when a pending, running or
+// completed record holds it, Insert saves nothing and returns false with
+// an *apcore.DuplicateError naming that record, whatever the limit. So one
+// record is made however many Inserts with the key race, from however many
+// processes.
+//
 // Only a resumable task keeps its inputs, retry policy, timeout and trace
 // (in the spec hash), since only Claim hands them back; a task held by its
 // manager keeps its owner and NotBefore in the meta hash.
@@ -61,10 +68,19 @@ func (s *Store) Insert(ctx context.Context, task apcore.StoredTask, limit int) (
 			return false, &apcore.Error{Code: apcore.CodeInvalidInput, Message: "redisstore: the inputs of task " + info.TaskID + " are not JSON", Cause: err}
 		}
 	}
-	n, err := insertScript.Run(ctx, s.rdb, s.recordKeys(info.TaskID),
-		s.base, info.TaskID, data, string(info.Status), task.Owner, resumable, micros(task.NotBefore), sp, limit, time.Now().UnixMicro()).Int()
+	v, err := insertScript.Run(ctx, s.rdb, s.recordKeys(info.TaskID),
+		s.base, info.TaskID, data, string(info.Status), task.Owner, resumable, micros(task.NotBefore), sp, limit, time.Now().UnixMicro(),
+		info.UniqueKey, info.Priority).Result()
 	if err != nil {
 		return false, unavailable("insert "+info.TaskID, err)
+	}
+	n, isInt := v.(int64)
+	if !isInt {
+		holder, ok := v.(string)
+		if !ok || info.UniqueKey == "" {
+			return false, unavailable("insert "+info.TaskID, fmt.Errorf("unexpected reply %#v", v))
+		}
+		return false, &apcore.DuplicateError{TaskID: holder, Key: info.UniqueKey}
 	}
 	if n < 0 {
 		return false, invalid(fmt.Sprintf("redisstore: task %s already exists", info.TaskID))
@@ -124,10 +140,22 @@ func (s *Store) Update(ctx context.Context, task apcore.StoredTask, holder strin
 // modules looks at, at most (see claimScript).
 const claimLook = 1000
 
+// claimMove is how many due tasks a Claim moves from the later index to
+// the ready one, at most (see claimScript).
+const claimMove = 1000
+
 // Claim hands req.Owner up to req.Limit resumable records that are
-// pending, held by no one and due (NotBefore not after req.Now), oldest
-// first (by insertion): each becomes running and held by req.Owner,
-// StartedAt set to req.Now if unset.
+// pending, held by no one and due (NotBefore not after req.Now), higher
+// Info.Priority first and, within a priority, oldest first (by insertion):
+// each becomes running and held by req.Owner, StartedAt set to req.Now if
+// unset. The order is the ready index's (scored by priority and sequence
+// number): a Claim pops its head, and does not sort what waits. A task
+// whose NotBefore is after req.Now (scheduled WithRunAt, or in its retry
+// backoff) waits in the later index, by time, and costs a Claim nothing
+// until it is due; a Claim moves at most 1,000 due tasks from there to the
+// ready index, the first due first, so that when more than that many fall
+// due between two Claims the ones due last join the order a Claim or a few
+// later.
 //
 // With req.Modules it takes only tasks of those modules, and the script
 // leaves the others where they wait; it looks at the oldest 1,000 waiting
@@ -146,7 +174,7 @@ func (s *Store) Claim(ctx context.Context, req apcore.ClaimRequest) ([]apcore.St
 		return nil, nil
 	}
 	now := time.UnixMicro(req.Now.UnixMicro()).UTC()
-	args := []any{s.base, owner, n, micros(now), wireSeconds(now)}
+	args := []any{s.base, owner, n, micros(now), wireSeconds(now), orDefault(s.steps.move, claimMove)}
 	if req.Modules != nil {
 		args = append(args, "1", s.claimLook())
 		for _, m := range req.Modules {
