@@ -280,3 +280,47 @@ func TestClaimTakesHigherPrioritiesFirst(t *testing.T) {
 		assert.False(t, c.HExists(ctx(t), prefix+"_idx:prio", id).Val(), id)
 	}
 }
+
+// New records the layout version in a store that has none, and refuses a
+// store of a newer layout (or a key that holds no version) with an error
+// naming both versions, changing nothing.
+func TestLayoutVersion(t *testing.T) {
+	c := client(t)
+	prefix := freshPrefix(t, c)
+	key := prefix + "_idx:layout"
+	_, err := redisstore.New(c, redisstore.WithPrefix(prefix))
+	require.NoError(t, err)
+	assert.Equal(t, fmt.Sprint(redisstore.LayoutVersion), c.Get(ctx(t), key).Val())
+	_, err = redisstore.New(c, redisstore.WithPrefix(prefix)) // again
+	require.NoError(t, err)
+
+	keys := func() []string {
+		ks, err := c.Keys(ctx(t), strings.TrimSuffix(prefix, ":")+"*").Result()
+		require.NoError(t, err)
+		return ks
+	}
+	newer := fmt.Sprint(redisstore.LayoutVersion + 1)
+	for _, found := range []string{newer, "x", "0"} {
+		require.NoError(t, c.Set(ctx(t), key, found, 0).Err())
+		_, err = redisstore.New(c, redisstore.WithPrefix(prefix))
+		require.ErrorIs(t, err, apcore.ErrStoreUnavailable)
+		var le *redisstore.LayoutError
+		require.ErrorAs(t, err, &le)
+		assert.Equal(t, found, le.Found)
+		assert.Equal(t, redisstore.LayoutVersion, le.Known)
+		assert.Contains(t, err.Error(), key)
+		if found == newer {
+			assert.Contains(t, err.Error(), fmt.Sprintf("layout version is %s", newer))
+			assert.Contains(t, err.Error(), fmt.Sprintf("newer than version %d", redisstore.LayoutVersion))
+		}
+		assert.Equal(t, found, c.Get(ctx(t), key).Val(), "New changed the version")
+		assert.Equal(t, []string{key}, keys(), "New wrote beside the version")
+	}
+
+	// With a hash tag the version is in the store's slot.
+	require.NoError(t, c.Del(ctx(t), key).Err())
+	_, err = redisstore.New(c, redisstore.WithPrefix(prefix), redisstore.WithHashTag(true))
+	require.NoError(t, err)
+	tagged := "{" + strings.TrimSuffix(prefix, ":") + "}:_idx:layout"
+	assert.Equal(t, fmt.Sprint(redisstore.LayoutVersion), c.Get(ctx(t), tagged).Val())
+}

@@ -166,6 +166,14 @@ const PingTimeout = 5 * time.Second
 // matching apcore.ErrStoreUnavailable (TASK_STORE_UNAVAILABLE) that names
 // the address and wraps go-redis's error, rather than leaving the failure
 // to the manager's first write. Bad options are GENERAL_INVALID_INPUT.
+//
+// New then reads the layout version recorded under the prefix (the key
+// prefix + "_idx:layout"), and records LayoutVersion there when there is
+// none (a new store, or one that an earlier version of this package made,
+// whose layout this one reads). A store of a newer layout, which a newer
+// version of this package made, is refused, changing nothing: New fails
+// with an error matching apcore.ErrStoreUnavailable whose cause is a
+// *LayoutError naming both versions.
 func New(client redis.UniversalClient, opts ...Option) (*Store, error) {
 	s, err := build(client, opts...)
 	if err != nil {
@@ -177,7 +185,73 @@ func New(client redis.UniversalClient, opts ...Option) (*Store, error) {
 		return nil, &apcore.Error{Code: apcore.CodeTaskStoreUnavailable,
 			Message: fmt.Sprintf("redisstore.New: redis at %s does not answer", address(client)), Cause: err}
 	}
+	if err := s.checkLayout(ctx); err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// LayoutVersion is the version of the store's layout in Redis (its keys
+// and what they hold, see the package doc) that this package reads and
+// writes. New records it in the key prefix + "_idx:layout" of a store that
+// has none, and refuses a store whose recorded version is higher. A
+// version of this package that changes the layout in a way an earlier
+// one would misread raises it.
+//
+// Version 1 is the first recorded. It reads every store an earlier
+// version of this package made (which recorded none): it ranks a task of
+// priority 0 in the ready index as they did, and a record they deleted
+// that had a unique key (they had none) leaves nothing behind. While an
+// earlier version still runs beside this one on a store, the tasks that
+// it hands back to the ready index are ranked as of priority 0, and the
+// unique keys of the records it deletes stay in the "uniq" hash until an
+// Insert with the key replaces them (Insert checks that the record named
+// there exists and has the key).
+const LayoutVersion = 1
+
+// LayoutError is the cause of New's error for a store whose recorded
+// layout version is newer than this package's LayoutVersion, or is not a
+// version at all.
+type LayoutError struct {
+	// Key is the key holding the version.
+	Key string
+	// Found is what the key holds.
+	Found string
+	// Known is LayoutVersion.
+	Known int
+}
+
+// Error names both versions.
+func (e *LayoutError) Error() string {
+	if n, err := strconv.Atoi(e.Found); err == nil && n > 0 {
+		return fmt.Sprintf("the store's layout version is %d (key %s), newer than version %d, the newest this package knows: "+
+			"a newer version of github.com/apcore-go/apcore/redisstore made it; upgrade to one that knows version %d", n, e.Key, e.Known, n)
+	}
+	return fmt.Sprintf("the key %s holds %q, which is not a layout version (this package knows versions up to %d)", e.Key, e.Found, e.Known)
+}
+
+// layoutScript reads the store's layout version, and records ARGV[1] when
+// there is none. KEYS: the layout key.
+var layoutScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v then return v end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+`)
+
+// checkLayout is New's check of the layout version (see LayoutVersion).
+func (s *Store) checkLayout(ctx context.Context) error {
+	key := s.base + indexTag + "layout"
+	found, err := layoutScript.Run(ctx, s.rdb, []string{key}, LayoutVersion).Text()
+	if err != nil {
+		return &apcore.Error{Code: apcore.CodeTaskStoreUnavailable,
+			Message: fmt.Sprintf("redisstore.New: reading the layout version at %s", address(s.rdb)), Cause: err}
+	}
+	if n, err := strconv.Atoi(found); err == nil && n > 0 && n <= LayoutVersion {
+		return nil
+	}
+	le := &LayoutError{Key: key, Found: found, Known: LayoutVersion}
+	return &apcore.Error{Code: apcore.CodeTaskStoreUnavailable, Message: "redisstore.New", Cause: le}
 }
 
 // address names the server (or servers) client talks to, for New's error.

@@ -117,11 +117,12 @@ func TestHashTagPutsEveryKeyInOneSlot(t *testing.T) {
 		require.NoError(t, s.Save(ctx(t), apcore.TaskInfo{TaskID: fmt.Sprint("t", i), ModuleID: "a.b", Status: st,
 			SubmittedAt: time.Now(), CompletedAt: time.Now()}))
 	}
-	// Every other kind of key: a resumable task's spec and queue, a held
-	// task, a lease.
+	// Every other kind of key: a resumable task's spec, priority and
+	// queue, a unique key, a held task, a lease (and the layout version,
+	// which New wrote).
 	for i, owner := range []string{"", "m1"} {
 		ok, err := s.Insert(ctx(t), apcore.StoredTask{Info: apcore.TaskInfo{TaskID: fmt.Sprint("i", i), ModuleID: "a.b", Status: apcore.StatusPending,
-			SubmittedAt: time.Now()}, Owner: owner, Resumable: owner == "", Inputs: []byte(`{}`)}, 10)
+			SubmittedAt: time.Now(), UniqueKey: fmt.Sprint("key", i), Priority: 3}, Owner: owner, Resumable: owner == "", Inputs: []byte(`{}`)}, 10)
 		require.NoError(t, err)
 		require.True(t, ok)
 	}
@@ -129,8 +130,11 @@ func TestHashTagPutsEveryKeyInOneSlot(t *testing.T) {
 	require.NoError(t, err)
 	keys, err := c.Keys(ctx(t), "*"+strings.TrimSuffix(prefix, ":")+"*").Result()
 	require.NoError(t, err)
-	require.GreaterOrEqual(t, len(keys), 12, "%v", keys)
+	require.GreaterOrEqual(t, len(keys), 16, "%v", keys)
 	tag := "{" + strings.TrimSuffix(prefix, ":") + "}"
+	for _, k := range []string{"uniq", "ukey", "prio", "layout"} {
+		assert.Contains(t, keys, tag+":_idx:"+k)
+	}
 	for _, k := range keys {
 		assert.True(t, strings.HasPrefix(k, tag), "key %q lacks the hash tag %q", k, tag)
 		assert.Equal(t, slot(tag[1:len(tag)-1]), slot(hashed(k)), k)
