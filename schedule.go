@@ -24,7 +24,7 @@ type Schedule struct {
 	// spec starts "CRON_TZ=<zone> " (an IANA zone such as
 	// "CRON_TZ=Europe/Berlin 30 2 * * *"); across a daylight-saving change
 	// the cron library's rules apply (a time that a change skips does not
-	// tick; one it repeats ticks once). "@every d" ticks at the multiples
+	// tick; one it repeats ticks at each of its two instants). "@every d" ticks at the multiples
 	// of d since the Unix epoch (d of a second or more, rounded to the
 	// second), so that replicas that added it at different times tick
 	// together.
@@ -209,6 +209,12 @@ func parseSchedule(spec string) (cron.Schedule, error) {
 	}
 	if strings.TrimSpace(spec) == "" {
 		return nil, bad("empty; want @every <duration>, a descriptor such as @hourly, or five cron fields")
+	}
+	if rest, ok := strings.CutPrefix(strings.TrimSpace(spec), "@every "); ok {
+		d, err := time.ParseDuration(strings.TrimSpace(rest))
+		if err != nil || d < time.Second {
+			return nil, bad("@every needs a duration of 1s or more, such as @every 30s")
+		}
 	}
 	sched, err := cron.ParseStandard(spec)
 	if err == nil {
