@@ -36,7 +36,7 @@ done
 
 export PATH="$(go env GOPATH)/bin:$PATH"
 fuzztime="${FUZZTIME:-15s}"
-modules=(. sqlstore redisstore examples/durable apcoreotel apcorehttp examples/dashboard processtest)
+modules=(. sqlstore redisstore examples/durable apcoreotel apcorehttp examples/dashboard processtest cmd/apcore)
 
 step() { printf '\n==> %s\n' "$*"; }
 
