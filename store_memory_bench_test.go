@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/apcore-go/apcore"
+	"github.com/apcore-go/apcore/storetest"
 )
 
 // Run with: go test -run '^$' -bench MemoryStoreScale -benchtime 200x
@@ -97,6 +98,22 @@ func BenchmarkMemoryStoreScale(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(deleted), "ns/record")
+		})
+	}
+}
+
+// BenchmarkMemoryUniqueSubmit: Submit with and without a unique key on the
+// MemoryStore, side by side.
+func BenchmarkMemoryUniqueSubmit(b *testing.B) {
+	storetest.BenchmarkUniqueSubmit(b, func() (apcore.TaskStore, error) { return apcore.NewMemoryStore(), nil })
+}
+
+// BenchmarkMemoryScheduledIdle: 100,000 tasks due in an hour cost no CPU
+// while they wait; tasks due soon start on time.
+func BenchmarkMemoryScheduledIdle(b *testing.B) {
+	for _, waiting := range []int{0, 100_000} {
+		b.Run(fmt.Sprintf("waiting=%d", waiting), func(b *testing.B) {
+			storetest.BenchmarkScheduledIdle(b, func() (apcore.TaskStore, error) { return apcore.NewMemoryStore(), nil }, waiting)
 		})
 	}
 }
