@@ -97,13 +97,17 @@ func keyOf(t *apcore.TaskInfo) recordKey {
 	return recordKey{t.Status, t.RetryCount, t.Progress, t.StartedAt.UnixNano(), t.ProgressMessage}
 }
 
-// event is what the stream sends of a record: everything but the result
-// and the error, which can be large (the page reads them with the record).
+// event is what the stream sends of a record: everything but the result,
+// the error (which can be large: the page reads them with the record) and
+// the unique key (up to 256 bytes of no use to a row: the detail view
+// reads it with the record too).
 type event struct {
 	id, module                    string
 	status                        apcore.TaskStatus
 	submitted, started, completed time.Time
+	runAt                         time.Time // zero: none
 	retries, maxRetries           int
+	priority                      int
 	progress                      float64
 	message                       string
 	code                          apcore.ErrorCode
@@ -111,13 +115,17 @@ type event struct {
 }
 
 func newEvent(t *apcore.TaskInfo, local bool) event {
-	return event{
+	e := event{
 		id: t.TaskID, module: t.ModuleID, status: t.Status,
 		submitted: t.SubmittedAt, started: t.StartedAt, completed: t.CompletedAt,
-		retries: t.RetryCount, maxRetries: t.MaxRetries,
+		retries: t.RetryCount, maxRetries: t.MaxRetries, priority: t.Priority,
 		progress: t.Progress, message: t.ProgressMessage, code: t.ErrorCode,
 		local: local,
 	}
+	if t.RunAt != nil {
+		e.runAt = *t.RunAt
+	}
+	return e
 }
 
 // numShards is how many shards the observer's buffer has.
@@ -666,7 +674,8 @@ func (h *hub) serve(w http.ResponseWriter, r *http.Request) {
 }
 
 // appendEvent appends e as one server-sent event whose data is a record in
-// the wire format without result and error.
+// the wire format without result, error and unique key: run_at and
+// priority are there when set, as TaskInfo.MarshalJSON writes them.
 func appendEvent(b []byte, e *event) []byte {
 	b = append(b, `data: {"task_id":`...)
 	b = appendString(b, e.id)
@@ -703,6 +712,14 @@ func appendEvent(b []byte, e *event) []byte {
 		}
 		b = append(b, `,"progress_message":`...)
 		b = appendString(b, msg)
+	}
+	if !e.runAt.IsZero() {
+		b = append(b, `,"run_at":`...)
+		b = appendTime(b, e.runAt, false)
+	}
+	if e.priority != 0 {
+		b = append(b, `,"priority":`...)
+		b = strconv.AppendInt(b, int64(e.priority), 10)
 	}
 	return append(b, "}\n\n"...)
 }

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/apcore-go/apcore"
 )
@@ -15,18 +16,21 @@ import (
 // GET /api/tasks pages the store with the manager's ListPage, so that a
 // request costs the page it answers, never the records the store keeps.
 //
-// Without module or offset, a request is one ListPage call of the limit
-// asked for, and "next" is the store's own cursor. It counts nothing: a
-// count can cost what the store keeps (PostgreSQL counts the completed
-// records one by one), so the counts are GET /api/summary's. The store cannot filter
-// by module, and cannot start at an offset: such a request reads store
-// pages of 1,000 records, keeping the matching ones, until it has limit
-// of them or has read scanBudget records (plus offset, for an offset),
-// and its "next" (a cursor of this handler: the store's cursor of the
-// page it stopped in, and the last record it kept there) carries on from
-// where it stopped. So a request that filters by a rare module may answer
-// fewer than limit records, even none, with a "next": the answer says how
-// many records it read ("scanned").
+// Without a filter of the handler's (module, status=scheduled, unique_key)
+// or an offset, a request is one ListPage call of the limit asked for, and
+// "next" is the store's own cursor. It counts nothing: a count can cost
+// what the store keeps (PostgreSQL counts the completed records one by
+// one), so the counts are GET /api/summary's. The store cannot filter by
+// module, by run_at or by unique key, and cannot start at an offset: such
+// a request reads store pages of 1,000 records (of the status asked for:
+// the pending ones for status=scheduled), keeping the matching ones, until
+// it has limit of them or has read scanBudget records (plus offset, for an
+// offset), and its "next" (a cursor of this handler: the store's cursor of
+// the page it stopped in, and the last record it kept there) carries on
+// from where it stopped. So a filtered request may answer fewer than limit
+// records, even none, with a "next": the answer says how many records it
+// read ("scanned"). A unique key is looked up the same way: the core has
+// no store lookup by key to call.
 
 const (
 	// defaultLimit is the page size of a request without limit.
@@ -34,23 +38,31 @@ const (
 	// maxOffset is the largest offset accepted; further pages are reached
 	// with after.
 	maxOffset = 10_000
-	// scanBudget is the most records a request filtered by module reads.
+	// scanBudget is the most records a filtered request reads.
 	scanBudget = 10_000
 	// scanPrefix starts the cursors this handler makes (the others are the
 	// store's).
 	scanPrefix = "~h."
 	// maxCursor is the longest cursor accepted.
 	maxCursor = 1024
+	// maxUniqueKey is the longest unique key the core accepts (bytes).
+	maxUniqueKey = 256
+	// statusScheduled is the status parameter of the pending records whose
+	// run_at is in the future: not a state of the core, a filter of this
+	// handler's.
+	statusScheduled = "scheduled"
 )
 
 // listQuery is a request of GET /api/tasks.
 type listQuery struct {
-	status apcore.TaskStatus
-	module string
-	newest bool // order=desc
-	after  string
-	limit  int
-	offset int
+	status    apcore.TaskStatus
+	scheduled bool // status=scheduled: pending, with run_at in the future
+	module    string
+	uniqueKey string
+	newest    bool // order=desc
+	after     string
+	limit     int
+	offset    int
 }
 
 // badRequest is a GENERAL_INVALID_INPUT error (answered with 400).
@@ -60,9 +72,15 @@ func badRequest(format string, a ...any) error {
 
 // parseListQuery reads GET /api/tasks's parameters.
 func parseListQuery(q url.Values) (listQuery, error) {
-	lq := listQuery{status: apcore.TaskStatus(q.Get("status")), module: q.Get("module"), after: q.Get("after"), limit: defaultLimit}
+	lq := listQuery{status: apcore.TaskStatus(q.Get("status")), module: q.Get("module"), uniqueKey: q.Get("unique_key"), after: q.Get("after"), limit: defaultLimit}
+	if lq.status == statusScheduled {
+		lq.status, lq.scheduled = apcore.StatusPending, true
+	}
 	if lq.status != "" && !lq.status.Valid() {
-		return lq, badRequest("unknown status %s", strconv.Quote(string(lq.status)))
+		return lq, badRequest("unknown status %s: one of pending, scheduled, running, completed, failed, cancelled", strconv.Quote(string(lq.status)))
+	}
+	if len(lq.uniqueKey) > maxUniqueKey {
+		return lq, badRequest("unique_key is %d bytes; a unique key has at most %d", len(lq.uniqueKey), maxUniqueKey)
 	}
 	switch q.Get("order") {
 	case "", "asc":
@@ -98,13 +116,33 @@ func parseListQuery(q url.Values) (listQuery, error) {
 type listAnswer struct {
 	tasks   []apcore.TaskInfo
 	next    string
-	scanned int // records read, when filtered by module; else -1
+	scanned int // records read, when filtered; else -1
 }
 
-// list answers lq: one ListPage call, or a scan (module, offset, or a
+// filtered reports whether lq keeps only some of the records the store
+// pages: by module, run_at or unique key.
+func (lq listQuery) filtered() bool {
+	return lq.module != "" || lq.scheduled || lq.uniqueKey != ""
+}
+
+// keeps reports whether t passes lq's filters of the handler's; now is
+// the time a scheduled task's run_at must be after.
+func (lq listQuery) keeps(t *apcore.TaskInfo, now time.Time) bool {
+	switch {
+	case lq.module != "" && t.ModuleID != lq.module:
+		return false
+	case lq.uniqueKey != "" && t.UniqueKey != lq.uniqueKey:
+		return false
+	case lq.scheduled && (t.Status != apcore.StatusPending || t.RunAt == nil || !t.RunAt.After(now)):
+		return false
+	}
+	return true
+}
+
+// list answers lq: one ListPage call, or a scan (a filter, offset, or a
 // cursor of a scan).
 func (h *handler) list(ctx context.Context, lq listQuery) (listAnswer, error) {
-	if lq.module == "" && lq.offset == 0 && !strings.HasPrefix(lq.after, scanPrefix) {
+	if !lq.filtered() && lq.offset == 0 && !strings.HasPrefix(lq.after, scanPrefix) {
 		page, err := h.mgr.ListPage(ctx, apcore.ListOptions{Status: lq.status, After: lq.after, Limit: lq.limit, Newest: lq.newest})
 		if err != nil {
 			return listAnswer{}, err
@@ -115,8 +153,9 @@ func (h *handler) list(ctx context.Context, lq listQuery) (listAnswer, error) {
 }
 
 // scan reads store pages of 1,000 records from lq.after, skipping
-// lq.offset matching records, until it has lq.limit records of lq.module
-// (any module when ""), or the budget is spent, or the store has no more.
+// lq.offset matching records, until it has lq.limit records that pass
+// lq's filters (any record when there is none), or the budget is spent, or
+// the store has no more.
 func (h *handler) scan(ctx context.Context, lq listQuery) (listAnswer, error) {
 	after, skipID, skipPos, err := decodeCursor(lq.after)
 	if err != nil {
@@ -125,9 +164,10 @@ func (h *handler) scan(ctx context.Context, lq listQuery) (listAnswer, error) {
 	ans := listAnswer{tasks: []apcore.TaskInfo{}}
 	skip := lq.offset
 	budget := scanBudget + lq.offset
-	if lq.module == "" {
+	if !lq.filtered() {
 		budget = lq.offset + lq.limit
 	}
+	now := time.Now()
 	for {
 		page, err := h.mgr.ListPage(ctx, apcore.ListOptions{Status: lq.status, After: after, Limit: apcore.MaxPageLimit, Newest: lq.newest})
 		if err != nil {
@@ -150,7 +190,7 @@ func (h *handler) scan(ctx context.Context, lq listQuery) (listAnswer, error) {
 		for ; i < len(recs); i++ {
 			ans.scanned++
 			t := &recs[i]
-			if lq.module != "" && t.ModuleID != lq.module {
+			if !lq.keeps(t, now) {
 				continue
 			}
 			if skip > 0 {
@@ -178,9 +218,9 @@ func (h *handler) scan(ctx context.Context, lq listQuery) (listAnswer, error) {
 	}
 }
 
-// done finishes a scan's answer: scanned is reported for a module filter.
+// done finishes a scan's answer: scanned is reported for a filter.
 func (a listAnswer) done(lq listQuery) listAnswer {
-	if lq.module == "" {
+	if !lq.filtered() {
 		a.scanned = -1
 	}
 	return a

@@ -87,7 +87,7 @@ type chart struct {
 	End           float64   `json:"end"`            // Unix seconds
 	BucketSeconds float64   `json:"bucket_seconds"` // each bucket's length
 	Finished      []int     `json:"finished"`       // tasks that ended in the bucket
-	WaitAvg       []float64 `json:"wait_avg"`       // mean queue wait (s) of the tasks that started in it
+	WaitAvg       []float64 `json:"wait_avg"`       // mean queue wait (s) of the tasks that started in it, from submission or from run_at when later
 	WaitMax       []float64 `json:"wait_max"`       // longest queue wait (s)
 	// Records is how many of the newest records the series were made from.
 	Records int `json:"records"`
@@ -219,7 +219,7 @@ func (c *summaryCache) readChart(ctx context.Context, now time.Time) (chart, err
 			}
 			if !t.StartedAt.IsZero() && !t.StartedAt.Before(start) && t.StartedAt.Before(end) {
 				b := int(t.StartedAt.Sub(start) / c.bucket)
-				w := max(t.StartedAt.Sub(t.SubmittedAt).Seconds(), 0)
+				w := max(t.StartedAt.Sub(readyAt(t)).Seconds(), 0)
 				started[b]++
 				ch.WaitAvg[b] += w
 				ch.WaitMax[b] = max(ch.WaitMax[b], w)
@@ -244,6 +244,15 @@ func (c *summaryCache) readChart(ctx context.Context, now time.Time) (chart, err
 	}
 	c.noteModules(seen)
 	return ch, nil
+}
+
+// readyAt is when t could start: its submission, or its run_at when that
+// is later. A scheduled task's wait for its time is no queue wait.
+func readyAt(t *apcore.TaskInfo) time.Time {
+	if t.RunAt != nil && t.RunAt.After(t.SubmittedAt) {
+		return *t.RunAt
+	}
+	return t.SubmittedAt
 }
 
 // noteModules adds module ids to those the handler remembers.
