@@ -19,8 +19,29 @@
 //	status:completed etc.  sorted sets: each terminal state's ids, scored by reference time (µs):
 //	                       completed_at, or submitted_at without one
 //	spec                   hash: a resumable task's inputs, retry policy, timeout, trace
-//	later, ready           sorted sets: resumable tasks held by no one, by not_before, then by sequence
+//	prio                   hash: an active resumable task's priority, when not 0
+//	later                  sorted set: resumable tasks held by no one and not yet due, by not_before (µs)
+//	ready                  sorted set: resumable tasks held by no one and due, by rank:
+//	                       sequence - priority × 2^45 (higher priority first, then oldest)
+//	uniq                   hash: unique key -> id of the last record inserted with it
+//	ukey                   hash: id -> unique key, per record inserted with one
 //	leases                 sorted set: owner -> end of its lease (µs)
+//	layout                 the layout version (LayoutVersion), which New checks
+//
+// A task scheduled for later (apcore.WithRunAt on a resumable task) waits
+// in "later" and costs nothing until it is due: a Claim reads "later" by
+// score up to its clock, so 100,000 scheduled tasks waiting leave a
+// Claim's time as it was (BenchmarkClaimWithScheduledWaiting), and moves
+// what fell due to "ready" (at most 1,000 a Claim). A Claim takes the head
+// of "ready": higher priority first, then insertion order, without sorting
+// what waits. An Insert with a unique key looks it up in "uniq" and
+// checks the named record's state in the same script (a pending, running
+// or completed record holds the key; see Store.Insert), so racing Inserts
+// of one key make one record, from any number of processes.
+//
+// New records the layout version in "layout", and refuses a store whose
+// recorded version is newer than LayoutVersion, as a newer version of this
+// package made it (see LayoutVersion).
 //
 // Every write is one Lua script, which Redis runs atomically, so an index
 // never disagrees with the records, and every method of apcore.SharedStore

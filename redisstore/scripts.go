@@ -17,7 +17,7 @@ import (
 // record, the order index's otherwise (see Store.recordKeys, Store.anyKey).
 // The scripts make the index keys' names from the prefix (ARGV[1]), as they
 // make those of the records whose ids they find in the indexes: sending all
-// eleven index keys with every call cost more, in bytes and arguments for
+// the index keys with every call cost more, in bytes and arguments for
 // the server to parse, than making them in Lua. In a Redis Cluster every
 // key of the store carries one hash tag, so those keys are in the slot of
 // the declared one, which Redis allows.

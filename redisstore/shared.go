@@ -158,10 +158,10 @@ const claimMove = 1000
 // later.
 //
 // With req.Modules it takes only tasks of those modules, and the script
-// leaves the others where they wait; it looks at the oldest 1,000 waiting
-// tasks at most, so tasks of modules that no live manager runs, once more
-// than that many have piled up ahead, hold back the tasks behind them
-// until a manager that runs them takes some.
+// leaves the others where they wait; it looks at the first 1,000 waiting
+// tasks in that order at most, so tasks of modules that no live manager
+// runs, once more than that many have piled up ahead, hold back the tasks
+// behind them until a manager that runs them takes some.
 func (s *Store) Claim(ctx context.Context, req apcore.ClaimRequest) ([]apcore.StoredTask, error) {
 	owner, n := req.Owner, req.Limit
 	if owner == "" {
