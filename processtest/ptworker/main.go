@@ -11,6 +11,11 @@
 // so the tests can count runs per task, see when each run went on, and
 // check that one attempt only of each task had its outcome accepted.
 //
+// With -schedule SPEC, it adds the schedule -schedule-name (AddSchedule)
+// of resumable pt.work tasks sleeping -ms each, as every replica of a
+// service adds the same schedules: however many processes sharing the
+// store add it, each tick makes one task.
+//
 // With -probe, it calls Submit, Status, List and TaskCount one after the
 // other, each with a -probe-deadline context, every -probe, and prints
 // "probe <call> <start unix ns> <elapsed ns> <deadline ns> <error or ok>"
@@ -18,6 +23,7 @@
 // deadline while the store does not answer.
 //
 //	ptworker -store postgres:DSN#table -ttl 1s -c 3 -submit 10 -resumable-every 2 -ms 3000
+//	ptworker -store redis:URL#prefix -schedule "@every 1s" -ms 2500 -runlog runs
 package main
 
 import (
@@ -52,6 +58,8 @@ func main() {
 	drainFor := flag.Duration("drain", 5*time.Second, "how long Drain waits on SIGTERM")
 	probe := flag.Duration("probe", 0, "call Submit, Status, List and TaskCount this often, printing how long each took (0: never)")
 	probeDeadline := flag.Duration("probe-deadline", 500*time.Millisecond, "the deadline of each -probe call")
+	schedule := flag.String("schedule", "", "add a schedule of this spec (such as \"@every 1s\") whose ticks submit a resumable task sleeping -ms (empty: none)")
+	scheduleName := flag.String("schedule-name", "pt.tick", "the name of the -schedule")
 	flag.Parse()
 
 	logger := slog.New(expected{slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})})
@@ -156,6 +164,12 @@ func main() {
 				}
 			}
 		}()
+	}
+	if *schedule != "" {
+		if err := mgr.AddSchedule(apcore.Schedule{Name: *scheduleName, Spec: *schedule, ModuleID: "pt.work",
+			Inputs: map[string]any{"ms": *ms}, Options: []apcore.SubmitOption{apcore.WithResumable()}}); err != nil {
+			fail(err)
+		}
 	}
 	if *probe > 0 {
 		go probeLoop(mgr, say, *probe, *probeDeadline)
