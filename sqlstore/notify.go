@@ -4,11 +4,10 @@ import (
 	"context"
 	"database/sql/driver"
 	"errors"
+	"reflect"
 	"time"
 
 	"github.com/apcore-go/apcore"
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
 )
 
 var _ apcore.Notifier = (*Store)(nil)
@@ -25,7 +24,9 @@ var (
 // Notify calls wake each time a transaction that InsertTx saved a task in
 // commits (apcore.Notifier): the manager then claims at once instead of at
 // its next poll. On PostgreSQL through the pgx driver
-// (github.com/jackc/pgx/v5/stdlib) it takes one connection of the *sql.DB
+// (github.com/jackc/pgx/v5/stdlib, reached by reflection: sqlstore does
+// not import pgx, so SQLite users neither build it nor get its driver
+// registered) it takes one connection of the *sql.DB
 // out of the pool for as long as ctx lasts and LISTENs on the table's
 // channel (<table>_new); a connection that drops is made again with a
 // backoff (50 ms up to 5 s), and wake is called once after each reconnect,
@@ -84,12 +85,11 @@ func (s *Store) listenOnce(ctx context.Context, wake func(), again bool) (bool, 
 	defer conn.Close()
 	listened := false
 	err = conn.Raw(func(dc any) error {
-		sc, ok := dc.(*stdlib.Conn)
+		c, ok := pgxConnOf(dc)
 		if !ok {
 			return errNotPgx
 		}
-		c := sc.Conn()
-		if _, err := c.Exec(ctx, "LISTEN "+s.channel()); err != nil {
+		if err := c.exec(ctx, "LISTEN "+s.channel()); err != nil {
 			return driver.ErrBadConn
 		}
 		listened = true
@@ -109,10 +109,10 @@ func (s *Store) listenOnce(ctx context.Context, wake func(), again bool) (bool, 
 
 // waitLoop calls wake for each notification on c until c fails (the error)
 // or ctx ends (nil).
-func waitLoop(ctx context.Context, c *pgx.Conn, wake func()) error {
+func waitLoop(ctx context.Context, c pgxConn, wake func()) error {
 	for {
 		wctx, cancel := context.WithTimeout(ctx, listenIdle)
-		_, err := c.WaitForNotification(wctx)
+		err := c.wait(wctx)
 		timedOut := errors.Is(wctx.Err(), context.DeadlineExceeded)
 		cancel()
 		switch {
@@ -120,11 +120,11 @@ func waitLoop(ctx context.Context, c *pgx.Conn, wake func()) error {
 			return nil
 		case err == nil:
 			wake()
-		case timedOut && !c.IsClosed():
+		case timedOut && !c.closed():
 			// Idle: check that the server still answers (a connection
 			// can die without a word).
 			pctx, cancel := context.WithTimeout(ctx, listenPing)
-			err := c.Ping(pctx)
+			err := c.ping(pctx)
 			cancel()
 			if err != nil && ctx.Err() == nil {
 				return err
@@ -134,3 +134,59 @@ func waitLoop(ctx context.Context, c *pgx.Conn, wake func()) error {
 		}
 	}
 }
+
+// pgxConn is the *pgx.Conn of a pgx stdlib connection, whose methods
+// Notify calls by reflection (see Notify).
+type pgxConn struct{ v reflect.Value }
+
+// pgxConnOf returns the *pgx.Conn under dc, a driver connection of
+// database/sql, if dc is pgx stdlib's (*stdlib.Conn, whose Conn method
+// returns it).
+func pgxConnOf(dc any) (pgxConn, bool) {
+	t := reflect.TypeOf(dc)
+	if t == nil || t.Kind() != reflect.Pointer || t.Elem().PkgPath() != "github.com/jackc/pgx/v5/stdlib" {
+		return pgxConn{}, false
+	}
+	m := reflect.ValueOf(dc).MethodByName("Conn")
+	if !m.IsValid() || m.Type().NumIn() != 0 || m.Type().NumOut() != 1 {
+		return pgxConn{}, false
+	}
+	c := m.Call(nil)[0]
+	if c.Kind() != reflect.Pointer || c.IsNil() || c.Type().Elem().PkgPath() != "github.com/jackc/pgx/v5" {
+		return pgxConn{}, false
+	}
+	for _, name := range []string{"Exec", "WaitForNotification", "Ping", "IsClosed"} {
+		if !c.MethodByName(name).IsValid() {
+			return pgxConn{}, false
+		}
+	}
+	return pgxConn{c}, true
+}
+
+// call calls method name with args and returns its last result as an
+// error (nil when it is nil).
+func (c pgxConn) call(name string, args ...any) error {
+	in := make([]reflect.Value, len(args))
+	for i, a := range args {
+		in[i] = reflect.ValueOf(a)
+	}
+	out := c.v.MethodByName(name).Call(in)
+	last := out[len(out)-1]
+	if last.IsNil() {
+		return nil
+	}
+	err, _ := last.Interface().(error)
+	return err
+}
+
+// exec is Conn.Exec(ctx, sql): one statement by the simple protocol.
+func (c pgxConn) exec(ctx context.Context, sql string) error { return c.call("Exec", ctx, sql) }
+
+// wait is Conn.WaitForNotification: nil when a notification came.
+func (c pgxConn) wait(ctx context.Context) error { return c.call("WaitForNotification", ctx) }
+
+// ping is Conn.Ping.
+func (c pgxConn) ping(ctx context.Context) error { return c.call("Ping", ctx) }
+
+// closed is Conn.IsClosed.
+func (c pgxConn) closed() bool { return c.v.MethodByName("IsClosed").Call(nil)[0].Bool() }
