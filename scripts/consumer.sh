@@ -38,7 +38,7 @@ trap cleanup EXIT
 
 # What the modules need from elsewhere must be in the module cache first:
 # in workspace mode, with the usual GOPROXY (a no-op when it is there).
-for mod in . sqlstore redisstore examples/durable cmd/apcore; do
+for mod in . sqlstore redisstore examples/durable examples/transactional cmd/apcore; do
 	(cd "$root/$mod" && go list -deps -test ./... >/dev/null)
 done
 cache="$(go env GOMODCACHE)/cache/download"
@@ -67,7 +67,7 @@ offline() {
 
 echo
 echo "go mod tidy outside the workspace changes nothing but the checksums of $core* $version:"
-for mod in sqlstore redisstore examples/durable cmd/apcore; do
+for mod in sqlstore redisstore examples/durable examples/transactional cmd/apcore; do
 	mkdir -p "$tmp/tidy/$mod"
 	cp "$root/$mod/go.mod" "$root/$mod/go.sum" "$tmp/tidy/$mod/"
 	(cd "$root/$mod" && GONOSUMDB=$core GOPROXY="file://$tmp/proxy,file://$cache,$(go env GOPROXY)" \

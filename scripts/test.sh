@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # The project's one test command. For each Go module of the repository
 # (the core in the root, sqlstore/, redisstore/, examples/durable/,
-# apcoreotel/, apcorehttp/, examples/dashboard/, processtest/, built
-# together through go.work): gofmt, go vet, staticcheck and go test -race;
-# for the core also a short fuzzing budget per target and the quickstart
-# example. It also checks that testdata/ holds the same conformance
-# fixtures as ../shared/spec/fixtures (when that folder exists), and that
-# the modules can be fetched and used from outside the repository
-# (scripts/consumer.sh: a local module proxy at v0.2.0 and a program that
-# go-gets from it). The store tests run against real PostgreSQL and Redis
-# servers that scripts/services.sh installs (from Debian, when missing) and
-# starts on loopback for the run.
+# examples/transactional/, apcoreotel/, apcorehttp/, examples/dashboard/,
+# processtest/, built together through go.work): gofmt, go vet,
+# staticcheck and go test -race; for the core also a short fuzzing budget
+# per target and the quickstart example. It also checks that testdata/
+# holds the same conformance fixtures as ../shared/spec/fixtures (when
+# that folder exists), and that the modules can be fetched and used from
+# outside the repository (scripts/consumer.sh: a local module proxy at
+# v0.2.0 and a program that go-gets from it). The store tests run against
+# real PostgreSQL and Redis servers that scripts/services.sh installs (from
+# Debian, when missing) and starts on loopback for the run.
 #
 #   ./scripts/test.sh               # everything
 #   FUZZTIME=1m ./scripts/test.sh   # fuzz longer (default 15s per target)
@@ -36,7 +36,7 @@ done
 
 export PATH="$(go env GOPATH)/bin:$PATH"
 fuzztime="${FUZZTIME:-15s}"
-modules=(. sqlstore redisstore examples/durable apcoreotel apcorehttp examples/dashboard processtest cmd/apcore)
+modules=(. sqlstore redisstore examples/durable examples/transactional apcoreotel apcorehttp examples/dashboard processtest cmd/apcore)
 
 step() { printf '\n==> %s\n' "$*"; }
 
