@@ -156,6 +156,22 @@ func sqliteBackend(t *testing.T) backend {
 }
 
 func postgresBackend(t *testing.T) backend {
+	dsn := freshSchema(t)
+	db, err := sql.Open("pgx", dsn)
+	require.NoError(t, err)
+	db.SetMaxIdleConns(8)
+	t.Cleanup(func() { db.Close() })
+	// A table name of its own, to try --table.
+	s, err := sqlstore.New(context.Background(), db, sqlstore.PostgreSQL, sqlstore.WithTable("cli_tasks"))
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Close() })
+	return backend{"PostgreSQL", s, []string{"--store", dsn, "--table", "cli_tasks"}}
+}
+
+// freshSchema returns the URL of the PostgreSQL test server with a schema
+// of its own as the search path; the schema is dropped at the end with
+// whatever was made in it.
+func freshSchema(t *testing.T) string {
 	dsn := os.Getenv("APCORE_TEST_POSTGRES")
 	if dsn == "" {
 		t.Fatal("APCORE_TEST_POSTGRES is not set: run ./scripts/test.sh, which starts a PostgreSQL server, or point it at one")
@@ -164,8 +180,6 @@ func postgresBackend(t *testing.T) backend {
 	require.NoError(t, err)
 	t.Cleanup(func() { admin.Close() })
 	require.NoError(t, admin.PingContext(context.Background()), "the PostgreSQL test server is not reachable")
-	// A schema of its own, dropped at the end with whatever the store made
-	// in it; the table has a name of its own too, to try --table.
 	schema := fmt.Sprintf("apcore_cmd_%d_%d", os.Getpid(), seq.Add(1))
 	_, err = admin.Exec("CREATE SCHEMA " + schema)
 	require.NoError(t, err)
@@ -175,14 +189,7 @@ func postgresBackend(t *testing.T) backend {
 	q := u.Query()
 	q.Set("search_path", schema)
 	u.RawQuery = q.Encode()
-	db, err := sql.Open("pgx", u.String())
-	require.NoError(t, err)
-	db.SetMaxIdleConns(8)
-	t.Cleanup(func() { db.Close() })
-	s, err := sqlstore.New(context.Background(), db, sqlstore.PostgreSQL, sqlstore.WithTable("cli_tasks"))
-	require.NoError(t, err)
-	t.Cleanup(func() { s.Close() })
-	return backend{"PostgreSQL", s, []string{"--store", u.String(), "--table", "cli_tasks"}}
+	return u.String()
 }
 
 func redisBackend(t *testing.T) backend {
@@ -442,13 +449,43 @@ func endToEnd(t *testing.T, b backend) {
 	t.Run("migrate", func(t *testing.T) {
 		out := ok(t, append([]string{"migrate"}, f...)...)
 		if b.name == "Redis" {
-			assert.Contains(t, out, "nothing to migrate")
+			assert.Contains(t, out, fmt.Sprintf("nothing to migrate (layout version %d)", redisstore.LayoutVersion))
 		} else {
 			assert.Contains(t, out, "schema up to date")
 		}
 		// The records are still there.
 		assert.Len(t, decode[listJSON](t, ok(t, append([]string{"tasks", "list", "--json"}, f...)...)).Tasks, 6)
 	})
+}
+
+// TestMigrate: a SQL store whose table is missing is refused by every
+// command but migrate, which makes it (twice is fine); the refusal changes
+// nothing.
+func TestMigrate(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "empty.db")
+	require.NoError(t, os.WriteFile(path, nil, 0o644)) // an empty SQLite database
+	for _, c := range []struct {
+		name  string
+		flags []string
+	}{
+		{"SQLite", []string{"--store", "sqlite:" + path}},
+		{"PostgreSQL", []string{"--store", freshSchema(t), "--table", "ops_tasks"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			for _, cmd := range [][]string{{"tasks", "list"}, {"tasks", "show", "x"}, {"tasks", "cancel", "x"}, {"stats"}} {
+				requireFailure(t, apcoreRun(t, "", append(cmd, c.flags...)...), 1, "needs apcore migrate first")
+			}
+			if c.name == "SQLite" {
+				fi, err := os.Stat(path)
+				require.NoError(t, err)
+				assert.Zero(t, fi.Size(), "the refused commands made no table")
+			}
+			out := decode[map[string]any](t, ok(t, append([]string{"migrate", "--json"}, c.flags...)...))
+			assert.Equal(t, true, out["migrated"])
+			assert.Contains(t, ok(t, append([]string{"migrate"}, c.flags...)...), "schema up to date")
+			assert.Contains(t, ok(t, append([]string{"tasks", "list"}, c.flags...)...), "no tasks")
+		})
+	}
 }
 
 // TestCancelTouchesNothingElse cancels one task of a store whose other
@@ -533,6 +570,7 @@ func TestErrors(t *testing.T) {
 		{"postgres without a host", []string{"tasks", "list", "--store", "postgres:///db"}, "names no host"},
 		{"bad redis URL", []string{"tasks", "list", "--store", "redis://h/notadb"}, "invalid database number"},
 		{"table for redis", []string{"tasks", "list", "--store", "redis://127.0.0.1:1", "--table", "t"}, "--table is for SQLite and PostgreSQL"},
+		{"bad table", []string{"tasks", "list", "--store", store, "--table", "tasks;drop"}, `--table "tasks;drop"`},
 		{"prefix for sqlite", []string{"tasks", "list", "--store", store, "--prefix", "p:"}, "--prefix is for Redis"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -80,6 +80,9 @@ func parseStore(raw, table, prefix string) (storeRef, error) {
 	default:
 		return ref, usagef("--store: unknown kind of store %q: use sqlite:PATH, postgres://... or redis://...", scheme)
 	}
+	if table != "" && !validTable(table) {
+		return ref, usagef("--table %q: use 1-48 letters, digits and underscores, not starting with a digit", table)
+	}
 	if table != "" && ref.kind == kindRedis {
 		return ref, usagef("--table is for SQLite and PostgreSQL stores; a Redis store takes --prefix")
 	}
@@ -87,6 +90,19 @@ func parseStore(raw, table, prefix string) (storeRef, error) {
 		return ref, usagef("--prefix is for Redis stores; a SQL store takes --table")
 	}
 	return ref, nil
+}
+
+// validTable reports whether sqlstore takes name as a table name.
+func validTable(name string) bool {
+	if name == "" || len(name) > 48 || name[0] >= '0' && name[0] <= '9' {
+		return false
+	}
+	for _, c := range name {
+		if c != '_' && (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') && (c < '0' || c > '9') {
+			return false
+		}
+	}
+	return true
 }
 
 // redactErr is a url.Parse error without the URL, which may hold a
@@ -125,27 +141,17 @@ func (o *opened) close() {
 
 // describe names the store for people.
 func (o *opened) describe() string {
-	switch o.ref.kind {
-	case kindRedis:
-		p := o.ref.prefix
-		if p == "" {
-			p = defaultPrefix
-		}
-		return fmt.Sprintf("%s (prefix %q)", o.ref.shown, p)
-	default:
-		t := o.ref.table
-		if t == "" {
-			t = defaultTable
-		}
-		return fmt.Sprintf("%s (table %s)", o.ref.shown, t)
+	if o.ref.kind == kindRedis {
+		return fmt.Sprintf("%s (prefix %q)", o.ref.shown, prefixName(o.ref))
 	}
+	return fmt.Sprintf("%s (table %s)", o.ref.shown, tableName(o.ref))
 }
 
 // open connects to the store, within ctx. With migrate (the migrate
 // command), a SQLite file need not exist yet, and a SQL database is only
-// connected to: o.store is nil. Otherwise a SQLite file must exist, and the
-// SQL stores are opened as a replica opens them (sqlstore.New), which also
-// creates what is missing of the schema.
+// connected to: o.store is nil. Otherwise a SQLite file must exist, and a
+// SQL store is opened without migrating (sqlstore.WithoutMigrate): its
+// table must be at sqlstore.SchemaVersion already.
 func open(ctx context.Context, ref storeRef, migrate bool) (*opened, error) {
 	o := &opened{ref: ref}
 	switch ref.kind {
@@ -224,9 +230,15 @@ func (o *opened) sql(ctx context.Context, db *sql.DB, d sqlstore.Dialect, connec
 	if connectOnly {
 		return o, nil
 	}
-	s, err := sqlstore.New(ctx, db, d, o.sqlOptions()...)
+	// The commands other than migrate change no schema: they need the
+	// table at the version this package knows, and say how to get there.
+	s, err := sqlstore.New(ctx, db, d, append(o.sqlOptions(), sqlstore.WithoutMigrate())...)
 	if err != nil {
 		o.close()
+		var newer *sqlstore.SchemaError
+		if errors.Is(err, apcore.ErrInvalidInput) && !errors.As(err, &newer) && strings.Contains(err.Error(), "schema version") {
+			return nil, fmt.Errorf("%s needs apcore migrate first: %w", o.describe(), err)
+		}
 		return nil, err
 	}
 	o.closers = append(o.closers, s.Close)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/apcore-go/apcore"
+	"github.com/apcore-go/apcore/redisstore"
 	"github.com/apcore-go/apcore/sqlstore"
 	"github.com/spf13/cobra"
 )
@@ -25,16 +26,20 @@ func newMigrate(g *globals) *cobra.Command {
 creates the table (--table), its indexes, triggers and the tables beside it,
 or upgrades those an older version made, under a migration lock, so it is
 safe while replicas run. It creates a missing SQLite file. A Redis store has
-no schema: its keys are made as records are written, so there is nothing to
-migrate.`,
+no schema (its keys are made as records are written), so there is nothing to
+migrate: it checks the layout version that redisstore records (refusing a
+store of a newer one), and records it in a store that has none.`,
 		Args: noArgs,
 		RunE: action(g, true, func(ctx context.Context, cmd *cobra.Command, o *opened, _ []string) error {
 			out := cmd.OutOrStdout()
 			if o.ref.kind == kindRedis {
+				// redisstore.New (in open) has checked the layout version
+				// and recorded it when the store had none.
 				if g.json {
-					return writeJSON(out, map[string]any{"store": o.ref.shown, "migrated": false, "note": "nothing to migrate"})
+					return writeJSON(out, map[string]any{"store": o.ref.shown, "prefix": prefixName(o.ref), "migrated": false,
+						"layout_version": redisstore.LayoutVersion})
 				}
-				_, err := fmt.Fprintf(out, "%s: nothing to migrate (Redis keys need no schema)\n", o.describe())
+				_, err := fmt.Fprintf(out, "%s: nothing to migrate (layout version %d)\n", o.describe(), redisstore.LayoutVersion)
 				return err
 			}
 			if err := migrateSQL(ctx, o.db, o.dialect, o.sqlOptions()...); err != nil {
@@ -51,11 +56,7 @@ migrate.`,
 
 // migrateSQL brings a SQL store's schema up to date.
 func migrateSQL(ctx context.Context, db *sql.DB, d sqlstore.Dialect, opts ...sqlstore.Option) error {
-	s, err := sqlstore.New(ctx, db, d, opts...)
-	if err != nil {
-		return err
-	}
-	return s.Close()
+	return sqlstore.Migrate(ctx, db, d, opts...)
 }
 
 // tableName is the SQL table a ref names.
@@ -64,6 +65,14 @@ func tableName(ref storeRef) string {
 		return defaultTable
 	}
 	return ref.table
+}
+
+// prefixName is the Redis key prefix a ref names.
+func prefixName(ref storeRef) string {
+	if ref.prefix == "" {
+		return defaultPrefix
+	}
+	return ref.prefix
 }
 
 // newTasks is "apcore tasks" and its subcommands.
