@@ -14,7 +14,12 @@
 // (a libpq URL, through pgx), or "redis://..." / "rediss://..." (go-redis's
 // URL). --table names sqlstore's table (default apcore_tasks), --prefix
 // redisstore's key prefix (default "apcore:tasks:"). --timeout bounds the
-// whole command (default 10s), the connection included. Flags may come
+// whole command (default 10s), the connection included. Only migrate
+// changes a schema (sqlstore.Migrate; a Redis store has none, only a layout
+// version, which redisstore checks): the other commands open a SQL store
+// with sqlstore.WithoutMigrate, and a table that is missing or older than
+// this build's sqlstore.SchemaVersion fails them with "needs apcore migrate
+// first". Flags may come
 // anywhere after the command's name, also before a task id:
 // "apcore tasks show --store URL ID".
 //
