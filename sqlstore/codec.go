@@ -15,8 +15,11 @@ import (
 // writes them; sharedColumns are what a SharedStore keeps beside it.
 var (
 	infoColumns = []string{"task_id", "module_id", "status", "submitted_at", "started_at", "completed_at",
-		"result", "error", "retry_count", "max_retries", "error_code", "progress", "progress_message"}
-	sharedColumns = []string{"owner", "resumable", "inputs", "spec", "not_before"}
+		"result", "error", "retry_count", "max_retries", "error_code", "progress", "progress_message",
+		"run_at", "unique_key", "priority"}
+	// due is 0 while a pending record waits for its not_before, until a
+	// Claim promotes it (see promote), and 1 otherwise.
+	sharedColumns = []string{"owner", "resumable", "inputs", "spec", "not_before", "due"}
 )
 
 // pgTypes are the PostgreSQL types of the columns, by name, for the casts
@@ -26,6 +29,7 @@ var pgTypes = map[string]string{
 	"completed_at": "bigint", "result": "text", "error": "text", "retry_count": "integer", "max_retries": "integer",
 	"error_code": "text", "progress": "double precision", "progress_message": "text",
 	"owner": "text", "resumable": "integer", "inputs": "text", "spec": "text", "not_before": "bigint",
+	"run_at": "bigint", "unique_key": "text", "priority": "integer", "due": "integer",
 }
 
 // micros is t as Unix microseconds, or NULL for the zero time.
@@ -81,8 +85,25 @@ func infoArgs(t *apcore.TaskInfo) ([]any, error) {
 		}
 		result = sql.NullString{String: string(b), Valid: true}
 	}
+	var runAt sql.NullInt64
+	if t.RunAt != nil {
+		runAt = sql.NullInt64{Int64: t.RunAt.UnixMicro(), Valid: true}
+	}
 	return []any{t.TaskID, clean(t.ModuleID), string(t.Status), micros(t.SubmittedAt), micros(t.StartedAt), micros(t.CompletedAt),
-		result, nullText(t.Error), t.RetryCount, t.MaxRetries, nullText(string(t.ErrorCode)), t.Progress, nullText(t.ProgressMessage)}, nil
+		result, nullText(t.Error), t.RetryCount, t.MaxRetries, nullText(string(t.ErrorCode)), t.Progress, nullText(t.ProgressMessage),
+		runAt, nullText(t.UniqueKey), t.Priority}, nil
+}
+
+// dueOf is the due column of a record that may be claimed from notBefore:
+// 1 without one, 0 with one, until a Claim at or after it promotes the
+// record (see the promote query). Whether the time has passed is not
+// decided here, by this process's clock: Claim compares it with its own
+// Now.
+func dueOf(notBefore time.Time) int {
+	if notBefore.IsZero() {
+		return 1
+	}
+	return 0
 }
 
 // spec is what a StoredTask keeps in the spec column, as JSON.
@@ -117,7 +138,7 @@ func sharedArgs(st *apcore.StoredTask) ([]any, error) {
 		}
 		sp = sql.NullString{String: string(b), Valid: true}
 	}
-	return []any{clean(st.Owner), resumable, inputs, sp, micros(st.NotBefore)}, nil
+	return []any{clean(st.Owner), resumable, inputs, sp, micros(st.NotBefore), dueOf(st.NotBefore)}, nil
 }
 
 type scanner interface{ Scan(dest ...any) error }
@@ -129,11 +150,14 @@ type infoDest struct {
 	result, errText, code, progressMessage sql.NullString
 	retryCount, maxRetries                 int64
 	progress                               sql.NullFloat64
+	runAt                                  sql.NullInt64
+	key                                    sql.NullString
+	priority                               int64
 }
 
 func (d *infoDest) ptrs(t *apcore.TaskInfo) []any {
 	return []any{&t.TaskID, &d.module, &d.status, &d.sub, &d.start, &d.done, &d.result, &d.errText,
-		&d.retryCount, &d.maxRetries, &d.code, &d.progress, &d.progressMessage}
+		&d.retryCount, &d.maxRetries, &d.code, &d.progress, &d.progressMessage, &d.runAt, &d.key, &d.priority}
 }
 
 func (d *infoDest) fill(t *apcore.TaskInfo) error {
@@ -146,6 +170,11 @@ func (d *infoDest) fill(t *apcore.TaskInfo) error {
 	}
 	t.Error, t.RetryCount, t.MaxRetries = d.errText.String, int(d.retryCount), int(d.maxRetries)
 	t.ErrorCode, t.Progress, t.ProgressMessage = apcore.ErrorCode(d.code.String), d.progress.Float64, d.progressMessage.String
+	if d.runAt.Valid {
+		at := time.UnixMicro(d.runAt.Int64).UTC()
+		t.RunAt = &at
+	}
+	t.UniqueKey, t.Priority = d.key.String, int(d.priority)
 	return nil
 }
 
@@ -168,9 +197,10 @@ func scanStored(row scanner) (int64, apcore.StoredTask, error) {
 		inputs, sp sql.NullString
 		notBefore  sql.NullInt64
 		owner      string
+		due        int64
 		dest       = append([]any{&seq}, d.ptrs(&st.Info)...)
 	)
-	dest = append(dest, &owner, &resumable, &inputs, &sp, &notBefore)
+	dest = append(dest, &owner, &resumable, &inputs, &sp, &notBefore, &due)
 	if err := row.Scan(dest...); err != nil {
 		return 0, st, err
 	}

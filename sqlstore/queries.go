@@ -40,6 +40,9 @@ type queries struct {
 	// claimIn and claimAnyIn are claim and claimAny restricted to the
 	// module ids of one more argument (see Claim's Modules).
 	claimIn, claimAnyIn string
+	// promote marks due the waiting records whose not_before has come
+	// (see Claim); holder finds the record that holds a unique key.
+	promote, holder string
 	// insertShared is PostgreSQL's Insert when the slot's room is used up
 	// (see admitFunction); insert then checks one slot.
 	insertShared string
@@ -53,11 +56,12 @@ func (s *Store) buildQueries() queries {
 	info := strings.Join(infoColumns, ", ")
 	all := append(append([]string{}, infoColumns...), sharedColumns...)
 	stored := "seq, " + info + ", " + strings.Join(sharedColumns, ", ")
+	n := len(infoColumns)
 	q := queries{
 		upsert: fmt.Sprintf("INSERT INTO %s (%s) VALUES (%s)\nON CONFLICT (task_id) DO UPDATE SET %s",
 			t, info, s.phs(1, len(infoColumns)), excluded(infoColumns[1:])),
-		// the from states follow as arguments 14 and on (see SaveIf)
-		saveIf: fmt.Sprintf("UPDATE %s SET %s WHERE task_id = %s AND status IN (", t, s.sets(infoColumns[1:], 1), s.ph(13)),
+		// the from states follow as arguments n+1 and on (see SaveIf)
+		saveIf: fmt.Sprintf("UPDATE %s SET %s WHERE task_id = %s AND status IN (", t, s.sets(infoColumns[1:], 1), s.ph(n)),
 		get:    fmt.Sprintf("SELECT %s FROM %s WHERE task_id = %s", info, t, s.ph(1)),
 		list:   fmt.Sprintf("SELECT %s FROM %s ORDER BY seq", info, t),
 		// the state follows as a constant (see List)
@@ -73,10 +77,13 @@ func (s *Store) buildQueries() queries {
 		del:            fmt.Sprintf("DELETE FROM %s WHERE task_id = %s", t, s.ph(1)),
 		countActive:    fmt.Sprintf("SELECT active FROM %s WHERE id = 1", s.counter()),
 
-		// Update: twelve record columns after task_id, owner, not_before;
-		// then task_id and the holder.
-		update: fmt.Sprintf("UPDATE %s SET %s, owner = %s, not_before = %s WHERE task_id = %s AND %s AND owner = %s",
-			t, s.sets(infoColumns[1:], 1), s.ph(13), s.ph(14), s.ph(15), activeIn, s.ph(16)),
+		// Update: the record's columns after task_id, owner, not_before,
+		// due; then task_id and the holder.
+		update: fmt.Sprintf("UPDATE %s SET %s, owner = %s, not_before = %s, due = %s WHERE task_id = %s AND %s AND owner = %s",
+			t, s.sets(infoColumns[1:], 1), s.ph(n), s.ph(n+1), s.ph(n+2), s.ph(n+3), activeIn, s.ph(n+4)),
+		// One lookup in the unique key index (its predicate spelled out,
+		// so that both planners see that the index serves it).
+		holder:      fmt.Sprintf("SELECT task_id FROM %s WHERE unique_key = %s AND %s", t, s.ph(1), keyHeld),
 		renew:       fmt.Sprintf("UPDATE %s SET expires_at = %s WHERE owner = %s", s.leases(), s.ph(1), s.ph(2)),
 		renewCreate: fmt.Sprintf("INSERT INTO %s (owner, expires_at) VALUES (%s, %s) ON CONFLICT (owner) DO UPDATE SET expires_at = excluded.expires_at", s.leases(), s.ph(1), s.ph(2)),
 		release:     fmt.Sprintf("DELETE FROM %s WHERE owner = %s", s.leases(), s.ph(1)),
@@ -97,7 +104,15 @@ ORDER BY seq`, info, t, activeIn, s.ph(1), s.ph(2), s.leases(), s.ph(3), s.ph(4)
 	error_code = CASE WHEN resumable = 1 THEN error_code ELSE %s END`, s.ph(first), s.ph(first+1), s.ph(first+2))
 	}
 	claimSet := fmt.Sprintf("status = 'running', owner = %s, started_at = COALESCE(started_at, %s)", s.ph(1), s.ph(2))
-	due := fmt.Sprintf("%s AND (not_before IS NULL OR not_before <= %s)", claimable, s.ph(3))
+	// A due record is one of the claim index's (ready: not waiting, or
+	// promoted) whose not_before has come by this Claim's Now: one that a
+	// Claim with a later Now promoted, or one an older version handed
+	// back with a not_before (without setting due), is passed over until
+	// its time.
+	due := fmt.Sprintf("%s AND (not_before IS NULL OR not_before <= %s)", ready, s.ph(3))
+	// A unique key's conflict does nothing: Insert then looks up the
+	// holder. The inference names the unique key index by its predicate.
+	onKey := fmt.Sprintf("\nON CONFLICT (unique_key) WHERE %s DO NOTHING", keyHeld)
 	if s.dialect == PostgreSQL {
 		casts := make([]string, len(all))
 		for i, c := range all {
@@ -123,10 +138,15 @@ ORDER BY seq`, info, t, activeIn, s.ph(1), s.ph(2), s.leases(), s.ph(3), s.ph(4)
 			info, t, int64(math.MaxInt64))
 		q.pageStatusDown = fmt.Sprintf("SELECT seq, %s FROM %s WHERE (status, seq) < ($1, $2) AND (status, seq) > ($1, 0) ORDER BY status DESC, seq DESC LIMIT $3",
 			info, t)
-		q.insert = fmt.Sprintf("WITH gate AS (SELECT id FROM %s WHERE id = $%d AND active < cap AND lim = $%d FOR UPDATE)\nINSERT INTO %s (%s) SELECT %s, gate.id FROM gate",
-			s.slots(), len(all)+2, len(all)+1, t, cols, vals)
-		q.insertShared = fmt.Sprintf("INSERT INTO %s (%s) SELECT %s, a.id FROM (SELECT %s($%d) AS id) AS a WHERE a.id IS NOT NULL",
-			t, cols, vals, s.admitFn(), len(all)+1)
+		q.insert = fmt.Sprintf("WITH gate AS (SELECT id FROM %s WHERE id = $%d AND active < cap AND lim = $%d FOR UPDATE)\nINSERT INTO %s (%s) SELECT %s, gate.id FROM gate%s",
+			s.slots(), len(all)+2, len(all)+1, t, cols, vals, onKey)
+		q.insertShared = fmt.Sprintf("INSERT INTO %s (%s) SELECT %s, a.id FROM (SELECT %s($%d) AS id) AS a WHERE a.id IS NOT NULL%s",
+			t, cols, vals, s.admitFn(), len(all)+1, onKey)
+		// A batch of the waiting records whose time has come, by the
+		// scheduled index in order of not_before, locked (skipping what a
+		// racing Claim holds) and marked due.
+		q.promote = fmt.Sprintf(`UPDATE %s SET due = 1 WHERE seq = ANY(ARRAY(SELECT seq FROM %s WHERE %s AND not_before <= $1
+  ORDER BY not_before LIMIT $2 FOR UPDATE SKIP LOCKED))`, t, t, waiting)
 		q.countActive = fmt.Sprintf("SELECT COALESCE(sum(active), 0) FROM %s", s.slots())
 		// The CTE picks (and locks) the records once; a sub-select in the
 		// WHERE could be run again by the plan and pick more than n.
@@ -134,7 +154,7 @@ ORDER BY seq`, info, t, activeIn, s.ph(1), s.ph(2), s.leases(), s.ph(3), s.ph(4)
 		claim := func(due string) string {
 			return fmt.Sprintf(`WITH picked AS MATERIALIZED (SELECT seq FROM %s WHERE %s
   AND EXISTS (SELECT 1 FROM %s l WHERE l.owner = $1 AND l.expires_at >= $3)
-  ORDER BY seq LIMIT $4 FOR UPDATE SKIP LOCKED)
+  ORDER BY priority DESC, seq LIMIT $4 FOR UPDATE SKIP LOCKED)
 UPDATE %s SET %s
 FROM picked WHERE %s.seq = picked.seq AND %s
 RETURNING %s.%s`, t, due, s.leases(), t, claimSet, t, claimable, t, strings.ReplaceAll(stored, ", ", ", "+t+"."))
@@ -165,15 +185,17 @@ WHERE %s AND owner <> '' AND (owner IN (SELECT owner FROM gone) OR NOT EXISTS (S
 	} else {
 		// SQLite has one writer at a time: the count and the insert are
 		// one atomic statement.
-		q.insert = fmt.Sprintf("INSERT INTO %s (%s) SELECT %s WHERE (SELECT active FROM %s WHERE id = 1) < ?",
-			t, strings.Join(all, ", "), s.phs(1, len(all)), s.counter())
+		q.insert = fmt.Sprintf("INSERT INTO %s (%s) SELECT %s WHERE (SELECT active FROM %s WHERE id = 1) < ?%s",
+			t, strings.Join(all, ", "), s.phs(1, len(all)), s.counter(), onKey)
+		q.promote = fmt.Sprintf("UPDATE %s SET due = 1 WHERE seq IN (SELECT seq FROM %s WHERE %s AND not_before <= ? ORDER BY not_before LIMIT ?)",
+			t, t, waiting)
 		// Only an owner with a live lease claims (see apcore.SharedStore);
 		// its two placeholders come after due's (see Claim's arguments).
 		claim := func(due string) string {
 			return fmt.Sprintf(`UPDATE %s SET %s
 WHERE seq IN (SELECT seq FROM %s WHERE %s
   AND EXISTS (SELECT 1 FROM %s l WHERE l.owner = ? AND l.expires_at >= ?)
-  ORDER BY seq LIMIT ?)
+  ORDER BY priority DESC, seq LIMIT ?)
 RETURNING %s`, t, claimSet, t, due, s.leases(), stored)
 		}
 		// The module ids are one JSON array (as Lost's ids are), so that
@@ -183,9 +205,11 @@ RETURNING %s`, t, claimSet, t, due, s.leases(), stored)
 		q.claim, q.claimIn = claim(due), claim(dueIn)
 		// An UPDATE takes the write lock even when it matches nothing; the
 		// keeper's Claim, mostly empty-handed, first looks with a read,
-		// which does not stop the writers.
-		q.claimAny = fmt.Sprintf("SELECT 1 FROM %s WHERE %s LIMIT 1", t, due)
-		q.claimAnyIn = fmt.Sprintf("SELECT 1 FROM %s WHERE %s LIMIT 1", t, dueIn)
+		// which does not stop the writers: for a ready record, or a
+		// waiting one that the promote would make ready (of any module).
+		probe := "SELECT 1 WHERE EXISTS (SELECT 1 FROM %s WHERE %s) OR EXISTS (SELECT 1 FROM %s WHERE %s AND not_before <= ?)"
+		q.claimAny = fmt.Sprintf(probe, t, due, t, waiting)
+		q.claimAnyIn = fmt.Sprintf(probe, t, dueIn, t, waiting)
 		// +status keeps SQLite's planner (which has no statistics) on the
 		// task_id index: one lookup per id.
 		q.lost = fmt.Sprintf("SELECT task_id FROM %s WHERE task_id IN (SELECT value FROM json_each(?)) AND +%s AND owner = ?", t, activeIn)

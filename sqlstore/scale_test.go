@@ -64,7 +64,10 @@ func fillPostgres(t testing.TB, db *sql.DB, table string, base int64, n int) {
 	start := time.Now()
 	for _, stmt := range []string{
 		fmt.Sprintf("ALTER TABLE %s DROP CONSTRAINT %s_task_id_key", table, table),
-		fmt.Sprintf("DROP INDEX %s_status_seq, %s_sweep, %s_claim, %s_claim_module", table, table, table, table),
+		fmt.Sprintf("DROP INDEX %s_status_seq, %s_sweep, %s_claim, %s_claim_module, %s_scheduled, %s_unique_key", table, table, table, table, table, table),
+		// without its version table, New runs every migration again: as on
+		// a table made before numbered migrations
+		fmt.Sprintf("DROP TABLE %s_schema_version", table),
 		fmt.Sprintf(`INSERT INTO %s (%s, slot) SELECT *, 0 FROM (%s FROM
 	(SELECT g, %s AS st FROM generate_series(1, %d) AS g) AS x) AS y`, table, fillColumns, fillSelect(base, n, true), fillState, n),
 		fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s_task_id_key UNIQUE (task_id)", table, table),
@@ -139,7 +142,7 @@ func literal(v any) string {
 }
 
 // pgIndexes are the indexes of the tasks table that each query may scan;
-// the first must be among them. Insert reads no index of the table, and
+// the first (or one of the first's alternatives, a|b) must be among them. Insert reads no index of the table, and
 // CountActive, CountTerminal and CountAll not the table at all.
 var pgIndexes = map[string][]string{
 	"Get": {"task_id_key"}, "SaveIf": {"task_id_key"}, "Remove": {"task_id_key"}, "Update": {"task_id_key"},
@@ -147,10 +150,15 @@ var pgIndexes = map[string][]string{
 	// every check, 200 ms apart per manager
 	"Lost":         {"task_id_key"},
 	"ListByStatus": {"status_seq"}, "Count": {"status_seq"}, "ListExpired": {"sweep"},
-	"Claim": {"claim", "pkey"}, "ClaimModules": {"claim", "claim_module", "pkey"},
+	// the claim picks through a claim index (by module, for few modules'
+	// records), and changes each record it picked found by its (status,
+	// seq) or its seq
+	"Claim": {"claim", "pkey", "status_seq"}, "ClaimModules": {"claim|claim_module", "pkey", "status_seq"},
 	"Recover": {"status_seq"}, "Orphans": {"status_seq"},
 	"ListPage": {"pkey"}, "ListPageNewest": {"pkey"}, "ListPageStatus": {"status_seq"}, "ListPageStatusNewest": {"status_seq"},
-	"Sweep":  {"sweep", "pkey"},
+	"Sweep": {"sweep", "pkey"},
+	// the unique key index, one lookup; the scheduled index, by not_before
+	"UniqueHolder": {"unique_key"}, "Promote": {"scheduled", "pkey"}, "InsertUnique": nil,
 	"Insert": nil, "CountActive": nil, "CountTerminal": nil, "CountAll": nil,
 }
 
@@ -225,14 +233,22 @@ func checkPlans(t *testing.T, conn *sql.Conn, s *sqlstore.Store, table string) {
 			scans := plans[0].Plan.scans(table)
 			t.Logf("%s (%s): %s", method, mode, strings.Join(scans, "; "))
 			var used []string
+			allowed := want
+			if len(want) > 0 {
+				allowed = append(strings.Split(want[0], "|"), want[1:]...)
+			}
 			for _, sc := range scans {
 				_, index, _ := strings.Cut(sc, " Scan ")
 				used = append(used, index)
-				ok := slices.ContainsFunc(want, func(w string) bool { return index == table+"_"+w })
-				assert.True(t, ok, "%s (%s) scans %s; it may use only the indexes %v", method, mode, sc, want)
+				ok := slices.ContainsFunc(allowed, func(w string) bool { return index == table+"_"+w })
+				assert.True(t, ok, "%s (%s) scans %s; it may use only the indexes %v", method, mode, sc, allowed)
 			}
 			if len(want) > 0 {
-				assert.Contains(t, used, table+"_"+want[0], "%s (%s) does not use the %s index", method, mode, want[0])
+				first := strings.Split(want[0], "|")
+				ok := slices.ContainsFunc(used, func(u string) bool {
+					return slices.ContainsFunc(first, func(w string) bool { return u == table+"_"+w })
+				})
+				assert.True(t, ok, "%s (%s) uses none of the indexes %v", method, mode, first)
 			}
 		}
 		_, err = conn.ExecContext(ctx(t), "DEALLOCATE apcore_explain")

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"fmt"
-	"hash/fnv"
 	"strings"
 )
 
@@ -15,6 +14,19 @@ const (
 	// claimable is the condition of a record that Claim may take, and the
 	// predicate of the partial index that serves it.
 	claimable = "status = 'pending' AND resumable = 1 AND owner = ''"
+	// ready is a claimable record not waiting for its not_before (due):
+	// the claim indexes' predicate, so that a million scheduled records
+	// are not in the index a Claim walks. waiting is a record that waits:
+	// the scheduled index's predicate, which the promote walks by
+	// not_before. It names no state, so that no planner takes the (status,
+	// seq) index for the promote, over every pending record: a record that
+	// ended while it waited (a cancel) stays in the scheduled index until
+	// its time, when the promote takes it out.
+	ready   = claimable + " AND due = 1"
+	waiting = "due = 0"
+	// keyHeld is the condition of a record that holds its unique key:
+	// the unique key index's predicate.
+	keyHeld = "unique_key IS NOT NULL AND status IN ('pending', 'running', 'completed')"
 	// expiresAt is a terminal record's reference time for Sweep and
 	// ListExpired: completed_at, or submitted_at when it is unset, or
 	// when both are unset the zero time.Time's (in Unix microseconds), as
@@ -306,54 +318,47 @@ BEGIN
 END $$`, s.admitFn(), s.slots(), s.slots(), s.slots(), s.slots())
 }
 
-// migrate creates what is missing, adds the columns an older version's
-// table lacks (ALTER TABLE ADD COLUMN), turns an older PostgreSQL table's
-// JSONB result column into TEXT (see the package doc), and creates the
-// counting triggers with the count of the records already there. On
-// PostgreSQL a transaction-scoped advisory lock keyed by the table name
-// serialises processes that start at once (CREATE ... IF NOT EXISTS alone
-// can fail when two run together); on SQLite an immediate transaction
-// holds the database's write lock from the start.
-func (s *Store) migrate(ctx context.Context) error {
-	return s.inTx(ctx, "migrate "+s.table, func(tx execer) error {
-		if s.dialect == PostgreSQL {
-			h := fnv.New64a()
-			h.Write([]byte("apcore.sqlstore." + s.table))
-			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", int64(h.Sum64())); err != nil {
-				return err
-			}
-		}
-		for _, stmt := range s.createTable() {
-			if _, err := tx.ExecContext(ctx, stmt); err != nil {
-				return err
-			}
-		}
-		have, err := s.existingColumns(ctx, tx, s.table)
-		if err != nil {
+// upTables is migration 1: the tables (the tasks, the leases, the count
+// rows), and on a table that a version before numbered migrations made,
+// the columns it lacks (ALTER TABLE ADD COLUMN) and, on PostgreSQL, its
+// JSONB result column turned into TEXT (see the package doc). Like
+// migrations 2 and 3 it changes only what differs, so that it upgrades
+// any layout those versions left.
+func (s *Store) upTables(ctx context.Context, tx execer) error {
+	for _, stmt := range s.createTable() {
+		if _, err := tx.ExecContext(ctx, stmt); err != nil {
 			return err
 		}
-		for _, c := range s.allColumnDefs() {
-			if _, ok := have[c[0]]; !ok {
-				if _, err := tx.ExecContext(ctx, fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", s.table, c[0], c[1])); err != nil {
-					return err
-				}
-			}
-		}
-		if have["result"] == "jsonb" {
-			if _, err := tx.ExecContext(ctx, fmt.Sprintf("ALTER TABLE %s ALTER COLUMN result TYPE TEXT USING result::text", s.table)); err != nil {
+	}
+	have, err := s.existingColumns(ctx, tx, s.table)
+	if err != nil {
+		return err
+	}
+	for _, c := range s.allColumnDefs() {
+		if _, ok := have[c[0]]; !ok {
+			if _, err := tx.ExecContext(ctx, fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", s.table, c[0], c[1])); err != nil {
 				return err
 			}
 		}
-		for _, stmt := range s.indexes() {
-			if _, err := tx.ExecContext(ctx, stmt); err != nil {
-				return err
-			}
-		}
-		if err := s.ensureStatistics(ctx, tx); err != nil {
+	}
+	if have["result"] == "jsonb" {
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("ALTER TABLE %s ALTER COLUMN result TYPE TEXT USING result::text", s.table)); err != nil {
 			return err
 		}
-		return s.ensureTriggers(ctx, tx)
-	})
+	}
+	return nil
+}
+
+// upIndexes is migration 2: the indexes (and the older expiry index
+// dropped), and on PostgreSQL 14 and later the statistics on the sweep's
+// reference time.
+func (s *Store) upIndexes(ctx context.Context, tx execer) error {
+	for _, stmt := range s.indexes() {
+		if _, err := tx.ExecContext(ctx, stmt); err != nil {
+			return err
+		}
+	}
+	return s.ensureStatistics(ctx, tx)
 }
 
 // ensureStatistics creates, on PostgreSQL 14 and later, statistics on

@@ -17,7 +17,11 @@ import (
 const abandonedMessage = "abandoned: the manager running it stopped (its lease lapsed) before it ended"
 
 // Insert saves a new record, with what is kept beside it, only while fewer
-// than limit records are active: one statement, atomic with the count.
+// than limit records are active: one statement, atomic with the count. A
+// record with a unique key is inserted ON CONFLICT DO NOTHING on the
+// unique key index, which holds the keys of the pending, running and
+// completed records; when that saves nothing, one lookup in that index
+// finds the holder, returned as a *apcore.DuplicateError.
 func (s *Store) Insert(ctx context.Context, task apcore.StoredTask, limit int) (bool, error) {
 	done, err := s.write(ctx)
 	if err != nil {
@@ -53,7 +57,38 @@ func (s *Store) insertOn(ctx context.Context, q execer, task apcore.StoredTask, 
 		return false, err
 	}
 	a = append(append(a, b...), limit)
-	id := task.Info.TaskID
+	id, key := task.Info.TaskID, clean(task.Info.UniqueKey)
+	// dup looks up the holder of the key after an insert that saved
+	// nothing: a *apcore.DuplicateError when there is one.
+	dup := func() error {
+		if key == "" {
+			return nil
+		}
+		holder, err := s.holder(ctx, q, key)
+		if err != nil || holder == "" {
+			return err
+		}
+		return &apcore.DuplicateError{TaskID: holder, Key: task.Info.UniqueKey}
+	}
+	// Nothing saved and no holder found: the limit refused the record, or
+	// the holder ended (or went) between the insert and the lookup; one
+	// more try tells them apart.
+	for try := 0; ; try++ {
+		ok, err := s.insertOnce(ctx, q, id, a, dup)
+		if ok || err != nil || key == "" || try == 1 {
+			return ok, err
+		}
+		if err := dup(); err != nil {
+			return false, err
+		}
+	}
+}
+
+// insertOnce is one try of insertOn with its arguments a; dup is called
+// before PostgreSQL's second statement, which would share the cap out
+// anew, locking every slot, for a record that a holder of its key keeps
+// out anyway.
+func (s *Store) insertOnce(ctx context.Context, q execer, id string, a []any, dup func() error) (bool, error) {
 	if s.dialect != PostgreSQL {
 		return inserted(id)(s.execOn(ctx, q, s.st.insert, s.q.insert, a...))
 	}
@@ -64,6 +99,9 @@ func (s *Store) insertOn(ctx context.Context, q execer, task apcore.StoredTask, 
 	for try := 0; ; try++ {
 		ok, err := inserted(id)(s.execOn(ctx, q, s.st.insert, s.q.insert, append(a, slot)...))
 		if err == nil && !ok {
+			if err := dup(); err != nil {
+				return false, err
+			}
 			ok, err = inserted(id)(s.execOn(ctx, q, s.st.insertShared, s.q.insertShared, a...))
 		}
 		if try == 0 && isDeadlock(err) && q == execer(s.db) {
@@ -71,6 +109,34 @@ func (s *Store) insertOn(ctx context.Context, q execer, task apcore.StoredTask, 
 		}
 		return ok, err
 	}
+}
+
+// holder returns the id of the record that holds key (pending, running or
+// completed with it), or "" for none.
+func (s *Store) holder(ctx context.Context, q execer, key string) (string, error) {
+	var id string
+	var row *sql.Row
+	switch x := q.(type) {
+	case *sql.Tx:
+		st := x.StmtContext(ctx, s.st.holder)
+		defer st.Close()
+		row = st.QueryRowContext(ctx, key)
+	case *sql.DB:
+		if x == s.db {
+			row = s.st.holder.QueryRowContext(ctx, key)
+			break
+		}
+		row = q.QueryRowContext(ctx, s.q.holder, key)
+	default:
+		row = q.QueryRowContext(ctx, s.q.holder, key)
+	}
+	switch err := row.Scan(&id); {
+	case errors.Is(err, sql.ErrNoRows):
+		return "", nil
+	case err != nil:
+		return "", unavailable("look up unique key", err)
+	}
+	return id, nil
 }
 
 // execOn runs st, prepared on s.db from query, on q: as it is on s.db, in
@@ -124,8 +190,8 @@ func (s *Store) Update(ctx context.Context, task apcore.StoredTask, holder strin
 	if err != nil {
 		return false, err
 	}
-	// twelve columns after task_id, owner, not_before, task_id, holder
-	a = append(a[1:], clean(task.Owner), micros(task.NotBefore), a[0], clean(holder))
+	// the columns after task_id, owner, not_before, due, task_id, holder
+	a = append(a[1:], clean(task.Owner), micros(task.NotBefore), dueOf(task.NotBefore), a[0], clean(holder))
 	done, err := s.write(ctx)
 	if err != nil {
 		return false, err
@@ -136,8 +202,9 @@ func (s *Store) Update(ctx context.Context, task apcore.StoredTask, holder strin
 }
 
 // Claim hands req.Owner up to req.Limit due resumable records held by no
-// one (of req.Modules, when it is not nil), oldest first, in one UPDATE ...
-// RETURNING.
+// one (of req.Modules, when it is not nil), higher priority first and then
+// oldest first, in one UPDATE ... RETURNING, after one that promotes the
+// waiting records whose time has come (see promoteBatch).
 func (s *Store) Claim(ctx context.Context, req apcore.ClaimRequest) ([]apcore.StoredTask, error) {
 	owner, n := req.Owner, req.Limit
 	if owner == "" {
@@ -161,6 +228,7 @@ func (s *Store) Claim(ctx context.Context, req apcore.ClaimRequest) ([]apcore.St
 		if mods != nil {
 			args = append(args, mods)
 		}
+		args = append(args, at)
 		var one int
 		switch err := probe.QueryRowContext(ctx, args...).Scan(&one); {
 		case errors.Is(err, sql.ErrNoRows):
@@ -174,6 +242,9 @@ func (s *Store) Claim(ctx context.Context, req apcore.ClaimRequest) ([]apcore.St
 		return nil, err
 	}
 	defer done()
+	if _, err := s.st.promote.ExecContext(ctx, at, promoteBatch); err != nil {
+		return nil, unavailable("claim: promote", err)
+	}
 	var args []any
 	switch {
 	case s.dialect == PostgreSQL && mods == nil:
@@ -205,6 +276,13 @@ func (s *Store) Claim(ctx context.Context, req apcore.ClaimRequest) ([]apcore.St
 	sortBySeq(seqs, out)
 	return out, nil
 }
+
+// promoteBatch is how many waiting records a Claim marks due at most, the
+// first by not_before: a claim reads at most this many of them, however
+// many came due at once (the rest are promoted by the Claims that follow).
+// Among the records promoted and those ready, a Claim takes the higher
+// priorities first.
+const promoteBatch = 1000
 
 // Renew sets req.Owner's lease to end at req.Expires; without req.Create,
 // only if the lease is still there.

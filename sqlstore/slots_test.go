@@ -96,6 +96,7 @@ func TestSlotsReplaceTheOneRowCount(t *testing.T) {
 	// trigger under its name, and no slot triggers.
 	for _, stmt := range []string{
 		fmt.Sprintf("DROP TRIGGER %s_slot_insert ON %s", table, table),
+		fmt.Sprintf("DROP TABLE %s_schema_version", table), // which the previous version had not
 		fmt.Sprintf("CREATE TABLE %s_active (id INTEGER PRIMARY KEY CHECK (id = 1), active BIGINT NOT NULL)", table),
 		fmt.Sprintf("INSERT INTO %s_active VALUES (1, 3)", table),
 		fmt.Sprintf(`CREATE FUNCTION %s_count_active() RETURNS trigger LANGUAGE plpgsql AS $$

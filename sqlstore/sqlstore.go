@@ -200,11 +200,13 @@ const DefaultTable = "apcore_tasks"
 type Option func(*config)
 
 type config struct {
-	table string
+	table     string
+	noMigrate bool
 }
 
 // WithTable sets the table name (default "apcore_tasks"): letters, digits
-// and underscores, not starting with a digit, at most 48 characters. Its
+// and underscores, not starting with a digit, at most 48 characters (so
+// that <table>_schema_version fits PostgreSQL's 63). Its
 // indexes, triggers and the leases and count tables are named after it.
 func WithTable(name string) Option { return func(c *config) { c.table = name } }
 
@@ -228,7 +230,7 @@ type Store struct {
 // stmts are the hot statements, prepared once.
 type stmts struct {
 	insert, update, saveIfActive, get, del, countActive, lost, claim, claimAny, renew, renewCreate *sql.Stmt
-	insertShared, claimIn, claimAnyIn                                                              *sql.Stmt
+	insertShared, claimIn, claimAnyIn, promote, holder                                             *sql.Stmt
 	pageUp, pageDown, pageStatusUp, pageStatusDown, sweep                                          *sql.Stmt
 }
 
@@ -242,38 +244,55 @@ var (
 )
 
 // New returns a store on db, creating or upgrading the table, its indexes
-// and triggers and the tables beside it when needed (see the package doc).
-// It is safe to call from several processes at once.
+// and triggers and the tables beside it when needed, through Migrate
+// (unless WithoutMigrate says not to; see the package doc). It is safe to
+// call from several processes at once. A table whose schema is newer than
+// this package knows is refused (see Migrate).
 func New(ctx context.Context, db *sql.DB, dialect Dialect, opts ...Option) (*Store, error) {
-	if ctx == nil || db == nil {
-		return nil, invalid("sqlstore.New needs a context and a *sql.DB")
-	}
-	if dialect != SQLite && dialect != PostgreSQL {
-		return nil, invalid(fmt.Sprintf("sqlstore.New: unknown dialect %v", dialect))
-	}
-	cfg := config{table: DefaultTable}
-	for _, o := range opts {
-		if o == nil {
-			return nil, invalid("sqlstore.New: nil option")
-		}
-		o(&cfg)
-	}
-	if err := checkIdent(cfg.table); err != nil {
+	s, cfg, err := newStore(ctx, db, dialect, "sqlstore.New", opts)
+	if err != nil {
 		return nil, err
 	}
-	s := &Store{db: db, dialect: dialect, table: cfg.table}
-	if dialect == SQLite {
-		s.wlock = make(chan struct{}, 1)
+	if cfg.noMigrate {
+		err = s.checkVersion(ctx)
+	} else {
+		err = s.migrateTo(ctx, SchemaVersion)
+	}
+	if err != nil {
+		return nil, err
 	}
 	s.q = s.buildQueries()
-	if err := s.migrate(ctx); err != nil {
-		return nil, err
-	}
 	if err := s.prepare(ctx); err != nil {
 		s.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// newStore checks New's (or Migrate's: fn) arguments and returns a Store
+// without its queries and statements.
+func newStore(ctx context.Context, db *sql.DB, dialect Dialect, fn string, opts []Option) (*Store, config, error) {
+	cfg := config{table: DefaultTable}
+	if ctx == nil || db == nil {
+		return nil, cfg, invalid(fn + " needs a context and a *sql.DB")
+	}
+	if dialect != SQLite && dialect != PostgreSQL {
+		return nil, cfg, invalid(fmt.Sprintf("%s: unknown dialect %v", fn, dialect))
+	}
+	for _, o := range opts {
+		if o == nil {
+			return nil, cfg, invalid(fn + ": nil option")
+		}
+		o(&cfg)
+	}
+	if err := checkIdent(cfg.table); err != nil {
+		return nil, cfg, err
+	}
+	s := &Store{db: db, dialect: dialect, table: cfg.table}
+	if dialect == SQLite {
+		s.wlock = make(chan struct{}, 1)
+	}
+	return s, cfg, nil
 }
 
 // prepare prepares the hot statements.
@@ -283,11 +302,12 @@ func (s *Store) prepare(ctx context.Context) error {
 		query string
 	}{
 		{&s.st.insert, s.q.insert}, {&s.st.update, s.q.update},
-		{&s.st.saveIfActive, s.q.saveIf + s.phs(14, 15) + ")"},
+		{&s.st.saveIfActive, s.q.saveIf + s.phs(len(infoColumns)+1, len(infoColumns)+2) + ")"},
 		{&s.st.get, s.q.get}, {&s.st.del, s.q.del}, {&s.st.countActive, s.q.countActive},
 		{&s.st.lost, s.q.lost}, {&s.st.claim, s.q.claim}, {&s.st.renew, s.q.renew}, {&s.st.renewCreate, s.q.renewCreate},
 		{&s.st.claimAny, s.q.claimAny}, {&s.st.insertShared, s.q.insertShared},
 		{&s.st.claimIn, s.q.claimIn}, {&s.st.claimAnyIn, s.q.claimAnyIn},
+		{&s.st.promote, s.q.promote}, {&s.st.holder, s.q.holder},
 		{&s.st.pageUp, s.q.pageUp}, {&s.st.pageDown, s.q.pageDown},
 		{&s.st.pageStatusUp, s.q.pageStatusUp}, {&s.st.pageStatusDown, s.q.pageStatusDown}, {&s.st.sweep, s.q.sweep},
 	} {
@@ -309,7 +329,7 @@ func (s *Store) Close() error {
 	var errs []error
 	for _, st := range []*sql.Stmt{s.st.insert, s.st.update, s.st.saveIfActive, s.st.get, s.st.del,
 		s.st.countActive, s.st.lost, s.st.claim, s.st.claimAny, s.st.renew, s.st.renewCreate, s.st.insertShared,
-		s.st.claimIn, s.st.claimAnyIn, s.st.pageUp, s.st.pageDown, s.st.pageStatusUp, s.st.pageStatusDown, s.st.sweep} {
+		s.st.claimIn, s.st.claimAnyIn, s.st.promote, s.st.holder, s.st.pageUp, s.st.pageDown, s.st.pageStatusUp, s.st.pageStatusDown, s.st.sweep} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -440,7 +460,7 @@ func (s *Store) SaveIf(ctx context.Context, task apcore.TaskInfo, from ...apcore
 	if err != nil {
 		return false, err
 	}
-	// arguments: twelve columns after task_id, then task_id, then the states
+	// arguments: the columns after task_id, then task_id, then the states
 	a = append(a[1:], a[0])
 	for _, st := range from {
 		a = append(a, string(st))
@@ -454,7 +474,7 @@ func (s *Store) SaveIf(ctx context.Context, task apcore.TaskInfo, from ...apcore
 	if len(from) == 2 && from[0] == apcore.StatusPending && from[1] == apcore.StatusRunning {
 		res, err = s.st.saveIfActive.ExecContext(ctx, a...)
 	} else {
-		res, err = s.db.ExecContext(ctx, s.q.saveIf+s.phs(14, 13+len(from))+")", a...)
+		res, err = s.db.ExecContext(ctx, s.q.saveIf+s.phs(len(infoColumns)+1, len(infoColumns)+len(from))+")", a...)
 	}
 	return affected(res, err, "save "+task.TaskID)
 }
@@ -649,13 +669,19 @@ func (s *Store) modulesArg(modules []string) (any, error) {
 	return string(b), err
 }
 
-// sortBySeq sorts claimed records into insertion order.
+// sortBySeq sorts claimed records into Claim's order: higher priority
+// first, then insertion order.
 func sortBySeq(seqs []int64, ts []apcore.StoredTask) {
 	idx := make([]int, len(ts))
 	for i := range idx {
 		idx[i] = i
 	}
-	sort.Slice(idx, func(a, b int) bool { return seqs[idx[a]] < seqs[idx[b]] })
+	sort.Slice(idx, func(a, b int) bool {
+		if pa, pb := ts[idx[a]].Info.Priority, ts[idx[b]].Info.Priority; pa != pb {
+			return pa > pb
+		}
+		return seqs[idx[a]] < seqs[idx[b]]
+	})
 	out := make([]apcore.StoredTask, len(ts))
 	for i, j := range idx {
 		out[i] = ts[j]
@@ -673,10 +699,15 @@ func sortBySeq(seqs []int64, ts []apcore.StoredTask) {
 // records; "ListPage*" are the pages of every record or of one state
 // ("Status": pending), in insertion order or newest first ("Newest"),
 // after a cursor in the middle; "ListExpired" and "Sweep" take records
-// that ended a day ago or earlier; "ClaimModules" is a Claim with Modules.
+// that ended a day ago or earlier; "ClaimModules" is a Claim with Modules;
+// "InsertUnique" is an Insert with a unique key, "UniqueHolder" the lookup
+// of the record holding a key that follows an insert that saved nothing,
+// and "Promote" the statement a Claim runs first, which marks due the
+// scheduled records whose time has come.
 var ExplainMethods = []string{"Get", "SaveIf", "Remove", "ListByStatus", "ListExpired", "Count", "CountActive",
 	"CountTerminal", "CountAll", "Insert", "Update", "Claim", "ClaimModules", "Lost", "Recover", "Orphans",
-	"ListPage", "ListPageNewest", "ListPageStatus", "ListPageStatusNewest", "Sweep"}
+	"ListPage", "ListPageNewest", "ListPageStatus", "ListPageStatusNewest", "Sweep",
+	"InsertUnique", "UniqueHolder", "Promote"}
 
 // explainQuery returns the query a method of ExplainMethods runs and
 // arguments for it; on SQLite, "Recover" is its UPDATE (the lapsed leases'
@@ -684,12 +715,13 @@ var ExplainMethods = []string{"Get", "SaveIf", "Remove", "ListByStatus", "ListEx
 func (s *Store) explainQuery(method string) (string, []any, error) {
 	now := time.Now().UnixMicro()
 	dayAgo := now - 24*time.Hour.Microseconds() // ListExpired's and Sweep's: a day's TTL
-	info := []any{"id", "m.x", "completed", now, now, now, `{"ok":true}`, nil, 0, 0, nil, 1.0, nil}
+	info := []any{"id", "m.x", "completed", now, now, now, `{"ok":true}`, nil, 0, 0, nil, 1.0, nil, nil, nil, 0}
+	n := len(infoColumns)
 	switch method {
 	case "Get":
 		return s.q.get, []any{"id"}, nil
 	case "SaveIf":
-		return s.q.saveIf + s.phs(14, 15) + ")", append(append(info[1:], "id"), "pending", "running"), nil
+		return s.q.saveIf + s.phs(n+1, n+2) + ")", append(append(info[1:], "id"), "pending", "running"), nil
 	case "Remove":
 		return s.q.del, []any{"id"}, nil
 	case "ListByStatus":
@@ -704,14 +736,22 @@ func (s *Store) explainQuery(method string) (string, []any, error) {
 		return s.countQuery(nil), nil, nil
 	case "ListExpired":
 		return s.listExpiredQuery(dayAgo), nil, nil
-	case "Insert":
-		a := []any{"id", "m.x", "pending", now, nil, nil, nil, nil, 0, 0, nil, 0.0, nil, "o", 0, nil, nil, nil, 10}
+	case "Insert", "InsertUnique":
+		var key any
+		if method == "InsertUnique" {
+			key = "key"
+		}
+		a := []any{"id", "m.x", "pending", now, nil, nil, nil, nil, 0, 0, nil, 0.0, nil, nil, key, 0, "o", 0, nil, nil, nil, 1, 10}
 		if s.dialect == PostgreSQL {
 			a = append(a, int16(0)) // the slot
 		}
 		return s.q.insert, a, nil
+	case "UniqueHolder":
+		return s.q.holder, []any{"key"}, nil
+	case "Promote":
+		return s.q.promote, []any{now, promoteBatch}, nil
 	case "Update":
-		return s.q.update, append(append(info[1:], "o", nil), "id", "o"), nil
+		return s.q.update, append(append(info[1:], "o", nil, 1), "id", "o"), nil
 	case "Lost":
 		arg, _ := s.lostArg([]string{"a", "b"})
 		return s.q.lost, []any{arg, "o"}, nil

@@ -81,6 +81,7 @@ func dropTable(db *sql.DB, name string) {
 		"DROP TABLE IF EXISTS " + name + "_leases",
 		"DROP TABLE IF EXISTS " + name + "_active",
 		"DROP TABLE IF EXISTS " + name + "_slots",
+		"DROP TABLE IF EXISTS " + name + "_schema_version",
 		"DROP FUNCTION IF EXISTS " + name + "_count_active()",
 		"DROP FUNCTION IF EXISTS " + name + "_slot_count()",
 		"DROP FUNCTION IF EXISTS " + name + "_slot_born()",
@@ -176,7 +177,8 @@ var sqliteIndexes = map[string]string{
 	"ListPageStatus": "(COVERING )?INDEX apcore_tasks_status_seq", "ListPageStatusNewest": "(COVERING )?INDEX apcore_tasks_status_seq",
 	"Sweep": "(COVERING )?INDEX apcore_tasks_sweep",
 	// the count's one row, not the tasks table
-	"Insert": "", "CountActive": "", "CountTerminal": "", "CountAll": "",
+	"Insert": "", "CountActive": "", "CountTerminal": "", "CountAll": "", "InsertUnique": "",
+	"UniqueHolder": "(COVERING )?INDEX apcore_tasks_unique_key", "Promote": "(COVERING )?INDEX apcore_tasks_scheduled",
 }
 
 // checkSQLitePlans checks that SQLite searches the tasks table by the

@@ -184,19 +184,20 @@ func TestCountOfTerminalStatesReadsNoRecord(t *testing.T) {
 func downgrade(t *testing.T, db *sql.DB, dialect sqlstore.Dialect, table string) {
 	t.Helper()
 	active := "status IN ('pending', 'running')"
-	var stmts []string
+	// no version table: the previous version had none
+	stmts := []string{"DROP TABLE " + table + "_schema_version"}
 	if dialect == sqlstore.SQLite {
 		c := table + "_active"
-		stmts = []string{
-			"DROP TRIGGER " + table + "_count_insert", "DROP TRIGGER " + table + "_count_delete", "DROP TRIGGER " + table + "_count_update",
-			"ALTER TABLE " + c + " DROP COLUMN completed", "ALTER TABLE " + c + " DROP COLUMN failed", "ALTER TABLE " + c + " DROP COLUMN cancelled",
+		stmts = append(stmts,
+			"DROP TRIGGER "+table+"_count_insert", "DROP TRIGGER "+table+"_count_delete", "DROP TRIGGER "+table+"_count_update",
+			"ALTER TABLE "+c+" DROP COLUMN completed", "ALTER TABLE "+c+" DROP COLUMN failed", "ALTER TABLE "+c+" DROP COLUMN cancelled",
 			fmt.Sprintf(`CREATE TRIGGER %s_count_insert AFTER INSERT ON %s WHEN new.%s
 BEGIN UPDATE %s SET active = active + 1 WHERE id = 1; END`, table, table, active, c),
 			fmt.Sprintf(`CREATE TRIGGER %s_count_delete AFTER DELETE ON %s WHEN old.%s
 BEGIN UPDATE %s SET active = active - 1 WHERE id = 1; END`, table, table, active, c),
 			fmt.Sprintf(`CREATE TRIGGER %s_count_update AFTER UPDATE OF status ON %s WHEN (new.%s) <> (old.%s)
 BEGIN UPDATE %s SET active = active + (CASE WHEN new.%s THEN 1 ELSE -1 END) WHERE id = 1; END`, table, table, active, active, c, active),
-		}
+		)
 	} else {
 		fn, sl := table+"_slot_count", table+"_slots"
 		for _, name := range []string{"insert", "born", "delete", "update", "truncate"} {

@@ -1,0 +1,223 @@
+package v3store
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+)
+
+// ph returns the dialect's placeholder for the n-th (1-based) argument.
+func (s *Store) ph(n int) string {
+	if s.dialect == PostgreSQL {
+		return fmt.Sprintf("$%d", n)
+	}
+	return "?"
+}
+
+// phs returns placeholders from..to, comma-separated.
+func (s *Store) phs(from, to int) string {
+	p := make([]string, 0, to-from+1)
+	for i := from; i <= to; i++ {
+		p = append(p, s.ph(i))
+	}
+	return strings.Join(p, ", ")
+}
+
+// sets returns "col = $n, ..." for cols, numbering from first.
+func (s *Store) sets(cols []string, first int) string {
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		out[i] = fmt.Sprintf("%s = %s", c, s.ph(first+i))
+	}
+	return strings.Join(out, ", ")
+}
+
+// queries are the statements, built once for a table and a dialect.
+type queries struct {
+	upsert, saveIf, get, list, listStatus, listExpired, del, countActive                               string
+	insert, update, claim, claimAny, lost, renew, renewCreate, release, recover, deleteLapsed, orphans string
+	// claimIn and claimAnyIn are claim and claimAny restricted to the
+	// module ids of one more argument (see Claim's Modules).
+	claimIn, claimAnyIn string
+	// insertShared is PostgreSQL's Insert when the slot's room is used up
+	// (see admitFunction); insert then checks one slot.
+	insertShared string
+	// The pages of ListPage: every record or one state's (pageStatus*),
+	// in insertion order (*Up) or newest first (*Down); and Sweep's batch.
+	pageUp, pageDown, pageStatusUp, pageStatusDown, sweep string
+}
+
+func (s *Store) buildQueries() queries {
+	t := s.table
+	info := strings.Join(infoColumns, ", ")
+	all := append(append([]string{}, infoColumns...), sharedColumns...)
+	stored := "seq, " + info + ", " + strings.Join(sharedColumns, ", ")
+	q := queries{
+		upsert: fmt.Sprintf("INSERT INTO %s (%s) VALUES (%s)\nON CONFLICT (task_id) DO UPDATE SET %s",
+			t, info, s.phs(1, len(infoColumns)), excluded(infoColumns[1:])),
+		// the from states follow as arguments 14 and on (see SaveIf)
+		saveIf: fmt.Sprintf("UPDATE %s SET %s WHERE task_id = %s AND status IN (", t, s.sets(infoColumns[1:], 1), s.ph(13)),
+		get:    fmt.Sprintf("SELECT %s FROM %s WHERE task_id = %s", info, t, s.ph(1)),
+		list:   fmt.Sprintf("SELECT %s FROM %s ORDER BY seq", info, t),
+		// the state follows as a constant (see List)
+		listStatus: fmt.Sprintf("SELECT %s FROM %s WHERE status = ", info, t),
+		// ListExpired's time follows as a constant (see listExpiredQuery).
+		listExpired: fmt.Sprintf("SELECT %s FROM %s WHERE %s AND completed_at IS NOT NULL AND %s < ", info, t, terminalIn, expiresAt),
+		// A page reads one row more than asked, to know whether another
+		// page follows (see ListPage).
+		pageUp:         fmt.Sprintf("SELECT seq, %s FROM %s WHERE seq > %s ORDER BY seq LIMIT %s", info, t, s.ph(1), s.ph(2)),
+		pageDown:       fmt.Sprintf("SELECT seq, %s FROM %s WHERE seq < %s ORDER BY seq DESC LIMIT %s", info, t, s.ph(1), s.ph(2)),
+		pageStatusUp:   fmt.Sprintf("SELECT seq, %s FROM %s WHERE status = %s AND seq > %s ORDER BY seq LIMIT %s", info, t, s.ph(1), s.ph(2), s.ph(3)),
+		pageStatusDown: fmt.Sprintf("SELECT seq, %s FROM %s WHERE status = %s AND seq < %s ORDER BY seq DESC LIMIT %s", info, t, s.ph(1), s.ph(2), s.ph(3)),
+		del:            fmt.Sprintf("DELETE FROM %s WHERE task_id = %s", t, s.ph(1)),
+		countActive:    fmt.Sprintf("SELECT active FROM %s WHERE id = 1", s.counter()),
+
+		// Update: twelve record columns after task_id, owner, not_before;
+		// then task_id and the holder.
+		update: fmt.Sprintf("UPDATE %s SET %s, owner = %s, not_before = %s WHERE task_id = %s AND %s AND owner = %s",
+			t, s.sets(infoColumns[1:], 1), s.ph(13), s.ph(14), s.ph(15), activeIn, s.ph(16)),
+		renew:       fmt.Sprintf("UPDATE %s SET expires_at = %s WHERE owner = %s", s.leases(), s.ph(1), s.ph(2)),
+		renewCreate: fmt.Sprintf("INSERT INTO %s (owner, expires_at) VALUES (%s, %s) ON CONFLICT (owner) DO UPDATE SET expires_at = excluded.expires_at", s.leases(), s.ph(1), s.ph(2)),
+		release:     fmt.Sprintf("DELETE FROM %s WHERE owner = %s", s.leases(), s.ph(1)),
+		// self "" is a manager that has ended its lease: nothing is its own.
+		orphans: fmt.Sprintf(`SELECT %s FROM %s WHERE %s AND (%s = '' OR owner <> %s) AND (
+	(owner = '' AND NOT EXISTS (SELECT 1 FROM %s l WHERE l.owner <> %s AND l.expires_at >= %s)) OR
+	(owner <> '' AND NOT EXISTS (SELECT 1 FROM %s l WHERE l.owner = %s.owner AND l.expires_at >= %s)))
+ORDER BY seq`, info, t, activeIn, s.ph(1), s.ph(2), s.leases(), s.ph(3), s.ph(4), s.leases(), t, s.ph(5)),
+	}
+	// Recover's change of a record whose owner's lease is gone: arguments
+	// now, the message and the code.
+	abandon := func(first int) string {
+		return fmt.Sprintf(`status = CASE WHEN resumable = 1 THEN 'pending' ELSE 'failed' END,
+	owner = CASE WHEN resumable = 1 THEN '' ELSE owner END,
+	completed_at = CASE WHEN resumable = 1 THEN completed_at ELSE %s END,
+	result = CASE WHEN resumable = 1 THEN result ELSE NULL END,
+	error = CASE WHEN resumable = 1 THEN error ELSE %s END,
+	error_code = CASE WHEN resumable = 1 THEN error_code ELSE %s END`, s.ph(first), s.ph(first+1), s.ph(first+2))
+	}
+	claimSet := fmt.Sprintf("status = 'running', owner = %s, started_at = COALESCE(started_at, %s)", s.ph(1), s.ph(2))
+	due := fmt.Sprintf("%s AND (not_before IS NULL OR not_before <= %s)", claimable, s.ph(3))
+	if s.dialect == PostgreSQL {
+		casts := make([]string, len(all))
+		for i, c := range all {
+			casts[i] = fmt.Sprintf("$%d::%s", i+1, pgTypes[c])
+		}
+		// The gate locks the task's slot (argument n+2) when it has room
+		// under the cap it was shared from (n+1): a concurrent Insert on
+		// that slot waits for the lock, then sees the count that this
+		// one's trigger raised (READ COMMITTED re-checks the row's new
+		// version). When it has none, insertShared shares the cap anew.
+		cols, vals := strings.Join(append(all, "slot"), ", "), strings.Join(casts, ", ")
+		// A page of one state is bounded by two row comparisons on the
+		// (status, seq) index's columns, (status, seq) after ($1, $2) and
+		// before ($1, the end), and ordered by both: the same records as
+		// status = $1 AND seq > $2, but the status is then no constant
+		// that the planner drops from the order, so only that index gives
+		// the order without sorting every record of the state, and both
+		// bounds position its scan. Written with status = $1, the plan
+		// PostgreSQL caches for a prepared statement (any status) walks
+		// the primary key and filters by status: the whole table, for a
+		// page of a rare state.
+		q.pageStatusUp = fmt.Sprintf("SELECT seq, %s FROM %s WHERE (status, seq) > ($1, $2) AND (status, seq) < ($1, %d) ORDER BY status, seq LIMIT $3",
+			info, t, int64(math.MaxInt64))
+		q.pageStatusDown = fmt.Sprintf("SELECT seq, %s FROM %s WHERE (status, seq) < ($1, $2) AND (status, seq) > ($1, 0) ORDER BY status DESC, seq DESC LIMIT $3",
+			info, t)
+		q.insert = fmt.Sprintf("WITH gate AS (SELECT id FROM %s WHERE id = $%d AND active < cap AND lim = $%d FOR UPDATE)\nINSERT INTO %s (%s) SELECT %s, gate.id FROM gate",
+			s.slots(), len(all)+2, len(all)+1, t, cols, vals)
+		q.insertShared = fmt.Sprintf("INSERT INTO %s (%s) SELECT %s, a.id FROM (SELECT %s($%d) AS id) AS a WHERE a.id IS NOT NULL",
+			t, cols, vals, s.admitFn(), len(all)+1)
+		q.countActive = fmt.Sprintf("SELECT COALESCE(sum(active), 0) FROM %s", s.slots())
+		// The CTE picks (and locks) the records once; a sub-select in the
+		// WHERE could be run again by the plan and pick more than n.
+		// Only an owner with a live lease claims (see apcore.SharedStore).
+		claim := func(due string) string {
+			return fmt.Sprintf(`WITH picked AS MATERIALIZED (SELECT seq FROM %s WHERE %s
+  AND EXISTS (SELECT 1 FROM %s l WHERE l.owner = $1 AND l.expires_at >= $3)
+  ORDER BY seq LIMIT $4 FOR UPDATE SKIP LOCKED)
+UPDATE %s SET %s
+FROM picked WHERE %s.seq = picked.seq AND %s
+RETURNING %s.%s`, t, due, s.leases(), t, claimSet, t, claimable, t, strings.ReplaceAll(stored, ", ", ", "+t+"."))
+		}
+		q.claim = claim(due)
+		// The module ids are a text array ($5): = ANY keeps the condition
+		// on the column itself, which the claim_module index serves.
+		q.claimIn = claim(due + " AND module_id = ANY($5)")
+		// The status condition is on an expression (status || ''), which
+		// no index serves: the unique task_id index is the only way in,
+		// one lookup per id. Written on the column, the planner took the
+		// (status, seq) index over the active records and filtered them by
+		// id, reading every active record's index entries, dead ones
+		// included, at each call (issue #17).
+		q.lost = fmt.Sprintf("SELECT task_id FROM %s WHERE task_id = ANY($1) AND (status || '') IN ('pending', 'running') AND owner = $2", t)
+		// The batch is picked (and locked, skipping what a racing sweeper
+		// holds) in the sub-select, through the sweep index, and deleted by
+		// primary key: RowsAffected counts what this statement deleted.
+		q.sweep = fmt.Sprintf(`DELETE FROM %s WHERE seq = ANY(ARRAY(SELECT seq FROM %s WHERE %s AND %s < $1 LIMIT $2 FOR UPDATE SKIP LOCKED))`,
+			t, t, terminalIn, expiresAt)
+		// One statement: the lapsed leases it deletes, and the owners with
+		// no lease at all (as of its snapshot; a lease made since holds
+		// no record this statement can see).
+		q.recover = fmt.Sprintf(`WITH gone AS (DELETE FROM %s WHERE expires_at < $1 RETURNING owner)
+UPDATE %s SET %s
+WHERE %s AND owner <> '' AND (owner IN (SELECT owner FROM gone) OR NOT EXISTS (SELECT 1 FROM %s l WHERE l.owner = %s.owner))`,
+			s.leases(), t, abandon(1), activeIn, s.leases(), t)
+	} else {
+		// SQLite has one writer at a time: the count and the insert are
+		// one atomic statement.
+		q.insert = fmt.Sprintf("INSERT INTO %s (%s) SELECT %s WHERE (SELECT active FROM %s WHERE id = 1) < ?",
+			t, strings.Join(all, ", "), s.phs(1, len(all)), s.counter())
+		// Only an owner with a live lease claims (see apcore.SharedStore);
+		// its two placeholders come after due's (see Claim's arguments).
+		claim := func(due string) string {
+			return fmt.Sprintf(`UPDATE %s SET %s
+WHERE seq IN (SELECT seq FROM %s WHERE %s
+  AND EXISTS (SELECT 1 FROM %s l WHERE l.owner = ? AND l.expires_at >= ?)
+  ORDER BY seq LIMIT ?)
+RETURNING %s`, t, claimSet, t, due, s.leases(), stored)
+		}
+		// The module ids are one JSON array (as Lost's ids are), so that
+		// the statement is prepared once whatever their number; IN keeps
+		// the condition on the column, which the claim_module index serves.
+		dueIn := due + " AND module_id IN (SELECT value FROM json_each(?))"
+		q.claim, q.claimIn = claim(due), claim(dueIn)
+		// An UPDATE takes the write lock even when it matches nothing; the
+		// keeper's Claim, mostly empty-handed, first looks with a read,
+		// which does not stop the writers.
+		q.claimAny = fmt.Sprintf("SELECT 1 FROM %s WHERE %s LIMIT 1", t, due)
+		q.claimAnyIn = fmt.Sprintf("SELECT 1 FROM %s WHERE %s LIMIT 1", t, dueIn)
+		// +status keeps SQLite's planner (which has no statistics) on the
+		// task_id index: one lookup per id.
+		q.lost = fmt.Sprintf("SELECT task_id FROM %s WHERE task_id IN (SELECT value FROM json_each(?)) AND +%s AND owner = ?", t, activeIn)
+		q.deleteLapsed = fmt.Sprintf("DELETE FROM %s WHERE expires_at < ?", s.leases())
+		// One writer at a time: the batch the sub-select picks is what
+		// the DELETE deletes. INDEXED BY holds SQLite's planner to the
+		// sweep index, which without statistics prefers the (status, seq)
+		// index: every terminal record read for a batch of the expired.
+		q.sweep = fmt.Sprintf("DELETE FROM %s WHERE seq IN (SELECT seq FROM %s INDEXED BY %s_sweep WHERE %s AND %s < ? LIMIT ?)",
+			t, t, t, terminalIn, expiresAt)
+		q.listExpired = fmt.Sprintf("SELECT %s FROM %s INDEXED BY %s_sweep WHERE %s AND completed_at IS NOT NULL AND %s < ", info, t, t, terminalIn, expiresAt)
+		q.recover = fmt.Sprintf(`UPDATE %s SET %s
+WHERE %s AND owner <> '' AND NOT EXISTS (SELECT 1 FROM %s l WHERE l.owner = %s.owner)`, t, abandon(1), activeIn, s.leases(), t)
+	}
+	return q
+}
+
+// listExpiredQuery is ListExpired's query for a time in Unix microseconds.
+// The condition on expiresAt (which is completed_at when that is set) lets
+// the sweep index serve it. The time is written into the query as a
+// constant: the plan PostgreSQL caches for a prepared statement, the time
+// unknown, reads the whole table by the primary key (for the order)
+// however few records expired.
+func (s *Store) listExpiredQuery(before int64) string {
+	return s.q.listExpired + strconv.FormatInt(before, 10) + " ORDER BY seq"
+}
+
+// excluded returns "col = excluded.col, ..." for an upsert.
+func excluded(cols []string) string {
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		out[i] = c + " = excluded." + c
+	}
+	return strings.Join(out, ", ")
+}
