@@ -18,12 +18,17 @@
 //
 // # Schema
 //
-// New creates what is missing, under a migration lock (an advisory lock
-// on PostgreSQL, the write lock on SQLite), so processes may start at
-// once: the table, with a sequence column for insertion order, the record's
-// columns and, beside them, what replicas share (owner, resumable, inputs
-// as JSON, spec: the retry policy, timeout and trace context as JSON,
-// not_before); a <table>_leases table (owner primary key, expires_at); the
+// The schema is made and upgraded by numbered migrations that Migrate
+// runs (and New, unless WithoutMigrate), recorded in <table>_schema_version;
+// SchemaVersion is the last, 4. Migrate runs them under a migration lock
+// (an advisory lock on PostgreSQL, the write lock on SQLite), so processes
+// may start at once, and refuses a table whose version is newer than it
+// knows (GENERAL_INVALID_INPUT, a *SchemaError), changing nothing. What
+// they make: the table, with a sequence column for insertion order, the
+// record's columns (run_at, unique_key and priority among them, from
+// migration 4) and, beside them, what replicas share (owner, resumable,
+// inputs as JSON, spec: the retry policy, timeout and trace context as
+// JSON, not_before, due); a <table>_leases table (owner primary key, expires_at); the
 // count rows: the count of active (pending or running) records and of each
 // terminal state's (completed, failed, cancelled): on SQLite a one-row
 // <table>_active table, on PostgreSQL a <table>_slots table of 16 rows,
@@ -36,28 +41,37 @@
 // deletes of a statement (a Sweep's batch) and its inserts of ended
 // records are counted together by statement triggers, a few slot rows
 // updated once each. Count of a terminal state, of every record or of the
-// active ones reads only the count rows. A table made by an older version
-// gets its missing columns (ALTER TABLE ADD COLUMN), its counts (taken
+// active ones reads only the count rows. Migrations 1 to 3 are what New
+// made before numbered migrations, which looked at what a table had: a
+// table made by such a version (it has no version table) gets its missing
+// columns (ALTER TABLE ADD COLUMN), its counts (taken
 // under the lock that DROP TRIGGER and CREATE TRIGGER hold, so no write
 // slips past them; on PostgreSQL the one-row count's triggers are dropped
 // and its active records dealt out over the slots; count rows without the
 // terminal states' columns get them, filled by one scan of the table) and,
 // on PostgreSQL, its JSONB result column turned into TEXT (one rewrite of
-// the table, once). All replicas of a table should run one version of
-// this package; while an older one still runs beside a newer one, its
-// writes go through the newer triggers, which live in the database, and
-// are counted.
+// the table, once), and then migration 4. Which versions may share a
+// table during a rolling upgrade is in the README's Upgrading: the release
+// before numbered migrations runs beside this one (its writes go through
+// the triggers, which live in the database, and are counted; it leaves
+// run_at, unique_key and priority as they are, claims by insertion order,
+// and its start finds nothing to change on a migrated table).
 //
 // Indexes: the primary key (seq) serves ListPage; (status, seq) serves List
 // by state, ListPage by state, Count of pending alone or running alone and
 // the scans of active records (Recover, Orphans); a partial index on the reference time,
 // COALESCE(completed_at, submitted_at, the zero time), over terminal
 // records (<table>_sweep) serves Sweep and ListExpired; a partial index on
-// seq over the claimable records (pending, resumable, held by no one)
-// serves Claim, and one on (module_id, seq) over them a Claim limited to
-// some modules, when their tasks are few among the claimable ones (the
-// planner picks); the unique task_id index serves Get, SaveIf, Update,
-// Lost and Remove. Each of these queries costs what it reads or writes, not
+// (priority DESC, seq) over the ready records (claimable: pending,
+// resumable, held by no one; and due) serves Claim in its order, and one
+// on (module_id, priority DESC, seq) over them a Claim limited to some
+// modules, when their tasks are few among the ready ones (the planner
+// picks); a partial index on not_before over the waiting records (due 0,
+// <table>_scheduled) serves the promote; a partial unique index on
+// unique_key over the records that hold their key (pending, running,
+// completed; <table>_unique_key) makes a key's Insert atomic and serves
+// the lookup of its holder; the unique task_id index serves Get, SaveIf,
+// Update, Lost and Remove. Each of these queries costs what it reads or writes, not
 // what the table keeps: at a million records each uses its index under
 // the plan PostgreSQL makes for the values given and under the one it
 // caches for a prepared statement (the tests check both). New creates the
@@ -107,9 +121,10 @@
 //
 // Update is one UPDATE conditional on the record being active and held by
 // the writer: once Recover has taken a lapsed manager's records, its late
-// writes change nothing (fencing). Claim is one UPDATE of the oldest due
-// claimable records (on PostgreSQL chosen FOR UPDATE SKIP LOCKED, so racing
-// claimers never wait for or share a record) RETURNING them; with Modules,
+// writes change nothing (fencing). Claim is one UPDATE of the due
+// claimable records of the highest priority, oldest first among equals
+// (on PostgreSQL chosen FOR UPDATE SKIP LOCKED, so racing claimers never
+// wait for or share a record) RETURNING them; with Modules,
 // of those modules only (module_id = ANY of a text array on PostgreSQL,
 // module_id IN a JSON array's values on SQLite: one prepared statement
 // whatever their number). Recover is one
@@ -126,6 +141,31 @@
 // still wait through busy_timeout. Claim on SQLite looks for a due record
 // with a read first, since an UPDATE takes the write lock even when it
 // matches nothing.
+//
+// # Later, once, first
+//
+// A record inserted or handed back with a not_before (a task submitted
+// WithRunAt, or a retry's backoff) is written with due 0: it waits in the
+// scheduled index only, not in the claim indexes, so a million of them
+// cost a Claim nothing. Each Claim first promotes (due 1) up to 1,000 of
+// the waiting records whose not_before is not after its Now, through the
+// scheduled index in order of not_before (one index probe when none is
+// due), and then claims among the ready ones; a claim also checks
+// not_before against its own Now, so a record promoted by a claimer whose
+// clock runs ahead, or one an older version handed back without setting
+// due, waits for its time. Priorities order the claim index, so the claim
+// reads the records it takes and no more. A scheduled record is pending:
+// a cancel before its time is a cancel of a pending record. On SQLite
+// Claim's first read looks for a ready record or a due waiting one.
+//
+// Insert with a unique key is the same one statement with ON CONFLICT
+// (unique_key) WHERE <the index's predicate> DO NOTHING: when a record
+// holding the key exists, or commits meanwhile in another process, it
+// saves nothing, and one lookup in the unique key index returns the
+// holder as a *apcore.DuplicateError. A holder that ended (failed,
+// cancelled) or was deleted between the two lets one more insert try.
+// Failed and cancelled records keep their unique_key but are outside the
+// index, so they hold nothing.
 //
 // Fencing relies on the owner column: every Update names its writer, and
 // Recover changes the owner (to no one) or ends the record, so a late
