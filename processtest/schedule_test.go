@@ -131,23 +131,27 @@ func scheduleAcross(t *testing.T, name, spec string) {
 	byKey := map[string][]string{}
 	ticks := map[int64]bool{}
 	prefix := "schedule:" + schedName + ":"
+	var keyless []string // tasks without a tick's key
 	for _, id := range ids {
 		key := outcome[id].UniqueKey
 		byKey[key] = append(byKey[key], id)
 		sec, err := strconv.ParseInt(strings.TrimPrefix(key, prefix), 10, 64)
-		if !assert.True(t, strings.HasPrefix(key, prefix) && err == nil, "task %s has key %q, not a tick's", id, key) {
+		if !strings.HasPrefix(key, prefix) || err != nil {
+			keyless = append(keyless, fmt.Sprintf("%s (%q)", id, key))
 			continue
 		}
 		ticks[sec] = true
 	}
-	duplicated := 0
+	assert.Empty(t, keyless, "%s: %d of %d tasks have no tick's key (the store does not keep UniqueKey?)", name, len(keyless), len(ids))
+	var twice []string // keys held by more than one task
 	for key, of := range byKey {
 		if len(of) > 1 {
-			duplicated++
-			t.Errorf("%s: tick %s made %d tasks: %v", name, key, len(of), of)
+			twice = append(twice, fmt.Sprintf("%q: %d tasks", key, len(of)))
 		}
 	}
-	require.NotEmpty(t, ticks, "no tick made a task")
+	slices.Sort(twice)
+	assert.Empty(t, twice, "%s: ticks that made more than one task (the store does not enforce unique keys?)", name)
+	require.NotEmpty(t, ticks, "%s: no tick made a task", name)
 
 	// No tick missed while a replica lived: each second from the first tick
 	// to the last has its key, unless no replica could tick then (alive
@@ -238,7 +242,7 @@ func scheduleAcross(t *testing.T, name, spec string) {
 	}
 	slices.Sort(pids)
 	t.Logf("schedule: %s: 3 replicas, one SIGKILLed and back after 5 s, @every 1s for %v: %d ticks (%d..%d), %d tasks, %d keys made twice, %d ticks missed while a replica lived, %d with none alive; all completed (by %s); %d of %d tasks the killed replica was running recovered and completed elsewhere; tick to start: %s",
-		name, *scheduleFor, len(secs), first, last, len(ids), duplicated, len(missed), unattended,
+		name, *scheduleFor, len(secs), first, last, len(ids), len(twice), len(missed), unattended,
 		strings.Join(pids, ", "), recovered, len(cutShort), lag)
 }
 
