@@ -14,7 +14,7 @@ const (
 	MetricSubmitted       = "apcore.tasks.submitted"       // counter, by module
 	MetricFinished        = "apcore.tasks.finished"        // counter, by module and final status
 	MetricAttemptDuration = "apcore.task.attempt.duration" // histogram (s), by module and the status the attempt led to
-	MetricQueueWait       = "apcore.task.queue.wait"       // histogram (s), by module: submitted to first start
+	MetricQueueWait       = "apcore.task.queue.wait"       // histogram (s), by module: submitted (or run_at, when later) to first start
 	MetricActive          = "apcore.tasks.active"          // up-down counter, by status (pending, running)
 	MetricProgress        = "apcore.task.progress.updates" // counter, by module
 )
@@ -22,7 +22,9 @@ const (
 // Instrument records metrics of mgr's tasks from its transitions (see
 // apcore.TaskManager.Subscribe): tasks submitted (by module) and finished
 // (by module and final status), each attempt's duration and the queue wait
-// before a task's first attempt (histograms, in seconds), the tasks active
+// before a task's first attempt (histograms, in seconds; the wait counts
+// from the task's run_at when it has a later one: waiting for its time is
+// no queue wait), the tasks active
 // on this manager (by status: from a task's first active record here to
 // its end, or until it is handed back to the store for another replica)
 // and progress reports (by module). Each
@@ -145,7 +147,13 @@ func (in *instruments) observe(info apcore.TaskInfo) {
 			metric.WithAttributes(module, AttrStatus.String(string(info.Status))))
 	}
 	if info.Status == apcore.StatusRunning && info.RetryCount == 0 && !info.StartedAt.IsZero() && !info.SubmittedAt.IsZero() {
-		if d := info.StartedAt.Sub(info.SubmittedAt); d >= 0 {
+		d := info.StartedAt.Sub(info.SubmittedAt)
+		if info.RunAt != nil && info.RunAt.After(info.SubmittedAt) {
+			// A replica whose clock runs ahead of the submitter's may
+			// start it a moment before its run_at: no wait then.
+			d = max(info.StartedAt.Sub(*info.RunAt), 0)
+		}
+		if d >= 0 {
 			in.wait.Record(ctx, d.Seconds(), metric.WithAttributes(module))
 		}
 	}

@@ -39,6 +39,16 @@ const (
 	// the failed record's ErrorCode, MODULE_TIMEOUT, or EXECUTION_CANCELLED
 	// for a task cancelled while it ran.
 	AttrErrorCode = attribute.Key("apcore.task.error_code")
+	// AttrRunAt is the time a task submitted WithRunAt (or WithDelay) was
+	// to start, RFC 3339 in UTC to the microsecond (the record's RunAt);
+	// set on its attempts' spans only when the record has one.
+	AttrRunAt = attribute.Key("apcore.task.run_at")
+	// AttrUniqueKey is the key a task was submitted WithUniqueKey with;
+	// set only when it has one. It is the application's text: it goes on
+	// spans, never on metrics (one series per key).
+	AttrUniqueKey = attribute.Key("apcore.task.unique_key")
+	// AttrPriority is a task's WithPriority; set only when it is not 0.
+	AttrPriority = attribute.Key("apcore.task.priority")
 )
 
 // Outcomes of an attempt, the value of AttrOutcome on its span. They
@@ -104,7 +114,9 @@ func newConfig(opts []Option) config {
 // named "apcore.attempt <module id>": one span per attempt, a child of the
 // span in Submit's context (the task's context keeps Submit's values, so
 // the module's own spans nest under the attempt's). Its attributes are the
-// task id, module id, attempt number (RetryCount+1) and outcome. The
+// task id, module id, attempt number (RetryCount+1) and outcome, and, when
+// the task has them, its run_at (AttrRunAt), unique key (AttrUniqueKey)
+// and priority (AttrPriority). The
 // outcome follows the task's record, not only the module's return: a
 // module that ignores its context and returns a result after its timeout,
 // or after the task was cancelled, still ends a timed-out or cancelled
@@ -137,6 +149,7 @@ func (e *executor) Call(ctx context.Context, moduleID string, inputs map[string]
 	attrs := []attribute.KeyValue{AttrModuleID.String(moduleID)}
 	if info, ok := apcore.TaskFromContext(ctx); ok {
 		attrs = append(attrs, AttrTaskID.String(info.TaskID), AttrAttempt.Int(info.RetryCount+1))
+		attrs = appendTaskOptions(attrs, &info)
 	}
 	startOpts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrs...)}
 	if sc, ok := ctx.Value(submitterKey{}).(trace.SpanContext); ok && sc.IsValid() {
@@ -166,6 +179,24 @@ func (e *executor) Call(ctx context.Context, moduleID string, inputs map[string]
 	}
 	return result, err
 }
+
+// appendTaskOptions appends the attributes of the record's third-stage
+// fields that are set: run_at, unique key, priority.
+func appendTaskOptions(attrs []attribute.KeyValue, info *apcore.TaskInfo) []attribute.KeyValue {
+	if info.RunAt != nil && !info.RunAt.IsZero() {
+		attrs = append(attrs, AttrRunAt.String(info.RunAt.UTC().Format(rfc3339Micro)))
+	}
+	if info.UniqueKey != "" {
+		attrs = append(attrs, AttrUniqueKey.String(info.UniqueKey))
+	}
+	if info.Priority != 0 {
+		attrs = append(attrs, AttrPriority.Int(info.Priority))
+	}
+	return attrs
+}
+
+// rfc3339Micro is RFC 3339 to the microsecond, the wire format's precision.
+const rfc3339Micro = "2006-01-02T15:04:05.000000Z07:00"
 
 // attemptOutcome tells how an attempt ended, from the task's record and
 // the attempt's context first, then from what the module returned (err):
