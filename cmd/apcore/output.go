@@ -169,12 +169,12 @@ func printStats(w io.Writer, store string, st stats) error {
 		_, err := fmt.Fprintln(w, "no tasks")
 		return err
 	}
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprint(tw, "MODULE\t")
 	for _, s := range states {
 		fmt.Fprintf(tw, "%s\t", strings.ToUpper(string(s)))
 	}
-	fmt.Fprintln(tw, "TOTAL\t")
+	fmt.Fprintln(tw, "TOTAL")
 	for _, m := range slices.Sorted(maps.Keys(st.modules)) {
 		c := st.modules[m]
 		fmt.Fprintf(tw, "%s\t", cell(m))
@@ -183,7 +183,7 @@ func printStats(w io.Writer, store string, st stats) error {
 			fmt.Fprintf(tw, "%d\t", c[s])
 			total += c[s]
 		}
-		fmt.Fprintf(tw, "%d\t\n", total)
+		fmt.Fprintf(tw, "%d\n", total)
 	}
 	return tw.Flush()
 }
@@ -212,8 +212,10 @@ func ran(t *apcore.TaskInfo) string {
 		return d.Round(time.Second).String()
 	case d >= time.Second:
 		return d.Round(10 * time.Millisecond).String()
+	case d >= time.Millisecond:
+		return d.Round(time.Millisecond).String()
 	}
-	return d.Round(time.Millisecond).String()
+	return d.Round(time.Microsecond).String()
 }
 
 // progress formats a task's progress; "-" when none was reported.
