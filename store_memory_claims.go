@@ -36,11 +36,11 @@ type claimEntry struct {
 
 func (q *claimQueues) init() { q.byModule = make(map[claimKey]*claimQueue) }
 
-// push queues r, a record that just became claimable; r's shard lock is
-// held or r is not shared yet.
+// push queues r, a record that just became claimable (so r.shared is
+// set); MemoryStore.order is held.
 func (q *claimQueues) push(r *memRecord) {
 	q.arrivals++
-	key := claimKey{r.info.ModuleID, r.info.Priority}
+	key := r.shared.claim // not r.info, which writers change under the shard lock
 	mq := q.byModule[key]
 	if mq == nil {
 		mq = &claimQueue{}

@@ -19,6 +19,10 @@ type memShared struct {
 	timeout   time.Duration
 	notBefore time.Time
 	trace     map[string]string
+	// claim is the claim queue the record waits in when claimable: its
+	// module and priority, which never change, kept here so that the
+	// queues read them without the record's shard lock.
+	claim claimKey
 }
 
 // stored returns r as a StoredTask; r's shard lock is held.
@@ -62,6 +66,7 @@ func (s *MemoryStore) Insert(ctx context.Context, task StoredTask, limit int) (b
 		r.shared = &memShared{
 			resumable: task.Resumable, inputs: slices.Clone(task.Inputs), retry: task.Retry,
 			timeout: task.Timeout, notBefore: task.NotBefore, trace: cloneTrace(task.Trace),
+			claim: claimKey{task.Info.ModuleID, task.Info.Priority},
 		}
 	}
 	s.order.Lock()
