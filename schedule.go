@@ -25,7 +25,7 @@ type Schedule struct {
 	// "CRON_TZ=Europe/Berlin 30 2 * * *"); across a daylight-saving change
 	// the cron library's rules apply (a time that a change skips does not
 	// tick; one it repeats ticks at each of its two instants). "@every d" ticks at the multiples
-	// of d since the Unix epoch (d of a second or more, rounded to the
+	// of d since the Unix epoch (d of a second or more, truncated to the
 	// second), so that replicas that added it at different times tick
 	// together.
 	Spec string
@@ -256,7 +256,17 @@ func parseSchedule(spec string) (cron.Schedule, error) {
 // started (the cron library's own counts from the time it is asked).
 type alignedEvery struct{ d time.Duration }
 
-// Next returns the first multiple of d after t.
+// Next returns the first multiple of d since the Unix epoch after t. (Not
+// t.Truncate(d), which counts from the zero time, January 1 of year 1: a d
+// that does not divide 62,135,596,800 s, such as 7s or 168h, would tick
+// off the epoch's multiples.) d is whole seconds: the cron library's Every
+// drops the rest.
 func (a alignedEvery) Next(t time.Time) time.Time {
-	return t.Truncate(a.d).Add(a.d)
+	secs := int64(a.d / time.Second)
+	s := t.Unix() // seconds, rounded down even before 1970
+	n := s / secs
+	if s%secs < 0 {
+		n--
+	}
+	return time.Unix((n+1)*secs, 0).In(t.Location())
 }

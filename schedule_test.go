@@ -58,6 +58,17 @@ func TestEveryIsAligned(t *testing.T) {
 		at, _ := time.Parse(time.RFC3339Nano, from)
 		assert.Equal(t, "2026-12-03T10:00:30Z", s.Next(at).UTC().Format(time.RFC3339Nano), from)
 	}
+	// Durations that do not divide the seconds between year 1 and 1970.
+	for _, d := range []time.Duration{7 * time.Second, 11 * time.Second, 168 * time.Hour} {
+		s, err := parseSchedule("@every " + d.String())
+		require.NoError(t, err)
+		secs := int64(d / time.Second)
+		for _, at := range []time.Time{time.Unix(1796311665, 123), time.Unix(1796311667, 0), time.Unix(-5, 0)} {
+			next := s.Next(at)
+			assert.Zero(t, next.Unix()%secs, "@every %v from %v: %v is not a multiple since the epoch", d, at, next)
+			assert.True(t, next.After(at) && next.Sub(at) <= d, "@every %v from %v: %v", d, at, next)
+		}
+	}
 }
 
 // Across a daylight-saving change the cron library's rules apply: in
