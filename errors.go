@@ -152,11 +152,18 @@ func invalidf(format string, args ...any) *Error {
 }
 
 // storeErr reports a failed store call. A store that already returned a typed
-// *Error keeps its code; any other error is wrapped as TASK_STORE_UNAVAILABLE
+// *Error keeps its code (and, for TASK_STORE_UNAVAILABLE, gets op in front
+// of its message, so that the error names what the caller asked for); any other error is wrapped as TASK_STORE_UNAVAILABLE
 // so callers can match it with errors.Is(err, ErrStoreUnavailable) and still
 // reach the driver's error through Unwrap.
 func storeErr(op string, err error) error {
-	if CodeOf(err) != "" {
+	switch CodeOf(err) {
+	case "":
+	case CodeTaskStoreUnavailable:
+		// The store's own message names its step ("renew lease"); say
+		// which of the caller's operations it was for.
+		return &Error{Code: CodeTaskStoreUnavailable, Message: "task store: " + op, Cause: err}
+	default:
 		return err
 	}
 	return &Error{Code: CodeTaskStoreUnavailable, Message: "task store: " + op, Cause: err}

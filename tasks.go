@@ -530,7 +530,7 @@ func (m *TaskManager) refused(err error) error {
 		return &Error{Code: CodeTaskDuplicate, Message: "Submit: a task with this unique key exists", Cause: dup}
 	}
 	if err != nil {
-		return storeErr("save new task", err)
+		return storeErr("Submit: save the new task", err)
 	}
 	return newError(CodeTaskLimitExceeded, "Task limit reached (%d)", m.maxTasks)
 }
