@@ -59,7 +59,7 @@ func (s TaskStatus) IsActive() bool { return s == StatusPending || s == StatusRu
 
 // TaskInfo is one task's record. Zero times mean "not yet".
 // It marshals to and from the protocol's JSON wire format (snake_case
-// names, times as float Unix seconds, null for unset), see spec/SPEC.md.
+// names, times as float Unix seconds, null for unset; see MarshalJSON).
 type TaskInfo struct {
 	// TaskID is the UUID v4 that Submit returned.
 	TaskID string
@@ -330,9 +330,9 @@ func (t *TaskInfo) UnmarshalJSON(data []byte) error {
 // keys and slices are copied recursively, everything else (strings, numbers,
 // booleans, nil, and types this function does not know) is returned as it
 // is. Stores use it so that a result handed to or from a caller cannot alias
-// the stored one. A value that holds itself, or is nested deeper than
-// maxResultDepth, is returned as it is (the manager refuses such a result
-// before it reaches a store; see checkResult).
+// the stored one. A value that holds itself, or is nested more than 10,000
+// levels deep, is returned as it is (the manager refuses such a result
+// before it reaches a store: the task fails with GENERAL_INVALID_INPUT).
 func CloneResult(v any) any {
 	out, err := cloneResult(v, 0)
 	if err != nil {

@@ -11,8 +11,8 @@ import (
 // MemoryStore is the default TaskStore, and the reference that package
 // storetest is written against. It keeps records in a sharded hash map, so
 // that Get and SaveIf on different tasks rarely contend; the insertion
-// order in blocks of sequence numbers counted by state (see
-// store_memory_index.go), so that a page, a listing of one state, a
+// order in blocks of sequence numbers, each with a mask of its records per
+// state, so that a page, a listing of one state, a
 // recovery and a sweep cost what they return; and counters per state that
 // answer Count in O(1). It implements Counter, ConditionalSaver, Remover,
 // Pager, Sweeper and SharedStore, and knows nothing of managers: several

@@ -51,9 +51,11 @@ func (r *memRecord) claimableLocked() bool {
 	return r.shared != nil && r.shared.resumable && r.owner == "" && r.info.Status == StatusPending
 }
 
-// Insert saves a new record only while fewer than limit records are active.
-// Every insert holds s.order, and only inserts make a record active, so the
-// count and the insert are one step.
+// Insert saves a new record only while fewer than limit records are active,
+// and, for a record with a UniqueKey, only while no pending, running or
+// completed record holds the key (else false and a *DuplicateError). Every
+// insert holds the store's one insert lock, and only inserts make a record
+// active or take a key, so the count, the key and the insert are one step.
 func (s *MemoryStore) Insert(ctx context.Context, task StoredTask, limit int) (bool, error) {
 	if err := checkRecord(&task.Info); err != nil {
 		return false, err

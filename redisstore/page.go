@@ -362,7 +362,7 @@ func (s *Store) page(ctx context.Context, opts apcore.ListOptions, after string,
 // (CompletedAt, or SubmittedAt without one) is strictly before req.Before,
 // with their index entries, and returns how many it deleted
 // (apcore.Sweeper). It reads each terminal state's index by score, in
-// scripts of at most sweepStep records each, and counts the records each
+// scripts of at most 500 records each, and counts the records each
 // script took out of an index, so that sweepers racing over the same
 // records count each once.
 func (s *Store) Sweep(ctx context.Context, req apcore.SweepRequest) (int, error) {
@@ -396,10 +396,10 @@ func microsBound(t time.Time) string {
 }
 
 // List returns every record ("" status) or those in one state, in insertion
-// order, in bounded steps: every record from the order index, walkStep
+// order, in bounded steps: every record from the order index, 1,000
 // entries at a time; pending and running from the held index; a terminal
 // state from its own index, whole when it is small, by score otherwise
-// (expiredStep entries a step), sorted by sequence number. A record that
+// (1,000 entries a step), sorted by sequence number. A record that
 // changes state or is deleted meanwhile may be left out.
 func (s *Store) List(ctx context.Context, status apcore.TaskStatus) ([]apcore.TaskInfo, error) {
 	if status != "" && !status.Valid() {
@@ -467,7 +467,7 @@ func (s *Store) read(ctx context.Context, hs []hit, keep func(*apcore.TaskInfo) 
 
 // ListExpired returns the terminal records whose CompletedAt is set and
 // strictly before before, in insertion order. It reads each terminal
-// state's index by score, expiredStep entries at a time, up to the bound:
+// state's index by score, 1,000 entries at a time, up to the bound:
 // its cost follows the records it returns.
 func (s *Store) ListExpired(ctx context.Context, before time.Time) ([]apcore.TaskInfo, error) {
 	bound := microsBound(before)
