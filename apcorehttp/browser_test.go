@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"github.com/apcore-go/apcore/apcorehttp"
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 )
 
 // chromiumPath is Debian's chromium, which scripts/test.sh installs.
@@ -423,4 +425,154 @@ func TestBrowserReadOnly(t *testing.T) {
 	if p := problems(); len(p) > 0 {
 		t.Errorf("the page logged errors: %v", p)
 	}
+}
+
+// rowIDs is an expression: the ids of the table's rows, sorted, joined by
+// commas.
+const rowIDs = `[...document.querySelectorAll("#rows tr")].map(r => r.dataset.id).sort().join(",")`
+
+// sortedIDs joins ids sorted, as rowIDs does.
+func sortedIDs(ids ...string) string {
+	ids = slices.Clone(ids)
+	slices.Sort(ids)
+	return strings.Join(ids, ",")
+}
+
+// Scheduled tasks in a real browser: a pending task whose run_at is in the
+// future shows as scheduled with how long until its time (the time itself
+// as the tooltip), also when it is submitted after the page loaded; it
+// shows its state once its time has come; the detail view shows its time,
+// priority and unique key (a hostile key as text); the status filter's
+// "scheduled" and the unique-key field (exact, a hostile key too) filter
+// the table through the server.
+func TestBrowserScheduled(t *testing.T) {
+	// A key typed by a user: markup, quotes, an ampersand, URL syntax.
+	const evilKey = `<img src=x onerror="window.__xss=5">'&amp;?k=1#x`
+	reg := apcore.NewRegistry()
+	for _, m := range []string{"email.send", "report.later"} {
+		must(t, reg.Register(m, apcore.ModuleFunc(func(context.Context, map[string]any) (any, error) {
+			return "ok", nil
+		})))
+	}
+	store := newCountingStore(t, apcore.NewMemoryStore())
+	mgr := newManager(t, reg, apcore.WithStore(store))
+	h, err := apcorehttp.NewHandler(mgr)
+	must(t, err)
+	srv := newServer(t, h)
+	ctx := context.Background()
+	var done []string
+	for range 3 {
+		id, err := mgr.Submit(ctx, "email.send", nil, apcore.WithUniqueKey(fmt.Sprintf("mail-%d", len(done))))
+		must(t, err)
+		_, err = mgr.Wait(ctx, id)
+		must(t, err)
+		done = append(done, id)
+	}
+	runAt := time.Now().Add(5*time.Minute + 20*time.Second)
+	evil, err := mgr.Submit(ctx, "report.later", nil, apcore.WithRunAt(runAt), apcore.WithUniqueKey(evilKey), apcore.WithPriority(7))
+	must(t, err)
+
+	bctx, problems := browser(t)
+	must(t, chromedp.Do(bctx, chromedp.Navigate(srv.URL+"/")))
+	must(t, waitJS(bctx, fmt.Sprintf(`document.body.dataset.live === "1" && %s === %q`, rowIDs, sortedIDs(append(done, evil)...))))
+
+	// Shown as scheduled, with its time.
+	type shownRow struct {
+		Status string `json:"status"`
+		Shown  string `json:"shown"`
+		Badge  string `json:"badge"`
+		When   string `json:"when"`
+		Title  string `json:"title"`
+		Want   string `json:"want"`
+	}
+	row := func(id string, at time.Time) shownRow {
+		t.Helper()
+		var r shownRow
+		must(t, evalJS(bctx, fmt.Sprintf(`(() => { const r = document.querySelector(%q); const w = r.querySelector(".when");
+			return {status: r.dataset.status, shown: r.dataset.shown, badge: r.querySelector(".badge").textContent,
+				when: w.textContent, title: w.title, want: new Date(%d).toLocaleString()}; })()`, rowSel(id), at.UnixMilli()), &r))
+		return r
+	}
+	if r := row(evil, runAt); r.Status != "pending" || r.Shown != "scheduled" || r.Badge != "scheduled" || r.When != "in 5 min" || r.Title != r.Want {
+		t.Errorf("a task scheduled 5 min 20 s ahead shows %+v; want the badge scheduled, \"in 5 min\" and the time as the tooltip", r)
+	}
+	// Submitted after the page loaded: the event brings it as scheduled.
+	laterAt := time.Now().Add(3 * time.Hour)
+	later, err := mgr.Submit(ctx, "report.later", nil, apcore.WithRunAt(laterAt))
+	must(t, err)
+	must(t, waitJS(bctx, fmt.Sprintf(`document.querySelector(%q)?.dataset.shown === "scheduled"`, rowSel(later))))
+	if r := row(later, laterAt); r.When != "in 3 h" || r.Title != r.Want {
+		t.Errorf("a task scheduled 3 h ahead, submitted after load, shows %+v", r)
+	}
+	// A time that comes while the page is open: scheduled, then run.
+	soon, err := mgr.Submit(ctx, "report.later", nil, apcore.WithDelay(4*time.Second))
+	must(t, err)
+	must(t, waitJS(bctx, fmt.Sprintf(`(() => { const r = document.querySelector(%q); return r?.dataset.shown === "scheduled" && /^in [1-4] s$/.test(r.querySelector(".when").textContent); })()`, rowSel(soon))))
+	must(t, waitJS(bctx, fmt.Sprintf(`(() => { const r = document.querySelector(%q); return r?.dataset.shown === "completed" && r.querySelector(".badge").textContent === "completed" && r.querySelector(".when").textContent === ""; })()`, rowSel(soon))))
+
+	// The detail view: its time, priority and unique key, as text.
+	must(t, click(bctx, rowSel(evil)+" td.module"))
+	must(t, waitJS(bctx, fmt.Sprintf(`document.getElementById("detail").dataset.fetched === %q`, evil)))
+	var fields map[string]string
+	must(t, evalJS(bctx, `(() => { const out = {status: document.getElementById("d-status").textContent};
+		for (const dt of document.querySelectorAll("#d-fields dt")) out[dt.textContent] = dt.nextElementSibling.textContent;
+		return out; })()`, &fields))
+	var wantAt string
+	must(t, evalJS(bctx, fmt.Sprintf(`new Date(%d).toLocaleString()`, runAt.UnixMilli()), &wantAt))
+	if dir := os.Getenv("APCOREHTTP_SHOTS"); dir != "" {
+		must(t, os.WriteFile(filepath.Join(dir, "scheduled-detail.png"), screenshot(t, bctx, 1280, 800), 0o644))
+	}
+	if fields["status"] != "scheduled" || fields["Run at"] != wantAt+" (in 5 min)" || fields["Priority"] != "7" || fields["Unique key"] != evilKey {
+		t.Errorf("the detail view of the scheduled task: %v; want scheduled, run at %q (in 5 min), priority 7, unique key %q", fields, wantAt, evilKey)
+	}
+	must(t, click(bctx, "#d-close"))
+
+	// The status filter's "scheduled": the server's filter.
+	must(t, chromedp.Do(bctx, chromedp.SetValue(chromedp.CSS("#f-status"), "scheduled")))
+	must(t, evalJS(bctx, `document.getElementById("f-status").dispatchEvent(new Event("change")), true`, new(bool)))
+	must(t, waitJS(bctx, fmt.Sprintf(`%s === %q`, rowIDs, sortedIDs(evil, later))))
+	var rangeText string
+	must(t, evalJS(bctx, `document.getElementById("range").textContent`, &rangeText))
+	if rangeText != "1–2" {
+		t.Errorf("the scheduled filter's range reads %q, want 1–2 (no count of the state's)", rangeText)
+	}
+
+	// The unique key, typed and entered: exact, through the server; with
+	// the status filter too.
+	must(t, chromedp.Do(bctx, chromedp.SendKeys(chromedp.CSS("#f-key"), evilKey+kb.Enter)))
+	must(t, waitJS(bctx, fmt.Sprintf(`%s === %q`, rowIDs, evil)))
+	must(t, chromedp.Do(bctx, chromedp.SetValue(chromedp.CSS("#f-status"), "")))
+	must(t, evalJS(bctx, `document.getElementById("f-status").dispatchEvent(new Event("change")), true`, new(bool)))
+	must(t, waitJS(bctx, fmt.Sprintf(`%s === %q && document.getElementById("f-key").value === %q`, rowIDs, evil, evilKey)))
+	setKey := func(k string) {
+		t.Helper()
+		must(t, evalJS(bctx, fmt.Sprintf(`document.getElementById("f-key").value = %q, true`, k), new(bool)))
+		must(t, chromedp.Do(bctx, chromedp.SendKeys(chromedp.CSS("#f-key"), kb.Enter)))
+	}
+	setKey("mail-1")
+	must(t, waitJS(bctx, fmt.Sprintf(`%s === %q`, rowIDs, done[1])))
+	setKey("mail-")
+	must(t, waitJS(bctx, fmt.Sprintf(`%s === "" && !document.getElementById("empty").hidden`, rowIDs)))
+	setKey("")
+	must(t, waitJS(bctx, fmt.Sprintf(`%s === %q`, rowIDs, sortedIDs(append(done, evil, later, soon)...))))
+
+	var injected struct {
+		XSS    bool `json:"xss"`
+		Images int  `json:"images"`
+	}
+	must(t, evalJS(bctx, `({xss: window.__xss !== undefined, images: document.images.length})`, &injected))
+	if injected.XSS || injected.Images != 0 {
+		t.Errorf("markup from a unique key ran or entered the page: %+v", injected)
+	}
+	if p := problems(); len(p) > 0 {
+		t.Errorf("the page logged errors:\n%s", strings.Join(p, "\n"))
+	}
+	if full, by := store.full.Load(), store.byStatus.Load(); full != 0 || by != 0 {
+		t.Errorf("serving the page listed the store: %d times whole, %d by state", full, by)
+	}
+	store.strict.Store(false)
+	_, err = mgr.Cancel(ctx, later)
+	must(t, err)
+	_, err = mgr.Cancel(ctx, evil)
+	must(t, err)
 }

@@ -86,15 +86,18 @@ type handler struct {
 //	GET  /api/events              text/event-stream of records' changes
 //
 // GET /api/tasks answers one page: {"tasks": [...], "next": cursor}. It
-// takes status (one state), order ("asc", the default: insertion order; or
+// takes status (one state, or "scheduled": the pending records whose
+// run_at is in the future), order ("asc", the default: insertion order; or
 // "desc": newest first), limit (1-1000, default 100), after (the "next" of
 // the previous answer; also sent as a Link header with rel="next"), module
-// (one module id) and offset (0-10,000; instead of after). "next" is
-// absent on the last page. A request costs its page, whatever the store
-// holds (on a store with apcore.Pager, as every store of this repository
-// has), and counts nothing (GET /api/summary has the counts). The store
-// cannot filter by module, so with module the handler reads store pages
-// and keeps the matching records, reading about 10,000 records at most per
+// (one module id), unique_key (one key, matched exactly) and offset
+// (0-10,000; instead of after). "next" is absent on the last page. A
+// request costs its page, whatever the store holds (on a store with
+// apcore.Pager, as every store of this repository has), and counts nothing
+// (GET /api/summary has the counts). The store cannot filter by module, by
+// run_at or by unique key, so with module, status=scheduled or unique_key
+// the handler reads store pages (of the pending records for scheduled) and
+// keeps the matching records, reading about 10,000 records at most per
 // request: the answer then may hold fewer than limit records with a
 // "next", and says how many it read ("scanned"). An offset costs the
 // records it skips. A bad parameter or a cursor that neither this handler
@@ -126,13 +129,16 @@ type handler struct {
 // them first, and reads them a page at a time); while more than 5,000 are
 // active it reads none, and other replicas' tasks show with the page's
 // refresh instead. Each event's data is a record in the wire
-// format without its result and error (GET /api/tasks/{id} has them), and
-// with the progress message cut to 1 KiB. Events are sent in batches at
+// format without its result, error and unique key (GET /api/tasks/{id} has
+// them), and with the progress message cut to 1 KiB. Events are sent in batches at
 // most every 50 ms, with only the latest event of each task in a batch;
 // when more than 2,048 transitions come between two batches, the batch is
 // one event named "resync" instead, telling the client to reload what it
 // shows. A client that falls behind (4 MiB queued for it, or a write that
 // takes 10 s) is dropped; an EventSource reconnects.
+//
+// Records are TaskInfo's JSON (its MarshalJSON), run_at, unique_key and
+// priority included when set.
 //
 // A record whose result JSON cannot encode (NaN or an infinity, which the
 // memory store keeps) is sent with those numbers as the strings "NaN",

@@ -8,10 +8,12 @@
   // The table pages with cursors: after is the cursor of the page shown
   // ("" for the first), next the one the server gave for the page after,
   // back the pages before it ({after, pos}), pos how many records the
-  // pages before this one showed.
-  const state = { status: "", module: "", order: "desc", limit: 50, after: "", next: "", back: [], pos: 0 };
+  // pages before this one showed. status may be "scheduled" (pending, with
+  // run_at in the future: a filter of the server's, not a state); key is
+  // a unique key, matched exactly.
+  const state = { status: "", module: "", key: "", order: "desc", limit: 50, after: "", next: "", back: [], pos: 0 };
   // The counts per state of the last summary: the table's "of N" (none
-  // with a module filter: the server does not count by module).
+  // with a filter the server does not count by: module, scheduled, key).
   let counts = null;
   const rows = new Map(); // task id -> {tr, task}
   let detailId = null;
@@ -52,6 +54,22 @@
     if (d < 86400) return Math.floor(d / 3600) + " h ago";
     return new Date(sec * 1000).toLocaleDateString();
   }
+  // until is how long until sec, from now: "in 40 s", "in 5 min", "in 3 h",
+  // "in 2 d".
+  function until(sec) {
+    const d = Math.max(0, sec - Date.now() / 1000);
+    if (d < 60) return "in " + Math.ceil(d) + " s";
+    if (d < 3600) return "in " + Math.round(d / 60) + " min";
+    if (d < 86400) return "in " + Math.round(d / 3600) + " h";
+    return "in " + Math.round(d / 86400) + " d";
+  }
+  // A pending task whose run_at is in the future is scheduled: it waits
+  // for its time, not for a slot.
+  function isScheduled(t) {
+    return t.status === "pending" && typeof t.run_at === "number" && t.run_at > Date.now() / 1000;
+  }
+  // shown is the state the page shows: the record's, or "scheduled".
+  function shown(t) { return isScheduled(t) ? "scheduled" : t.status; }
   function dur(t) {
     if (!t.started_at) return "–";
     const end = t.completed_at || Date.now() / 1000;
@@ -79,6 +97,7 @@
       dur: el("td", "c-dur"), prog: el("td"), retry: el("td", "c-retry"), act: el("td", "c-act"),
     };
     cells.status.appendChild(el("span", "badge"));
+    cells.status.appendChild(el("span", "when"));
     const bar = el("div", "progress");
     bar.setAttribute("role", "progressbar");
     bar.setAttribute("aria-valuemin", "0");
@@ -98,13 +117,23 @@
     return r;
   }
 
+  // fillStatus shows the task's state, and a scheduled task's time: how
+  // long until it, with the time itself as the tooltip.
+  function fillStatus(r) {
+    const t = r.task, st = shown(t);
+    const badge = r.cells.status.firstChild, when = badge.nextSibling;
+    badge.textContent = st;
+    badge.className = "badge " + st;
+    r.tr.dataset.status = t.status;
+    r.tr.dataset.shown = st;
+    when.textContent = st === "scheduled" ? until(t.run_at) : "";
+    when.title = st === "scheduled" ? fmtTime(t.run_at) : "";
+  }
+
   function fillRow(r, t) {
     r.task = t;
     const c = r.cells;
-    const badge = c.status.firstChild;
-    badge.textContent = t.status;
-    badge.className = "badge " + t.status;
-    r.tr.dataset.status = t.status;
+    fillStatus(r);
     c.module.textContent = t.module_id;
     c.module.title = t.module_id;
     c.id.textContent = t.task_id.slice(0, 8);
@@ -137,7 +166,8 @@
   function renderRange() {
     const from = rows.size === 0 ? 0 : state.pos + 1;
     const to = state.pos + rows.size;
-    const total = !state.module && counts ? counts[state.status || "total"] : undefined;
+    const counted = !state.module && !state.key && state.status !== "scheduled";
+    const total = counted && counts ? counts[state.status || "total"] : undefined;
     let text = rows.size === 0 ? "none" : from.toLocaleString() + "–" + to.toLocaleString();
     if (typeof total === "number") text = (rows.size === 0 ? "0" : text) + " of " + Math.max(total, to).toLocaleString();
     else if (state.next) text += " (more)";
@@ -148,8 +178,12 @@
     $("next").textContent = state.order === "desc" ? "Older ›" : "Newer ›";
   }
 
+  // matches tells whether a record belongs in the table's filter. Events
+  // carry no unique key: with a key filter, new tasks come with the
+  // refresh that every event schedules.
   function matches(t) {
-    return (!state.status || t.status === state.status) && (!state.module || t.module_id === state.module);
+    const st = state.status === "scheduled" ? isScheduled(t) : !state.status || t.status === state.status;
+    return st && (!state.module || t.module_id === state.module) && (!state.key || t.unique_key === state.key);
   }
 
   // ---- data --------------------------------------------------------------
@@ -167,6 +201,7 @@
     if (state.after) q.set("after", state.after);
     if (state.status) q.set("status", state.status);
     if (state.module) q.set("module", state.module);
+    if (state.key) q.set("unique_key", state.key);
     try {
       const data = await getJSON("api/tasks?" + q);
       if (seq !== pageSeq) return;
@@ -291,8 +326,8 @@
     detailTask = t;
     $("d-title").textContent = "Task " + t.task_id.slice(0, 8);
     const st = $("d-status");
-    st.textContent = t.status;
-    st.className = "badge " + t.status;
+    st.textContent = shown(t);
+    st.className = "badge " + shown(t);
     $("d-module").textContent = t.module_id;
     setProgress($("d-progress"), t);
     $("d-progress-msg").textContent = t.progress_message || "";
@@ -304,6 +339,11 @@
       ["Retries", (t.retry_count || 0) + " of " + (t.max_retries || 0)],
       ["Progress", (t.progress || 0) + "%"],
     ];
+    if (typeof t.run_at === "number") {
+      fields.splice(2, 0, ["Run at", fmtTime(t.run_at) + (isScheduled(t) ? " (" + until(t.run_at) + ")" : "")]);
+    }
+    fields.push(["Priority", String(t.priority || 0)]);
+    if (t.unique_key) fields.push(["Unique key", t.unique_key]);
     if (t.error_code) fields.push(["Error code", t.error_code]);
     for (const [k, v] of fields) { dl.appendChild(el("dt", null, k)); dl.appendChild(el("dd", null, v)); }
     $("d-error-box").hidden = !t.error;
@@ -412,6 +452,7 @@
     Object.assign(state, changes, { after: "", next: "", back: [], pos: 0 });
     $("f-status").value = state.status;
     $("f-module").value = state.module;
+    $("f-key").value = state.key;
     for (const b of document.querySelectorAll(".count")) b.classList.toggle("active", b.dataset.status === state.status);
     loadPage();
   }
@@ -421,7 +462,15 @@
   $("f-order").addEventListener("change", (e) => setFilter({ order: e.target.value }));
   $("f-limit").addEventListener("change", (e) => setFilter({ limit: Number(e.target.value) }));
   for (const b of document.querySelectorAll(".count")) b.addEventListener("click", () => setFilter({ status: b.dataset.status }));
-  $("filters").addEventListener("submit", (e) => e.preventDefault());
+  // The key is searched when it is entered (Enter, or leaving the field),
+  // not at each keystroke: each search may read 10,000 records.
+  function setKey() {
+    const k = $("f-key").value;
+    if (k !== state.key) setFilter({ key: k });
+  }
+  $("f-key").addEventListener("change", setKey);
+  $("f-key").addEventListener("search", setKey); // the field's clear button
+  $("filters").addEventListener("submit", (e) => { e.preventDefault(); setKey(); });
   $("prev").addEventListener("click", () => {
     const b = state.back.pop();
     if (!b) return;
@@ -449,6 +498,7 @@
   setInterval(() => {
     for (const r of rows.values()) {
       r.cells.time.textContent = ago(r.task.submitted_at);
+      if (r.task.run_at) fillStatus(r); // counts down, and ends when due
       if (isActive(r.task.status)) r.cells.dur.textContent = dur(r.task);
     }
     if (detailTask && isActive(detailTask.status)) fillDetail(detailTask);
