@@ -359,6 +359,53 @@ func TestWaitFollowsAHandedBackTask(t *testing.T) {
 	}
 }
 
+// A Wait on a running resumable task that Drain hands back to the store
+// (its context ran out while the module ran) follows the task there, and
+// returns when another manager has run it to its end.
+func TestWaitFollowsATaskDrainHandsBack(t *testing.T) {
+	ctx := testCtx(t)
+	var attempts atomic.Int32
+	started := make(chan struct{}, 1)
+	job := ModuleFunc(func(ctx context.Context, in map[string]any) (any, error) {
+		if attempts.Add(1) == 1 {
+			started <- struct{}{}
+			<-ctx.Done() // the first attempt runs until Drain cuts it short
+			return nil, ctx.Err()
+		}
+		return "ok", nil
+	})
+	store := NewMemoryStore()
+	a, err := NewTaskManager(registry(t, map[string]Module{"a.job": job}), WithStore(store))
+	require.NoError(t, err)
+	id, err := a.Submit(ctx, "a.job", nil, WithResumable())
+	require.NoError(t, err)
+	<-started
+	h, ok := a.tasks.load(id)
+	require.True(t, ok)
+	waited := make(chan TaskInfo, 1)
+	go func() {
+		info, err := a.Wait(ctx, id)
+		assert.NoError(t, err)
+		waited <- info
+	}()
+	require.Eventually(t, func() bool { // the Wait is on the handle
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.done != nil
+	}, 5*time.Second, time.Millisecond)
+	newManager(t, registry(t, map[string]Module{"a.job": job}), WithStore(store)) // runs it next
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	require.Error(t, a.Drain(short), "Drain cut the running task short")
+	select {
+	case info := <-waited:
+		assert.Equal(t, StatusCompleted, info.Status)
+		assert.Equal(t, "ok", info.Result)
+	case <-time.After(testTimeout):
+		t.Fatal("Wait did not return")
+	}
+}
+
 // stallStore is a SharedStore over a MemoryStore whose lease renewals, once
 // stalled, hang until their context ends: a replica whose connection to
 // the store froze.
