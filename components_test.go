@@ -2,6 +2,7 @@ package apcore
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -150,4 +151,55 @@ func TestLoopWakeAndStop(t *testing.T) {
 	assert.Error(t, first.Err(), "Stop cancels the runs' context")
 	var never *loop
 	never.Stop() // a loop never made: nothing to stop
+}
+
+func TestReaperRunOnce(t *testing.T) {
+	ctx := testCtx(t)
+	store := NewMemoryStore()
+	m := quietManager(t, NewRegistry(), store)
+	old := now().Add(-2 * time.Hour)
+	for id, st := range map[string]TaskStatus{"old-done": StatusCompleted, "old-failed": StatusFailed, "old-pending": StatusPending} {
+		info := TaskInfo{TaskID: id, ModuleID: "a.x", Status: st, SubmittedAt: old}
+		if st.IsTerminal() {
+			info.CompletedAt = old
+		}
+		require.NoError(t, store.Save(ctx, info))
+	}
+	require.NoError(t, store.Save(ctx, TaskInfo{TaskID: "new-done", ModuleID: "a.x", Status: StatusCompleted, SubmittedAt: now(), CompletedAt: now()}))
+	assert.Equal(t, 2, reaper{m, time.Hour}.runOnce(ctx), "the two old terminal records")
+	left, err := store.List(ctx, "")
+	require.NoError(t, err)
+	var ids []string
+	for _, info := range left {
+		ids = append(ids, info.TaskID)
+	}
+	assert.ElementsMatch(t, []string{"old-pending", "new-done"}, ids)
+	assert.Equal(t, 0, reaper{m, time.Hour}.runOnce(ctx))
+}
+
+func TestOutcomeWriterRunOnce(t *testing.T) {
+	ctx := testCtx(t)
+	store := newHookStore()
+	m := quietManager(t, NewRegistry(), store)
+	owner := m.ownerID()
+	pending := TaskInfo{TaskID: "kept-1", ModuleID: "a.x", Status: StatusPending, SubmittedAt: now()}
+	ok, err := store.Insert(ctx, StoredTask{Info: pending, Owner: owner}, 10)
+	require.NoError(t, err)
+	require.True(t, ok)
+	done := pending
+	done.Status, done.CompletedAt, done.Result = StatusCompleted, now(), "r"
+	// Kept by hand, as finish keeps an outcome the store refused, without
+	// starting the writer's loop.
+	m.kept.store(done.TaskID, &keptOutcome{info: done, holder: owner})
+	m.nKept.Add(1)
+	store.setSaveErr(errors.New("store down"))
+	assert.Equal(t, 1, outcomeWriter{m}.runOnce(ctx), "refused: still kept")
+	assert.True(t, m.isKept(done.TaskID))
+	store.setSaveErr(nil)
+	assert.Equal(t, 0, outcomeWriter{m}.runOnce(ctx))
+	assert.False(t, m.isKept(done.TaskID))
+	got, err := store.Get(ctx, done.TaskID)
+	require.NoError(t, err)
+	assert.Equal(t, StatusCompleted, got.Status)
+	assert.Equal(t, "r", got.Result)
 }

@@ -8,7 +8,7 @@ import (
 // When the store refuses a task's terminal record even after finish's
 // retries, the manager keeps the record in memory (kept), so that Status,
 // Result, Wait and Cancel on this manager still report the outcome. A
-// background writer (writeBack) tries the store again, with backoff, until
+// background writer (outcomeWriter) tries the store again, with backoff, until
 // it has taken every kept outcome, so that other replicas see the outcomes
 // as soon as the store answers; Status, Wait, Cancel and Shutdown also try
 // at once. Kept outcomes are bounded (maxKept): past the bound, a worker
@@ -39,14 +39,28 @@ func (m *TaskManager) keep(info *TaskInfo, holder string) {
 	m.nKept.Add(1)
 	if m.writingBack.CompareAndSwap(false, true) {
 		m.wg.Add(1) // the worker calling keep holds the WaitGroup above zero
-		go m.writeBack()
+		go outcomeWriter{m}.run()
 	}
 }
 
-// writeBack writes kept outcomes until none is left, pausing with backoff
-// while the store refuses them. It stops when the manager shuts down
-// (Shutdown makes the last try itself).
-func (m *TaskManager) writeBack() {
+// outcomeWriter is the component that writes kept outcomes to the store
+// once it answers again. It runs only while outcomes are kept: keep starts
+// it, and it ends when none is left (or the manager closes).
+type outcomeWriter struct{ m *TaskManager }
+
+// runOnce tries once to write every kept outcome, each write bounded by
+// the store timeout, and returns how many the store still refuses.
+func (w outcomeWriter) runOnce(ctx context.Context) int {
+	ctx, cancel := context.WithTimeout(ctx, w.m.storeTimeout)
+	defer cancel()
+	return w.m.flushKept(ctx)
+}
+
+// run calls runOnce until no outcome is left, pausing with backoff while
+// the store refuses them. It stops when the manager shuts down (Shutdown
+// makes the last try itself).
+func (w outcomeWriter) run() {
+	m := w.m
 	defer m.wg.Done()
 	pause := writeBackFirst
 	for {
@@ -58,9 +72,7 @@ func (m *TaskManager) writeBack() {
 			return
 		case <-timer.C:
 		}
-		ctx, cancel := m.ownCtx()
-		left := m.flushKept(ctx)
-		cancel()
+		left := w.runOnce(context.Background())
 		if left == 0 {
 			m.writingBack.Store(false)
 			if m.nKept.Load() == 0 || !m.writingBack.CompareAndSwap(false, true) {

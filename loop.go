@@ -6,11 +6,15 @@ import (
 )
 
 // loop runs one piece of a manager's background work (a component: the
-// lease keeper, the recoverer, the remote-cancel watcher, the claimer, the
-// outcome writer) on a goroutine of its own: runOnce at once, then every
+// lease keeper, the recoverer, the remote-cancel watcher, the claimer) on
+// a goroutine of its own: runOnce at once, then every
 // interval and whenever woken, until Stop. Each component is a type with
 // its own runOnce, tested on its own; a loop only schedules it, so a
-// store call that hangs in one component never delays another.
+// store call that hangs in one component never delays another. The other
+// components run on loops of their own making: the outcome writer (with
+// backoff, only while outcomes are kept), the reaper (StartReaper's
+// interval), each schedule (its ticks) and the wake-ups of tasks due later
+// (one timer, at the earliest).
 type loop struct {
 	every   time.Duration
 	runOnce func(ctx context.Context)

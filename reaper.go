@@ -81,18 +81,31 @@ func (h *ReaperHandle) run(ctx context.Context, cfg ReaperConfig) {
 			return
 		case <-ticker.C:
 		}
-		// A sweep is bounded by the store timeout: what it did not reach
-		// waits for the next one.
-		sweep, cancel := context.WithTimeout(ctx, h.m.storeTimeout)
-		n, err := h.m.Reap(sweep, time.Now().Add(-cfg.TTL))
-		cancel()
-		if n > 0 {
-			h.m.log.Debug("apcore: reaper deleted expired tasks", "count", n)
-		}
-		if err != nil && ctx.Err() == nil {
-			h.m.log.Warn("apcore: reaper sweep failed; will retry at the next sweep", "error", err)
-		}
+		reaper{h.m, cfg.TTL}.runOnce(ctx)
 	}
+}
+
+// reaper is the component that deletes expired records: StartReaper's
+// handle runs it every SweepInterval.
+type reaper struct {
+	m   *TaskManager
+	ttl time.Duration
+}
+
+// runOnce deletes the terminal records that completed more than ttl ago
+// and returns how many. A sweep is bounded by the store timeout: what it
+// did not reach waits for the next one.
+func (r reaper) runOnce(ctx context.Context) int {
+	sweep, cancel := context.WithTimeout(ctx, r.m.storeTimeout)
+	n, err := r.m.Reap(sweep, time.Now().Add(-r.ttl))
+	cancel()
+	if n > 0 {
+		r.m.log.Debug("apcore: reaper deleted expired tasks", "count", n)
+	}
+	if err != nil && ctx.Err() == nil {
+		r.m.log.Warn("apcore: reaper sweep failed; will retry at the next sweep", "error", err)
+	}
+	return n
 }
 
 // Stop signals the sweeper and waits for it to end, or for ctx to end (then
