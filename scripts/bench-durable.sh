@@ -10,6 +10,8 @@
 #   ./scripts/bench-durable.sh                          # the full table
 #   ./scripts/bench-durable.sh -n 1000 -runs 1          # a quick look
 #   ./scripts/bench-durable.sh -rows pg1,redis1 -v      # with each run's statements
+#   ./scripts/bench-durable.sh -rows pg-backlog1,pg-backlog3 -backlog 20000
+#   ./scripts/bench-durable.sh -pool 20 -peer-defaults  # the peers as shipped
 #
 # Ports: 55440 (PostgreSQL) and 56390 (Redis), or $APCORE_PG_PORT and
 # $APCORE_REDIS_PORT, so that it can run beside scripts/test.sh.

@@ -19,11 +19,6 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// poolSize is the size of every connection pool a system gets: more than
-// the 100 workers plus 16 submitters, so that no system waits for a
-// connection, and below the test servers' max_connections (200).
-const poolSize = 128
-
 // errUnsupported marks a system that cannot run a workload (apcore's
 // resumable tasks on a store that is not an apcore.SharedStore).
 var errUnsupported = errors.New("not supported")
@@ -37,6 +32,15 @@ type env struct {
 	workers  int
 	timeout  time.Duration
 	verbose  bool
+
+	// pool is the size of every connection pool a system gets (-pool):
+	// river's pgxpool MaxConns, apcore's sql.DB MaxOpenConns and
+	// MaxIdleConns, go-redis's PoolSize for apcore and asynq. 0 leaves each
+	// library's own default.
+	pool int
+	// backlog is how many tasks the backlog rows insert before any worker
+	// runs (-backlog).
+	backlog int
 
 	// cpuProfile, when set, is where each measured run of profSystem
 	// writes a CPU profile of this process: cpuProfile-<row>-<run>.pprof.
@@ -155,7 +159,9 @@ func (e *env) pgConnConfig(schema string) (*pgx.ConnConfig, error) {
 	return cfg, nil
 }
 
-// pgPool opens a counted pgx pool on schema, with every connection open.
+// pgPool opens a counted pgx pool on schema of -pool connections (MaxConns;
+// pgxpool's default, the larger of 4 and the CPUs, with -pool 0), with
+// every connection open.
 func (e *env) pgPool(ctx context.Context, schema string) (*pgxpool.Pool, error) {
 	pc, err := pgxpool.ParseConfig(e.pgDSN)
 	if err != nil {
@@ -163,17 +169,20 @@ func (e *env) pgPool(ctx context.Context, schema string) (*pgxpool.Pool, error) 
 	}
 	pc.ConnConfig.RuntimeParams["search_path"] = schema
 	pc.ConnConfig.Tracer = pgTracer{&e.calls}
-	pc.MaxConns = poolSize
+	if e.pool > 0 {
+		pc.MaxConns = int32(e.pool)
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, err
 	}
 	// Open every connection now, not in the measured window.
-	conns := make([]*pgxpool.Conn, 0, poolSize)
+	size := int(pool.Config().MaxConns)
+	conns := make([]*pgxpool.Conn, 0, size)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	var failed atomic.Pointer[error]
-	for range poolSize {
+	for range size {
 		wg.Go(func() {
 			c, err := pool.Acquire(ctx)
 			if err != nil {
@@ -197,16 +206,22 @@ func (e *env) pgPool(ctx context.Context, schema string) (*pgxpool.Pool, error) 
 }
 
 // sqlDB opens a counted database/sql pool (pgx's stdlib driver) on schema,
-// sized as the README advises, with every connection open.
+// of -pool connections (MaxOpenConns and MaxIdleConns), with every
+// connection open; with -pool 0, database/sql's defaults (no bound on open
+// connections, 2 idle), with 2 open.
 func (e *env) sqlDB(ctx context.Context, schema string) (*sql.DB, error) {
 	cfg, err := e.pgConnConfig(schema)
 	if err != nil {
 		return nil, err
 	}
 	db := stdlib.OpenDB(*cfg)
-	db.SetMaxOpenConns(poolSize)
-	db.SetMaxIdleConns(poolSize)
-	conns := make([]*sql.Conn, poolSize)
+	size := 2 // database/sql's default MaxIdleConns
+	if e.pool > 0 {
+		size = e.pool
+		db.SetMaxOpenConns(size)
+		db.SetMaxIdleConns(size)
+	}
+	conns := make([]*sql.Conn, size)
 	for i := range conns {
 		if conns[i], err = db.Conn(ctx); err != nil {
 			break
@@ -224,17 +239,21 @@ func (e *env) sqlDB(ctx context.Context, schema string) (*sql.DB, error) {
 	return db, nil
 }
 
-// redisClient opens a counted Redis client, with every connection open.
+// redisClient opens a counted Redis client of -pool connections (PoolSize;
+// go-redis's default with -pool 0), with every connection open.
 func (e *env) redisClient(ctx context.Context) (*redis.Client, error) {
 	opts, err := redis.ParseURL(e.redisURL)
 	if err != nil {
 		return nil, err
 	}
-	opts.PoolSize = poolSize
+	if e.pool > 0 {
+		opts.PoolSize = e.pool
+	}
 	c := redis.NewClient(opts)
 	c.AddHook(redisHook{&e.calls})
-	conns := make([]*redis.Conn, 0, poolSize)
-	for range poolSize {
+	size := c.Options().PoolSize // go-redis's default: 10 per GOMAXPROCS
+	conns := make([]*redis.Conn, 0, size)
+	for range size {
 		conn := c.Conn()
 		conns = append(conns, conn)
 		if err = conn.Ping(ctx).Err(); err != nil {

@@ -58,6 +58,7 @@ func (e *env) startFloor(ctx context.Context, w workload) (*instance, error) {
 		update  func(ctx context.Context, id string, step floorStep) error
 		count   func(ctx context.Context) (int, error)
 		closeDB func()
+		waitsOf func() waits
 		ids     []string
 		idsMu   sync.Mutex
 	)
@@ -96,7 +97,7 @@ func (e *env) startFloor(ctx context.Context, w workload) (*instance, error) {
 			err := e.pgAdmin.QueryRow(ctx, "SELECT count(*) FROM bench_floor.floor_tasks WHERE status = 'completed'").Scan(&n)
 			return n, err
 		}
-		closeDB = pool.Close
+		closeDB, waitsOf = pool.Close, func() waits { return pgxWaits(pool) }
 	case "redis":
 		client, err := e.redisClient(ctx)
 		if err != nil {
@@ -144,7 +145,7 @@ func (e *env) startFloor(ctx context.Context, w workload) (*instance, error) {
 			}
 			return n, nil
 		}
-		closeDB = func() { _ = client.Close() }
+		closeDB, waitsOf = func() { _ = client.Close() }, func() waits { return redisWaits(client) }
 	}
 
 	tr := newTracker(e.n)
@@ -192,6 +193,7 @@ func (e *env) startFloor(ctx context.Context, w workload) (*instance, error) {
 		done:         tr.done,
 		notCompleted: tr.bad.Load,
 		pollCommands: func() int64 { return 0 },
+		waits:        waitsOf,
 		completed:    count,
 		close: func(context.Context) error {
 			stop()

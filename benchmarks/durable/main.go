@@ -11,6 +11,25 @@
 // fresh schema) or an empty Redis database, and the median of the runs is
 // reported.
 //
+// The backlog rows (pg-backlog1, pg-backlog3, redis-backlog1,
+// redis-backlog3) measure the drain of a queue: -backlog resumable tasks
+// (100,000 by default; river jobs, asynq tasks) inserted while no worker
+// runs, then worked off by 1 or 3 managers (river clients, asynq servers),
+// each with -workers workers and a pool of its own; the clock runs from
+// their start until the store records the last task completed. The three
+// managers run in this process: the machine's cores are shared either way,
+// and one process counts every system's round trips, CPU and connection
+// waits with the same tracer; each manager has its own pool, lease and
+// workers, as it would in a process of its own. The floor has no backlog
+// form.
+//
+// Every system gets the same connection pools (-pool, 20 by default):
+// river's pgxpool MaxConns, apcore's sql.DB MaxOpenConns and MaxIdleConns,
+// go-redis's PoolSize for apcore and asynq; -pool 0 leaves each library's
+// default. The waits for a connection are counted (database/sql's
+// WaitCount and WaitDuration, pgxpool's EmptyAcquireCount and
+// EmptyAcquireWaitTime, go-redis's WaitCount and WaitDurationNs).
+//
 // The floor is the least a durable task can cost on the same server: three
 // single-row writes per task, each its own round trip, none batched (insert
 // at submit, conditional update to running, conditional update to
@@ -38,6 +57,7 @@
 //
 //	cd benchmarks && go run ./durable -pg postgres://... -redis redis://...
 //	go run ./durable -n 1000 -runs 1 -rows pg1,redis1   # a quick look
+//	go run ./durable -rows pg-backlog1,pg-backlog3 -backlog 20000
 package main
 
 import (
@@ -55,10 +75,12 @@ func main() {
 	e := &env{log: quietLogger()}
 	flag.IntVar(&e.n, "n", 10_000, "tasks per run")
 	runs := flag.Int("runs", 3, "runs of each system per row; the median is reported")
-	rows := flag.String("rows", "pg1,redis1,pg16,redis16,pg1-resumable", "rows to measure, from: "+workloadNames())
+	rows := flag.String("rows", "pg1,redis1,pg16,redis16,pg1-resumable,pg-backlog1,pg-backlog3,redis-backlog1,redis-backlog3", "rows to measure, from: "+workloadNames())
 	flag.StringVar(&e.pgDSN, "pg", os.Getenv("APCORE_TEST_POSTGRES"), "PostgreSQL URL (default $APCORE_TEST_POSTGRES)")
 	flag.StringVar(&e.redisURL, "redis", os.Getenv("APCORE_TEST_REDIS"), "Redis URL (default $APCORE_TEST_REDIS)")
-	flag.IntVar(&e.workers, "workers", 100, "tasks run at once by each system")
+	flag.IntVar(&e.workers, "workers", 100, "tasks run at once by each system (by each manager, in a backlog row)")
+	flag.IntVar(&e.pool, "pool", 20, "connections in every pool of every system (river's pgxpool MaxConns, apcore's sql.DB MaxOpenConns and MaxIdleConns, go-redis PoolSize); 0: each library's default")
+	flag.IntVar(&e.backlog, "backlog", 100_000, "tasks a backlog row inserts before its managers start")
 	flag.DurationVar(&e.timeout, "timeout", 3*time.Minute, "bound on one run")
 	flag.BoolVar(&e.verbose, "v", false, "after each run, list the statements or commands the server ran, per task")
 	flag.DurationVar(&e.riverFetchCooldown, "river-fetch-cooldown", 2*time.Millisecond, "river's FetchCooldown (0: river's default, 100ms)")
@@ -81,8 +103,8 @@ func main() {
 		}
 		picked = append(picked, allWorkloads[i])
 	}
-	if e.n < 1 || *runs < 1 || e.workers < 1 {
-		fatalf("-n, -runs and -workers must be at least 1")
+	if e.n < 1 || *runs < 1 || e.workers < 1 || e.backlog < 1 || e.pool < 0 {
+		fatalf("-n, -runs, -workers and -backlog must be at least 1, -pool at least 0")
 	}
 
 	ctx := context.Background()
@@ -93,7 +115,8 @@ func main() {
 	}
 	defer e.close()
 
-	logf("durable: %s, GOMAXPROCS=%d, n=%d, %d workers, %d runs per system and row\n", runtime.Version(), runtime.GOMAXPROCS(0), e.n, e.workers, *runs)
+	logf("durable: %s, GOMAXPROCS=%d, n=%d, backlog=%d, %d workers, pools of %s, %d runs per system and row\n",
+		runtime.Version(), runtime.GOMAXPROCS(0), e.n, e.backlog, e.workers, poolName(e.pool), *runs)
 	if needPG {
 		logf("  PostgreSQL: server CPU %s, server statements %s\n",
 			yes(e.postmaster != 0, "from /proc", "unknown (not on this machine)"),
@@ -108,8 +131,8 @@ func main() {
 	began, loadBefore := time.Now(), loadAverage()
 	var results []rowResult
 	for _, w := range picked {
-		r := rowResult{w: w, samples: map[string][]sample{}, unsupported: map[string]string{}}
-		systems := []string{"floor", "apcore", w.peer()}
+		r := rowResult{w: w, n: e.tasks(w), samples: map[string][]sample{}, unsupported: map[string]string{}}
+		systems, n := w.systems(), e.tasks(w)
 		for run := 1; run <= *runs; run++ {
 			for _, sys := range systems {
 				if _, skip := r.unsupported[sys]; skip {
@@ -125,9 +148,10 @@ func main() {
 					fatalf("%s, %s, run %d: %v", w.name, sys, run, err)
 				}
 				r.samples[sys] = append(r.samples[sys], s)
-				logf("  [%6.1fs] %-17s run %d/%d %-6s %8.0f tasks/s  %5.2f round trips/task  %6.1f µs client CPU/task  %s µs server CPU/task\n",
-					time.Since(began).Seconds(), w.name, run, *runs, sys, float64(e.n)/s.elapsed.Seconds(),
-					float64(s.roundTrips)/float64(e.n), perTaskMicros(s.clientCPU, e.n), fmtServerCPU(s.serverCPU, e.n))
+				logf("  [%6.1fs] %-17s run %d/%d %-6s %8.0f tasks/s  %5.2f round trips/task  %6.1f µs client CPU/task  %s µs server CPU/task  %d connection waits (%.0f ms)\n",
+					time.Since(began).Seconds(), w.name, run, *runs, sys, float64(n)/s.elapsed.Seconds(),
+					float64(s.roundTrips)/float64(n), perTaskMicros(s.clientCPU, n), fmtServerCPU(s.serverCPU, n),
+					s.waits.count, float64(s.waits.dur.Microseconds())/1e3)
 				if s.detail != "" {
 					logf("%s", s.detail)
 				}
@@ -164,6 +188,14 @@ func yes(ok bool, a, b string) string {
 		return a
 	}
 	return b
+}
+
+// poolName says how big the pools are.
+func poolName(n int) string {
+	if n == 0 {
+		return "each library's default size"
+	}
+	return fmt.Sprintf("%d connections", n)
 }
 
 // orDefault prints d, or the library's default when d is 0.

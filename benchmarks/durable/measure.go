@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"database/sql"
 	"fmt"
 	"net"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -224,4 +226,33 @@ func redisCommands(ctx context.Context, c *redis.Client) (map[string]int64, int6
 		}
 	}
 	return per, total, nil
+}
+
+// waits counts a system's waits for a pool connection: how many acquires
+// found the pool empty and waited, and for how long in all.
+type waits struct {
+	count int64
+	dur   time.Duration
+}
+
+// plus adds b's waits to a's.
+func (a waits) plus(b waits) waits { return waits{a.count + b.count, a.dur + b.dur} }
+
+// sqlWaits reads database/sql's counts (DBStats WaitCount, WaitDuration).
+func sqlWaits(db *sql.DB) waits {
+	st := db.Stats()
+	return waits{st.WaitCount, st.WaitDuration}
+}
+
+// pgxWaits reads pgxpool's counts (EmptyAcquireCount,
+// EmptyAcquireWaitTime).
+func pgxWaits(p *pgxpool.Pool) waits {
+	st := p.Stat()
+	return waits{st.EmptyAcquireCount(), st.EmptyAcquireWaitTime()}
+}
+
+// redisWaits reads go-redis's counts (PoolStats WaitCount, WaitDurationNs).
+func redisWaits(c *redis.Client) waits {
+	st := c.PoolStats()
+	return waits{int64(st.WaitCount), time.Duration(st.WaitDurationNs)}
 }

@@ -12,6 +12,7 @@ import (
 // rowResult holds a row's samples per system.
 type rowResult struct {
 	w           workload
+	n           int // tasks per run
 	samples     map[string][]sample
 	unsupported map[string]string
 }
@@ -25,6 +26,8 @@ type figures struct {
 	serverCalls float64 // -1: unknown
 	clientCPU   float64 // µs
 	serverCPU   float64 // µs, -1: unknown
+	waits       float64 // waits for a pool connection per task
+	waitMicros  float64 // µs waited for a pool connection per task
 }
 
 // median of xs (the mean of the middle two for an even count).
@@ -72,6 +75,8 @@ func (r rowResult) summarize(sys string, n int) figures {
 		serverCalls: -1,
 		clientCPU:   pick(func(s sample) float64 { return perTaskMicros(s.clientCPU, n) }),
 		serverCPU:   -1,
+		waits:       pick(func(s sample) float64 { return float64(s.waits.count) / fn }),
+		waitMicros:  pick(func(s sample) float64 { return perTaskMicros(s.waits.dur, n) }),
 	}
 	if ss[0].serverCalls >= 0 {
 		f.serverCalls = pick(func(s sample) float64 { return float64(s.serverCalls) / fn })
@@ -89,10 +94,12 @@ type cells struct {
 	apPeer, apFloor, peerFloor     string
 	roundTrips, statements, server string
 	clientCPU, serverCPU           string
+	waits                          string
 }
 
 // rowCells formats a row.
-func rowCells(r rowResult, n int) cells {
+func rowCells(r rowResult) cells {
+	n := r.n
 	a, p, f := r.summarize("apcore", n), r.summarize(r.w.peer(), n), r.summarize("floor", n)
 	rate := func(x figures) string {
 		if !x.ok {
@@ -134,6 +141,8 @@ func rowCells(r rowResult, n int) cells {
 		server:     three(func(x figures) float64 { return x.serverCalls }, "%.2f"),
 		clientCPU:  three(func(x figures) float64 { return x.clientCPU }, "%.0f"),
 		serverCPU:  three(func(x figures) float64 { return x.serverCPU }, "%.0f"),
+		waits: three(func(x figures) float64 { return x.waits }, "%.3f") + " (" +
+			three(func(x figures) float64 { return x.waitMicros }, "%.0f") + " µs)",
 	}
 }
 
@@ -145,11 +154,12 @@ var header = []string{
 	"server statements/task",
 	"client µs CPU/task",
 	"server µs CPU/task",
+	"connection waits/task (µs waited/task)",
 }
 
 func (c cells) list() []string {
 	return []string{c.workload, c.peer, c.apcore, c.peerRate, c.floor, c.apPeer, c.apFloor, c.peerFloor,
-		c.roundTrips, c.statements, c.server, c.clientCPU, c.serverCPU}
+		c.roundTrips, c.statements, c.server, c.clientCPU, c.serverCPU, c.waits}
 }
 
 // printTables prints the table as text, then in markdown, then the notes.
@@ -157,7 +167,7 @@ func printTables(out io.Writer, e *env, results []rowResult) {
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(w, strings.Join(header, "\t")+"\t")
 	for _, r := range results {
-		fmt.Fprintln(w, strings.Join(rowCells(r, e.n).list(), "\t")+"\t")
+		fmt.Fprintln(w, strings.Join(rowCells(r).list(), "\t")+"\t")
 	}
 	_ = w.Flush()
 
@@ -165,10 +175,12 @@ func printTables(out io.Writer, e *env, results []rowResult) {
 	fmt.Fprintln(out, "| "+strings.Join(header, " | ")+" |")
 	fmt.Fprintln(out, "|"+strings.Repeat("---|", len(header)))
 	for _, r := range results {
-		fmt.Fprintln(out, "| "+strings.Join(rowCells(r, e.n).list(), " | ")+" |")
+		fmt.Fprintln(out, "| "+strings.Join(rowCells(r).list(), " | ")+" |")
 	}
 	fmt.Fprintln(out)
-	fmt.Fprintf(out, "%d tasks per run, %d workers, median of the runs. Figures in threes are apcore / peer / floor.\n", e.n, e.workers)
+	fmt.Fprintf(out, "%d tasks per run (a backlog row: %d, inserted before its managers start; no floor), %d workers (per manager), pools of %s, median of the runs. Figures in threes are apcore / peer / floor.\n",
+		e.n, e.backlog, e.workers, poolName(e.pool))
+	fmt.Fprintln(out, "Connection waits: acquires that found the pool empty (database/sql WaitCount, pgxpool EmptyAcquireCount, go-redis WaitCount) and the time they waited.")
 	fmt.Fprintln(out, "Client: as this process sent them (pgx tracer, go-redis hook); a pipeline, batch or prepare is one round trip.")
 	fmt.Fprintln(out, "Server: statements from pg_stat_statements (top level), Redis commands from INFO commandstats (those run by scripts included).")
 	fmt.Fprintf(out, "river: FetchCooldown %s, FetchPollInterval %s; asynq: TaskCheckInterval %s.\n",

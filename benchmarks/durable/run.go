@@ -20,6 +20,10 @@ type workload struct {
 	backend    string // "pg" or "redis"
 	submitters int
 	resumable  bool
+	// managers, for a backlog row, is how many managers (river: clients,
+	// asynq: servers) drain the backlog, each with its own pool and
+	// workers; 0 for a submit row.
+	managers int
 }
 
 // peer is the other queue measured on w's backend.
@@ -33,6 +37,13 @@ func (w workload) peer() string {
 // describe says what the row is, for the table's legend.
 func (w workload) describe() string {
 	be := map[string]string{"pg": "PostgreSQL", "redis": "Redis"}[w.backend]
+	if w.managers > 0 {
+		s := fmt.Sprintf("backlog drained by %d manager", w.managers)
+		if w.managers != 1 {
+			s += "s"
+		}
+		return s + ", " + be
+	}
 	s := fmt.Sprintf("%d submitter", w.submitters)
 	if w.submitters != 1 {
 		s += "s"
@@ -53,12 +64,40 @@ var allWorkloads = []workload{
 	{name: "redis1-resumable", backend: "redis", submitters: 1, resumable: true},
 	{name: "pg16-resumable", backend: "pg", submitters: 16, resumable: true},
 	{name: "redis16-resumable", backend: "redis", submitters: 16, resumable: true},
+	{name: "pg-backlog1", backend: "pg", resumable: true, managers: 1},
+	{name: "pg-backlog3", backend: "pg", resumable: true, managers: 3},
+	{name: "redis-backlog1", backend: "redis", resumable: true, managers: 1},
+	{name: "redis-backlog3", backend: "redis", resumable: true, managers: 3},
 }
 
-// instance is a system set up for one run, its workers started.
+// tasks is how many tasks a run of w measures: -backlog for a backlog
+// row, -n otherwise.
+func (e *env) tasks(w workload) int {
+	if w.managers > 0 {
+		return e.backlog
+	}
+	return e.n
+}
+
+// systems are the systems a row measures, in the order they alternate:
+// the floor has no backlog form.
+func (w workload) systems() []string {
+	if w.managers > 0 {
+		return []string{"apcore", w.peer()}
+	}
+	return []string{"floor", "apcore", w.peer()}
+}
+
+// instance is a system set up for one run, its workers started; for a
+// backlog row, its backlog inserted and its workers not yet started.
 type instance struct {
-	// submit submits task i (one call, one task).
+	// submit submits task i (one call, one task); nil for a backlog row.
 	submit func(ctx context.Context, i int) error
+	// begin, for a backlog row, starts the managers that drain the
+	// backlog; the clock runs from its call.
+	begin func(ctx context.Context) error
+	// waits counts the system's waits for a pool connection so far.
+	waits func() waits
 	// done is closed once the store records every task as ended.
 	done <-chan struct{}
 	// notCompleted counts the tasks that ended otherwise than completed.
@@ -101,6 +140,7 @@ type sample struct {
 	clientCPU   time.Duration
 	serverCPU   time.Duration // -1 when the server's processes cannot be read
 	serverCalls int64         // statements (pg_stat_statements) or commands (INFO commandstats); -1 when unknown
+	waits       waits         // waits for a pool connection
 	detail      string        // per statement or command, for -v
 }
 
@@ -154,9 +194,12 @@ func (e *env) take(ctx context.Context, backend string, begin bool) (snapshot, e
 // runOnce sets system sys up for w on empty tables or an empty database,
 // then measures: every submitter submits its share of the n tasks, one call
 // each, while the workers run, and the clock stops when the store records
-// the last one completed. It then checks that the store holds n completed
-// records.
+// the last one completed. For a backlog row, the system inserts its
+// backlog while no worker runs (not measured), and the clock runs from the
+// start of its managers until the store records the last task completed.
+// It then checks that the store holds n completed records.
 func (e *env) runOnce(ctx context.Context, w workload, sys string) (sample, error) {
+	n := e.tasks(w)
 	ctx, cancel := context.WithTimeout(ctx, e.timeout)
 	defer cancel()
 	var start func(context.Context, workload) (*instance, error)
@@ -190,6 +233,13 @@ func (e *env) runOnce(ctx context.Context, w workload, sys string) (sample, erro
 			_ = inst.close(context.Background())
 		}
 	}()
+	if w.backend == "pg" && w.managers > 0 {
+		// A backlog waits in vacuumed, analyzed tables (as autovacuum
+		// leaves them), for every system alike.
+		if err := e.vacuum(ctx, "bench_"+sys); err != nil {
+			return sample{}, fmt.Errorf("vacuum: %w", err)
+		}
+	}
 	if w.backend == "pg" {
 		// Write out what setup dirtied, so no run pays for another's.
 		if _, err := e.pgAdmin.Exec(ctx, "CHECKPOINT"); err != nil {
@@ -223,12 +273,18 @@ func (e *env) runOnce(ctx context.Context, w workload, sys string) (sample, erro
 		}
 		defer func() { stopProfile() }() // on an early return
 	}
+	waitsBefore := inst.waits()
 	t0 := time.Now()
+	if inst.begin != nil {
+		if err := inst.begin(ctx); err != nil {
+			return sample{}, fmt.Errorf("start the managers: %w", err)
+		}
+	}
 	errc := make(chan error, w.submitters)
 	var wg sync.WaitGroup
 	for k := range w.submitters {
 		wg.Go(func() {
-			for i := k; i < e.n; i += w.submitters {
+			for i := k; i < n; i += w.submitters {
 				if err := inst.submit(ctx, i); err != nil {
 					errc <- fmt.Errorf("submit %d: %w", i, err)
 					return
@@ -253,6 +309,7 @@ func (e *env) runOnce(ctx context.Context, w workload, sys string) (sample, erro
 		return sample{}, fmt.Errorf("not all tasks completed within %v", e.timeout)
 	}
 	elapsed := time.Since(t0)
+	waitsAfter := inst.waits()
 	stopProfile()
 	stopProfile = func() {}
 	after, err := e.take(ctx, w.backend, false)
@@ -267,6 +324,7 @@ func (e *env) runOnce(ctx context.Context, w workload, sys string) (sample, erro
 		clientCPU:   after.clientCPU - before.clientCPU,
 		serverCPU:   -1,
 		serverCalls: -1,
+		waits:       waits{waitsAfter.count - waitsBefore.count, waitsAfter.dur - waitsBefore.dur},
 	}
 	if before.serverCPU >= 0 && after.serverCPU >= 0 {
 		s.serverCPU = after.serverCPU - before.serverCPU
@@ -281,18 +339,18 @@ func (e *env) runOnce(ctx context.Context, w workload, sys string) (sample, erro
 		after.redisPer["zcard"] -= polls // the harness's, not the system's
 	}
 	if e.verbose {
-		s.detail = e.detail(ctx, w.backend, before, after)
+		s.detail = e.detail(ctx, w.backend, n, before, after)
 	}
 
 	if bad := inst.notCompleted(); bad > 0 {
 		return s, fmt.Errorf("%d tasks ended otherwise than completed", bad)
 	}
-	n, err := inst.completed(ctx)
+	got, err := inst.completed(ctx)
 	if err != nil {
 		return s, fmt.Errorf("count completed records: %w", err)
 	}
-	if n != e.n {
-		return s, fmt.Errorf("the store holds %d completed records, want %d", n, e.n)
+	if got != n {
+		return s, fmt.Errorf("the store holds %d completed records, want %d", got, n)
 	}
 	closed = true
 	if err := inst.close(ctx); err != nil {
@@ -309,9 +367,36 @@ func (e *env) runOnce(ctx context.Context, w workload, sys string) (sample, erro
 	return s, err
 }
 
+// vacuum runs VACUUM ANALYZE on every table of schema.
+func (e *env) vacuum(ctx context.Context, schema string) error {
+	rows, err := e.pgAdmin.Query(ctx, "SELECT tablename FROM pg_tables WHERE schemaname = $1", schema)
+	if err != nil {
+		return err
+	}
+	var tables []string
+	for rows.Next() {
+		var t string
+		if err := rows.Scan(&t); err != nil {
+			rows.Close()
+			return err
+		}
+		tables = append(tables, t)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, t := range tables {
+		if _, err := e.pgAdmin.Exec(ctx, fmt.Sprintf("VACUUM ANALYZE %s.%s", schema, t)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // detail lists the statements (pg_stat_statements) or commands (INFO
 // commandstats) of the run with their calls per task, most called first.
-func (e *env) detail(ctx context.Context, backend string, before, after snapshot) string {
+func (e *env) detail(ctx context.Context, backend string, n int, before, after snapshot) string {
 	type line struct {
 		calls int64
 		what  string
@@ -348,7 +433,7 @@ func (e *env) detail(ctx context.Context, backend string, before, after snapshot
 		if len(what) > 140 {
 			what = append(what[:140], '…')
 		}
-		out += fmt.Sprintf("      %8.3f/task  %s\n", float64(l.calls)/float64(e.n), string(what))
+		out += fmt.Sprintf("      %8.3f/task  %s\n", float64(l.calls)/float64(n), string(what))
 	}
 	return out
 }
