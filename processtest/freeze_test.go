@@ -266,9 +266,14 @@ func checkRuns(t *testing.T, runs []*timedRun, resumable map[string]bool, paused
 	t.Logf("freeze: %d runs of %d tasks in the log, %d tasks ran more than once, %d overlapping runs", len(runs), len(byTask), twice, overlaps)
 }
 
+// probeSlack is how much past its deadline a probe may return: scheduling,
+// not waiting for the store (the slowest of a run is about 1 ms past).
+const probeSlack = 100 * time.Millisecond
+
 // checkProbes: each call made to the frozen replica returned by its
-// deadline (with as much again for a busy machine), and calls were made
-// all through the freeze.
+// deadline (within probeSlack of it: the time a busy machine takes to
+// schedule the caller's goroutine once its context has ended), and calls
+// were made all through the freeze.
 func checkProbes(t *testing.T, lines []string, pausedAt, resumedAt time.Time) {
 	t.Helper()
 	during, late := 0, 0
@@ -284,7 +289,7 @@ func checkProbes(t *testing.T, lines []string, pausedAt, resumedAt time.Time) {
 			during++
 		}
 		worst = max(worst, elapsed)
-		if elapsed > 2*deadline {
+		if elapsed > deadline+probeSlack {
 			late++
 			t.Errorf("%s on the frozen replica returned after %v, deadline %v (started %v after the freeze began): %s",
 				call, elapsed.Round(time.Millisecond), deadline, started.Sub(pausedAt).Round(time.Millisecond), strings.TrimPrefix(l, "probe "))
