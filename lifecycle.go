@@ -16,12 +16,22 @@ import (
 //	running   settle      the module returned: done         ending    completed or failed
 //	running   settle      the attempt failed, retries left  backoff   pending (a timer holds it)
 //	running   settle      the same, for a resumable task    ending    pending, held by no one (handed back)
-//	backoff   requeue     the backoff is over               queued    none
+//	backoff   requeue     the backoff (or run-at) is over   queued    none
 //	active    cancel      Cancel, Shutdown                  ending    cancelled
 //	active    release     lease lapsed, store shows another ending    none, or pending held by no one
 //	                      holder, Drain hands it back                 (Drain, a closing manager)
 //	active    adopt       the store shows it ended          ending    none (the stored record is final)
 //	ending    end         the write is over (or kept)       done      (kept outcomes: see kept.go)
+//
+// The functions below carry the transitions' names (start, settle,
+// requeue, cancel, release, adopt, end). A few helpers carry out part of
+// one, and are named for that part: handBack is the decision of a release
+// (or a settle's retry) that writes pending held by no one; halt stops an
+// active task where it is (out of the queue, timer stopped, contexts
+// cancelled, through interrupt); letGo is end without a record here;
+// cancelNow is cancel followed by its write on the caller's goroutine. A
+// task due later (WithRunAt) enters backoff at submit, on its timer, and
+// leaves it by requeue, as a retry does.
 //
 // "active" is queued, running or backoff. A transition from a state not in
 // its row does nothing: a task that ended is never started, retried or
