@@ -302,3 +302,27 @@ func TestLaterFieldsOnTheWire(t *testing.T) {
 	require.ErrorIs(t, err, ErrInvalidInput)
 	assert.True(t, errors.Is(err, ErrInvalidInput))
 }
+
+// A resumable task due later survives the Shutdown of every manager: it
+// waits in the store (not an orphan to cancel), and a manager started
+// afterwards runs it at its time.
+func TestRunAtSurvivesEveryManagersShutdown(t *testing.T) {
+	ctx := testCtx(t)
+	store := NewMemoryStore()
+	log := newStartLog()
+	reg := registry(t, map[string]Module{"a.later": log.module()})
+	first, err := NewTaskManager(reg, WithStore(store))
+	require.NoError(t, err)
+	id, err := first.Submit(ctx, "a.later", map[string]any{"name": "x"}, WithResumable(), WithDelay(500*time.Millisecond))
+	require.NoError(t, err)
+	require.NoError(t, first.Shutdown(ctx))
+	info, err := store.Get(ctx, id)
+	require.NoError(t, err)
+	assert.Equal(t, StatusPending, info.Status, "the last manager's Shutdown left it waiting")
+	second := newManager(t, reg, WithStore(store))
+	done, err := second.Wait(ctx, id)
+	require.NoError(t, err)
+	assert.Equal(t, StatusCompleted, done.Status)
+	assert.False(t, done.StartedAt.Before(*done.RunAt))
+	assert.Equal(t, []string{"x"}, log.started())
+}

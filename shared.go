@@ -86,7 +86,10 @@ type SharedStore interface {
 	// Orphans returns the active records that no live manager holds: held
 	// by an owner whose lease ended before q.Now (or who has none), or held
 	// by no one while no lease but q.Self's is live. q.Self's own are never
-	// orphans; q.Self is "" for a manager that has ended its lease.
+	// orphans; q.Self is "" for a manager that has ended its lease. A
+	// record held by no one whose NotBefore is after q.Now (a resumable
+	// task due later, or waiting out a retry's backoff) is not an orphan:
+	// it waits in the store for whichever manager runs when it is due.
 	Orphans(ctx context.Context, q OrphanQuery) ([]TaskInfo, error)
 }
 

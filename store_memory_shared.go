@@ -318,7 +318,8 @@ func (s *MemoryStore) Orphans(ctx context.Context, q OrphanQuery) ([]TaskInfo, e
 	var out []TaskInfo
 	s.index.ascend(0, activeSet, func(r *memRecord) bool {
 		r.sh.mu.Lock()
-		if r.sh.m[r.info.TaskID] == r && r.info.Status.IsActive() && (self == "" || r.owner != self) && ((r.owner == "" && !others) || (r.owner != "" && !live(r.owner))) {
+		waiting := r.owner == "" && r.shared != nil && r.shared.notBefore.After(now) // due later: not an orphan
+		if r.sh.m[r.info.TaskID] == r && r.info.Status.IsActive() && (self == "" || r.owner != self) && ((r.owner == "" && !others && !waiting) || (r.owner != "" && !live(r.owner))) {
 			out = append(out, r.info.clone())
 		}
 		r.sh.mu.Unlock()

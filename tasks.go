@@ -771,7 +771,10 @@ func (m *TaskManager) Store() TaskStore { return m.store }
 // waits for their goroutines to return (or ctx to end). Later Submits fail
 // with ErrManagerClosed. With a SharedStore it also cancels the active
 // records that no live manager holds (an earlier run's leftovers, or a
-// dead replica's), never a live replica's, and then ends its lease.
+// dead replica's), never a live replica's, and then ends its lease. A
+// resumable task due later (WithRunAt, or a retry's backoff) that waits
+// in the store is no one's to cancel: it stays pending for whichever
+// manager runs when it is due, also after every manager has shut down.
 //
 // Every cancel is attempted, and recorded in the store even when ctx has
 // already ended: the writes are made on goroutines of their own, each

@@ -580,7 +580,11 @@ owners(function(owner)
     orphaned = not until_ or tonumber(until_) < now
   end
   if orphaned then
-    for _, id in ipairs(held(owner)) do ids[#ids + 1] = id end
+    for _, id in ipairs(held(owner)) do
+      -- held by no one and due later: it waits for whoever runs then
+      local nb = owner == '' and redis.call('ZSCORE', K_LATER, id)
+      if not nb or tonumber(nb) <= now then ids[#ids + 1] = id end
+    end
   end
 end)
 local out = {}

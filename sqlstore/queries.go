@@ -89,9 +89,9 @@ func (s *Store) buildQueries() queries {
 		release:     fmt.Sprintf("DELETE FROM %s WHERE owner = %s", s.leases(), s.ph(1)),
 		// self "" is a manager that has ended its lease: nothing is its own.
 		orphans: fmt.Sprintf(`SELECT %s FROM %s WHERE %s AND (%s = '' OR owner <> %s) AND (
-	(owner = '' AND NOT EXISTS (SELECT 1 FROM %s l WHERE l.owner <> %s AND l.expires_at >= %s)) OR
+	(owner = '' AND (not_before IS NULL OR not_before <= %s) AND NOT EXISTS (SELECT 1 FROM %s l WHERE l.owner <> %s AND l.expires_at >= %s)) OR
 	(owner <> '' AND NOT EXISTS (SELECT 1 FROM %s l WHERE l.owner = %s.owner AND l.expires_at >= %s)))
-ORDER BY seq`, info, t, activeIn, s.ph(1), s.ph(2), s.leases(), s.ph(3), s.ph(4), s.leases(), t, s.ph(5)),
+ORDER BY seq`, info, t, activeIn, s.ph(1), s.ph(2), s.ph(3), s.leases(), s.ph(4), s.ph(5), s.leases(), t, s.ph(6)),
 	}
 	// Recover's change of a record whose owner's lease is gone: arguments
 	// now, the message and the code.

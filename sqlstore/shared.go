@@ -393,5 +393,7 @@ func (s *Store) Lost(ctx context.Context, owner string, ids []string) ([]string,
 func (s *Store) Orphans(ctx context.Context, q apcore.OrphanQuery) ([]apcore.TaskInfo, error) {
 	at := q.Now.UnixMicro()
 	self := clean(q.Self)
-	return s.query(ctx, "orphans", s.q.orphans, self, self, self, at, at)
+	// A record held by no one and due later (not_before after now) is not
+	// an orphan: it waits for whichever manager runs when it is due.
+	return s.query(ctx, "orphans", s.q.orphans, self, self, at, self, at, at)
 }

@@ -809,7 +809,7 @@ func (s *Store) explainQuery(method string) (string, []any, error) {
 	case "Recover":
 		return s.q.recover, []any{now, abandonedMessage, string(apcore.CodeTaskAbandoned)}, nil
 	case "Orphans":
-		return s.q.orphans, []any{"o", "o", "o", now, now}, nil
+		return s.q.orphans, []any{"o", "o", now, "o", now, now}, nil
 	case "ListPage":
 		return s.q.pageUp, []any{int64(500_000), 101}, nil
 	case "ListPageNewest":

@@ -582,13 +582,16 @@ func checkSharedOrphans(r *run) {
 	r.insert(s, stored("or-dead", "dead", false, 1), 100)
 	r.insert(s, stored("or-ghost", "ghost", false, 2), 100)
 	r.insert(s, stored("or-pool", "", true, 3), 100)
+	later := stored("or-later", "", true, 4) // held by no one, due after Now: waits in the store
+	later.NotBefore = at(60)
+	r.insert(s, later, 100)
 	r.save(record("or-done", apcore.StatusFailed, 4))
 	orphans, err := s.Orphans(r.ctx, apcore.OrphanQuery{Self: "self", Now: at(50)})
 	if err != nil {
 		r.fatalf("Orphans: %v", err)
 	}
 	if got := ids(orphans); !reflect.DeepEqual(got, []string{"or-dead", "or-ghost", "or-pool"}) {
-		r.errorf("Orphans with no other live manager = %v, want [or-dead or-ghost or-pool]", got)
+		r.errorf("Orphans with no other live manager = %v, want [or-dead or-ghost or-pool] (or-later is due after Now: not an orphan)", got)
 	}
 	if _, err := s.Renew(r.ctx, apcore.LeaseRequest{Owner: "other", Expires: at(1000), Create: true}); err != nil {
 		r.fatalf("Renew: %v", err)
@@ -611,6 +614,13 @@ func checkSharedOrphans(r *run) {
 		r.fatalf("Orphans: %v", err)
 	}
 	if got := ids(orphans); !reflect.DeepEqual(got, []string{"or-self", "or-dead", "or-ghost", "or-pool"}) {
-		r.errorf("Orphans with no self and no live lease = %v, want every active record [or-self or-dead or-ghost or-pool]", got)
+		r.errorf("Orphans with no self and no live lease = %v, want every active record but the one due later [or-self or-dead or-ghost or-pool]", got)
+	}
+	orphans, err = s.Orphans(r.ctx, apcore.OrphanQuery{Self: "", Now: at(60)})
+	if err != nil {
+		r.fatalf("Orphans: %v", err)
+	}
+	if got := ids(orphans); !reflect.DeepEqual(got, []string{"or-self", "or-dead", "or-ghost", "or-pool", "or-later"}) {
+		r.errorf("Orphans at or-later's time = %v, want [or-self or-dead or-ghost or-pool or-later]", got)
 	}
 }
