@@ -94,13 +94,16 @@ func infoArgs(t *apcore.TaskInfo) ([]any, error) {
 		runAt, nullText(t.UniqueKey), t.Priority}, nil
 }
 
-// dueOf is the due column of a record that may be claimed from notBefore:
-// 1 without one, 0 with one, until a Claim at or after it promotes the
-// record (see the promote query). Whether the time has passed is not
-// decided here, by this process's clock: Claim compares it with its own
-// Now.
-func dueOf(notBefore time.Time) int {
-	if notBefore.IsZero() {
+// dueOf is the due column of a record submitted at submitted that may be
+// claimed from notBefore: 1 without one or with one no later than its
+// submission (a task due at once, as Submit stores one without a RunAt),
+// 0 with a later one, until a Claim at or after it promotes the record
+// (see the promote query). Whether the time has passed is not decided
+// here, by this process's clock: Claim compares not_before with its own
+// Now whether the record is due or not, so a record due at once is only
+// spared the promote's write.
+func dueOf(notBefore, submitted time.Time) int {
+	if notBefore.IsZero() || !notBefore.After(submitted) {
 		return 1
 	}
 	return 0
@@ -138,7 +141,7 @@ func sharedArgs(st *apcore.StoredTask) ([]any, error) {
 		}
 		sp = sql.NullString{String: string(b), Valid: true}
 	}
-	return []any{clean(st.Owner), resumable, inputs, sp, micros(st.NotBefore), dueOf(st.NotBefore)}, nil
+	return []any{clean(st.Owner), resumable, inputs, sp, micros(st.NotBefore), dueOf(st.NotBefore, st.Info.SubmittedAt)}, nil
 }
 
 type scanner interface{ Scan(dest ...any) error }

@@ -178,7 +178,9 @@ func slotOf(taskID string) int {
 }
 
 // Update writes the record, its owner and not_before if the stored record
-// is active and held by holder: one conditional UPDATE.
+// is active and held by holder: one conditional UPDATE. On PostgreSQL,
+// Updates made at the same time share one statement (see batch.go), each
+// with its own condition.
 func (s *Store) Update(ctx context.Context, task apcore.StoredTask, holder string) (bool, error) {
 	if err := s.checkRecord(&task.Info); err != nil {
 		if s.storableID(task.Info.TaskID) {
@@ -191,7 +193,10 @@ func (s *Store) Update(ctx context.Context, task apcore.StoredTask, holder strin
 		return false, err
 	}
 	// the columns after task_id, owner, not_before, due, task_id, holder
-	a = append(a[1:], clean(task.Owner), micros(task.NotBefore), dueOf(task.NotBefore), a[0], clean(holder))
+	a = append(a[1:], clean(task.Owner), micros(task.NotBefore), dueOf(task.NotBefore, task.Info.SubmittedAt), a[0], clean(holder))
+	if s.dialect == PostgreSQL {
+		return s.updateBatched(ctx, task.Info.TaskID, a)
+	}
 	done, err := s.write(ctx)
 	if err != nil {
 		return false, err

@@ -265,6 +265,9 @@ type Store struct {
 	// sleep in its busy handler (milliseconds at a time) instead of
 	// queueing; a Go channel hands the turn on at once.
 	wlock chan struct{}
+	// updates gathers PostgreSQL's concurrent Updates into batches (see
+	// batch.go).
+	updates updates
 }
 
 // stmts are the hot statements, prepared once.
