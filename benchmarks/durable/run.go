@@ -394,11 +394,13 @@ func (e *env) vacuum(ctx context.Context, schema string) error {
 	return nil
 }
 
-// detail lists the statements (pg_stat_statements) or commands (INFO
-// commandstats) of the run with their calls per task, most called first.
+// detail lists the statements (pg_stat_statements; those the server spent
+// most time in first, with that time per task) or commands (INFO
+// commandstats; most called first) of the run with their calls per task.
 func (e *env) detail(ctx context.Context, backend string, n int, before, after snapshot) string {
 	type line struct {
 		calls int64
+		ms    float64 // the server's time running it (pg_stat_statements), -1: unknown
 		what  string
 	}
 	var lines []line
@@ -408,13 +410,13 @@ func (e *env) detail(ctx context.Context, backend string, n int, before, after s
 			return ""
 		}
 		rows, err := e.pgAdmin.Query(ctx,
-			"SELECT calls, query FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%' ORDER BY calls DESC LIMIT 15")
+			"SELECT calls, total_exec_time, query FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%' ORDER BY total_exec_time DESC LIMIT 15")
 		if err != nil {
 			return err.Error()
 		}
 		for rows.Next() {
 			var l line
-			if err := rows.Scan(&l.calls, &l.what); err == nil {
+			if err := rows.Scan(&l.calls, &l.ms, &l.what); err == nil {
 				lines = append(lines, l)
 			}
 		}
@@ -422,7 +424,7 @@ func (e *env) detail(ctx context.Context, backend string, n int, before, after s
 	case "redis":
 		for k, v := range after.redisPer {
 			if d := v - before.redisPer[k]; d > 0 {
-				lines = append(lines, line{d, k})
+				lines = append(lines, line{d, -1, k})
 			}
 		}
 		sort.Slice(lines, func(i, j int) bool { return lines[i].calls > lines[j].calls })
@@ -433,7 +435,11 @@ func (e *env) detail(ctx context.Context, backend string, n int, before, after s
 		if len(what) > 140 {
 			what = append(what[:140], '…')
 		}
-		out += fmt.Sprintf("      %8.3f/task  %s\n", float64(l.calls)/float64(n), string(what))
+		at := ""
+		if l.ms >= 0 {
+			at = fmt.Sprintf("%7.1f µs/task  ", l.ms*1e3/float64(n))
+		}
+		out += fmt.Sprintf("      %8.3f/task  %s%s\n", float64(l.calls)/float64(n), at, string(what))
 	}
 	return out
 }
