@@ -582,8 +582,9 @@ owners(function(owner)
   if orphaned then
     for _, id in ipairs(held(owner)) do
       -- held by no one and due later: it waits for whoever runs then
-      local nb = owner == '' and redis.call('ZSCORE', K_LATER, id)
-      if not nb or tonumber(nb) <= now then ids[#ids + 1] = id end
+      local m = owner == '' and parse(redis.call('HGET', K_META, id))
+      local nb = m and tonumber(m.nb)
+      if not nb or nb <= now then ids[#ids + 1] = id end
     end
   end
 end)
