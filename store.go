@@ -30,9 +30,15 @@ import (
 //   - Pager: ListPage costs a page (else the manager lists every record
 //     and cuts the page out);
 //   - Sweeper: Reap and Cleanup delete a batch per store call (else they
-//     list what expired and delete one record at a time).
+//     list what expired and delete one record at a time);
+//   - TxInserter: Submit WithTx inserts in the caller's *sql.Tx (else
+//     WithTx is refused);
+//   - Notifier: the store wakes idle managers when claimable work appears
+//     elsewhere (else they find it at their next poll).
 //
-// MemoryStore has them all but JSONStore; sqlstore and redisstore have all.
+// MemoryStore has them all but JSONStore, TxInserter and Notifier;
+// redisstore has all but TxInserter and Notifier; sqlstore has all (its
+// Notifier is silent on SQLite).
 type TaskStore interface {
 	// Save creates or overwrites the record with task.TaskID. An overwrite
 	// keeps the record's place in the insertion order.

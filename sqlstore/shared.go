@@ -209,7 +209,8 @@ func (s *Store) Update(ctx context.Context, task apcore.StoredTask, holder strin
 // Claim hands req.Owner up to req.Limit due resumable records held by no
 // one (of req.Modules, when it is not nil), higher priority first and then
 // oldest first, in one UPDATE ... RETURNING, after one that promotes the
-// waiting records whose time has come (see promoteBatch).
+// waiting records whose time has come (at most 1,000 a Claim, the
+// earliest first).
 func (s *Store) Claim(ctx context.Context, req apcore.ClaimRequest) ([]apcore.StoredTask, error) {
 	owner, n := req.Owner, req.Limit
 	if owner == "" {

@@ -2,7 +2,9 @@
 // PostgreSQL: task records that survive restarts and that several managers
 // (several replicas of a service) share as one task manager. It implements
 // apcore.SharedStore, apcore.Counter, apcore.ConditionalSaver,
-// apcore.Remover, apcore.JSONStore, apcore.Pager and apcore.Sweeper.
+// apcore.Remover, apcore.JSONStore, apcore.Pager, apcore.Sweeper,
+// apcore.TxInserter (Submit WithTx, in the caller's transaction) and
+// apcore.Notifier (on PostgreSQL: LISTEN/NOTIFY wakes idle managers).
 //
 // Pick a driver and open the database as usual, then hand it to New:
 //
@@ -252,8 +254,8 @@ func WithTable(name string) Option { return func(c *config) { c.table = name } }
 
 // Store is an apcore.TaskStore in a SQL table. It implements
 // apcore.SharedStore, apcore.Counter, apcore.ConditionalSaver,
-// apcore.Remover, apcore.JSONStore, apcore.Pager and apcore.Sweeper. It is
-// safe for concurrent use.
+// apcore.Remover, apcore.JSONStore, apcore.Pager, apcore.Sweeper,
+// apcore.TxInserter and apcore.Notifier. It is safe for concurrent use.
 type Store struct {
 	db      *sql.DB
 	dialect Dialect
