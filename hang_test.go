@@ -344,11 +344,7 @@ func TestWaitFollowsAHandedBackTask(t *testing.T) {
 		assert.NoError(t, err)
 		waited <- info
 	}()
-	require.Eventually(t, func() bool { // the Wait is on the handle
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		return h.done != nil
-	}, 5*time.Second, time.Millisecond)
+	waitOnHandle(t, h)
 	close(release)
 	select {
 	case info := <-waited:
@@ -357,6 +353,16 @@ func TestWaitFollowsAHandedBackTask(t *testing.T) {
 	case <-time.After(testTimeout):
 		t.Fatal("Wait did not return")
 	}
+}
+
+// waitOnHandle returns once a Wait is waiting on h.
+func waitOnHandle(t *testing.T, h *task) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.done != nil
+	}, 5*time.Second, time.Millisecond)
 }
 
 // A Wait on a running resumable task that Drain hands back to the store
@@ -388,11 +394,7 @@ func TestWaitFollowsATaskDrainHandsBack(t *testing.T) {
 		assert.NoError(t, err)
 		waited <- info
 	}()
-	require.Eventually(t, func() bool { // the Wait is on the handle
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		return h.done != nil
-	}, 5*time.Second, time.Millisecond)
+	waitOnHandle(t, h)
 	newManager(t, registry(t, map[string]Module{"a.job": job}), WithStore(store)) // runs it next
 	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	defer cancel()
