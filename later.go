@@ -119,8 +119,9 @@ func (m *TaskManager) submitTx(ctx context.Context, moduleID string, inputs map[
 	if m.carrier != nil {
 		st.Trace = m.carrier.Inject(ctx)
 	}
+	tx := sc.tx // the closure takes tx, not sc: sc must not leave Submit's stack
 	ok, err = callFor(m, ctx, "Submit: save the new task in the transaction", func(ctx context.Context) (bool, error) {
-		return txi.InsertTx(ctx, sc.tx, st, m.maxTasks)
+		return txi.InsertTx(ctx, tx, st, m.maxTasks)
 	})
 	if err != nil || !ok {
 		err = m.refused(err)
