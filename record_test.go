@@ -134,6 +134,8 @@ func FuzzTaskInfoUnmarshalJSON(f *testing.F) {
 	}
 	f.Add([]byte(`{"task_id":"t","module_id":"m","status":"running","submitted_at":0.000001,"started_at":253402300799,"completed_at":null,"result":[1,"x",{"a":null}],"error":"","retry_count":3,"max_retries":9}`))
 	f.Add([]byte(`{"task_id":"t","module_id":"m","status":"failed","submitted_at":-62135596800,"error":"e"}`))
+	f.Add([]byte(`{"task_id":"t","module_id":"m","status":"pending","submitted_at":1,"run_at":1796292000.123456,"unique_key":"k\u00e9","priority":-100}`))
+	f.Add([]byte(`{"task_id":"t","module_id":"m","status":"pending","submitted_at":1,"run_at":-62135596800,"priority":101}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var info TaskInfo
 		if err := json.Unmarshal(data, &info); err != nil {
