@@ -2,6 +2,7 @@ package apcore
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"strings"
 	"sync"
@@ -717,12 +718,23 @@ func TestSharedInsertHangsNoSubmit(t *testing.T) {
 		return err
 	})
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	err = within(t, "Submit WithUniqueKey", d, func(ctx context.Context) error {
+		_, err := m.Submit(ctx, "a.job", nil, WithUniqueKey("k"))
+		return err
+	})
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	// Due later: inserted held by no one, so no handle here ends it.
+	err = within(t, "Submit WithResumable WithDelay", d, func(ctx context.Context) error {
+		_, err := m.Submit(ctx, "a.job", nil, WithResumable(), WithDelay(time.Hour))
+		return err
+	})
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
 	s.deaf.Store(false)
 	close(s.release)
 	require.NoError(t, m.Shutdown(ctx))
 	require.Eventually(t, func() bool { // the late inserts land, then their cancels
 		all, err := s.MemoryStore.List(ctx, "")
-		if err != nil || len(all) != 2 {
+		if err != nil || len(all) != 4 {
 			return false
 		}
 		for _, info := range all {
@@ -731,5 +743,31 @@ func TestSharedInsertHangsNoSubmit(t *testing.T) {
 			}
 		}
 		return true
-	}, 5*time.Second, time.Millisecond, "both late-saved tasks end cancelled")
+	}, 5*time.Second, time.Millisecond, "every late-saved task ends cancelled")
+}
+
+// deafTxStore is a SharedStore over a MemoryStore whose InsertTx (WithTx)
+// waits for the test whatever its context says.
+type deafTxStore struct {
+	*MemoryStore
+	release chan struct{}
+}
+
+func (s *deafTxStore) InsertTx(ctx context.Context, tx *sql.Tx, st StoredTask, limit int) (bool, error) {
+	<-s.release
+	return false, ctx.Err()
+}
+
+// Submit WithTx returns by its deadline when the store's insert in the
+// transaction hangs.
+func TestTxInsertHangsNoSubmit(t *testing.T) {
+	s := &deafTxStore{MemoryStore: NewMemoryStore(), release: make(chan struct{})}
+	m := newManager(t, registry(t, map[string]Module{"a.job": constModule(1)}), WithStore(s))
+	defer close(s.release)
+	err := within(t, "Submit WithTx", 200*time.Millisecond, func(ctx context.Context) error {
+		_, err := m.Submit(ctx, "a.job", nil, WithTx(new(sql.Tx)))
+		return err
+	})
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.ErrorIs(t, err, ErrStoreUnavailable)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync/atomic"
 	"time"
 )
 
@@ -355,13 +356,58 @@ func (m *TaskManager) admitUnheld(ctx context.Context, st *StoredTask) error {
 	if m.closed.Load() {
 		return errClosed()
 	}
-	ok, err := callFor(m, ctx, "Submit: save the new task", func(ctx context.Context) (bool, error) {
-		return m.shared.Insert(ctx, *st, m.maxTasks)
-	})
+	var ok bool
+	var err error
+	if m.nonBlocking || ctx.Done() == nil {
+		ok, err = m.shared.Insert(ctx, *st, m.maxTasks)
+	} else {
+		ok, err = m.insertGuarded(ctx, *st)
+	}
 	if err != nil || !ok {
 		return m.refused(err)
 	}
 	return nil
+}
+
+// insertGuarded is admitUnheld's Insert for a context that may end: it
+// runs on a goroutine of its own, and the caller returns by ctx's end. If
+// the store then saves the record after all, the record is cancelled: the
+// caller was told that Submit failed, and no handle here would ever end
+// it (a resumable task due later is no orphan for Shutdown either).
+func (m *TaskManager) insertGuarded(ctx context.Context, st StoredTask) (bool, error) {
+	type result struct {
+		ok  bool
+		err error
+	}
+	var handoff atomic.Int32 // 1: the caller took the result; 2: the caller has gone
+	ch := make(chan result, 1)
+	go func() {
+		ok, err := m.shared.Insert(ctx, st, m.maxTasks)
+		if handoff.CompareAndSwap(0, 1) {
+			ch <- result{ok, err}
+			return
+		}
+		if err == nil && ok {
+			m.log.Warn("apcore: the store saved a task after its Submit gave up; cancelling it", "task_id", st.Info.TaskID)
+			info := st.Info
+			info.Status, info.CompletedAt = StatusCancelled, now()
+			wctx, cancel := m.ownCtx()
+			defer cancel()
+			if _, err := m.write(wctx, nil, &info); err != nil {
+				m.log.Warn("apcore: could not cancel a task saved after its Submit gave up", "task_id", info.TaskID, "error", err)
+			}
+		}
+	}()
+	select {
+	case r := <-ch:
+		return r.ok, r.err
+	case <-ctx.Done():
+		if handoff.CompareAndSwap(0, 2) {
+			return false, gaveUp(ctx, "Submit: save the new task")
+		}
+		r := <-ch
+		return r.ok, r.err
+	}
 }
 
 // cancelOrphans cancels the active records that no live manager holds, for
