@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sync/atomic"
 	"time"
 )
 
@@ -379,35 +378,26 @@ func (m *TaskManager) insertGuarded(ctx context.Context, st StoredTask) (bool, e
 		ok  bool
 		err error
 	}
-	var handoff atomic.Int32 // 1: the caller took the result; 2: the caller has gone
-	ch := make(chan result, 1)
-	go func() {
+	r, ok := handOff(ctx, func() result {
 		ok, err := m.shared.Insert(ctx, st, m.maxTasks)
-		if handoff.CompareAndSwap(0, 1) {
-			ch <- result{ok, err}
+		return result{ok, err}
+	}, func(r result) {
+		if r.err != nil || !r.ok {
 			return
 		}
-		if err == nil && ok {
-			m.log.Warn("apcore: the store saved a task after its Submit gave up; cancelling it", "task_id", st.Info.TaskID)
-			info := st.Info
-			info.Status, info.CompletedAt = StatusCancelled, now()
-			wctx, cancel := m.ownCtx()
-			defer cancel()
-			if _, err := m.write(wctx, nil, &info); err != nil {
-				m.log.Warn("apcore: could not cancel a task saved after its Submit gave up", "task_id", info.TaskID, "error", err)
-			}
+		m.log.Warn("apcore: the store saved a task after its Submit gave up; cancelling it", "task_id", st.Info.TaskID)
+		info := st.Info
+		info.Status, info.CompletedAt = StatusCancelled, now()
+		wctx, cancel := m.ownCtx()
+		defer cancel()
+		if _, err := m.write(wctx, nil, &info); err != nil {
+			m.log.Warn("apcore: could not cancel a task saved after its Submit gave up", "task_id", info.TaskID, "error", err)
 		}
-	}()
-	select {
-	case r := <-ch:
-		return r.ok, r.err
-	case <-ctx.Done():
-		if handoff.CompareAndSwap(0, 2) {
-			return false, gaveUp(ctx, "Submit: save the new task")
-		}
-		r := <-ch
-		return r.ok, r.err
+	})
+	if !ok {
+		return false, gaveUp(ctx, "Submit: save the new task")
 	}
+	return r.ok, r.err
 }
 
 // cancelOrphans cancels the active records that no live manager holds, for

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"sync/atomic"
 	"time"
 )
 
@@ -50,6 +51,35 @@ func callFor[T any](m *TaskManager, ctx context.Context, op string, fn func(cont
 	case <-ctx.Done():
 		var zero T
 		return zero, gaveUp(ctx, op)
+	}
+}
+
+// handOff runs fn on a goroutine of its own for a caller whose context
+// may end: it returns fn's result, or ok false once ctx ends first. fn's
+// result reaches exactly one of the two: the caller, or, when the caller
+// has gone, late (which may be nil), on fn's goroutine. So a call that
+// saved something the caller was told had failed can undo it.
+func handOff[T any](ctx context.Context, fn func() T, late func(T)) (v T, ok bool) {
+	var handoff atomic.Int32 // 1: the caller took the result; 2: the caller has gone
+	ch := make(chan T, 1)
+	go func() {
+		v := fn()
+		if handoff.CompareAndSwap(0, 1) {
+			ch <- v
+			return
+		}
+		if late != nil {
+			late(v)
+		}
+	}()
+	select {
+	case v := <-ch:
+		return v, true
+	case <-ctx.Done():
+		if handoff.CompareAndSwap(0, 2) {
+			return v, false
+		}
+		return <-ch, true
 	}
 }
 

@@ -399,33 +399,23 @@ func (m *TaskManager) admitGuarded(ctx context.Context, t *task, stored StoredTa
 		w   *worker
 		err error
 	}
-	var handoff atomic.Int32 // 1: the caller took the result; 2: the caller has gone
-	ch := make(chan result, 1)
-	go func() {
+	r, ok := handOff(ctx, func() result {
 		w, err := m.admit(ctx, t, st)
 		m.admitted(t, owned, &info)
-		if handoff.CompareAndSwap(0, 1) {
-			ch <- result{w, err}
-			return
-		}
-		if err == nil {
+		return result{w, err}
+	}, func(r result) {
+		if r.err == nil {
 			m.log.Warn("apcore: the store saved a task after its Submit gave up; cancelling it", "task_id", t.id)
 			m.cancelNow(t)
-			if w != nil {
-				go m.work(w, nil)
+			if r.w != nil {
+				go m.work(r.w, nil)
 			}
 		}
-	}()
-	select {
-	case r := <-ch:
-		return r.w, r.err
-	case <-ctx.Done():
-		if handoff.CompareAndSwap(0, 2) {
-			return nil, gaveUp(ctx, "Submit: save the new task")
-		}
-		r := <-ch
-		return r.w, r.err
+	})
+	if !ok {
+		return nil, gaveUp(ctx, "Submit: save the new task")
 	}
+	return r.w, r.err
 }
 
 // admit checks the capacity, puts t in the manager's table, saves its
