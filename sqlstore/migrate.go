@@ -13,7 +13,7 @@ import (
 // SchemaVersion is the version of the schema this package's migrations
 // bring a table to, and the only one its Store runs on: the number of the
 // last migration (see the package doc's Schema).
-const SchemaVersion = 4
+const SchemaVersion = 5
 
 // migration is one numbered step of the schema: up brings a table at the
 // version before to this one; down, where it is safe, undoes it.
@@ -26,12 +26,13 @@ type migration struct {
 // migrations are the numbered steps, in order. 1 to 3 are the schema that
 // versions before numbered migrations made and upgraded by looking at what
 // a table had: each changes only what differs, so they bring any layout
-// those versions left to version 3 in place. 4 is issue #19's.
+// those versions left to version 3 in place. 4 and 5 are issue #19's.
 var migrations = []migration{
 	{1, "tasks, leases and count tables; columns an older table lacks; a JSONB result turned into TEXT", (*Store).upTables, nil},
 	{2, "indexes: (status, seq), sweep, claim, claim by module; statistics on the sweep's reference time", (*Store).upIndexes, nil},
 	{3, "triggers that keep the count rows, and the counts of the records there", (*Store).ensureTriggers, nil},
 	{4, "run_at, unique_key, priority and due; the unique key index; claims by priority from ready records; the scheduled index", (*Store).upLater, (*Store).downLater},
+	{5, "the held index: the active records an owner holds, by owner, which recovery reads", (*Store).upHeld, (*Store).downHeld},
 }
 
 // SchemaError is the cause of the error New and Migrate return, with code
@@ -97,11 +98,12 @@ func Migrate(ctx context.Context, db *sql.DB, d Dialect, opts ...Option) error {
 }
 
 // MigrateTo is Migrate to a given version: up to it, or down to it through
-// the migrations that can be undone (4: down to 3 drops the columns
-// run_at, unique_key, priority and due with their indexes and makes the
-// claim indexes of version 3 again; the records' run times, keys and
-// priorities are lost, while their not_before keeps a scheduled record
-// waiting). Going down below 3 is refused. Run it only when no replica of
+// the migrations that can be undone (5: down to 4 drops the held index;
+// 4: down to 3 drops the columns run_at, unique_key, priority and due
+// with their indexes and makes the claim indexes of version 3 again; the
+// records' run times, keys and priorities are lost, while their
+// not_before keeps a scheduled record waiting). Going down below 3 is
+// refused. Run it only when no replica of
 // a later version uses the table.
 func MigrateTo(ctx context.Context, db *sql.DB, d Dialect, version int, opts ...Option) error {
 	s, _, err := newStore(ctx, db, d, "sqlstore.MigrateTo", opts)
@@ -284,4 +286,24 @@ func (s *Store) downLater(ctx context.Context, tx execer) error {
 		}
 	}
 	return nil
+}
+
+// upHeld is migration 5 (issue #19): the held index, on owner over the
+// active records that an owner holds (see held), through which Recover
+// and Orphans find what dead managers held without reading the records
+// that wait, held by no one. Like migration 4's indexes it is built in the
+// migration's transaction (CREATE INDEX CONCURRENTLY cannot run in one),
+// which holds the table's writes for one scan of it; the index holds the
+// running records, few.
+func (s *Store) upHeld(ctx context.Context, tx execer) error {
+	t := s.table
+	_, err := tx.ExecContext(ctx, fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s_held ON %s (owner) WHERE %s", t, t, held))
+	return err
+}
+
+// downHeld undoes migration 5: the held index goes (version 4's queries
+// do not name it).
+func (s *Store) downHeld(ctx context.Context, tx execer) error {
+	_, err := tx.ExecContext(ctx, fmt.Sprintf("DROP INDEX IF EXISTS %s_held", s.table))
+	return err
 }

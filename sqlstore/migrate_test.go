@@ -64,7 +64,7 @@ retry_count INTEGER NOT NULL DEFAULT 0, max_retries INTEGER NOT NULL DEFAULT 0)`
 			require.NoError(t, rows.Err())
 			return names
 		}
-		want := []string{"claim", "claim_module", "scheduled", "status_seq", "sweep", "unique_key"}
+		want := []string{"claim", "claim_module", "held", "scheduled", "status_seq", "sweep", "unique_key"}
 		if dialect == sqlstore.PostgreSQL {
 			want = slices.DeleteFunc(want, func(n string) bool { return n == "unique_key" }) // ends in key, like the constraints
 		}

@@ -78,8 +78,12 @@ func (s *Store) buildQueries() queries {
 		countActive:    fmt.Sprintf("SELECT active FROM %s WHERE id = 1", s.counter()),
 
 		// Update: the record's columns after task_id, owner, not_before,
-		// due; then task_id and the holder.
-		update: fmt.Sprintf("UPDATE %s SET %s, owner = %s, not_before = %s, due = %s WHERE task_id = %s AND %s AND owner = %s",
+		// due; then task_id and the holder. The holder is compared as an
+		// expression (owner || ''): PostgreSQL proves from owner = 'o'
+		// that the record is in the held index, whose predicate is
+		// owner <> '', and may then read every record that 'o' holds for
+		// the one the task_id index finds.
+		update: fmt.Sprintf("UPDATE %s SET %s, owner = %s, not_before = %s, due = %s WHERE task_id = %s AND %s AND (owner || '') = %s",
 			t, s.sets(infoColumns[1:], 1), s.ph(n), s.ph(n+1), s.ph(n+2), s.ph(n+3), activeIn, s.ph(n+4)),
 		// One lookup in the unique key index (its predicate spelled out,
 		// so that both planners see that the index serves it).
@@ -87,12 +91,8 @@ func (s *Store) buildQueries() queries {
 		renew:       fmt.Sprintf("UPDATE %s SET expires_at = %s WHERE owner = %s", s.leases(), s.ph(1), s.ph(2)),
 		renewCreate: fmt.Sprintf("INSERT INTO %s (owner, expires_at) VALUES (%s, %s) ON CONFLICT (owner) DO UPDATE SET expires_at = excluded.expires_at", s.leases(), s.ph(1), s.ph(2)),
 		release:     fmt.Sprintf("DELETE FROM %s WHERE owner = %s", s.leases(), s.ph(1)),
-		// self "" is a manager that has ended its lease: nothing is its own.
-		orphans: fmt.Sprintf(`SELECT %s FROM %s WHERE %s AND (%s = '' OR owner <> %s) AND (
-	(owner = '' AND (not_before IS NULL OR not_before <= %s) AND NOT EXISTS (SELECT 1 FROM %s l WHERE l.owner <> %s AND l.expires_at >= %s)) OR
-	(owner <> '' AND NOT EXISTS (SELECT 1 FROM %s l WHERE l.owner = %s.owner AND l.expires_at >= %s)))
-ORDER BY seq`, info, t, activeIn, s.ph(1), s.ph(2), s.ph(3), s.leases(), s.ph(4), s.ph(5), s.leases(), t, s.ph(6)),
 	}
+	q.orphans = s.orphansQuery(info)
 	// Recover's change of a record whose owner's lease is gone: arguments
 	// now, the message and the code.
 	abandon := func(first int) string {
@@ -177,11 +177,14 @@ RETURNING %s.%s`, t, due, s.leases(), t, claimSet, t, claimable, t, strings.Repl
 			t, t, terminalIn, expiresAt)
 		// One statement: the lapsed leases it deletes, and the owners with
 		// no lease at all (as of its snapshot; a lease made since holds
-		// no record this statement can see).
+		// no record this statement can see). It reads the held records
+		// only, through the held index (its predicate, held, spelled out):
+		// the records that wait for their time or for a claim, held by no
+		// one, are not read, however many there are (issue #19).
 		q.recover = fmt.Sprintf(`WITH gone AS (DELETE FROM %s WHERE expires_at < $1 RETURNING owner)
 UPDATE %s SET %s
-WHERE %s AND owner <> '' AND (owner IN (SELECT owner FROM gone) OR NOT EXISTS (SELECT 1 FROM %s l WHERE l.owner = %s.owner))`,
-			s.leases(), t, abandon(1), activeIn, s.leases(), t)
+WHERE %s AND (owner IN (SELECT owner FROM gone) OR NOT EXISTS (SELECT 1 FROM %s l WHERE l.owner = %s.owner))`,
+			s.leases(), t, abandon(1), held, s.leases(), t)
 	} else {
 		// SQLite has one writer at a time: the count and the insert are
 		// one atomic statement.
@@ -225,10 +228,43 @@ RETURNING %s`, t, claimSet, t, t, index, due, s.leases(), stored)
 		q.sweep = fmt.Sprintf("DELETE FROM %s WHERE seq IN (SELECT seq FROM %s INDEXED BY %s_sweep WHERE %s AND %s < ? LIMIT ?)",
 			t, t, t, terminalIn, expiresAt)
 		q.listExpired = fmt.Sprintf("SELECT %s FROM %s INDEXED BY %s_sweep WHERE %s AND completed_at IS NOT NULL AND %s < ", info, t, t, terminalIn, expiresAt)
-		q.recover = fmt.Sprintf(`UPDATE %s SET %s
-WHERE %s AND owner <> '' AND NOT EXISTS (SELECT 1 FROM %s l WHERE l.owner = %s.owner)`, t, abandon(1), activeIn, s.leases(), t)
+		// The held records only, through the held index (see PostgreSQL's).
+		q.recover = fmt.Sprintf(`UPDATE %s INDEXED BY %s_held SET %s
+WHERE %s AND NOT EXISTS (SELECT 1 FROM %s l WHERE l.owner = %s.owner)`, t, t, abandon(1), held, s.leases(), t)
 	}
 	return q
+}
+
+// orphansQuery is Orphans' query, in two parts (arguments: self twice and
+// now; then now, self and now). The records held by an owner with no
+// live lease are read through the held index: what dead managers held,
+// not what waits. The records held by no one and due by now are orphans
+// only when no manager other than self holds a live lease (a condition on
+// the leases alone, which PostgreSQL checks once, before it reads any
+// record); they are read through the (status, seq) index, the waiting
+// records among them: that happens once, at the last manager's Shutdown.
+// The claim and scheduled indexes would not serve that part: they hold
+// the resumable records only, and an active record that no one holds need
+// not be resumable (one an older version left). On SQLite, INDEXED BY
+// names both indexes: its planner, with statistics of a table of pending
+// records, scanned the table for the second part. self "" is a manager
+// that has ended its lease: nothing is its own.
+func (s *Store) orphansQuery(info string) string {
+	t := s.table
+	cols := "seq, " + info
+	heldBy, activeBy := "", ""
+	if s.dialect == SQLite {
+		heldBy, activeBy = fmt.Sprintf(" INDEXED BY %s_held", t), fmt.Sprintf(" INDEXED BY %s_status_seq", t)
+	}
+	return fmt.Sprintf(`SELECT %s FROM (
+SELECT %s FROM %s%s WHERE %s AND (%s = '' OR owner <> %s)
+  AND NOT EXISTS (SELECT 1 FROM %s l WHERE l.owner = %s.owner AND l.expires_at >= %s)
+UNION ALL
+SELECT %s FROM %s%s WHERE %s AND owner = '' AND (not_before IS NULL OR not_before <= %s)
+  AND NOT EXISTS (SELECT 1 FROM %s l WHERE l.owner <> %s AND l.expires_at >= %s)
+) AS o ORDER BY seq`, info,
+		cols, t, heldBy, held, s.ph(1), s.ph(2), s.leases(), t, s.ph(3),
+		cols, t, activeBy, activeIn, s.ph(4), s.leases(), s.ph(5), s.ph(6))
 }
 
 // listExpiredQuery is ListExpired's query for a time in Unix microseconds.

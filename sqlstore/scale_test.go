@@ -64,7 +64,7 @@ func fillPostgres(t testing.TB, db *sql.DB, table string, base int64, n int) {
 	start := time.Now()
 	for _, stmt := range []string{
 		fmt.Sprintf("ALTER TABLE %s DROP CONSTRAINT %s_task_id_key", table, table),
-		fmt.Sprintf("DROP INDEX %s_status_seq, %s_sweep, %s_claim, %s_claim_module, %s_scheduled, %s_unique_key", table, table, table, table, table, table),
+		fmt.Sprintf("DROP INDEX %s_status_seq, %s_sweep, %s_claim, %s_claim_module, %s_scheduled, %s_unique_key, %s_held", table, table, table, table, table, table, table),
 		// without its version table, New runs every migration again: as on
 		// a table made before numbered migrations
 		fmt.Sprintf("DROP TABLE %s_schema_version", table),
@@ -154,7 +154,10 @@ var pgIndexes = map[string][]string{
 	// records), and changes each record it picked found by its (status,
 	// seq) or its seq
 	"Claim": {"claim", "pkey", "status_seq"}, "ClaimModules": {"claim|claim_module", "pkey", "status_seq"},
-	"Recover": {"status_seq"}, "Orphans": {"status_seq"},
+	// what dead owners held, through the held index, not the records
+	// that wait (issue #19); Orphans' records held by no one through the
+	// (status, seq) index, read only when no other manager lives
+	"Recover": {"held"}, "Orphans": {"held", "status_seq"},
 	"ListPage": {"pkey"}, "ListPageNewest": {"pkey"}, "ListPageStatus": {"status_seq"}, "ListPageStatusNewest": {"status_seq"},
 	"Sweep": {"sweep", "pkey"},
 	// the unique key index, one lookup; the scheduled index, by not_before

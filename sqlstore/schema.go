@@ -24,6 +24,14 @@ const (
 	// its time, when the promote takes it out.
 	ready   = claimable + " AND due = 1"
 	waiting = "due = 0"
+	// held is an active record that an owner holds (running, or pending
+	// on its way to a start): the held index's predicate, which Recover,
+	// Orphans' records of dead owners and the index itself spell the
+	// same way, so that PostgreSQL proves that the index serves them and
+	// SQLite accepts it by INDEXED BY. A record held by no one (waiting
+	// for its time, or for a claim) is not in it: recovery costs what
+	// the managers hold, not what waits.
+	held = activeIn + " AND owner <> ''"
 	// keyHeld is the condition of a record that holds its unique key:
 	// the unique key index's predicate.
 	keyHeld = "unique_key IS NOT NULL AND status IN ('pending', 'running', 'completed')"

@@ -401,5 +401,5 @@ func (s *Store) Orphans(ctx context.Context, q apcore.OrphanQuery) ([]apcore.Tas
 	self := clean(q.Self)
 	// A record held by no one and due later (not_before after now) is not
 	// an orphan: it waits for whichever manager runs when it is due.
-	return s.query(ctx, "orphans", s.q.orphans, self, self, at, self, at, at)
+	return s.query(ctx, "orphans", s.q.orphans, self, self, at, at, self, at)
 }

@@ -22,7 +22,7 @@
 //
 // The schema is made and upgraded by numbered migrations that Migrate
 // runs (and New, unless WithoutMigrate), recorded in <table>_schema_version;
-// SchemaVersion is the last, 4. Migrate runs them under a migration lock
+// SchemaVersion is the last, 5. Migrate runs them under a migration lock
 // (an advisory lock on PostgreSQL, the write lock on SQLite), so processes
 // may start at once, and refuses a table whose version is newer than it
 // knows (GENERAL_INVALID_INPUT, a *SchemaError), changing nothing. What
@@ -52,7 +52,7 @@
 // and its active records dealt out over the slots; count rows without the
 // terminal states' columns get them, filled by one scan of the table) and,
 // on PostgreSQL, its JSONB result column turned into TEXT (one rewrite of
-// the table, once), and then migration 4. Which versions may share a
+// the table, once), and then migrations 4 and 5. Which versions may share a
 // table during a rolling upgrade is in the README's Upgrading: the release
 // before numbered migrations runs beside this one (its writes go through
 // the triggers, which live in the database, and are counted; it leaves
@@ -61,7 +61,10 @@
 //
 // Indexes: the primary key (seq) serves ListPage; (status, seq) serves List
 // by state, ListPage by state, Count of pending alone or running alone and
-// the scans of active records (Recover, Orphans); a partial index on the reference time,
+// Orphans' records held by no one; a partial index on owner over the
+// active records that an owner holds (<table>_held, migration 5) serves
+// Recover and Orphans' records of dead owners, which so read what the
+// managers hold, not the records that wait; a partial index on the reference time,
 // COALESCE(completed_at, submitted_at, the zero time), over terminal
 // records (<table>_sweep) serves Sweep and ListExpired; a partial index on
 // (priority DESC, seq) over the ready records (claimable: pending,
@@ -814,7 +817,7 @@ func (s *Store) explainQuery(method string) (string, []any, error) {
 	case "Recover":
 		return s.q.recover, []any{now, abandonedMessage, string(apcore.CodeTaskAbandoned)}, nil
 	case "Orphans":
-		return s.q.orphans, []any{"o", "o", now, "o", now, now}, nil
+		return s.q.orphans, []any{"o", "o", now, now, "o", now}, nil
 	case "ListPage":
 		return s.q.pageUp, []any{int64(500_000), 101}, nil
 	case "ListPageNewest":

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -87,8 +89,8 @@ func TestMigrateRecordsVersions(t *testing.T) {
 			require.ErrorIs(t, err, apcore.ErrInvalidInput, "WithoutMigrate on no table")
 			assert.Contains(t, err.Error(), "schema version 0")
 			require.NoError(t, sqlstore.Migrate(ctx(t), db, b.dialect, sqlstore.WithTable(b.table)))
-			assert.Equal(t, []int{1, 2, 3, 4}, versionsOf(t, db, b.table))
-			assert.Equal(t, 4, sqlstore.SchemaVersion)
+			assert.Equal(t, []int{1, 2, 3, 4, 5}, versionsOf(t, db, b.table))
+			assert.Equal(t, 5, sqlstore.SchemaVersion)
 			before := schemaOf(t, db, b.dialect, b.table)
 			require.NoError(t, sqlstore.Migrate(ctx(t), db, b.dialect, sqlstore.WithTable(b.table)))
 			s, err := sqlstore.New(ctx(t), db, b.dialect, sqlstore.WithTable(b.table))
@@ -98,7 +100,7 @@ func TestMigrateRecordsVersions(t *testing.T) {
 			require.NoError(t, err)
 			require.NoError(t, s.Close())
 			assert.Equal(t, before, schemaOf(t, db, b.dialect, b.table))
-			assert.Equal(t, []int{1, 2, 3, 4}, versionsOf(t, db, b.table))
+			assert.Equal(t, []int{1, 2, 3, 4, 5}, versionsOf(t, db, b.table))
 		})
 	}
 }
@@ -112,7 +114,7 @@ func TestMigrateRefusesANewerSchema(t *testing.T) {
 			db := b.open(t)
 			require.NoError(t, sqlstore.Migrate(ctx(t), db, b.dialect, sqlstore.WithTable(b.table)))
 			for _, stmt := range []string{
-				fmt.Sprintf("INSERT INTO %s_schema_version (version, description, applied_at) VALUES (5, 'from the future', 0)", b.table),
+				fmt.Sprintf("INSERT INTO %s_schema_version (version, description, applied_at) VALUES (6, 'from the future', 0)", b.table),
 				fmt.Sprintf("DROP INDEX %s_sweep", b.table),
 			} {
 				_, err := db.ExecContext(ctx(t), stmt)
@@ -138,11 +140,11 @@ func TestMigrateRefusesANewerSchema(t *testing.T) {
 				assert.ErrorIs(t, err, apcore.ErrInvalidInput, name)
 				var se *sqlstore.SchemaError
 				require.True(t, errors.As(err, &se), name)
-				assert.Equal(t, sqlstore.SchemaError{Table: b.table, Found: 5, Known: 4}, *se)
-				assert.Contains(t, err.Error(), "schema version 5, newer than version 4", name)
+				assert.Equal(t, sqlstore.SchemaError{Table: b.table, Found: 6, Known: 5}, *se)
+				assert.Contains(t, err.Error(), "schema version 6, newer than version 5", name)
 			}
 			assert.Equal(t, before, schemaOf(t, db, b.dialect, b.table), "nothing changed")
-			assert.Equal(t, []int{1, 2, 3, 4, 5}, versionsOf(t, db, b.table))
+			assert.Equal(t, []int{1, 2, 3, 4, 5, 6}, versionsOf(t, db, b.table))
 		})
 	}
 }
@@ -179,13 +181,14 @@ func TestConcurrentMigrate(t *testing.T) {
 			for i, err := range errs {
 				assert.NoError(t, err, "process %d", i)
 			}
-			assert.Equal(t, []int{1, 2, 3, 4}, versionsOf(t, dbs[0], b.table))
+			assert.Equal(t, []int{1, 2, 3, 4, 5}, versionsOf(t, dbs[0], b.table))
 		})
 	}
 }
 
-// Down from 4 to 3 and up again: the columns and indexes of 4 go and
-// come back, the records stay; below 3 is refused.
+// Down from 5 to 4, to 3 and up again: the held index of 5, then the
+// columns and indexes of 4 go and come back, the records stay; below 3 is
+// refused.
 func TestMigrateDownAndUp(t *testing.T) {
 	for _, b := range versionBackends(t) {
 		t.Run(b.name, func(t *testing.T) {
@@ -199,8 +202,12 @@ func TestMigrateDownAndUp(t *testing.T) {
 			require.NoError(t, err)
 			require.True(t, ok)
 			require.NoError(t, s.Close())
-			at4 := schemaOf(t, db, b.dialect, b.table)
+			at5 := schemaOf(t, db, b.dialect, b.table)
 
+			require.NoError(t, sqlstore.MigrateTo(ctx(t), db, b.dialect, 4, sqlstore.WithTable(b.table)))
+			assert.Equal(t, []int{1, 2, 3, 4}, versionsOf(t, db, b.table))
+			assert.Equal(t, slices.DeleteFunc(slices.Clone(at5), func(o string) bool { return strings.Contains(o, b.table+"_held ") }),
+				schemaOf(t, db, b.dialect, b.table), "down to 4 drops the held index alone")
 			require.NoError(t, sqlstore.MigrateTo(ctx(t), db, b.dialect, 3, sqlstore.WithTable(b.table)))
 			assert.Equal(t, []int{1, 2, 3}, versionsOf(t, db, b.table))
 			var n int
@@ -221,7 +228,7 @@ func TestMigrateDownAndUp(t *testing.T) {
 			assert.Equal(t, []int{1, 2, 3}, versionsOf(t, db, b.table), "nothing undone")
 
 			require.NoError(t, sqlstore.Migrate(ctx(t), db, b.dialect, sqlstore.WithTable(b.table)))
-			assert.Equal(t, at4, schemaOf(t, db, b.dialect, b.table), "the same schema as Migrate made")
+			assert.Equal(t, at5, schemaOf(t, db, b.dialect, b.table), "the same schema as Migrate made")
 			s, err = sqlstore.New(ctx(t), db, b.dialect, sqlstore.WithTable(b.table), sqlstore.WithoutMigrate())
 			require.NoError(t, err)
 			defer s.Close()
@@ -288,7 +295,7 @@ func TestOldAndNewManagersShareATable(t *testing.T) {
 			require.NoError(t, err)
 			t.Cleanup(func() { newStore.Close() })
 			db := b.open(t)
-			assert.Equal(t, []int{1, 2, 3, 4}, versionsOf(t, db, b.table))
+			assert.Equal(t, []int{1, 2, 3, 4, 5}, versionsOf(t, db, b.table))
 			migrated := schemaOf(t, db, b.dialect, b.table)
 			new1 := manager(t, registry("new1"), newStore, opts...)
 			// An old replica restarts on the migrated table.
