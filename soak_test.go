@@ -448,7 +448,7 @@ func soak(t *testing.T, seed uint64, replicas bool) {
 			sh := inner.records.shard(info.TaskID)
 			sh.mu.Lock()
 			r := sh.m[info.TaskID]
-			owner, res := r.owner, r.shared != nil && r.shared.resumable
+			owner, res := r.ownerName(), r.shared != nil && r.shared.resumable
 			sh.mu.Unlock()
 			t.Errorf("task %s (%s) is still %s after Shutdown (held by %q, resumable %v, leases %v)", info.TaskID, info.ModuleID, info.Status, owner, res, inner.leases)
 		case StatusCompleted:
@@ -484,6 +484,7 @@ func soak(t *testing.T, seed uint64, replicas bool) {
 		require.NoError(t, err)
 		assert.Equal(t, counts[st], n, "Count(%s) disagrees with List", st)
 	}
+	assert.Empty(t, inner.held.counts(), "owners counted as holding active records after every task ended")
 	assert.LessOrEqual(t, peak.Load(), int64(maxConcurrent*len(managers)), "peak concurrency")
 	assert.Zero(t, overCap.Load(), "the active count went over max_tasks")
 

@@ -57,13 +57,16 @@ type MemoryStore struct {
 	// takes its entry out. uniqMu is a leaf: taken under a shard's lock.
 	uniqMu sync.Mutex
 	uniq   map[string]*memRecord
+
+	// held counts the active records each owner holds (see heldCounts).
+	held heldCounts
 }
 
 // memRecord is one stored task.
 type memRecord struct {
 	sh     *mapShard[*memRecord] // the shard holding it; never changes
 	info   TaskInfo
-	owner  string     // SharedStore: the manager holding it, "" for none
+	holder *ownerHeld // SharedStore: the manager holding it, nil for none (see ownerName)
 	shared *memShared // SharedStore: what a resumable task keeps beside it
 	seq    uint64     // its place in the insertion order; never changes
 	blk    *memBlock  // the block of seq
@@ -89,6 +92,7 @@ func newMemoryStore(hint int) *MemoryStore {
 	s.records.init(hint)
 	s.index.init()
 	s.claims.init()
+	s.held.init()
 	return s
 }
 
@@ -130,6 +134,7 @@ func (s *MemoryStore) overwrite(r *memRecord, task TaskInfo) {
 	s.move(r.sh, from, task.Status)
 	r.info = task
 	s.index.moved(r, from)
+	s.held.moved(r, from)
 }
 
 // appendLocked adds a new record at the end of the order; s.order and sh.mu
@@ -267,6 +272,7 @@ func (s *MemoryStore) removeLocked(r *memRecord) {
 	delete(r.sh.m, r.info.TaskID)
 	s.counted(r.sh, r.info.Status, -1)
 	s.index.removed(r)
+	s.held.removed(r)
 	if key := r.info.UniqueKey; key != "" {
 		s.uniqMu.Lock()
 		if s.uniq[key] == r {

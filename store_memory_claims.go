@@ -56,6 +56,19 @@ func (q *claimQueues) push(r *memRecord) {
 	mq.items = append(mq.items, claimEntry{r, q.arrivals})
 }
 
+// add queues r, a record that just became claimable (so r.shared is set),
+// or, when it is not due yet by the wall clock (at, its notBefore read
+// under its shard's lock), puts it in the heap at once, where a Claim does not read it until it is: a million tasks
+// scheduled for later are not moved there by the Claims that meet them.
+// MemoryStore.order is held.
+func (q *claimQueues) add(r *memRecord, at time.Time) {
+	if at.After(time.Now()) {
+		heap.Push(&q.later, laterEntry{r: r, notBefore: at})
+		return
+	}
+	q.push(r)
+}
+
 // front returns the queue's oldest entry that is still claimable and due,
 // moving the stale ones out and the ones not due yet to the heap; ok is
 // false when the queue has none.

@@ -27,7 +27,7 @@ type memShared struct {
 
 // stored returns r as a StoredTask; r's shard lock is held.
 func (r *memRecord) stored() StoredTask {
-	st := StoredTask{Info: r.info.clone(), Owner: r.owner}
+	st := StoredTask{Info: r.info.clone(), Owner: r.ownerName()}
 	if x := r.shared; x != nil {
 		st.Resumable, st.Inputs, st.Retry, st.Timeout = x.resumable, slices.Clone(x.inputs), x.retry, x.timeout
 		st.NotBefore, st.Trace = x.notBefore, cloneTrace(x.trace)
@@ -48,7 +48,7 @@ func cloneTrace(m map[string]string) map[string]string {
 
 // claimableLocked reports whether a Claim may take r; r's shard lock is held.
 func (r *memRecord) claimableLocked() bool {
-	return r.shared != nil && r.shared.resumable && r.owner == "" && r.info.Status == StatusPending
+	return r.shared != nil && r.shared.resumable && r.holder == nil && r.info.Status == StatusPending
 }
 
 // Insert saves a new record only while fewer than limit records are active,
@@ -63,7 +63,7 @@ func (s *MemoryStore) Insert(ctx context.Context, task StoredTask, limit int) (b
 	if !task.Info.Status.IsActive() {
 		return false, invalidf("task store: Insert of task %s in state %s; a new task is pending or running", task.Info.TaskID, task.Info.Status)
 	}
-	r := &memRecord{info: task.Info.clone(), owner: task.Owner}
+	r := &memRecord{info: task.Info.clone()}
 	if task.Resumable || task.Inputs != nil || task.Trace != nil || task.Timeout != 0 || !task.NotBefore.IsZero() || task.Retry != (RetryConfig{}) {
 		r.shared = &memShared{
 			resumable: task.Resumable, inputs: slices.Clone(task.Inputs), retry: task.Retry,
@@ -89,8 +89,9 @@ func (s *MemoryStore) Insert(ctx context.Context, task StoredTask, limit int) (b
 		return false, invalidf("task store: task %s already exists", r.info.TaskID)
 	}
 	s.appendLocked(sh, r)
+	s.held.setOwner(r, task.Owner)
 	if r.claimableLocked() {
-		s.claims.push(r)
+		s.claims.add(r, r.shared.notBefore)
 	}
 	if key != "" {
 		s.uniqMu.Lock()
@@ -129,12 +130,12 @@ func (s *MemoryStore) Update(ctx context.Context, task StoredTask, holder string
 	sh := s.records.shard(task.Info.TaskID)
 	sh.mu.Lock()
 	r, ok := sh.m[task.Info.TaskID]
-	if !ok || !r.info.Status.IsActive() || r.owner != holder {
+	if !ok || !r.info.Status.IsActive() || r.ownerName() != holder {
 		sh.mu.Unlock()
 		return false, nil
 	}
 	s.overwrite(r, task.Info)
-	r.owner = task.Owner
+	s.held.setOwner(r, task.Owner)
 	if r.shared != nil {
 		r.shared.notBefore = task.NotBefore
 	}
@@ -142,7 +143,7 @@ func (s *MemoryStore) Update(ctx context.Context, task StoredTask, holder string
 	sh.mu.Unlock()
 	if requeue {
 		s.order.Lock()
-		s.claims.push(r)
+		s.claims.add(r, task.NotBefore)
 		s.order.Unlock()
 	}
 	return true, nil
@@ -195,7 +196,7 @@ func (s *MemoryStore) Claim(ctx context.Context, req ClaimRequest) ([]StoredTask
 				info.StartedAt = now
 			}
 			s.overwrite(r, info)
-			r.owner = owner
+			s.held.setOwner(r, owner)
 			out = append(out, r.stored())
 		}
 		r.sh.mu.Unlock()
@@ -223,8 +224,10 @@ func (s *MemoryStore) Release(ctx context.Context, owner string) error {
 }
 
 // Recover ends the leases that ended before now and what their owners held,
-// and what is held by an owner with no lease. It reads the blocks that hold
-// an active record, and glances at the others.
+// and what is held by an owner with no lease. While no such owner holds an
+// active record (the store counts each owner's, see heldCounts), it reads
+// no record; otherwise it reads the blocks that hold an active record, and
+// glances at the others.
 func (s *MemoryStore) Recover(ctx context.Context, now time.Time) (int, error) {
 	s.order.Lock()
 	for owner, end := range s.leases {
@@ -234,15 +237,16 @@ func (s *MemoryStore) Recover(ctx context.Context, now time.Time) (int, error) {
 	}
 	leases := maps.Clone(s.leases)
 	s.order.Unlock()
-	if s.active.Load() == 0 {
-		return 0, nil // nothing to recover: no walk over the finished records
+	live := func(owner string) bool { _, ok := leases[owner]; return ok }
+	if !s.held.anyDead(live) {
+		return 0, nil // no walk over records that no dead owner holds
 	}
 	// Read without s.order, which inserts need, for the records of owners
 	// with no lease; then, holding it, recover those that still are.
 	var dead []*memRecord
 	s.index.ascend(0, activeSet, func(r *memRecord) bool {
 		r.sh.mu.Lock()
-		if _, live := leases[r.owner]; r.sh.m[r.info.TaskID] == r && r.owner != "" && !live && r.info.Status.IsActive() {
+		if r.sh.m[r.info.TaskID] == r && r.holder != nil && !live(r.holder.owner) && r.info.Status.IsActive() {
 			dead = append(dead, r)
 		}
 		r.sh.mu.Unlock()
@@ -256,13 +260,13 @@ func (s *MemoryStore) Recover(ctx context.Context, now time.Time) (int, error) {
 	n := 0
 	for _, r := range dead {
 		r.sh.mu.Lock()
-		if _, live := s.leases[r.owner]; r.sh.m[r.info.TaskID] == r && r.owner != "" && !live && r.info.Status.IsActive() {
+		if _, live := s.leases[r.ownerName()]; r.sh.m[r.info.TaskID] == r && r.holder != nil && !live && r.info.Status.IsActive() {
 			n++
 			info := r.info
 			if r.shared != nil && r.shared.resumable {
 				info.Status = StatusPending
 				s.overwrite(r, info)
-				r.owner = ""
+				s.held.setOwner(r, "")
 				s.claims.push(r)
 			} else {
 				abandon(&info, now)
@@ -288,7 +292,7 @@ func (s *MemoryStore) Lost(ctx context.Context, owner string, ids []string) ([]s
 		sh := s.records.shard(id)
 		sh.mu.Lock()
 		r, ok := sh.m[id]
-		if !ok || !r.info.Status.IsActive() || r.owner != owner {
+		if !ok || !r.info.Status.IsActive() || r.ownerName() != owner {
 			lost = append(lost, id)
 		}
 		sh.mu.Unlock()
@@ -296,7 +300,9 @@ func (s *MemoryStore) Lost(ctx context.Context, owner string, ids []string) ([]s
 	return lost, nil
 }
 
-// Orphans returns the active records no live manager holds.
+// Orphans returns the active records no live manager holds. While another
+// manager lives, those are the records of dead owners, and it reads no
+// record unless one holds some (see Recover).
 func (s *MemoryStore) Orphans(ctx context.Context, q OrphanQuery) ([]TaskInfo, error) {
 	self, now := q.Self, q.Now
 	if s.active.Load() == 0 {
@@ -315,11 +321,15 @@ func (s *MemoryStore) Orphans(ctx context.Context, q OrphanQuery) ([]TaskInfo, e
 			others = true
 		}
 	}
+	if others && !s.held.anyDead(func(owner string) bool { return owner == self || live(owner) }) {
+		return nil, nil // the unheld records wait for the live managers
+	}
 	var out []TaskInfo
 	s.index.ascend(0, activeSet, func(r *memRecord) bool {
 		r.sh.mu.Lock()
-		waiting := r.owner == "" && r.shared != nil && r.shared.notBefore.After(now) // due later: not an orphan
-		if r.sh.m[r.info.TaskID] == r && r.info.Status.IsActive() && (self == "" || r.owner != self) && ((r.owner == "" && !others && !waiting) || (r.owner != "" && !live(r.owner))) {
+		owner := r.ownerName()
+		waiting := owner == "" && r.shared != nil && r.shared.notBefore.After(now) // due later: not an orphan
+		if r.sh.m[r.info.TaskID] == r && r.info.Status.IsActive() && (self == "" || owner != self) && ((owner == "" && !others && !waiting) || (owner != "" && !live(owner))) {
 			out = append(out, r.info.clone())
 		}
 		r.sh.mu.Unlock()
