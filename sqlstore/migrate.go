@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"time"
@@ -158,6 +159,13 @@ func (s *Store) checkVersion(ctx context.Context) error {
 // up or down, in one transaction under the migration lock.
 func (s *Store) migrateTo(ctx context.Context, target int) error {
 	v, err := s.readVersion(ctx, s.db)
+	// A SQLite file that processes open at once, new: a connection that
+	// switches it to WAL while another does may be told SQLITE_BUSY
+	// without waiting for the busy timeout. Read again, for a while.
+	for try := 0; err != nil && isBusy(err) && try < 50 && ctx.Err() == nil; try++ {
+		time.Sleep(20 * time.Millisecond)
+		v, err = s.readVersion(ctx, s.db)
+	}
 	if err != nil {
 		return unavailable("read the schema version of "+s.table, err)
 	}
@@ -306,4 +314,10 @@ func (s *Store) upHeld(ctx context.Context, tx execer) error {
 func (s *Store) downHeld(ctx context.Context, tx execer) error {
 	_, err := tx.ExecContext(ctx, fmt.Sprintf("DROP INDEX IF EXISTS %s_held", s.table))
 	return err
+}
+
+// isBusy reports SQLite's SQLITE_BUSY (5), any extended code of it.
+func isBusy(err error) bool {
+	var lite interface{ Code() int }
+	return errors.As(err, &lite) && lite.Code()&0xff == 5
 }
