@@ -12,7 +12,7 @@ import (
 //
 //	state     transition  when                              next      store write
 //	--------  ----------  --------------------------------  --------  -------------------------------
-//	queued    start       a worker holds a slot for it      running   running (none if claimed)
+//	queued    start       a worker holds a slot for it      running   running (none if claimed or saved running)
 //	running   settle      the module returned: done         ending    completed or failed
 //	running   settle      the attempt failed, retries left  backoff   pending (a timer holds it)
 //	running   settle      the same, for a resumable task    ending    pending, held by no one (handed back)
@@ -136,7 +136,8 @@ func (m *TaskManager) commit(ctx context.Context, t *task, info *TaskInfo, seq u
 
 // start: queued -> running. It returns what the module call needs; ok is
 // false when t is no longer queued, or the store shows that it ended or
-// that another manager holds it. A task claimed from a SharedStore is
+// that another manager holds it. A task claimed from a SharedStore, or
+// saved running by its Submit (which found a slot free, see admit), is
 // running there already: start only announces it.
 func (m *TaskManager) start(t *task) (ctx context.Context, inputs map[string]any, ok bool) {
 	t.mu.Lock()

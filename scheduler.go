@@ -148,16 +148,7 @@ func (s *scheduler) enqueue(t *task) (w *worker, ok bool) {
 	}
 	if s.busy < s.limit { // a free slot means an empty queue: t is next
 		s.busy++
-		if w := s.idle; w != nil {
-			s.idle, w.next = w.next, nil
-			s.joinLocked(w)
-			w.wake <- t // never blocks: an idle worker's channel is empty
-			return nil, true
-		}
-		s.wg.Add(1)
-		w = newWorker()
-		s.joinLocked(w)
-		return w, true
+		return s.handLocked(t), true
 	}
 	if t.priority != 0 || s.tails != nil {
 		s.insertByPriority(t)
@@ -165,6 +156,49 @@ func (s *scheduler) enqueue(t *task) (w *worker, ok bool) {
 	}
 	s.insertAfter(t, s.tail)
 	return nil, true
+}
+
+// handLocked gives t a slot that was just taken for it: to an idle worker,
+// woken with t (nil is returned), or to a new listed worker that the
+// caller must start on t. s.mu is held.
+func (s *scheduler) handLocked(t *task) *worker {
+	w, idle := s.workerLocked()
+	if idle {
+		w.wake <- t // never blocks: an idle worker's channel is empty
+		return nil
+	}
+	return w
+}
+
+// workerLocked lists a worker for a slot just taken: an idle one (idle
+// true), whose wake channel is empty and will be sent its task, or a new
+// one that the WaitGroup counts and the caller must start. s.mu is held.
+func (s *scheduler) workerLocked() (w *worker, idle bool) {
+	if w := s.idle; w != nil {
+		s.idle, w.next = w.next, nil
+		s.joinLocked(w)
+		return w, true
+	}
+	s.wg.Add(1)
+	w = newWorker()
+	s.joinLocked(w)
+	return w, false
+}
+
+// reserve takes a free slot, and the worker for it (see workerLocked), for
+// a task not saved yet, so that the task can be saved running (see
+// TaskManager.admit); w is nil, and nothing is taken, when no slot is free
+// or the scheduler is closed. The task then goes to w whatever happens:
+// as the task to run, or, not saved, as a task that is no longer queued,
+// so that w hands the slot on as after any task (see TaskManager.work).
+func (s *scheduler) reserve() (w *worker, idle bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.busy >= s.limit {
+		return nil, false
+	}
+	s.busy++
+	return s.workerLocked()
 }
 
 // insertAfter links t into the queue after prev (at the head when prev is

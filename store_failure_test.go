@@ -107,14 +107,17 @@ func (f *flakyStore) countdown(method string) error {
 }
 
 // When the start is not recorded, the task runs all the same; a transient
-// failure of the outcome write is retried and the store ends right.
+// failure of the outcome write is retried and the store ends right. (The
+// task is due a little later, so that it is saved pending and its start is
+// a write of its own: one that finds a slot free at Submit is saved
+// running.)
 func TestStoreFailsAtStartAndBriefly(t *testing.T) {
 	ctx := testCtx(t)
 	s := newFlakyStore()
 	logs := newLogCapture()
 	m := newManager(t, registry(t, map[string]Module{"a.b": constModule("ok")}), WithStore(s), WithLogger(logs.logger()))
 	s.failN("SaveIf", 3) // the running write, then two tries of the outcome
-	id, err := m.Submit(ctx, "a.b", nil)
+	id, err := m.Submit(ctx, "a.b", nil, WithDelay(20*time.Millisecond))
 	require.NoError(t, err)
 	info, err := m.Wait(ctx, id)
 	require.NoError(t, err)

@@ -50,7 +50,7 @@ type task struct {
 	state      taskState
 	ending     statusCode // the status an ending task ends in (stateEnding)
 	resumable  bool       // submitted WithResumable: it goes back to the store between attempts
-	claimed    bool       // claimed from the store, so running there already (see start)
+	claimed    bool       // running in the store already: claimed, or saved running by Submit (see start)
 	watched    bool       // in the manager's table of tasks in backoff (see watcher)
 	queued     bool       // in the scheduler's queue; guarded by scheduler.mu
 	priority   int8       // WithPriority: its place in the scheduler's queue

@@ -435,6 +435,32 @@ func (m *TaskManager) admit(ctx context.Context, t *task, st *StoredTask) (w *wo
 	if m.closed.Load() {
 		return nil, errClosed()
 	}
+	// A task that finds a slot free takes it before it is saved, and is
+	// saved running: its start is then the insert's write, one store write
+	// less per task (start only announces it, as for a claimed task).
+	delayed := t.later != nil && t.later.runAt.After(now())
+	var rw *worker
+	var rIdle bool
+	if !delayed {
+		rw, rIdle = m.sched.reserve()
+	}
+	reserved := rw != nil
+	var startedAt time.Time // the stored start; the manager's own is set by start
+	if reserved {
+		startedAt, t.claimed = now(), true // before t is in the table
+		defer func() {
+			if reserved { // not saved: w starts nothing and hands the slot on
+				none := &task{state: stateDone}
+				if w := m.reserved(rw, rIdle, none); w != nil {
+					go m.work(w, none)
+				}
+			}
+		}()
+	}
+	status := StatusPending
+	if reserved {
+		status = StatusRunning
+	}
 	if st != nil {
 		if !m.leased.Load() {
 			if err := m.createLease(ctx); err != nil {
@@ -443,6 +469,7 @@ func (m *TaskManager) admit(ctx context.Context, t *task, st *StoredTask) (w *wo
 		}
 		t.holder = m.ownerID()
 		st.Owner = t.holder
+		st.Info.Status, st.Info.StartedAt = status, startedAt
 		m.tasks.store(t.id, t)
 		ok, err := m.shared.Insert(ctx, *st, m.maxTasks)
 		if err != nil || !ok {
@@ -463,15 +490,29 @@ func (m *TaskManager) admit(ctx context.Context, t *task, st *StoredTask) (w *wo
 		}
 		m.tasks.store(t.id, t)
 		var info TaskInfo
-		t.record(&info, StatusPending)
+		t.record(&info, status)
+		info.StartedAt = startedAt
 		if err := m.store.Save(ctx, info); err != nil {
 			m.tasks.delete(t.id)
 			return nil, storeErr("Submit: save the new task", err)
 		}
 	}
-	if t.later != nil && t.later.runAt.After(now()) {
+	if delayed {
 		m.scheduleAt(t, t.later.runAt)
 		return nil, nil
+	}
+	if reserved {
+		reserved = false // saved: t goes to its worker
+		if m.closed.Load() {
+			// Shutdown or Drain began, and may have looked at the table
+			// before t joined it: cancel t here; its worker hands the slot on.
+			m.cancelNow(t)
+			if w := m.reserved(rw, rIdle, t); w != nil {
+				go m.work(w, t)
+			}
+			return nil, errClosed()
+		}
+		return m.reserved(rw, rIdle, t), nil
 	}
 	w, ok := m.sched.enqueue(t)
 	if !ok {
@@ -481,6 +522,16 @@ func (m *TaskManager) admit(ctx context.Context, t *task, st *StoredTask) (w *wo
 		return nil, errClosed()
 	}
 	return w, nil
+}
+
+// reserved gives t to w, the worker reserved for it (see scheduler.reserve):
+// an idle worker is woken with it; a new one is returned, to be started on t.
+func (m *TaskManager) reserved(w *worker, idle bool, t *task) *worker {
+	if idle {
+		w.wake <- t // never blocks: the worker's channel was empty, and only this sends
+		return nil
+	}
+	return w
 }
 
 // scheduleAt keeps a new task of this manager pending until at, on a

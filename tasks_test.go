@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -541,3 +542,71 @@ func TestLogsFailures(t *testing.T) {
 }
 
 // ---- options and errors -----------------------------------------------------------
+
+// writeLog is a MemoryStore that notes, per task, the state of each of its
+// inserts and updates.
+type writeLog struct {
+	*MemoryStore
+	mu     sync.Mutex
+	writes map[string][]string
+}
+
+func (w *writeLog) note(id, what string) {
+	w.mu.Lock()
+	w.writes[id] = append(w.writes[id], what)
+	w.mu.Unlock()
+}
+
+func (w *writeLog) of(id string) []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.writes[id])
+}
+
+func (w *writeLog) Insert(ctx context.Context, task StoredTask, limit int) (bool, error) {
+	w.note(task.Info.TaskID, "insert "+string(task.Info.Status))
+	return w.MemoryStore.Insert(ctx, task, limit)
+}
+
+func (w *writeLog) Update(ctx context.Context, task StoredTask, holder string) (bool, error) {
+	w.note(task.Info.TaskID, "update "+string(task.Info.Status))
+	return w.MemoryStore.Update(ctx, task, holder)
+}
+
+// A task that finds a slot free at Submit is saved running, with its start
+// time: its start costs no write of its own. One that waits for a slot is
+// saved pending, and its start is written when it starts. Either way the
+// observers see pending, running, completed.
+func TestFreeSlotTaskIsSavedRunning(t *testing.T) {
+	ctx := testCtx(t)
+	store := &writeLog{MemoryStore: NewMemoryStore(), writes: map[string][]string{}}
+	g := newGate(false)
+	obs := newObserved()
+	m := newManager(t, registry(t, map[string]Module{"a.gate": g, "a.quick": constModule("ok")}),
+		WithStore(store), WithMaxConcurrent(1), WithObserver(obs.observe))
+	first, err := m.Submit(ctx, "a.gate", nil)
+	require.NoError(t, err)
+	g.waitStart(t)
+	stored, err := store.Get(ctx, first)
+	require.NoError(t, err)
+	assert.Equal(t, StatusRunning, stored.Status)
+	assert.False(t, stored.StartedAt.IsZero(), "saved with its start time")
+	second, err := m.Submit(ctx, "a.quick", nil) // the one slot is taken
+	require.NoError(t, err)
+	g.open()
+	for _, id := range []string{first, second} {
+		info, err := m.Wait(ctx, id)
+		require.NoError(t, err)
+		require.Equal(t, StatusCompleted, info.Status)
+	}
+	assert.Equal(t, []string{"insert running", "update completed"}, store.of(first))
+	assert.Equal(t, []string{"insert pending", "update running", "update completed"}, store.of(second))
+	for _, id := range []string{first, second} {
+		obs.waitFor(t, func(info TaskInfo) bool { return info.TaskID == id && info.Status == StatusCompleted })
+		var seen []TaskStatus
+		for _, info := range obs.of(id) {
+			seen = append(seen, info.Status)
+		}
+		assert.Equal(t, []TaskStatus{StatusPending, StatusRunning, StatusCompleted}, seen, "task %s", id)
+	}
+}
