@@ -12,7 +12,7 @@ import (
 //
 //	state     transition  when                              next      store write
 //	--------  ----------  --------------------------------  --------  -------------------------------
-//	queued    start       a worker holds a slot for it      running   running (none if claimed or saved running)
+//	queued    start       a worker holds a slot for it      running   running, not waited for (none if claimed or saved running)
 //	running   settle      the module returned: done         ending    completed or failed
 //	running   settle      the attempt failed, retries left  backoff   pending (a timer holds it)
 //	running   settle      the same, for a resumable task    ending    pending, held by no one (handed back)
@@ -162,7 +162,18 @@ func (m *TaskManager) start(t *task) (ctx context.Context, inputs map[string]any
 	announce := m.emit(t, &info)
 	t.mu.Unlock()
 	if !claimed {
-		m.recordStep(t, &info, seq)
+		// The module does not wait for its start's write: that write joins
+		// the store's batch on a goroutine of its own, and the task's end,
+		// numbered after it, overtakes it when it comes first (commit
+		// writes only the latest), so a short task under load makes one
+		// write, not two. A store that shows the task ended or held by
+		// another manager ends it here as that, interrupting the module.
+		step := info
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.recordStep(t, &step, seq)
+		}()
 	}
 	if announce {
 		m.deliver(t, &info)

@@ -110,15 +110,21 @@ func (f *flakyStore) countdown(method string) error {
 // failure of the outcome write is retried and the store ends right. (The
 // task is due a little later, so that it is saved pending and its start is
 // a write of its own: one that finds a slot free at Submit is saved
-// running.)
+// running. The module waits until the start's write has failed: a start
+// written while the module runs is overtaken by an end that comes first.)
 func TestStoreFailsAtStartAndBriefly(t *testing.T) {
 	ctx := testCtx(t)
 	s := newFlakyStore()
 	logs := newLogCapture()
-	m := newManager(t, registry(t, map[string]Module{"a.b": constModule("ok")}), WithStore(s), WithLogger(logs.logger()))
+	g := newGate(false)
+	g.result = "ok"
+	m := newManager(t, registry(t, map[string]Module{"a.b": g}), WithStore(s), WithLogger(logs.logger()))
 	s.failN("SaveIf", 3) // the running write, then two tries of the outcome
 	id, err := m.Submit(ctx, "a.b", nil, WithDelay(20*time.Millisecond))
 	require.NoError(t, err)
+	g.waitStart(t)
+	logs.waitMessage(t, slog.LevelWarn, "apcore: could not record a task transition")
+	g.open()
 	info, err := m.Wait(ctx, id)
 	require.NoError(t, err)
 	assert.Equal(t, StatusCompleted, info.Status)
@@ -126,7 +132,6 @@ func TestStoreFailsAtStartAndBriefly(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, StatusCompleted, stored.Status, "the outcome write was retried")
 	assert.Equal(t, "ok", stored.Result)
-	logs.waitMessage(t, slog.LevelWarn, "apcore: could not record a task transition")
 }
 
 // When the outcome cannot be written at all, it stays reachable through
