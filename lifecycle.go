@@ -117,9 +117,15 @@ func (t *task) decided() uint32 {
 	return t.seq
 }
 
-// commitLocked writes the transition numbered seq, unless a later one of t
-// has been written already (then it reports overtaken); t.wmu is held, so
-// that t's writes reach the store one at a time, in order.
+// commit writes the transition numbered seq, unless a later one of t has
+// been written already (then it reports overtaken).
+func (m *TaskManager) commit(ctx context.Context, t *task, info *TaskInfo, seq uint32) (writeResult, error) {
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	return m.commitLocked(ctx, t, info, seq)
+}
+
+// commitLocked is commit with t.wmu held.
 func (m *TaskManager) commitLocked(ctx context.Context, t *task, info *TaskInfo, seq uint32) (writeResult, error) {
 	t.mu.Lock()
 	late := t.wrote > seq
@@ -163,7 +169,7 @@ func (m *TaskManager) start(t *task) (ctx context.Context, inputs map[string]any
 	if !claimed {
 		// The module does not wait for its start's write: that write joins
 		// the store's batch on a goroutine of its own, and the task's end,
-		// numbered after it, overtakes it when it comes first (commitLocked
+		// numbered after it, overtakes it when it comes first (commit
 		// writes only the latest), so a short task under load makes one
 		// write, not two. A store that shows the task ended or held by
 		// another manager ends it here as that, interrupting the module.
@@ -471,8 +477,8 @@ func (m *TaskManager) finish(t *task, info *TaskInfo, seq uint32) (writeResult, 
 	return res, err
 }
 
-// commitOwn writes t's transition numbered seq (see commitLocked) with a
-// context of the store timeout, which starts once t.wmu is taken.
+// commitOwn is commit with a context of the store timeout, which starts
+// once t.wmu is taken.
 func (m *TaskManager) commitOwn(t *task, info *TaskInfo, seq uint32) (writeResult, error) {
 	t.wmu.Lock() // before the clock starts: an end may wait here for its start's write
 	defer t.wmu.Unlock()
