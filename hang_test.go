@@ -746,29 +746,6 @@ func TestSharedInsertHangsNoSubmit(t *testing.T) {
 	}, 5*time.Second, time.Millisecond, "every late-saved task ends cancelled")
 }
 
-// A task that a hung store saves after its Submit gave up is cancelled,
-// and the slot its Submit took for it goes on: with one slot, the next
-// task runs.
-func TestLateSavedTaskHandsItsSlotOn(t *testing.T) {
-	ctx := testCtx(t)
-	s := &deafInsertStore{MemoryStore: NewMemoryStore(), release: make(chan struct{})}
-	m := newManager(t, registry(t, map[string]Module{"a.job": constModule(1)}), WithStore(s), WithMaxConcurrent(1))
-	s.deaf.Store(true)
-	err := within(t, "Submit", 100*time.Millisecond, func(ctx context.Context) error { _, err := m.Submit(ctx, "a.job", nil); return err })
-	require.ErrorIs(t, err, context.DeadlineExceeded)
-	s.deaf.Store(false)
-	close(s.release)
-	require.Eventually(t, func() bool { // the late insert lands, then its cancel
-		all, err := s.MemoryStore.List(ctx, StatusCancelled)
-		return err == nil && len(all) == 1
-	}, 5*time.Second, time.Millisecond)
-	id, err := m.Submit(ctx, "a.job", nil)
-	require.NoError(t, err)
-	info, err := m.Wait(ctx, id)
-	require.NoError(t, err)
-	assert.Equal(t, StatusCompleted, info.Status, "the one slot went on to the next task")
-}
-
 // deafTxStore is a SharedStore over a MemoryStore whose InsertTx (WithTx)
 // waits for the test whatever its context says.
 type deafTxStore struct {

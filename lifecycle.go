@@ -122,11 +122,6 @@ func (t *task) decided() uint32 {
 func (m *TaskManager) commit(ctx context.Context, t *task, info *TaskInfo, seq uint32) (writeResult, error) {
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
-	return m.commitLocked(ctx, t, info, seq)
-}
-
-// commitLocked is commit with t.wmu held.
-func (m *TaskManager) commitLocked(ctx context.Context, t *task, info *TaskInfo, seq uint32) (writeResult, error) {
 	t.mu.Lock()
 	late := t.wrote > seq
 	if !late {
@@ -477,14 +472,11 @@ func (m *TaskManager) finish(t *task, info *TaskInfo, seq uint32) (writeResult, 
 	return res, err
 }
 
-// commitOwn is commit with a context of the store timeout, which starts
-// once t.wmu is taken.
+// commitOwn is commit with a context of the store timeout.
 func (m *TaskManager) commitOwn(t *task, info *TaskInfo, seq uint32) (writeResult, error) {
-	t.wmu.Lock() // before the clock starts: an end may wait here for its start's write
-	defer t.wmu.Unlock()
 	ctx, cancel := m.ownCtx()
 	defer cancel()
-	return m.commitLocked(ctx, t, info, seq)
+	return m.commit(ctx, t, info, seq)
 }
 
 // end: ending -> done, with info as the final record. The record stays on

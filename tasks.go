@@ -408,7 +408,7 @@ func (m *TaskManager) admitGuarded(ctx context.Context, t *task, stored StoredTa
 			m.log.Warn("apcore: the store saved a task after its Submit gave up; cancelling it", "task_id", t.id)
 			m.cancelNow(t)
 			if r.w != nil {
-				go m.work(r.w, t) // t is cancelled: the worker hands its slot on
+				go m.work(r.w, nil)
 			}
 		}
 	})
@@ -440,25 +440,27 @@ func (m *TaskManager) admit(ctx context.Context, t *task, st *StoredTask) (w *wo
 	// less per task (start only announces it, as for a claimed task).
 	delayed := t.later != nil && t.later.runAt.After(now())
 	var rw *worker
-	var rIdle, reserved bool
-	var startedAt time.Time // the stored start; the manager's own is set by start
-	status := StatusPending
-	reserve := func() { // just before the write, and before t is in the table
-		if rw, rIdle = nil, false; !delayed {
-			rw, rIdle = m.sched.reserve()
-		}
-		if reserved = rw != nil; reserved {
-			startedAt, t.claimed, status = now(), true, StatusRunning
-		}
+	var rIdle bool
+	if !delayed {
+		rw, rIdle = m.sched.reserve()
 	}
-	defer func() {
-		if reserved { // not saved: w starts nothing and hands the slot on
-			none := &task{state: stateDone}
-			if w := m.reserved(rw, rIdle, none); w != nil {
-				go m.work(w, none)
+	reserved := rw != nil
+	var startedAt time.Time // the stored start; the manager's own is set by start
+	if reserved {
+		startedAt, t.claimed = now(), true // before t is in the table
+		defer func() {
+			if reserved { // not saved: w starts nothing and hands the slot on
+				none := &task{state: stateDone}
+				if w := m.reserved(rw, rIdle, none); w != nil {
+					go m.work(w, none)
+				}
 			}
-		}
-	}()
+		}()
+	}
+	status := StatusPending
+	if reserved {
+		status = StatusRunning
+	}
 	if st != nil {
 		if !m.leased.Load() {
 			if err := m.createLease(ctx); err != nil {
@@ -467,7 +469,6 @@ func (m *TaskManager) admit(ctx context.Context, t *task, st *StoredTask) (w *wo
 		}
 		t.holder = m.ownerID()
 		st.Owner = t.holder
-		reserve()
 		st.Info.Status, st.Info.StartedAt = status, startedAt
 		m.tasks.store(t.id, t)
 		ok, err := m.shared.Insert(ctx, *st, m.maxTasks)
@@ -487,7 +488,6 @@ func (m *TaskManager) admit(ctx context.Context, t *task, st *StoredTask) (w *wo
 		if active >= m.maxTasks {
 			return nil, m.refused(nil)
 		}
-		reserve() // after admitMu: a Submit waiting for it holds no slot
 		m.tasks.store(t.id, t)
 		var info TaskInfo
 		t.record(&info, status)
@@ -499,12 +499,6 @@ func (m *TaskManager) admit(ctx context.Context, t *task, st *StoredTask) (w *wo
 	}
 	if delayed {
 		m.scheduleAt(t, t.later.runAt)
-		if m.closed.Load() {
-			// As below: Shutdown or Drain may have looked at the table
-			// before t joined it.
-			m.cancelNow(t)
-			return nil, errClosed()
-		}
 		return nil, nil
 	}
 	if reserved {
