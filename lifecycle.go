@@ -168,12 +168,18 @@ func (m *TaskManager) start(t *task) (ctx context.Context, inputs map[string]any
 		// writes only the latest), so a short task under load makes one
 		// write, not two. A store that shows the task ended or held by
 		// another manager ends it here as that, interrupting the module.
-		step := info
-		m.wg.Add(1)
-		go func() {
-			defer m.wg.Done()
-			m.recordStep(t, &step, seq)
-		}()
+		// A MemoryStore's write costs less than the goroutine, and has no
+		// batch to join, so it is made here.
+		if m.nonBlocking {
+			m.recordStep(t, &info, seq)
+		} else {
+			step := info
+			m.wg.Add(1)
+			go func() {
+				defer m.wg.Done()
+				m.recordStep(t, &step, seq)
+			}()
+		}
 	}
 	if announce {
 		m.deliver(t, &info)
