@@ -407,8 +407,8 @@ func (m *TaskManager) admitGuarded(ctx context.Context, t *task, stored StoredTa
 		if r.err == nil {
 			m.log.Warn("apcore: the store saved a task after its Submit gave up; cancelling it", "task_id", t.id)
 			m.cancelNow(t)
-			if r.w != nil {
-				go m.work(r.w, nil)
+			if r.w != nil { // a new worker for t: it finds t ended, and hands its slot on
+				go m.work(r.w, t)
 			}
 		}
 	})
