@@ -217,6 +217,72 @@ func TestHungTerminalWriteHangsNoCall(t *testing.T) {
 	}, 5*time.Second, 10*time.Millisecond, "the completed record reaches the store")
 }
 
+// A store whose start write hangs, deaf to its context: a task that waited
+// for a slot runs without waiting for that write, the caller's calls
+// return by their deadlines meanwhile, and once the store answers the
+// task ends completed, having run once.
+func TestHungStartWriteHangsNoCall(t *testing.T) {
+	h := newHangStore()
+	h.when = func(op string, info *TaskInfo) bool { return info != nil && info.Status == StatusRunning }
+	gate, finish, ran := make(chan struct{}), make(chan struct{}), make(chan struct{}, 2)
+	var runs atomic.Int32
+	m, err := NewTaskManager(registry(t, map[string]Module{
+		"a.hold": ModuleFunc(func(ctx context.Context, in map[string]any) (any, error) { <-gate; return 1, nil }),
+		"a.job": ModuleFunc(func(ctx context.Context, in map[string]any) (any, error) {
+			runs.Add(1)
+			ran <- struct{}{}
+			<-finish
+			return 2, nil
+		}),
+	}), WithStore(h), WithMaxConcurrent(1), WithStoreTimeout(time.Second))
+	require.NoError(t, err)
+	ctx := testCtx(t)
+	first, err := m.Submit(ctx, "a.hold", nil) // takes the one slot: saved running
+	require.NoError(t, err)
+	h.set("Save", hangDeaf)
+	h.set("SaveIf", hangDeaf)
+	second, err := m.Submit(ctx, "a.job", nil) // waits for the slot: saved pending
+	require.NoError(t, err)
+	close(gate)
+	select {
+	case <-ran:
+	case <-ctx.Done():
+		t.Fatal("the task waited for its start's write")
+	}
+	select {
+	case op := <-h.entered:
+		require.Equal(t, "SaveIf", op, "the start write is what hangs")
+	case <-ctx.Done():
+		t.Fatal("the start write was not made")
+	}
+
+	// While the start write hangs, and once the module has returned (its
+	// end waits behind that write), the caller's calls return in time.
+	const d = 200 * time.Millisecond
+	for round := range 2 {
+		within(t, "Status", d, func(ctx context.Context) error { _, err := m.Status(ctx, second); return err })
+		err := within(t, "Wait", d, func(ctx context.Context) error { _, err := m.Wait(ctx, second); return err })
+		assert.ErrorIs(t, err, context.DeadlineExceeded, "round %d", round)
+		within(t, "List", d, func(ctx context.Context) error { _, err := m.List(ctx, ""); return err })
+		if round == 0 {
+			close(finish)
+		}
+	}
+
+	h.stop()
+	for _, id := range []string{first, second} {
+		info, err := m.Wait(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, StatusCompleted, info.Status)
+		require.Eventually(t, func() bool {
+			stored, err := h.inner.Get(ctx, id)
+			return err == nil && stored.Status == StatusCompleted
+		}, 5*time.Second, 10*time.Millisecond, "the completed record reaches the store")
+	}
+	require.NoError(t, m.Shutdown(ctx))
+	assert.Equal(t, int32(1), runs.Load(), "the task ran once")
+}
+
 // A store that ignores its context entirely: the caller's calls still
 // return by their deadlines.
 func TestDeafStoreHangsNoCall(t *testing.T) {
@@ -744,6 +810,29 @@ func TestSharedInsertHangsNoSubmit(t *testing.T) {
 		}
 		return true
 	}, 5*time.Second, time.Millisecond, "every late-saved task ends cancelled")
+}
+
+// A task that a hung store saves after its Submit gave up is cancelled,
+// and the slot its Submit took for it goes on: with one slot, the next
+// task runs.
+func TestLateSavedTaskHandsItsSlotOn(t *testing.T) {
+	ctx := testCtx(t)
+	s := &deafInsertStore{MemoryStore: NewMemoryStore(), release: make(chan struct{})}
+	m := newManager(t, registry(t, map[string]Module{"a.job": constModule(1)}), WithStore(s), WithMaxConcurrent(1))
+	s.deaf.Store(true)
+	err := within(t, "Submit", 100*time.Millisecond, func(ctx context.Context) error { _, err := m.Submit(ctx, "a.job", nil); return err })
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	s.deaf.Store(false)
+	close(s.release)
+	require.Eventually(t, func() bool { // the late insert lands, then its cancel
+		all, err := s.MemoryStore.List(ctx, StatusCancelled)
+		return err == nil && len(all) == 1
+	}, 5*time.Second, time.Millisecond)
+	id, err := m.Submit(ctx, "a.job", nil)
+	require.NoError(t, err)
+	info, err := m.Wait(ctx, id)
+	require.NoError(t, err)
+	assert.Equal(t, StatusCompleted, info.Status, "the one slot went on to the next task")
 }
 
 // deafTxStore is a SharedStore over a MemoryStore whose InsertTx (WithTx)
