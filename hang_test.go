@@ -283,6 +283,46 @@ func TestHungStartWriteHangsNoCall(t *testing.T) {
 	assert.Equal(t, int32(1), runs.Load(), "the task ran once")
 }
 
+// A Submit of a task due later that waited for another Submit's save while
+// Shutdown began, and was saved after Shutdown had cancelled what the
+// table held, is refused and cancelled: Shutdown does not wait for its
+// timer, and no pending record is left behind.
+func TestDelayedSubmitRacingShutdown(t *testing.T) {
+	h := newHangStore()
+	h.when = func(op string, info *TaskInfo) bool { return info != nil && info.Status == StatusRunning }
+	h.set("Save", hangDeaf) // the first Submit's save, holding the Submits after it
+	m, err := NewTaskManager(registry(t, map[string]Module{"a.job": constModule(1)}), WithStore(h), WithStoreTimeout(time.Second))
+	require.NoError(t, err)
+	ctx := testCtx(t)
+	firstErr, laterErr := make(chan error, 1), make(chan error, 1)
+	go func() { _, err := m.Submit(ctx, "a.job", nil); firstErr <- err }()
+	select {
+	case <-h.entered:
+	case <-ctx.Done():
+		t.Fatal("the first Submit did not save")
+	}
+	go func() {
+		_, err := m.Submit(ctx, "a.job", nil, WithRunAt(time.Now().Add(time.Hour)))
+		laterErr <- err
+	}()
+	shutdownErr := make(chan error, 1)
+	go func() {
+		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		shutdownErr <- m.Shutdown(sctx)
+	}()
+	require.Eventually(t, func() bool { // Shutdown has cancelled what the table held
+		return len(m.tasks.values()) == 0
+	}, 5*time.Second, time.Millisecond)
+	h.stop()
+	assert.ErrorIs(t, <-firstErr, ErrManagerClosed)
+	assert.ErrorIs(t, <-laterErr, ErrManagerClosed, "the task due later is refused")
+	require.NoError(t, <-shutdownErr, "Shutdown waits for no timer")
+	pending, err := h.inner.List(ctx, StatusPending)
+	require.NoError(t, err)
+	assert.Empty(t, pending, "no record is left pending")
+}
+
 // A store that ignores its context entirely: the caller's calls still
 // return by their deadlines.
 func TestDeafStoreHangsNoCall(t *testing.T) {

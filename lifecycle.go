@@ -378,6 +378,23 @@ func (m *TaskManager) cancelNow(t *task) (res writeResult, ok bool, err error) {
 // (finish); the WaitGroup counts it from here, under t.mu, so that
 // Shutdown's wait never starts before it is counted.
 func (m *TaskManager) cancel(t *task) (info TaskInfo, seq uint32, ok bool) {
+	return m.decideCancel(t, true)
+}
+
+// refuse cancels t, which its Submit saved only to find the manager closed
+// (or its caller gone), and writes the cancel on the caller's goroutine,
+// which waits for it. The WaitGroup does not count that write: Shutdown
+// may have looked at the table before t joined it, and be waiting on a
+// count that has reached zero, which must not rise again.
+func (m *TaskManager) refuse(t *task) {
+	if info, seq, ok := m.decideCancel(t, false); ok {
+		m.finish(t, &info, seq)
+	}
+}
+
+// decideCancel is cancel; counted says whether the WaitGroup counts the
+// write.
+func (m *TaskManager) decideCancel(t *task, counted bool) (info TaskInfo, seq uint32, ok bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if !t.state.active() {
@@ -387,7 +404,9 @@ func (m *TaskManager) cancel(t *task) (info TaskInfo, seq uint32, ok bool) {
 	t.record(&info, StatusCancelled)
 	info.CompletedAt = now()
 	t.state, t.ending = stateEnding, codeOf(StatusCancelled)
-	m.wg.Add(1)
+	if counted {
+		m.wg.Add(1)
+	}
 	return info, t.decided(), true
 }
 

@@ -406,7 +406,7 @@ func (m *TaskManager) admitGuarded(ctx context.Context, t *task, stored StoredTa
 	}, func(r result) {
 		if r.err == nil {
 			m.log.Warn("apcore: the store saved a task after its Submit gave up; cancelling it", "task_id", t.id)
-			m.cancelNow(t)
+			m.refuse(t)
 			if r.w != nil { // a new worker for t: it finds t ended, and hands its slot on
 				go m.work(r.w, t)
 			}
@@ -440,27 +440,25 @@ func (m *TaskManager) admit(ctx context.Context, t *task, st *StoredTask) (w *wo
 	// less per task (start only announces it, as for a claimed task).
 	delayed := t.later != nil && t.later.runAt.After(now())
 	var rw *worker
-	var rIdle bool
-	if !delayed {
-		rw, rIdle = m.sched.reserve()
-	}
-	reserved := rw != nil
+	var rIdle, reserved bool
 	var startedAt time.Time // the stored start; the manager's own is set by start
-	if reserved {
-		startedAt, t.claimed = now(), true // before t is in the table
-		defer func() {
-			if reserved { // not saved: w starts nothing and hands the slot on
-				none := &task{state: stateDone}
-				if w := m.reserved(rw, rIdle, none); w != nil {
-					go m.work(w, none)
-				}
-			}
-		}()
-	}
 	status := StatusPending
-	if reserved {
-		status = StatusRunning
+	reserve := func() { // just before the save, and before t is in the table
+		if delayed {
+			return
+		}
+		if rw, rIdle = m.sched.reserve(); rw != nil {
+			reserved, startedAt, t.claimed, status = true, now(), true, StatusRunning
+		}
 	}
+	defer func() {
+		if reserved { // not saved: w starts nothing and hands the slot on
+			none := &task{state: stateDone}
+			if w := m.reserved(rw, rIdle, none); w != nil {
+				go m.work(w, none)
+			}
+		}
+	}()
 	if st != nil {
 		if !m.leased.Load() {
 			if err := m.createLease(ctx); err != nil {
@@ -469,6 +467,7 @@ func (m *TaskManager) admit(ctx context.Context, t *task, st *StoredTask) (w *wo
 		}
 		t.holder = m.ownerID()
 		st.Owner = t.holder
+		reserve()
 		st.Info.Status, st.Info.StartedAt = status, startedAt
 		m.tasks.store(t.id, t)
 		ok, err := m.shared.Insert(ctx, *st, m.maxTasks)
@@ -488,6 +487,7 @@ func (m *TaskManager) admit(ctx context.Context, t *task, st *StoredTask) (w *wo
 		if active >= m.maxTasks {
 			return nil, m.refused(nil)
 		}
+		reserve() // after admitMu: a Submit that waits for it holds no slot
 		m.tasks.store(t.id, t)
 		var info TaskInfo
 		t.record(&info, status)
@@ -498,6 +498,13 @@ func (m *TaskManager) admit(ctx context.Context, t *task, st *StoredTask) (w *wo
 		}
 	}
 	if delayed {
+		if m.closed.Load() {
+			// Shutdown or Drain may have looked at the table before t
+			// joined it: cancel t here, before its timer joins the
+			// WaitGroup they wait on. Closed later, they find t.
+			m.refuse(t)
+			return nil, errClosed()
+		}
 		m.scheduleAt(t, t.later.runAt)
 		return nil, nil
 	}
@@ -506,7 +513,7 @@ func (m *TaskManager) admit(ctx context.Context, t *task, st *StoredTask) (w *wo
 		if m.closed.Load() {
 			// Shutdown or Drain began, and may have looked at the table
 			// before t joined it: cancel t here; its worker hands the slot on.
-			m.cancelNow(t)
+			m.refuse(t)
 			if w := m.reserved(rw, rIdle, t); w != nil {
 				go m.work(w, t)
 			}
@@ -518,7 +525,7 @@ func (m *TaskManager) admit(ctx context.Context, t *task, st *StoredTask) (w *wo
 	if !ok {
 		// Shutdown or Drain closed the scheduler after the check above, and
 		// may have looked at the table before t joined it: cancel t here.
-		m.cancelNow(t)
+		m.refuse(t)
 		return nil, errClosed()
 	}
 	return w, nil
