@@ -93,7 +93,7 @@ func dropTable(db *sql.DB, name string) {
 }
 
 func ctx(t testing.TB) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	c, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // SQLite is slow under -race
 	t.Cleanup(cancel)
 	return c
 }

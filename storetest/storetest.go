@@ -583,8 +583,11 @@ func checkConditionalSave(r *run) {
 	}
 }
 
+// checkConcurrency runs 8 writers side by side. 300 records each are enough
+// to interleave them. With 1,000 each, sqlstore's SQLite contract (3 s
+// without the race detector) took 147 s under -race, 136 of them here.
 func checkConcurrency(r *run) {
-	const workers, perWorker = 8, 1000
+	const workers, perWorker = 8, 300
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
