@@ -301,6 +301,9 @@ func TestDelayedSubmitRacingShutdown(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("the first Submit did not save")
 	}
+	tasks := m.tasks.values()
+	require.Len(t, tasks, 1)
+	first := tasks[0]
 	go func() {
 		_, err := m.Submit(ctx, "a.job", nil, WithRunAt(time.Now().Add(time.Hour)))
 		laterErr <- err
@@ -312,7 +315,9 @@ func TestDelayedSubmitRacingShutdown(t *testing.T) {
 		shutdownErr <- m.Shutdown(sctx)
 	}()
 	require.Eventually(t, func() bool { // Shutdown has cancelled what the table held
-		return len(m.tasks.values()) == 0
+		first.mu.Lock()
+		defer first.mu.Unlock()
+		return first.state != stateQueued
 	}, 5*time.Second, time.Millisecond)
 	h.stop()
 	assert.ErrorIs(t, <-firstErr, ErrManagerClosed)
@@ -321,6 +326,46 @@ func TestDelayedSubmitRacingShutdown(t *testing.T) {
 	pending, err := h.inner.List(ctx, StatusPending)
 	require.NoError(t, err)
 	assert.Empty(t, pending, "no record is left pending")
+}
+
+// A Shutdown that cancels a task while its Submit's save hangs: the cancel
+// is written after that save, not before it (a plain Save would have put
+// the running record back over the cancelled one, for good).
+func TestCancelDuringSubmitSave(t *testing.T) {
+	h := newHangStore()
+	h.when = func(op string, info *TaskInfo) bool { return info != nil && info.Status == StatusRunning }
+	h.set("Save", hangDeaf) // the Submit's save: saved running, as it finds a slot free
+	m, err := NewTaskManager(registry(t, map[string]Module{"a.job": constModule(1)}), WithStore(h), WithStoreTimeout(time.Second))
+	require.NoError(t, err)
+	ctx := testCtx(t)
+	submitErr, shutdownErr := make(chan error, 1), make(chan error, 1)
+	go func() { _, err := m.Submit(ctx, "a.job", nil); submitErr <- err }()
+	select {
+	case <-h.entered:
+	case <-ctx.Done():
+		t.Fatal("the Submit did not save")
+	}
+	tasks := m.tasks.values()
+	require.Len(t, tasks, 1)
+	x := tasks[0]
+	go func() { shutdownErr <- m.Shutdown(ctx) }()
+	require.Eventually(t, func() bool { // Shutdown has cancelled it
+		x.mu.Lock()
+		defer x.mu.Unlock()
+		return x.state != stateQueued
+	}, 5*time.Second, time.Millisecond)
+	// Before the fix the cancel's write went straight on and the task left
+	// the table; give it the chance to, then let the save land.
+	deadline := time.Now().Add(200 * time.Millisecond)
+	for m.hasTask(x) && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	h.stop()
+	assert.ErrorIs(t, <-submitErr, ErrManagerClosed)
+	require.NoError(t, <-shutdownErr)
+	stored, err := h.inner.Get(ctx, x.id)
+	require.NoError(t, err)
+	assert.Equal(t, StatusCancelled, stored.Status, "the cancel is the record's last write")
 }
 
 // A store that ignores its context entirely: the caller's calls still

@@ -49,6 +49,11 @@ func callFor[T any](m *TaskManager, ctx context.Context, op string, fn func(cont
 	case r := <-ch:
 		return r.v, r.err
 	case <-ctx.Done():
+		select {
+		case r := <-ch: // the result came with the deadline: it wins
+			return r.v, r.err
+		default:
+		}
 		var zero T
 		return zero, gaveUp(ctx, op)
 	}

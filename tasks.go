@@ -470,7 +470,9 @@ func (m *TaskManager) admit(ctx context.Context, t *task, st *StoredTask) (w *wo
 		reserve()
 		st.Info.Status, st.Info.StartedAt = status, startedAt
 		m.tasks.store(t.id, t)
+		t.wmu.Lock() // t's first write: a cancel's write made meanwhile waits for it
 		ok, err := m.shared.Insert(ctx, *st, m.maxTasks)
+		t.wmu.Unlock()
 		if err != nil || !ok {
 			m.tasks.delete(t.id)
 			return nil, m.refused(err)
@@ -492,7 +494,10 @@ func (m *TaskManager) admit(ctx context.Context, t *task, st *StoredTask) (w *wo
 		var info TaskInfo
 		t.record(&info, status)
 		info.StartedAt = startedAt
-		if err := m.store.Save(ctx, info); err != nil {
+		t.wmu.Lock() // t's first write: a cancel's write made meanwhile waits for it
+		err = m.store.Save(ctx, info)
+		t.wmu.Unlock()
+		if err != nil {
 			m.tasks.delete(t.id)
 			return nil, storeErr("Submit: save the new task", err)
 		}
