@@ -130,6 +130,7 @@ func (s *MemoryStore) Save(ctx context.Context, task TaskInfo) error {
 // index's masks: every change of a stored record goes through it. r's shard
 // lock is held.
 func (s *MemoryStore) overwrite(r *memRecord, task TaskInfo) {
+	s.claims.left(r)
 	from := r.info.Status
 	s.move(r.sh, from, task.Status)
 	r.info = task
@@ -269,6 +270,7 @@ func (s *MemoryStore) Remove(ctx context.Context, taskID string) (bool, error) {
 
 // removeLocked removes r, which is stored; its shard lock is held.
 func (s *MemoryStore) removeLocked(r *memRecord) {
+	s.claims.left(r)
 	delete(r.sh.m, r.info.TaskID)
 	s.counted(r.sh, r.info.Status, -1)
 	s.index.removed(r)

@@ -2,20 +2,30 @@ package apcore
 
 import (
 	"container/heap"
+	"sync/atomic"
 	"time"
 )
 
 // claimQueues are the MemoryStore's claimable records: one first-in,
 // first-out queue per module and priority, so that a Claim limited to some
-// modules reads only theirs and takes the highest priority first, and a heap of the records not yet due, so that a record
-// waiting out its retry backoff is not read again by every Claim. An entry
-// may have gone stale (its record claimed, ended or deleted since); a Claim
-// drops those it meets. All of it is guarded by MemoryStore.order.
+// modules reads only theirs and takes the highest priority first, and a
+// heap of the records not yet due, so that a record waiting out its retry
+// backoff is not read again by every Claim. An entry may have gone stale
+// (its record claimed, ended or deleted since); a Claim drops those it
+// meets, and compacts the heap once about half of it is stale, so that
+// records deleted long before they were due do not stay in memory until
+// then. All of it is guarded by MemoryStore.order, but stale.
 type claimQueues struct {
 	byModule map[claimKey]*claimQueue
 	later    laterHeap
 	arrivals uint64 // numbers the entries, in the order they were queued
+	// stale counts the heap entries whose record has left them since the
+	// last compaction (see left); it is written under shard locks only.
+	stale atomic.Int64
 }
+
+// compactAtLeast is the fewest stale heap entries worth a compaction.
+const compactAtLeast = 1024
 
 // claimKey names one queue: a module's records of one priority.
 type claimKey struct {
@@ -58,9 +68,9 @@ func (q *claimQueues) push(r *memRecord) {
 
 // add queues r, a record that just became claimable (so r.shared is set),
 // or, when it is not due yet by the wall clock (at, its notBefore read
-// under its shard's lock), puts it in the heap at once, where a Claim does not read it until it is: a million tasks
-// scheduled for later are not moved there by the Claims that meet them.
-// MemoryStore.order is held.
+// under its shard's lock), puts it in the heap at once, where a Claim does
+// not read it until it is: a million tasks scheduled for later are not
+// moved there by the Claims that meet them. MemoryStore.order is held.
 func (q *claimQueues) add(r *memRecord, at time.Time) {
 	if at.After(time.Now()) {
 		heap.Push(&q.later, laterEntry{r: r, notBefore: at})
@@ -105,12 +115,48 @@ func (q *claimQueues) pop(key claimKey, mq *claimQueue) {
 	}
 }
 
-// due moves the heap's records that are due by now back to their queues.
+// left notes that r is about to change or go (r's shard lock is held):
+// when it waits in the heap, its entry there goes stale.
+func (q *claimQueues) left(r *memRecord) {
+	if r.claimableLocked() && r.shared.notBefore.After(time.Now()) {
+		q.stale.Add(1)
+	}
+}
+
+// due moves the heap's records that are due by now back to their queues,
+// after compacting the heap when about half of it is stale.
 func (q *claimQueues) due(now time.Time) {
+	if n := q.stale.Load(); n >= compactAtLeast && 2*n >= int64(len(q.later)) {
+		q.compact()
+	}
 	for q.later.Len() > 0 && !q.later[0].notBefore.After(now) {
 		e := heap.Pop(&q.later).(laterEntry)
 		q.push(e.r) // a stale one is dropped when a Claim meets it
 	}
+}
+
+// compact drops the heap's stale entries: records deleted, ended, held, or
+// due at another time since they were pushed. It costs a pass over the
+// heap, once per as many stale entries as half the heap. MemoryStore.order
+// is held; each record's shard lock is taken in turn.
+func (q *claimQueues) compact() {
+	q.stale.Store(0) // a record that leaves during the pass counts for the next
+	kept := q.later[:0]
+	for _, e := range q.later {
+		r := e.r
+		r.sh.mu.Lock()
+		live := r.claimableLocked() && r.sh.m[r.info.TaskID] == r && r.shared.notBefore.Equal(e.notBefore)
+		r.sh.mu.Unlock()
+		if live {
+			kept = append(kept, e)
+		}
+	}
+	clear(q.later[len(kept):])
+	if cap(kept) > 2*len(kept)+compactAtLeast { // give the memory back
+		kept = append(make(laterHeap, 0, len(kept)), kept...)
+	}
+	q.later = kept
+	heap.Init(&q.later)
 }
 
 // laterHeap orders the claimable records not yet due by when they are.
