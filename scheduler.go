@@ -66,6 +66,17 @@ type worker struct {
 
 func newWorker() *worker { return &worker{wake: make(chan *task, 1)} }
 
+// give hands t to w, a worker listed for a slot just taken for t (see
+// scheduler.workerLocked): an idle one is woken with t, and nil returned;
+// a new one is returned, for the caller to start on t.
+func (w *worker) give(idle bool, t *task) *worker {
+	if idle {
+		w.wake <- t // never blocks: an idle worker's channel is empty, and only this sends
+		return nil
+	}
+	return w
+}
+
 // spins is how many times an idle worker yields and looks for a task before
 // it blocks: a task handed over meanwhile lands in the channel's buffer and
 // costs no wake-up of a parked goroutine. BenchmarkSubmitWait at
@@ -163,11 +174,7 @@ func (s *scheduler) enqueue(t *task) (w *worker, ok bool) {
 // caller must start on t. s.mu is held.
 func (s *scheduler) handLocked(t *task) *worker {
 	w, idle := s.workerLocked()
-	if idle {
-		w.wake <- t // never blocks: an idle worker's channel is empty
-		return nil
-	}
-	return w
+	return w.give(idle, t)
 }
 
 // workerLocked lists a worker for a slot just taken: an idle one (idle

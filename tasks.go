@@ -454,7 +454,7 @@ func (m *TaskManager) admit(ctx context.Context, t *task, st *StoredTask) (w *wo
 	defer func() {
 		if reserved { // not saved: w starts nothing and hands the slot on
 			none := &task{state: stateDone}
-			if w := m.reserved(rw, rIdle, none); w != nil {
+			if w := rw.give(rIdle, none); w != nil {
 				go m.work(w, none)
 			}
 		}
@@ -519,12 +519,12 @@ func (m *TaskManager) admit(ctx context.Context, t *task, st *StoredTask) (w *wo
 			// Shutdown or Drain began, and may have looked at the table
 			// before t joined it: cancel t here; its worker hands the slot on.
 			m.refuse(t)
-			if w := m.reserved(rw, rIdle, t); w != nil {
+			if w := rw.give(rIdle, t); w != nil {
 				go m.work(w, t)
 			}
 			return nil, errClosed()
 		}
-		return m.reserved(rw, rIdle, t), nil
+		return rw.give(rIdle, t), nil
 	}
 	w, ok := m.sched.enqueue(t)
 	if !ok {
@@ -534,16 +534,6 @@ func (m *TaskManager) admit(ctx context.Context, t *task, st *StoredTask) (w *wo
 		return nil, errClosed()
 	}
 	return w, nil
-}
-
-// reserved gives t to w, the worker reserved for it (see scheduler.reserve):
-// an idle worker is woken with it; a new one is returned, to be started on t.
-func (m *TaskManager) reserved(w *worker, idle bool, t *task) *worker {
-	if idle {
-		w.wake <- t // never blocks: the worker's channel was empty, and only this sends
-		return nil
-	}
-	return w
 }
 
 // scheduleAt keeps a new task of this manager pending until at, on a
