@@ -208,6 +208,13 @@ func TestHungTerminalWriteHangsNoCall(t *testing.T) {
 	// The store answers again: the outcomes land, nothing is lost.
 	h.stop()
 	require.NoError(t, m.Shutdown(ctx))
+	completesInStore(t, m, h, id)
+}
+
+// completesInStore checks that task id ends completed, for Wait and in h.
+func completesInStore(t *testing.T, m *TaskManager, h *hangStore, id string) {
+	t.Helper()
+	ctx := testCtx(t)
 	info, err := m.Wait(ctx, id)
 	require.NoError(t, err)
 	assert.Equal(t, StatusCompleted, info.Status)
@@ -271,16 +278,49 @@ func TestHungStartWriteHangsNoCall(t *testing.T) {
 
 	h.stop()
 	for _, id := range []string{first, second} {
-		info, err := m.Wait(ctx, id)
-		require.NoError(t, err)
-		assert.Equal(t, StatusCompleted, info.Status)
-		require.Eventually(t, func() bool {
-			stored, err := h.inner.Get(ctx, id)
-			return err == nil && stored.Status == StatusCompleted
-		}, 5*time.Second, 10*time.Millisecond, "the completed record reaches the store")
+		completesInStore(t, m, h, id)
 	}
 	require.NoError(t, m.Shutdown(ctx))
 	assert.Equal(t, int32(1), runs.Load(), "the task ran once")
+}
+
+// hungSubmit makes a manager over a plain store whose save of a running
+// record hangs, deaf to its context, and Submits a task that finds its
+// slot free, so is saved running: it returns once that save hangs, with
+// the task and the Submit's error to come.
+func hungSubmit(t *testing.T) (*hangStore, *TaskManager, *task, <-chan error) {
+	h := newHangStore()
+	h.when = func(op string, info *TaskInfo) bool { return info != nil && info.Status == StatusRunning }
+	h.set("Save", hangDeaf)
+	m, err := NewTaskManager(registry(t, map[string]Module{"a.job": constModule(1)}), WithStore(h), WithStoreTimeout(time.Second))
+	require.NoError(t, err)
+	ctx := testCtx(t)
+	submitErr := make(chan error, 1)
+	go func() { _, err := m.Submit(ctx, "a.job", nil); submitErr <- err }()
+	select {
+	case <-h.entered:
+	case <-ctx.Done():
+		t.Fatal("the Submit did not save")
+	}
+	tasks := m.tasks.values()
+	require.Len(t, tasks, 1)
+	return h, m, tasks[0], submitErr
+}
+
+// awaitCancelDecided waits until x's cancel is decided (by Shutdown here).
+func awaitCancelDecided(t *testing.T, x *task) {
+	t.Helper()
+	awaitTask(t, x, func(x *task) bool { return x.state != stateQueued })
+}
+
+// awaitTask waits until cond holds for x, read under x's lock.
+func awaitTask(t *testing.T, x *task, cond func(*task) bool) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		x.mu.Lock()
+		defer x.mu.Unlock()
+		return cond(x)
+	}, 5*time.Second, time.Millisecond)
 }
 
 // A Submit of a task due later that waited for another Submit's save while
@@ -288,37 +328,19 @@ func TestHungStartWriteHangsNoCall(t *testing.T) {
 // table held, is refused and cancelled: Shutdown does not wait for its
 // timer, and no pending record is left behind.
 func TestDelayedSubmitRacingShutdown(t *testing.T) {
-	h := newHangStore()
-	h.when = func(op string, info *TaskInfo) bool { return info != nil && info.Status == StatusRunning }
-	h.set("Save", hangDeaf) // the first Submit's save, holding the Submits after it
-	m, err := NewTaskManager(registry(t, map[string]Module{"a.job": constModule(1)}), WithStore(h), WithStoreTimeout(time.Second))
-	require.NoError(t, err)
+	h, m, first, firstErr := hungSubmit(t) // holding the Submits after it
 	ctx := testCtx(t)
-	firstErr, laterErr := make(chan error, 1), make(chan error, 1)
-	go func() { _, err := m.Submit(ctx, "a.job", nil); firstErr <- err }()
-	select {
-	case <-h.entered:
-	case <-ctx.Done():
-		t.Fatal("the first Submit did not save")
-	}
-	tasks := m.tasks.values()
-	require.Len(t, tasks, 1)
-	first := tasks[0]
+	laterErr, shutdownErr := make(chan error, 1), make(chan error, 1)
 	go func() {
 		_, err := m.Submit(ctx, "a.job", nil, WithRunAt(time.Now().Add(time.Hour)))
 		laterErr <- err
 	}()
-	shutdownErr := make(chan error, 1)
 	go func() {
 		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
 		shutdownErr <- m.Shutdown(sctx)
 	}()
-	require.Eventually(t, func() bool { // Shutdown has cancelled what the table held
-		first.mu.Lock()
-		defer first.mu.Unlock()
-		return first.state != stateQueued
-	}, 5*time.Second, time.Millisecond)
+	awaitCancelDecided(t, first)
 	h.stop()
 	assert.ErrorIs(t, <-firstErr, ErrManagerClosed)
 	assert.ErrorIs(t, <-laterErr, ErrManagerClosed, "the task due later is refused")
@@ -332,28 +354,11 @@ func TestDelayedSubmitRacingShutdown(t *testing.T) {
 // is written after that save, not before it (a plain Save would have put
 // the running record back over the cancelled one, for good).
 func TestCancelDuringSubmitSave(t *testing.T) {
-	h := newHangStore()
-	h.when = func(op string, info *TaskInfo) bool { return info != nil && info.Status == StatusRunning }
-	h.set("Save", hangDeaf) // the Submit's save: saved running, as it finds a slot free
-	m, err := NewTaskManager(registry(t, map[string]Module{"a.job": constModule(1)}), WithStore(h), WithStoreTimeout(time.Second))
-	require.NoError(t, err)
+	h, m, x, submitErr := hungSubmit(t)
 	ctx := testCtx(t)
-	submitErr, shutdownErr := make(chan error, 1), make(chan error, 1)
-	go func() { _, err := m.Submit(ctx, "a.job", nil); submitErr <- err }()
-	select {
-	case <-h.entered:
-	case <-ctx.Done():
-		t.Fatal("the Submit did not save")
-	}
-	tasks := m.tasks.values()
-	require.Len(t, tasks, 1)
-	x := tasks[0]
+	shutdownErr := make(chan error, 1)
 	go func() { shutdownErr <- m.Shutdown(ctx) }()
-	require.Eventually(t, func() bool { // Shutdown has cancelled it
-		x.mu.Lock()
-		defer x.mu.Unlock()
-		return x.state != stateQueued
-	}, 5*time.Second, time.Millisecond)
+	awaitCancelDecided(t, x)
 	// Before the fix the cancel's write went straight on and the task left
 	// the table; give it the chance to, then let the save land.
 	deadline := time.Now().Add(200 * time.Millisecond)
@@ -510,11 +515,7 @@ func TestWaitFollowsAHandedBackTask(t *testing.T) {
 // waitOnHandle returns once a Wait is waiting on h.
 func waitOnHandle(t *testing.T, h *task) {
 	t.Helper()
-	require.Eventually(t, func() bool {
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		return h.done != nil
-	}, 5*time.Second, time.Millisecond)
+	awaitTask(t, h, func(h *task) bool { return h.done != nil })
 }
 
 // A Wait on a running resumable task that Drain hands back to the store
