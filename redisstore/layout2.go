@@ -21,8 +21,9 @@ import (
 //	o:<b>          sorted set: the ids of the records whose sequence number s has
 //	               floor(s / 128) = b, scored by s (the order index, in buckets)
 //	o              sorted set: every b that has an o:<b>, scored by b
-//	d:<state>:<b>  sorted set: the ids of bucket b's records in a terminal state,
-//	               scored by reference time (the terminal indexes, in the same buckets)
+//	d:<state>:<b>  sorted set: the sequence numbers of bucket b's records in a terminal
+//	               state, scored by reference time (the terminal indexes, in the same
+//	               buckets; a record's id is its sequence number's member in o:<b>)
 //	d:<state>      sorted set: every b that has a d:<state>:<b>, scored by the lowest
 //	               reference time in it
 //	n              hash: how many records the o:<b> hold ("all") and each d:<state>:<b>
@@ -115,19 +116,27 @@ local function dfix(st, b)
   if first[1] then redis.call('ZADD', ddir(st), first[2], b) else redis.call('ZREM', ddir(st), b) end
 end
 
-local function dadd(st, id, seq, score)
+-- dadd puts the record of sequence number seq in state st's index.
+local function dadd(st, seq, score)
   local b = bucket(seq)
-  if redis.call('ZADD', dkey(st, b), score, id) == 1 then redis.call('HINCRBY', K_COUNT, st, 1) end
+  if redis.call('ZADD', dkey(st, b), score, seq) == 1 then redis.call('HINCRBY', K_COUNT, st, 1) end
   dfix(st, b)
 end
 
--- drem takes ids, all of bucket b, out of state st's index, and returns
--- how many were there.
-local function drem(st, ids, b)
-  local n = redis.call('ZREM', dkey(st, b), unpack(ids))
+-- drem takes the records of sequence numbers seqs, all of bucket b, out
+-- of state st's index, and returns how many were there.
+local function drem(st, seqs, b)
+  local n = redis.call('ZREM', dkey(st, b), unpack(seqs))
   if n > 0 then redis.call('HINCRBY', K_COUNT, st, -n) end
   dfix(st, b)
   return n
+end
+
+-- idof is the id of the record of sequence number seq, in bucket b.
+local function idof(seq, b)
+  local id = redis.call('ZRANGE', okey(b), seq, seq, 'BYSCORE', 'LIMIT', 0, 1)[1]
+  if not id and MIG then id = redis.call('ZRANGE', K_ORDER1, seq, seq, 'BYSCORE', 'LIMIT', 0, 1)[1] end
+  return id
 end
 
 -- stamp is an ended record's JSON with its sequence number added last.
@@ -157,7 +166,7 @@ local function settle(id, m)
   redis.call('ZREM', k1, id)
   local rec = redis.call('GET', base .. id)
   if not score or score == 'inf' then score = submittedScore(rec) end
-  dadd(m.st, id, m.seq, score)
+  dadd(m.st, m.seq, score)
   redis.call('HDEL', K_META, id)
   if rec then redis.call('SET', base .. id, stamp(rec, m.seq)) end
 end
@@ -196,8 +205,8 @@ local function move(id, old, new, score, now)
   if isActive and not (wasActive and old.owner == new.owner) then
     redis.call('ZADD', K_HELD, 0, new.owner .. '\0' .. id)
   end
-  if old ~= nil and isdone(old.st) and old.st ~= new.st then drem(old.st, {id}, bucket(old.seq)) end
-  if isdone(new.st) then dadd(new.st, id, new.seq, score) end
+  if old ~= nil and isdone(old.st) and old.st ~= new.st then drem(old.st, {old.seq}, bucket(old.seq)) end
+  if isdone(new.st) then dadd(new.st, new.seq, score) end
   local wasC, isC = claimable(old), claimable(new)
   if wasC and (not isC or old.nb ~= new.nb) then
     redis.call('ZREM', K_LATER, id)

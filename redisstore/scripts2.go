@@ -36,7 +36,7 @@ local old = lookup(id)
 local had = redis.call('DEL', KEYS[1])
 if not old then return had end
 if active(old.st) then redis.call('ZREM', K_HELD, old.owner .. '\0' .. id) end
-if isdone(old.st) then drem(old.st, {id}, bucket(old.seq)) end
+if isdone(old.st) then drem(old.st, {old.seq}, bucket(old.seq)) end
 if claimable(old) then
   redis.call('ZREM', K_LATER, id)
   redis.call('ZREM', K_READY, id)
@@ -225,7 +225,7 @@ return out
 // entries, and, while a migration runs,
 // "order" after the cursor, and merges them. A record in a terminal state
 // without a meta entry is in that state when its bucket of the state's
-// index has it.
+// index has its sequence number.
 var walk2Script = script2(`
 local after, rev, st = ARGV[2], ARGV[3] == 'r', ARGV[4]
 local want, budget, maxB = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -299,7 +299,7 @@ while j < n and found < want do
     if m then
       ok = string.sub(m, 1, #st + 1) == st .. '|'
     elseif isdone(st) then
-      ok = redis.call('ZSCORE', dkey(st, c[4]), c[1]) ~= false
+      ok = redis.call('ZSCORE', dkey(st, c[4]), c[3]) ~= false
     end
   end
   if ok then
@@ -330,13 +330,9 @@ local function keep(id, s)
   end
 end
 for _, b in ipairs(redis.call('ZRANGE', ddir(st), 0, -1)) do
-  local ids = redis.call('ZRANGE', dkey(st, b), 0, -1)
-  if #ids > 0 then
-    local seqs = redis.call('ZMSCORE', okey(b), unpack(ids))
-    for j, id in ipairs(ids) do
-      local s = seqs[j] or (MIG and redis.call('ZSCORE', K_ORDER1, id))
-      if s then keep(id, s) end
-    end
+  for _, s in ipairs(redis.call('ZRANGE', dkey(st, b), 0, -1)) do
+    local id = idof(s, b)
+    if id then keep(id, s) end
   end
 end
 if MIG then
@@ -402,15 +398,12 @@ for _, b in ipairs(bs) do
 end
 for _, b in ipairs(bs) do
   local e = redis.call('ZRANGE', dkey(ARGV[2], b[1]), '-inf', max, 'BYSCORE', 'WITHSCORES')
-  if #e > 0 then
-    local ids = {}
-    for i = 1, #e / 2 do ids[i] = e[2 * i - 1] end
-    local seqs = redis.call('ZMSCORE', okey(b[1]), unpack(ids))
-    for i, id in ipairs(ids) do
-      local s = seqs[i] or (MIG and redis.call('ZSCORE', K_ORDER1, id)) or ''
+  for i = 1, #e, 2 do
+    local id = idof(e[i], b[1])
+    if id then
       out[#out + 1] = id
-      out[#out + 1] = e[2 * i]
-      out[#out + 1] = s
+      out[#out + 1] = e[i + 1]
+      out[#out + 1] = e[i]
     end
   end
 end
@@ -464,16 +457,24 @@ for _, st in ipairs(states) do
   while n < want do
     local b = redis.call('ZRANGE', ddir(st), '-inf', '(' .. bound, 'BYSCORE', 'LIMIT', 0, 1)[1]
     if not b then break end
-    local ids = redis.call('ZRANGE', dkey(st, b), '-inf', '(' .. bound, 'BYSCORE', 'LIMIT', 0, want - n)
-    if #ids == 0 then
+    local seqs = redis.call('ZRANGE', dkey(st, b), '-inf', '(' .. bound, 'BYSCORE', 'LIMIT', 0, want - n)
+    if #seqs == 0 then
       dfix(st, b)
     else
-      n = n + drem(st, ids, b)
-      local keys = {}
-      for i, id in ipairs(ids) do keys[i] = base .. id end
-      redis.call('DEL', unpack(keys))
-      orem(ids, b)
-      unique(ids)
+      local ids, keys = {}, {}
+      for _, s in ipairs(seqs) do
+        local id = idof(s, b)
+        if id then
+          ids[#ids + 1] = id
+          keys[#keys + 1] = base .. id
+        end
+      end
+      n = n + drem(st, seqs, b)
+      if #ids > 0 then
+        redis.call('DEL', unpack(keys))
+        orem(ids, b)
+        unique(ids)
+      end
     end
   end
 end
