@@ -89,12 +89,14 @@ local function encode(m)
   return m.st .. '|' .. m.seq .. '|' .. (m.r and 'r' or '') .. '|' .. m.nb .. '|' .. m.owner
 end
 
--- oadd puts id in its order bucket.
+-- oadd puts id in its order bucket. A new bucket records the layout
+-- when it is not recorded: Redis lost its data (see wiped) while Stores of
+-- layout 2 ran, which must not be read as layout 1 (see New).
 local function oadd(id, seq)
   local b = bucket(seq)
   if redis.call('ZADD', okey(b), seq, id) == 1 then
     redis.call('HINCRBY', K_COUNT, 'all', 1)
-    redis.call('ZADD', K_ODIR, 'NX', b, b)
+    if redis.call('ZADD', K_ODIR, 'NX', b, b) == 1 then redis.call('SET', idx .. 'layout', '2', 'NX') end
   end
 end
 
