@@ -125,7 +125,7 @@ func benchScale(b *testing.B) []int {
 	return out
 }
 
-// fill writes n records in the store's own layout, by pipelines from
+// fill writes n records in the store's own layout (1 or 2), by pipelines from
 // parallel goroutines: completed, but every hundredth failed, submitted a
 // millisecond apart from start and ended a second after. It returns the
 // records' insertion sequence numbers' first value.
@@ -133,6 +133,7 @@ func fill(b *testing.B, s *redisstore.Store, c *redis.Client, n int, start time.
 	b.Helper()
 	ctx := context.Background()
 	idx := s.Key("_idx:")
+	layout2 := c.Get(ctx, idx+"layout").Val() == "2"
 	last, err := c.IncrBy(ctx, idx+"seq", int64(n)).Result()
 	require.NoError(b, err)
 	first := last - int64(n) + 1
@@ -162,10 +163,25 @@ func fill(b *testing.B, s *redisstore.Store, c *redis.Client, n int, start time.
 						return
 					}
 					seq := strconv.FormatInt(first+i, 10)
-					pipe.Set(ctx, s.Key(info.TaskID), data, 0)
-					pipe.ZAdd(ctx, idx+"order", redis.Z{Score: float64(first + i), Member: info.TaskID})
-					pipe.HSet(ctx, idx+"meta", info.TaskID, string(st)+"|"+seq+"|||")
-					pipe.ZAdd(ctx, idx+"status:"+string(st), redis.Z{Score: float64(info.CompletedAt.UnixMicro()), Member: info.TaskID})
+					done := float64(info.CompletedAt.UnixMicro())
+					if !layout2 {
+						pipe.Set(ctx, s.Key(info.TaskID), data, 0)
+						pipe.ZAdd(ctx, idx+"order", redis.Z{Score: float64(first + i), Member: info.TaskID})
+						pipe.HSet(ctx, idx+"meta", info.TaskID, string(st)+"|"+seq+"|||")
+						pipe.ZAdd(ctx, idx+"status:"+string(st), redis.Z{Score: done, Member: info.TaskID})
+						continue
+					}
+					// Layout 2 (see layout2.go): the record carries its
+					// sequence number; buckets of 128, their directories
+					// and the counts.
+					bucket := strconv.FormatInt((first+i)/128, 10)
+					pipe.Set(ctx, s.Key(info.TaskID), append(data[:len(data)-1], `,"_seq":`+seq+`}`...), 0)
+					pipe.ZAdd(ctx, idx+"o:"+bucket, redis.Z{Score: float64(first + i), Member: info.TaskID})
+					pipe.ZAddNX(ctx, idx+"o", redis.Z{Score: float64((first + i) / 128), Member: bucket})
+					pipe.ZAdd(ctx, idx+"d:"+string(st)+":"+bucket, redis.Z{Score: done, Member: seq})
+					pipe.ZAddArgs(ctx, idx+"d:"+string(st), redis.ZAddArgs{LT: true, Members: []redis.Z{{Score: done, Member: bucket}}})
+					pipe.HIncrBy(ctx, idx+"n", "all", 1)
+					pipe.HIncrBy(ctx, idx+"n", string(st), 1)
 				}
 				if _, err := pipe.Exec(ctx); err != nil {
 					errs <- err
@@ -249,7 +265,7 @@ func (l *slowLog) report() {
 	}
 }
 
-// BenchmarkScale fills a store with each count of benchScale and measures
+// BenchmarkScale fills a store of each layout with each count of benchScale and measures
 // what issue #17 asks at that size: a page from the middle (100 of every
 // record, newest first too; 20 of the failed ones, one in a hundred), List
 // of the failed and of the completed ones, ListExpired of the oldest
@@ -260,9 +276,15 @@ func (l *slowLog) report() {
 // The slow log measures wall time: on a busy machine a descheduled server
 // logs single-key commands of 10 ms and more.
 func BenchmarkScale(b *testing.B) {
+	for _, layout := range []int{1, 2} {
+		b.Run(fmt.Sprint("layout=", layout), func(b *testing.B) { benchScaleLayout(b, layout) })
+	}
+}
+
+func benchScaleLayout(b *testing.B, layout int) {
 	for _, n := range benchScale(b) {
 		b.Run(fmt.Sprintf("records=%d", n), func(b *testing.B) {
-			s, c := store(b)
+			s, c := store(b, redisstore.WithLayout(layout))
 			ctx := context.Background()
 			start := time.Unix(1_700_000_000, 0)
 			t0 := time.Now()

@@ -141,6 +141,14 @@ local function idof(seq, b)
   return id
 end
 
+-- idsof returns idof for the records of bucket b, reading the bucket once:
+-- cheaper than idof for more than about 16 records of a bucket.
+local function idsof(b)
+  local r, m = redis.call('ZRANGE', okey(b), 0, -1, 'WITHSCORES'), {}
+  for i = 1, #r, 2 do m[r[i + 1]] = r[i] end
+  return function(seq) return m[seq] or (MIG and idof(seq, b)) or nil end
+end
+
 -- stamp is an ended record's JSON with its sequence number added last.
 local function stamp(rec, seq) return string.sub(rec, 1, -2) .. ',"_seq":' .. seq .. '}' end
 

@@ -330,8 +330,10 @@ local function keep(id, s)
   end
 end
 for _, b in ipairs(redis.call('ZRANGE', ddir(st), 0, -1)) do
-  for _, s in ipairs(redis.call('ZRANGE', dkey(st, b), 0, -1)) do
-    local id = idof(s, b)
+  local seqs = redis.call('ZRANGE', dkey(st, b), 0, -1)
+  local idin = #seqs > 16 and idsof(b)
+  for _, s in ipairs(seqs) do
+    local id = idin and idin(s) or idof(s, b)
     if id then keep(id, s) end
   end
 end
@@ -398,8 +400,9 @@ for _, b in ipairs(bs) do
 end
 for _, b in ipairs(bs) do
   local e = redis.call('ZRANGE', dkey(ARGV[2], b[1]), '-inf', max, 'BYSCORE', 'WITHSCORES')
+  local idin = #e > 32 and idsof(b[1])
   for i = 1, #e, 2 do
-    local id = idof(e[i], b[1])
+    local id = idin and idin(e[i]) or idof(e[i], b[1])
     if id then
       out[#out + 1] = id
       out[#out + 1] = e[i + 1]
@@ -462,8 +465,9 @@ for _, st in ipairs(states) do
       dfix(st, b)
     else
       local ids, keys = {}, {}
+      local idin = #seqs > 16 and idsof(b)
       for _, s in ipairs(seqs) do
-        local id = idof(s, b)
+        local id = idin and idin(s) or idof(s, b)
         if id then
           ids[#ids + 1] = id
           keys[#keys + 1] = base .. id
