@@ -50,10 +50,6 @@ import (
 // 2 (settle), so the indexes never disagree with the records whatever
 // the migration has reached.
 
-// bucketSize is how many sequence numbers one bucket holds: Redis's
-// default zset-max-listpack-entries, so that a bucket stays a listpack.
-const bucketSize = 128
-
 // prelude2 starts every script of layout 2: the key names, layout 1's
 // helpers for the meta hash (parse, active, claimable, encode) and those
 // for the buckets.
@@ -67,6 +63,8 @@ local MIG = redis.call('EXISTS', idx .. 'migrating') == 1
 
 local function isdone(st) return st == 'completed' or st == 'failed' or st == 'cancelled' end
 local function done1(st) return idx .. 'status:' .. st end
+-- A bucket holds 128 sequence numbers: Redis's default
+-- zset-max-listpack-entries, so that a bucket stays a listpack.
 local function bucket(seq) return string.format('%d', math.floor(tonumber(seq) / 128)) end
 local function okey(b) return idx .. 'o:' .. b end
 local function ddir(st) return idx .. 'd:' .. st end

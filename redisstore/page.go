@@ -51,6 +51,12 @@ const (
 	// walkBuckets is how many buckets of the order index (layout 2) one
 	// step reads, at most.
 	walkBuckets = 64
+	// sweepBuckets is how many buckets (layout 2) one sweep script
+	// reads, at most.
+	sweepBuckets = 64
+	// expiredBuckets is how many buckets (layout 2) one step of
+	// ListExpired, or of List in a terminal state, reads, at most.
+	expiredBuckets = 64
 	// gatherMax is the largest terminal index that one gather script reads
 	// whole; a larger one is walked through the order index.
 	gatherMax = 1000
@@ -395,12 +401,16 @@ func (s *Store) Sweep(ctx context.Context, req apcore.SweepRequest) (int, error)
 	n := 0
 	for n < req.Limit {
 		want := min(req.Limit-n, orDefault(s.steps.sweep, sweepStep))
-		k, err := s.run(ctx, sweeps, s.anyKey, s.base, bound, want, sweepRescore).Int()
+		k, err := s.run(ctx, sweeps, s.anyKey, s.base, bound, want, sweepRescore, orDefault(s.steps.buckets, sweepBuckets)).Int()
 		if err != nil {
 			return n, unavailable("sweep", err)
 		}
+		more := k < 0 // layout 2's script stopped at its most buckets
+		if more {
+			k = -1 - k
+		}
 		n += k
-		if k < want {
+		if k < want && !more {
 			break
 		}
 	}
@@ -781,17 +791,18 @@ end
 return n
 `)
 
-// byScore2 is byScore in layout 2's buckets of st (see byScore2Script),
-// byScoreStep buckets a step.
+// byScore2 is byScore in layout 2's buckets of st (see byScore2Script):
+// a step reads up to expiredBuckets buckets, and stops after the bucket
+// that brings it to expiredStep entries.
 func (s *Store) byScore2(ctx context.Context, st apcore.TaskStatus, bound string) ([]hit, error) {
 	var found []hit
 	last, lastScore := "", ""
 	seen := map[string]bool{}  // ids
 	seenB := map[string]bool{} // buckets
 	ties := 0                  // how many buckets read have lastScore
-	step := max(1, orDefault(s.steps.expired, expiredStep)/bucketSize)
 	for {
-		v, err := byScore2Script.Run(ctx, s.rdb, s.anyKey, s.base, string(st), last, lastScore, ties, bound, step).Result()
+		v, err := byScore2Script.Run(ctx, s.rdb, s.anyKey, s.base, string(st), last, lastScore, ties, bound,
+			orDefault(s.steps.expired, expiredStep), orDefault(s.steps.buckets, expiredBuckets)).Result()
 		a, ok := v.([]any)
 		var nb int64
 		if err == nil && ok && len(a) >= 2 {

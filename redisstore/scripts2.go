@@ -365,14 +365,15 @@ return out
 // the bound, by that score. ARGV: prefix, the state, the bucket to go on
 // after ("" from the start), its score, how many buckets read have that
 // score, the exclusive bound of the score in microseconds ("+inf": none),
-// how many buckets to read. When the bucket is gone from the directory,
-// it reads on from its score, as many more as were read with that score
-// (the caller leaves those out again). Returns 1 when the directory has
+// about how many entries to read (it stops after the bucket that reaches
+// it), the most buckets to read. When the bucket is gone from the
+// directory, it reads on from its score, as many more as were read with
+// that score (the caller leaves those out again). Returns 1 when the directory has
 // no more buckets below the bound (0 otherwise), how many buckets it
 // read, bucket and score of each, then id, score and sequence number (""
 // without one) of each entry below the bound of those buckets.
 var byScore2Script = script2(`
-local k, last, lastScore, ties, n = ddir(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[7])
+local k, last, lastScore, ties, want, n = ddir(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local all = ARGV[6] == '+inf'
 local bound, max = tonumber(ARGV[6]), all and '+inf' or '(' .. ARGV[6]
 local r
@@ -386,38 +387,44 @@ else
   r = redis.call('ZRANGE', k, lastScore, max, 'BYSCORE', 'LIMIT', 0, n, 'WITHSCORES')
 end
 local ended = 0
-local bs = {}
+local bs, entries, got = {}, {}, 0
 for i = 1, #r / 2 do
   local sc = r[2 * i]
   if not all and sc ~= '-inf' and (sc == 'inf' or not (tonumber(sc) < bound)) then ended = 1 break end
-  bs[#bs + 1] = {r[2 * i - 1], sc}
+  local b = r[2 * i - 1]
+  bs[#bs + 1] = {b, sc}
+  local e = redis.call('ZRANGE', dkey(ARGV[2], b), '-inf', max, 'BYSCORE', 'WITHSCORES')
+  local idin = #e > 32 and idsof(b)
+  for j = 1, #e, 2 do
+    local id = idin and idin(e[j]) or idof(e[j], b)
+    if id then
+      entries[#entries + 1] = id
+      entries[#entries + 1] = e[j + 1]
+      entries[#entries + 1] = e[j]
+    end
+  end
+  got = got + #e / 2
+  if got >= want then break end
 end
-if #r / 2 < n then ended = 1 end
+if ended == 0 and #bs == #r / 2 and #r / 2 < n then ended = 1 end
 local out = {ended, #bs}
 for _, b in ipairs(bs) do
   out[#out + 1] = b[1]
   out[#out + 1] = b[2]
 end
-for _, b in ipairs(bs) do
-  local e = redis.call('ZRANGE', dkey(ARGV[2], b[1]), '-inf', max, 'BYSCORE', 'WITHSCORES')
-  local idin = #e > 32 and idsof(b[1])
-  for i = 1, #e, 2 do
-    local id = idin and idin(e[i]) or idof(e[i], b[1])
-    if id then
-      out[#out + 1] = id
-      out[#out + 1] = e[i + 1]
-      out[#out + 1] = e[i]
-    end
-  end
-end
+for _, x in ipairs(entries) do out[#out + 1] = x end
 return out
 `)
 
-// sweep2Script is sweepScript of layout 2: while a migration runs, it
-// first sweeps what is left of layout 1's terminal indexes as sweepScript
-// does; then it takes, in each terminal state, the bucket whose lowest
-// reference time is lowest while that is before the bound, and deletes its
-// records before the bound, until it has deleted the given number.
+// sweep2Script is sweepScript of layout 2, with one more ARGV: the most
+// buckets to read. While a migration runs, it first sweeps what is left
+// of layout 1's terminal indexes as sweepScript does; then it takes, in
+// each terminal state, the bucket whose lowest reference time is lowest
+// while that is before the bound, and deletes its records before the
+// bound, until it has deleted the given number. It returns how many it
+// deleted, as -1 - n when it stopped at the most buckets with more
+// expired records left (in a state whose expired records are few to a
+// bucket, each bucket costs a script about as much as 10 records).
 var sweep2Script = script2(`
 local bound, want, rescore = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local states = {'completed', 'failed', 'cancelled'}
@@ -456,10 +463,13 @@ if MIG then
     end
   end
 end
+local buckets, most = 0, tonumber(ARGV[5])
 for _, st in ipairs(states) do
   while n < want do
     local b = redis.call('ZRANGE', ddir(st), '-inf', '(' .. bound, 'BYSCORE', 'LIMIT', 0, 1)[1]
     if not b then break end
+    if buckets >= most then return -1 - n end
+    buckets = buckets + 1
     local seqs = redis.call('ZRANGE', dkey(st, b), '-inf', '(' .. bound, 'BYSCORE', 'LIMIT', 0, want - n)
     if #seqs == 0 then
       dfix(st, b)
