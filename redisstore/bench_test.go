@@ -478,3 +478,40 @@ func benchKeptBytes(b *testing.B, layout int) {
 		}
 	}
 }
+
+// BenchmarkMigrate fills a store of layout 1 with each count of
+// benchScale and moves it to layout 2 with Migrate: records/s, the
+// server's CPU per record, the longest script the server logged meanwhile
+// (slowlog-ms) and the bytes per record before and after (before-B,
+// after-B: used_memory less that of the empty store, per record).
+func BenchmarkMigrate(b *testing.B) {
+	for _, n := range benchScale(b) {
+		b.Run(fmt.Sprintf("records=%d", n), func(b *testing.B) {
+			ctx := context.Background()
+			for range b.N {
+				b.StopTimer()
+				s, c := store(b)
+				prefix := strings.TrimSuffix(s.Key("x"), "x")
+				empty := usedMemory(b, c)
+				fill(b, s, c, n, time.Unix(1_700_000_000, 0))
+				filled := usedMemory(b, c)
+				sl := watchSlowLog(b, c)
+				cpu0 := serverCPU(b, c)
+				b.StartTimer()
+				require.NoError(b, redisstore.Migrate(ctx, c, redisstore.WithPrefix(prefix)))
+				b.StopTimer()
+				if cpu1 := serverCPU(b, c); cpu0 >= 0 && cpu1 >= 0 {
+					b.ReportMetric(float64((cpu1-cpu0).Microseconds())/float64(n), "server-µs/record")
+				}
+				sl.report()
+				b.ReportMetric(float64(filled-empty)/float64(n), "before-B")
+				b.ReportMetric(float64(usedMemory(b, c)-empty)/float64(n), "after-B")
+				total, err := s.Count(ctx)
+				require.NoError(b, err)
+				require.Equal(b, n, total)
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "records/s")
+		})
+	}
+}
