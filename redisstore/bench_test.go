@@ -49,14 +49,24 @@ func BenchmarkTaskWrites(b *testing.B) {
 	benchTaskWrites(b, false)
 }
 
+// BenchmarkTaskWritesLayout2 is BenchmarkTaskWrites in layout 2.
+func BenchmarkTaskWritesLayout2(b *testing.B) {
+	benchTaskWrites(b, false, redisstore.WithLayout(2))
+}
+
 // BenchmarkResumableWrites is a resumable task: Insert with its spec, a
 // Claim of it, Update to completed.
 func BenchmarkResumableWrites(b *testing.B) {
 	benchTaskWrites(b, true)
 }
 
-func benchTaskWrites(b *testing.B, resumable bool) {
-	s, c := store(b)
+// BenchmarkResumableWritesLayout2 is BenchmarkResumableWrites in layout 2.
+func BenchmarkResumableWritesLayout2(b *testing.B) {
+	benchTaskWrites(b, true, redisstore.WithLayout(2))
+}
+
+func benchTaskWrites(b *testing.B, resumable bool, opts ...redisstore.Option) {
+	s, c := store(b, opts...)
 	ctx := context.Background()
 	owner := "bench-owner"
 	_, err := s.Renew(ctx, apcore.LeaseRequest{Owner: owner, Expires: time.Now().Add(time.Hour), Create: true})
