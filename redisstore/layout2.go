@@ -308,8 +308,8 @@ func (s *Store) reload(ctx context.Context) bool {
 const migrateStep = 64
 
 // Migrate moves the store under the prefix the options name (WithPrefix,
-// WithHashTag) to layout 2, which keeps an ended record in about half the
-// memory (see LayoutVersion), and returns once every record is moved. A
+// WithHashTag) to layout 2, which keeps an ended record in about 60% of
+// the memory (see LayoutVersion), and returns once every record is moved. A
 // store of layout 2 is left as it is; an empty one, or one without a
 // recorded layout, is given layout 2.
 //

@@ -270,7 +270,7 @@ func New(client redis.UniversalClient, opts ...Option) (*Store, error) {
 // "uniq" hash until an Insert with the key replaces them (Insert checks
 // that the record named there exists and has the key).
 //
-// Version 2 keeps an ended record in about half the memory (see
+// Version 2 keeps an ended record in about 60% of the memory (see
 // layout2.go): no meta entry, and its entries in the order and terminal
 // indexes in buckets of 128 sequence numbers, which Redis encodes
 // compactly. A version of this package that knows only version 1 refuses
