@@ -102,23 +102,25 @@ func (s *Store) sender(batch []*pending) {
 func (s *Store) send(ctx context.Context, batch []*pending) {
 	if len(batch) == 1 {
 		p := batch[0]
-		p.n, p.err = updateScript.Run(ctx, s.rdb, p.keys, p.args...).Int64()
+		p.n, p.err = s.run(ctx, updateS, p.keys, p.args...).Int64()
 		close(p.done)
 		return
 	}
+	sc := s.pick(updateS)
 	cmds := make([]*redis.Cmd, len(batch))
 	_, _ = s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		for i, p := range batch {
-			cmds[i] = updateScript.EvalSha(ctx, pipe, p.keys, p.args...)
+			cmds[i] = sc.EvalSha(ctx, pipe, p.keys, p.args...)
 		}
 		return nil
 	})
 	for i, p := range batch {
 		p.n, p.err = cmds[i].Int64()
-		if p.err != nil && redis.HasErrorPrefix(p.err, "NOSCRIPT") {
-			// Redis does not have the script (it restarted, say): Run
-			// sends it whole.
-			p.n, p.err = updateScript.Run(ctx, s.rdb, p.keys, p.args...).Int64()
+		if p.err != nil && (redis.HasErrorPrefix(p.err, "NOSCRIPT") || relayout(p.err)) {
+			// Redis does not have the script (it restarted, say), or
+			// the store's layout changed: run sends it whole, of the
+			// store's layout.
+			p.n, p.err = s.run(ctx, updateS, p.keys, p.args...).Int64()
 		}
 		close(p.done)
 	}

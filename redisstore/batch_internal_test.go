@@ -45,12 +45,12 @@ func TestBatchAfterRedisForgetsTheScript(t *testing.T) {
 
 // internalStore returns a store on the test Redis under a fresh prefix
 // named for the test, and its client; the prefix's keys go at the end.
-func internalStore(t *testing.T, name string) (*Store, *redis.Client) {
+func internalStore(t *testing.T, name string, o ...Option) (*Store, *redis.Client) {
 	t.Helper()
 	opts, err := redis.ParseURL(os.Getenv("APCORE_TEST_REDIS"))
 	require.NoError(t, err, "APCORE_TEST_REDIS")
 	c := redis.NewClient(opts)
-	s, err := New(c, WithPrefix("apcore-test:"+name+":"+time.Now().Format("150405.000000")+":"))
+	s, err := New(c, append([]Option{WithPrefix("apcore-test:" + name + ":" + time.Now().Format("150405.000000") + ":")}, o...)...)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		ctx := context.Background()

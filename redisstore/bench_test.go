@@ -49,14 +49,24 @@ func BenchmarkTaskWrites(b *testing.B) {
 	benchTaskWrites(b, false)
 }
 
+// BenchmarkTaskWritesLayout2 is BenchmarkTaskWrites in layout 2.
+func BenchmarkTaskWritesLayout2(b *testing.B) {
+	benchTaskWrites(b, false, redisstore.WithLayout(2))
+}
+
 // BenchmarkResumableWrites is a resumable task: Insert with its spec, a
 // Claim of it, Update to completed.
 func BenchmarkResumableWrites(b *testing.B) {
 	benchTaskWrites(b, true)
 }
 
-func benchTaskWrites(b *testing.B, resumable bool) {
-	s, c := store(b)
+// BenchmarkResumableWritesLayout2 is BenchmarkResumableWrites in layout 2.
+func BenchmarkResumableWritesLayout2(b *testing.B) {
+	benchTaskWrites(b, true, redisstore.WithLayout(2))
+}
+
+func benchTaskWrites(b *testing.B, resumable bool, opts ...redisstore.Option) {
+	s, c := store(b, opts...)
 	ctx := context.Background()
 	owner := "bench-owner"
 	_, err := s.Renew(ctx, apcore.LeaseRequest{Owner: owner, Expires: time.Now().Add(time.Hour), Create: true})
@@ -125,7 +135,7 @@ func benchScale(b *testing.B) []int {
 	return out
 }
 
-// fill writes n records in the store's own layout, by pipelines from
+// fill writes n records in the store's own layout (1 or 2), by pipelines from
 // parallel goroutines: completed, but every hundredth failed, submitted a
 // millisecond apart from start and ended a second after. It returns the
 // records' insertion sequence numbers' first value.
@@ -133,6 +143,7 @@ func fill(b *testing.B, s *redisstore.Store, c *redis.Client, n int, start time.
 	b.Helper()
 	ctx := context.Background()
 	idx := s.Key("_idx:")
+	layout2 := c.Get(ctx, idx+"layout").Val() == "2"
 	last, err := c.IncrBy(ctx, idx+"seq", int64(n)).Result()
 	require.NoError(b, err)
 	first := last - int64(n) + 1
@@ -162,10 +173,25 @@ func fill(b *testing.B, s *redisstore.Store, c *redis.Client, n int, start time.
 						return
 					}
 					seq := strconv.FormatInt(first+i, 10)
-					pipe.Set(ctx, s.Key(info.TaskID), data, 0)
-					pipe.ZAdd(ctx, idx+"order", redis.Z{Score: float64(first + i), Member: info.TaskID})
-					pipe.HSet(ctx, idx+"meta", info.TaskID, string(st)+"|"+seq+"|||")
-					pipe.ZAdd(ctx, idx+"status:"+string(st), redis.Z{Score: float64(info.CompletedAt.UnixMicro()), Member: info.TaskID})
+					done := float64(info.CompletedAt.UnixMicro())
+					if !layout2 {
+						pipe.Set(ctx, s.Key(info.TaskID), data, 0)
+						pipe.ZAdd(ctx, idx+"order", redis.Z{Score: float64(first + i), Member: info.TaskID})
+						pipe.HSet(ctx, idx+"meta", info.TaskID, string(st)+"|"+seq+"|||")
+						pipe.ZAdd(ctx, idx+"status:"+string(st), redis.Z{Score: done, Member: info.TaskID})
+						continue
+					}
+					// Layout 2 (see layout2.go): the record carries its
+					// sequence number; buckets of 128, their directories
+					// and the counts.
+					bucket := strconv.FormatInt((first+i)/128, 10)
+					pipe.Set(ctx, s.Key(info.TaskID), append(data[:len(data)-1], `,"_seq":`+seq+`}`...), 0)
+					pipe.ZAdd(ctx, idx+"o:"+bucket, redis.Z{Score: float64(first + i), Member: info.TaskID})
+					pipe.ZAddNX(ctx, idx+"o", redis.Z{Score: float64((first + i) / 128), Member: bucket})
+					pipe.ZAdd(ctx, idx+"d:"+string(st)+":"+bucket, redis.Z{Score: done, Member: seq})
+					pipe.ZAddArgs(ctx, idx+"d:"+string(st), redis.ZAddArgs{LT: true, Members: []redis.Z{{Score: done, Member: bucket}}})
+					pipe.HIncrBy(ctx, idx+"n", "all", 1)
+					pipe.HIncrBy(ctx, idx+"n", string(st), 1)
 				}
 				if _, err := pipe.Exec(ctx); err != nil {
 					errs <- err
@@ -249,7 +275,7 @@ func (l *slowLog) report() {
 	}
 }
 
-// BenchmarkScale fills a store with each count of benchScale and measures
+// BenchmarkScale fills a store of each layout with each count of benchScale and measures
 // what issue #17 asks at that size: a page from the middle (100 of every
 // record, newest first too; 20 of the failed ones, one in a hundred), List
 // of the failed and of the completed ones, ListExpired of the oldest
@@ -260,9 +286,15 @@ func (l *slowLog) report() {
 // The slow log measures wall time: on a busy machine a descheduled server
 // logs single-key commands of 10 ms and more.
 func BenchmarkScale(b *testing.B) {
+	for _, layout := range []int{1, 2} {
+		b.Run(fmt.Sprint("layout=", layout), func(b *testing.B) { benchScaleLayout(b, layout) })
+	}
+}
+
+func benchScaleLayout(b *testing.B, layout int) {
 	for _, n := range benchScale(b) {
 		b.Run(fmt.Sprintf("records=%d", n), func(b *testing.B) {
-			s, c := store(b)
+			s, c := store(b, redisstore.WithLayout(layout))
 			ctx := context.Background()
 			start := time.Unix(1_700_000_000, 0)
 			t0 := time.Now()
@@ -377,17 +409,24 @@ func usedMemory(b *testing.B, c *redis.Client) int64 {
 	return 0
 }
 
-// BenchmarkKeptBytes is what Redis keeps per completed record: 20,000
-// tasks inserted, run and completed as a manager writes them (a uuid id,
-// no result), measured by the server's used_memory before and after
-// (B/record; other clients' writes meanwhile count too), and by MEMORY
-// USAGE of one record and of each index (record-B, order-B, meta-B,
-// done-B: per record). MEMORY USAGE leaves out the server's own entry for
-// each key, about 50 bytes for a record.
+// BenchmarkKeptBytes is what Redis keeps per completed record, in each
+// layout: 20,000 tasks inserted, run and completed as a manager writes
+// them (a uuid id, no result), measured by the server's used_memory
+// before and after (B/record; other clients' writes meanwhile count too),
+// and by MEMORY USAGE of one record and of each index (record-B, order-B,
+// meta-B, done-B: per record; in layout 2 the sum of the buckets). MEMORY
+// USAGE leaves out the server's own entry for each key, about 50 bytes for
+// a record.
 func BenchmarkKeptBytes(b *testing.B) {
+	for _, layout := range []int{1, 2} {
+		b.Run(fmt.Sprint("layout=", layout), func(b *testing.B) { benchKeptBytes(b, layout) })
+	}
+}
+
+func benchKeptBytes(b *testing.B, layout int) {
 	const n = 20_000
 	for range b.N {
-		s, c := store(b)
+		s, c := store(b, redisstore.WithLayout(layout))
 		ctx := context.Background()
 		owner := "replica-1"
 		_, err := s.Renew(ctx, apcore.LeaseRequest{Owner: owner, Expires: time.Now().Add(time.Hour), Create: true})
@@ -425,15 +464,64 @@ func BenchmarkKeptBytes(b *testing.B) {
 		page, err := s.ListPage(ctx, apcore.ListOptions{Limit: 1})
 		require.NoError(b, err)
 		require.Len(b, page.Tasks, 1)
-		usage := func(key string) float64 {
-			m, err := c.MemoryUsage(ctx, key, 0).Result()
+		// usage is the MEMORY USAGE of the keys matching pattern, summed.
+		usage := func(pattern string) float64 {
+			keys, err := c.Keys(ctx, pattern).Result()
 			require.NoError(b, err)
-			return float64(m)
+			sum := int64(0)
+			for _, k := range keys {
+				m, err := c.MemoryUsage(ctx, k, 0).Result()
+				require.NoError(b, err)
+				sum += m
+			}
+			return float64(sum)
 		}
 		idx := s.Key("_idx:")
 		b.ReportMetric(usage(s.Key(page.Tasks[0].TaskID)), "record-B")
-		b.ReportMetric(usage(idx+"order")/n, "order-B")
 		b.ReportMetric(usage(idx+"meta")/n, "meta-B")
-		b.ReportMetric(usage(idx+"status:completed")/n, "done-B")
+		if layout == 1 {
+			b.ReportMetric(usage(idx+"order")/n, "order-B")
+			b.ReportMetric(usage(idx+"status:completed")/n, "done-B")
+		} else {
+			b.ReportMetric(usage(idx+"o*")/n, "order-B")
+			b.ReportMetric(usage(idx+"d:completed*")/n, "done-B")
+		}
+	}
+}
+
+// BenchmarkMigrate fills a store of layout 1 with each count of
+// benchScale and moves it to layout 2 with Migrate: records/s, the
+// server's CPU per record, the longest script the server logged meanwhile
+// (slowlog-ms) and the bytes per record before and after (before-B,
+// after-B: used_memory less that of the empty store, per record).
+func BenchmarkMigrate(b *testing.B) {
+	for _, n := range benchScale(b) {
+		b.Run(fmt.Sprintf("records=%d", n), func(b *testing.B) {
+			ctx := context.Background()
+			for range b.N {
+				b.StopTimer()
+				s, c := store(b)
+				prefix := strings.TrimSuffix(s.Key("x"), "x")
+				empty := usedMemory(b, c)
+				fill(b, s, c, n, time.Unix(1_700_000_000, 0))
+				filled := usedMemory(b, c)
+				sl := watchSlowLog(b, c)
+				cpu0 := serverCPU(b, c)
+				b.StartTimer()
+				require.NoError(b, redisstore.Migrate(ctx, c, redisstore.WithPrefix(prefix)))
+				b.StopTimer()
+				if cpu1 := serverCPU(b, c); cpu0 >= 0 && cpu1 >= 0 {
+					b.ReportMetric(float64((cpu1-cpu0).Microseconds())/float64(n), "server-µs/record")
+				}
+				sl.report()
+				b.ReportMetric(float64(filled-empty)/float64(n), "before-B")
+				b.ReportMetric(float64(usedMemory(b, c)-empty)/float64(n), "after-B")
+				total, err := s.Count(ctx)
+				require.NoError(b, err)
+				require.Equal(b, n, total)
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "records/s")
+		})
 	}
 }

@@ -35,9 +35,13 @@ func clusterPrefix(t *testing.T, c *redis.ClusterClient) string {
 // ClusterClient: every script's keys are in one slot.
 func TestClusterContract(t *testing.T) {
 	c := clusterClient(t)
-	storetest.Run(t, func() (apcore.TaskStore, error) {
-		return redisstore.New(c, redisstore.WithPrefix(clusterPrefix(t, c)))
-	})
+	for _, layout := range []int{1, 2} {
+		t.Run(fmt.Sprint("layout=", layout), func(t *testing.T) {
+			storetest.Run(t, func() (apcore.TaskStore, error) {
+				return redisstore.New(c, redisstore.WithPrefix(clusterPrefix(t, c)), redisstore.WithLayout(layout))
+			})
+		})
+	}
 	_, err := redisstore.New(c, redisstore.WithHashTag(false))
 	assert.ErrorIs(t, err, apcore.ErrInvalidInput, "a cluster client without the hash tag")
 }

@@ -24,7 +24,7 @@ import (
 func TestEncodeIsJSONMarshal(t *testing.T) {
 	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never dialled: build does no I/O
 	defer c.Close()
-	s, err := build(c)
+	s, _, err := build(c)
 	require.NoError(t, err)
 	at := time.Date(2026, 11, 27, 13, 0, 0, 123456789, time.UTC)
 	texts := []string{"", "plain", "a<b", "c>d", "e&f", `<a href="x">&amp;</a>`, "line\u2028sep\u2029", "bad \xff utf-8", "tab\tnew\nline \\ \"q\"", "😀 ünï"}

@@ -290,7 +290,7 @@ func TestLayoutVersion(t *testing.T) {
 	key := prefix + "_idx:layout"
 	_, err := redisstore.New(c, redisstore.WithPrefix(prefix))
 	require.NoError(t, err)
-	assert.Equal(t, fmt.Sprint(redisstore.LayoutVersion), c.Get(ctx(t), key).Val())
+	assert.Equal(t, fmt.Sprint(redisstore.DefaultLayout), c.Get(ctx(t), key).Val())
 	_, err = redisstore.New(c, redisstore.WithPrefix(prefix)) // again
 	require.NoError(t, err)
 
@@ -322,5 +322,5 @@ func TestLayoutVersion(t *testing.T) {
 	_, err = redisstore.New(c, redisstore.WithPrefix(prefix), redisstore.WithHashTag(true))
 	require.NoError(t, err)
 	tagged := "{" + strings.TrimSuffix(prefix, ":") + "}:_idx:layout"
-	assert.Equal(t, fmt.Sprint(redisstore.LayoutVersion), c.Get(ctx(t), tagged).Val())
+	assert.Equal(t, fmt.Sprint(redisstore.DefaultLayout), c.Get(ctx(t), tagged).Val())
 }

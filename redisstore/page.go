@@ -3,6 +3,7 @@ package redisstore
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -47,6 +48,15 @@ const (
 	// walkStep is how many entries of the order index one step looks at,
 	// at most.
 	walkStep = 1000
+	// walkBuckets is how many buckets of the order index (layout 2) one
+	// step reads, at most.
+	walkBuckets = 64
+	// sweepBuckets is how many buckets (layout 2) one sweep script
+	// reads, at most.
+	sweepBuckets = 64
+	// expiredBuckets is how many buckets (layout 2) one step of
+	// ListExpired, or of List in a terminal state, reads, at most.
+	expiredBuckets = 64
 	// gatherMax is the largest terminal index that one gather script reads
 	// whole; a larger one is walked through the order index.
 	gatherMax = 1000
@@ -69,6 +79,8 @@ const (
 // member it read.
 type steps struct {
 	walk, gather, held, expired, sweep int
+	// buckets bounds the buckets a step of layout 2 reads (walkBuckets).
+	buckets int
 	// move bounds what a Claim moves from later to ready (claimMove).
 	move    int
 	between func(last string)
@@ -142,14 +154,18 @@ func hits(v any, err error) (out []hit, last string, ended bool, _ error) {
 // last sequence number it looked at, and whether the index ends there.
 // Every record is one ZRANGE; a state is walkScript.
 func (s *Store) walk(ctx context.Context, after string, newest bool, what apcore.TaskStatus, want int) ([]hit, string, bool, error) {
+	dir := "f"
+	if newest {
+		dir = "r"
+	}
 	if what != "" {
-		dir := "f"
-		if newest {
-			dir = "r"
-		}
-		return hits(walkScript.Run(ctx, s.rdb, s.anyKey, s.base, after, dir, string(what), want, orDefault(s.steps.walk, walkStep)).Result())
+		return hits(s.run(ctx, walks, s.anyKey, s.base, after, dir, string(what), want, orDefault(s.steps.walk, walkStep),
+			orDefault(s.steps.buckets, walkBuckets)).Result())
 	}
 	n := min(want, orDefault(s.steps.walk, walkStep))
+	if s.v2.Load() {
+		return hits(walk2Script.Run(ctx, s.rdb, s.anyKey, s.base, after, dir, "", n, n, orDefault(s.steps.buckets, walkBuckets)).Result())
+	}
 	r := redis.ZRangeArgs{Key: s.order, ByScore: true, Start: "-inf", Stop: "+inf", Count: int64(n), Rev: newest}
 	switch {
 	case after != "" && newest:
@@ -159,10 +175,22 @@ func (s *Store) walk(ctx context.Context, after string, newest bool, what apcore
 	case newest:
 		r.Start, r.Stop = "+inf", "-inf"
 	}
-	zs, err := s.rdb.ZRangeArgsWithScores(ctx, r).Result()
-	if err != nil {
+	// The layout is read in the same transaction: a store that Migrate
+	// has begun to move is read as layout 2.
+	var layout *redis.StringCmd
+	var zr *redis.ZSliceCmd
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		layout = p.Get(ctx, s.base+indexTag+"layout")
+		zr = p.ZRangeArgsWithScores(ctx, r)
+		return nil
+	})
+	if layout.Val() == "2" && s.reload(ctx) {
+		return s.walk(ctx, after, newest, what, want)
+	}
+	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, "", false, err
 	}
+	zs := zr.Val()
 	out := make([]hit, len(zs))
 	for i, z := range zs {
 		id, _ := z.Member.(string)
@@ -182,7 +210,7 @@ func (s *Store) gather(ctx context.Context, st apcore.TaskStatus, after string, 
 	if newest {
 		dir = "r"
 	}
-	v, err := gatherScript.Run(ctx, s.rdb, s.anyKey, s.base, string(st), after, dir, want, orDefault(s.steps.gather, gatherMax)).Result()
+	v, err := s.run(ctx, gathers, s.anyKey, s.base, string(st), after, dir, want, orDefault(s.steps.gather, gatherMax)).Result()
 	if n, isInt := v.(int64); err == nil && isInt && n == -1 {
 		return nil, false, nil
 	}
@@ -373,12 +401,16 @@ func (s *Store) Sweep(ctx context.Context, req apcore.SweepRequest) (int, error)
 	n := 0
 	for n < req.Limit {
 		want := min(req.Limit-n, orDefault(s.steps.sweep, sweepStep))
-		k, err := sweepScript.Run(ctx, s.rdb, s.anyKey, s.base, bound, want, sweepRescore).Int()
+		k, err := s.run(ctx, sweeps, s.anyKey, s.base, bound, want, sweepRescore, orDefault(s.steps.buckets, sweepBuckets)).Int()
 		if err != nil {
 			return n, unavailable("sweep", err)
 		}
+		more := k < 0 // layout 2's script stopped at its most buckets
+		if more {
+			k = -1 - k
+		}
 		n += k
-		if k < want {
+		if k < want && !more {
 			break
 		}
 	}
@@ -495,12 +527,36 @@ func (s *Store) ListExpired(ctx context.Context, before time.Time) ([]apcore.Tas
 // entries a step. Each step goes on after the last member read; when that
 // member is gone, from its score on, leaving out those already read.
 func (s *Store) byScore(ctx context.Context, st apcore.TaskStatus, bound string) ([]hit, error) {
+	found, err := s.byScore1(ctx, st, bound)
+	if err != nil || !s.v2.Load() {
+		return found, err
+	}
+	more, err := s.byScore2(ctx, st, bound)
+	if err != nil {
+		return nil, err
+	}
+	// A record that a migration moved between the two is in both.
+	ids := make(map[string]bool, len(found))
+	for _, h := range found {
+		ids[h.id] = true
+	}
+	for _, h := range more {
+		if !ids[h.id] {
+			found = append(found, h)
+		}
+	}
+	return found, nil
+}
+
+// byScore1 is byScore in layout 1's index of st, which in layout 2 holds
+// what a migration under way has not moved yet.
+func (s *Store) byScore1(ctx context.Context, st apcore.TaskStatus, bound string) ([]hit, error) {
 	var found []hit
 	last, lastScore := "", ""
 	seen := map[string]bool{}
 	ties := 0 // how many read have lastScore
 	for {
-		v, err := byScoreScript.Run(ctx, s.rdb, s.anyKey, s.base, string(st), last, lastScore, ties, bound,
+		v, err := s.run(ctx, byScores, s.anyKey, s.base, string(st), last, lastScore, ties, bound,
 			orDefault(s.steps.expired, expiredStep)).Result()
 		a, ok := v.([]any)
 		if err == nil && (!ok || len(a) < 1 || (len(a)-1)%3 != 0) {
@@ -613,7 +669,7 @@ return out
 // active state, the member to go on after ("" from the start), how many
 // entries to read. Returns walkScript's reply, with the last member read in
 // place of a sequence number.
-var heldScript = script(`
+var heldScript = anyLayout(`
 local st, last, n = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local r = redis.call('ZRANGE', K_HELD, last == '' and '-' or '(' .. last, '+', 'BYLEX', 'LIMIT', 0, n)
 local out = {last, 0}
@@ -642,7 +698,14 @@ return out
 // were read with that score (the caller leaves those out again). Returns
 // 1 when the index has no more entries below the bound (0 otherwise), then
 // id, score and sequence number ("" without one) of each entry read.
-var byScoreScript = script(`
+var byScoreScript = script(byScoreLua)
+
+// byScoreLeftScript is byScoreScript for layout 2, which reads with it
+// what a migration under way has left in layout 1's terminal indexes.
+var byScoreLeftScript = anyLayout(byScoreLua)
+
+// byScoreLua is byScoreScript's body.
+const byScoreLua = `
 local k, last, lastScore, ties, n = done(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[7])
 local all = ARGV[6] == '+inf'
 local bound, max = tonumber(ARGV[6]), all and '+inf' or '(' .. ARGV[6]
@@ -673,7 +736,7 @@ for i, id in ipairs(ids) do
   out[#out + 1] = seqs[i] or ''
 end
 return out
-`)
+`
 
 // sweepScript deletes expired terminal records. ARGV: prefix, the
 // exclusive bound of the reference time in microseconds, the most records
@@ -727,3 +790,58 @@ for _, st in ipairs(states) do
 end
 return n
 `)
+
+// byScore2 is byScore in layout 2's buckets of st (see byScore2Script):
+// a step reads up to expiredBuckets buckets, and stops after the bucket
+// that brings it to expiredStep entries.
+func (s *Store) byScore2(ctx context.Context, st apcore.TaskStatus, bound string) ([]hit, error) {
+	var found []hit
+	last, lastScore := "", ""
+	seen := map[string]bool{}  // ids
+	seenB := map[string]bool{} // buckets
+	ties := 0                  // how many buckets read have lastScore
+	for {
+		v, err := byScore2Script.Run(ctx, s.rdb, s.anyKey, s.base, string(st), last, lastScore, ties, bound,
+			orDefault(s.steps.expired, expiredStep), orDefault(s.steps.buckets, expiredBuckets)).Result()
+		a, ok := v.([]any)
+		var nb int64
+		if err == nil && ok && len(a) >= 2 {
+			nb, _ = a[1].(int64)
+		}
+		if err == nil && (!ok || len(a) < 2 || int64(len(a)) < 2+2*nb || (int64(len(a))-2-2*nb)%3 != 0) {
+			err = fmt.Errorf("redisstore: unexpected reply %T from the expired script", v)
+		}
+		if err != nil {
+			return nil, err
+		}
+		for i := 2; i < 2+2*int(nb); i += 2 {
+			b, _ := a[i].(string)
+			score, _ := a[i+1].(string)
+			last = b
+			if seenB[b] {
+				continue
+			}
+			seenB[b] = true
+			if score == lastScore {
+				ties++
+			} else {
+				lastScore, ties = score, 1
+			}
+		}
+		for i := 2 + 2*int(nb); i < len(a); i += 3 {
+			id, _ := a[i].(string)
+			seq, _ := a[i+2].(string)
+			if seen[id] || seq == "" {
+				continue
+			}
+			seen[id] = true
+			found = append(found, hit{id: id, seq: seq})
+		}
+		if n, _ := a[0].(int64); n == 1 {
+			return found, nil
+		}
+		if s.steps.between != nil {
+			s.steps.between(last)
+		}
+	}
+}

@@ -21,8 +21,14 @@ import (
 // list, each run of pages (both ways, several page sizes) and ListExpired
 // must be what the records say.
 func TestListingInSmallSteps(t *testing.T) {
-	s, _ := internalStore(t, "steps")
-	s.steps = steps{walk: 3, gather: 4, held: 2, expired: 2, sweep: 2}
+	for _, layout := range []int{1, 2} {
+		t.Run(fmt.Sprint("layout=", layout), func(t *testing.T) { listingInSmallSteps(t, layout) })
+	}
+}
+
+func listingInSmallSteps(t *testing.T, layout int) {
+	s, _ := internalStore(t, "steps", WithLayout(layout))
+	s.steps = steps{walk: 3, gather: 4, held: 2, expired: 2, sweep: 2, buckets: 1}
 	ctx := context.Background()
 	base := time.Unix(1_700_000_000, 0)
 	_, err := s.Renew(ctx, apcore.LeaseRequest{Owner: "o", Expires: time.Now().Add(time.Hour), Create: true})
@@ -229,7 +235,13 @@ func TestListExpiredGoesOnAfterARemovedMember(t *testing.T) {
 // the read of its index entries and that of its records: ListPage returns
 // the page after it rather than an empty page with a next one.
 func TestListPageGoesOnPastAGonePage(t *testing.T) {
-	s, _ := internalStore(t, "gone")
+	for _, layout := range []int{1, 2} {
+		t.Run(fmt.Sprint("layout=", layout), func(t *testing.T) { listPageGoesOnPastAGonePage(t, layout) })
+	}
+}
+
+func listPageGoesOnPastAGonePage(t *testing.T, layout int) {
+	s, _ := internalStore(t, "gone", WithLayout(layout))
 	ctx := context.Background()
 	for i := range 5 {
 		require.NoError(t, s.Save(ctx, apcore.TaskInfo{TaskID: fmt.Sprintf("g%d", i), ModuleID: "m", Status: apcore.StatusCompleted, SubmittedAt: time.Unix(int64(i), 0)}))

@@ -74,6 +74,17 @@ func TestContract(t *testing.T) {
 		})
 		require.NoError(t, err)
 	})
+	t.Run("layout=2", func(t *testing.T) {
+		storetest.Run(t, func() (apcore.TaskStore, error) {
+			return redisstore.New(c, redisstore.WithPrefix(freshPrefix(t, c)), redisstore.WithLayout(2))
+		})
+	})
+	t.Run("layout=2,hashtag=true", func(t *testing.T) {
+		err := storetest.TestStore(ctx(t), func() (apcore.TaskStore, error) {
+			return redisstore.New(c, redisstore.WithPrefix(freshPrefix(t, c)), redisstore.WithHashTag(true), redisstore.WithLayout(2))
+		})
+		require.NoError(t, err)
+	})
 }
 
 func TestTwoManagersShareOneStore(t *testing.T) {

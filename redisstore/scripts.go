@@ -193,8 +193,28 @@ local function bySeq(ids)
 end
 `
 
-// script makes a script of the prelude, the helpers it uses, and body.
+// guardLua ends a script of layout 1 with an error starting "APCORE_LAYOUT"
+// when the store's recorded layout is another one (Migrate has begun to
+// move it to layout 2 since the Store read it): the Store then reads the
+// layout anew and runs the script of that layout instead (see
+// Store.run). Scripts that read and write the same keys in both layouts
+// (Claim, Renew, Orphans and the held index's steps) have no guard.
+const guardLua = `
+do
+  local l = redis.call('GET', ARGV[1] .. '_idx:layout')
+  if l and l ~= '1' then return redis.error_reply('APCORE_LAYOUT ' .. l) end
+end
+`
+
+// script makes a script of layout 1 of the guard, the prelude, the
+// helpers it uses, and body.
 func script(body string, helpers ...string) *redis.Script {
+	return redis.NewScript(guardLua + prelude + strings.Join(helpers, "") + body)
+}
+
+// anyLayout is script without the guard: a script that does the same in
+// both layouts.
+func anyLayout(body string, helpers ...string) *redis.Script {
 	return redis.NewScript(prelude + strings.Join(helpers, "") + body)
 }
 
@@ -204,7 +224,7 @@ func script(body string, helpers ...string) *redis.Script {
 // 1.5 µs of Redis's CPU a call). It must do exactly what the body does in
 // that case.
 func fastScript(fast, body string, helpers ...string) *redis.Script {
-	return redis.NewScript(fast + prelude + strings.Join(helpers, "") + body)
+	return redis.NewScript(guardLua + fast + prelude + strings.Join(helpers, "") + body)
 }
 
 // saveScript writes a record (Save, SaveIf). ARGV: prefix, id, json,
@@ -271,7 +291,7 @@ return 1
 // It does what move does for a new record without the prelude (see
 // fastScript): a new record is active, so it goes in the held index, and
 // a resumable one held by no one waits in "ready" or "later".
-var insertScript = redis.NewScript(`
+var insertScript = redis.NewScript(guardLua + `
 local idx = ARGV[1] .. '_idx:'
 local held, key = idx .. 'held', ARGV[11]
 if key ~= '' then
@@ -482,24 +502,17 @@ return out
 // renewScript is Renew. ARGV: prefix, owner, expires in microseconds, "1"
 // to create, the highest sequence number this Store saw. A lease that is
 // gone because Redis lost its data (see wiped) is made anew.
-var renewScript = script(`
+var renewScript = anyLayout(`
 if ARGV[4] ~= '1' and not redis.call('ZSCORE', K_LEASES, ARGV[2]) and not wiped(ARGV[5]) then return 0 end
 redis.call('ZADD', K_LEASES, ARGV[3], ARGV[2])
 return 1
 `, wipedLua)
 
-// recoverScript is Recover. ARGV: prefix, now in microseconds, now as the
-// wire format's seconds, the abandoned record's error as a JSON string.
-// Returns how many records it changed.
-//
-// A resumable record goes back to pending by a substitution (see
-// claimScript); an abandoned one is written anew from its decoded fields,
-// numbers in their shortest exact form (as Go writes them), without its
-// result: an active record has none.
-var recoverScript = script(`
-local now = ARGV[2]
-redis.call('ZREMRANGEBYSCORE', K_LEASES, '-inf', '(' .. now)
-
+// abandonLua: abandon is an abandoned record written anew from its
+// decoded fields, numbers in their shortest exact form (as Go writes
+// them), without its result: an active record has none. ARGV[3] is now as
+// the wire format's seconds, ARGV[4] the error as a JSON string.
+const abandonLua = `
 local function num(x)
   if x == math.floor(x) and math.abs(x) < 1e15 then return string.format('%d', x) end
   for p = 15, 16 do
@@ -532,7 +545,21 @@ local function abandon(rec)
   if type(t.priority) == 'number' and t.priority ~= 0 then out = out .. ',"priority":' .. num(t.priority) end
   return out .. '}'
 end
+`
 
+// recoverScript is Recover. ARGV: prefix, now in microseconds, now as the
+// wire format's seconds, the abandoned record's error as a JSON string.
+// Returns how many records it changed.
+//
+// A resumable record goes back to pending by a substitution (see
+// claimScript); an abandoned one is written anew from its decoded fields,
+// numbers in their shortest exact form (as Go writes them), without its
+// result: an active record has none.
+var recoverScript = script(`
+local now = ARGV[2]
+redis.call('ZREMRANGEBYSCORE', K_LEASES, '-inf', '(' .. now)
+
+`+abandonLua+`
 local dead = {}
 owners(function(owner)
   if owner ~= '' and not redis.call('ZSCORE', K_LEASES, owner) then dead[#dead + 1] = owner end
@@ -563,7 +590,7 @@ return n
 // orphansScript is Orphans. ARGV: prefix, self ("" for a manager that has
 // ended its lease), now in microseconds. Returns the records, in insertion
 // order.
-var orphansScript = script(`
+var orphansScript = anyLayout(`
 local self, now = ARGV[2], tonumber(ARGV[3])
 local others = false
 for _, o in ipairs(redis.call('ZRANGEBYSCORE', K_LEASES, ARGV[3], '+inf', 'LIMIT', 0, 2)) do

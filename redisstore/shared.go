@@ -68,7 +68,7 @@ func (s *Store) Insert(ctx context.Context, task apcore.StoredTask, limit int) (
 			return false, &apcore.Error{Code: apcore.CodeInvalidInput, Message: "redisstore: the inputs of task " + info.TaskID + " are not JSON", Cause: err}
 		}
 	}
-	v, err := insertScript.Run(ctx, s.rdb, s.recordKeys(info.TaskID),
+	v, err := s.run(ctx, inserts, s.recordKeys(info.TaskID),
 		s.base, info.TaskID, data, string(info.Status), task.Owner, resumable, micros(task.NotBefore), sp, limit, time.Now().UnixMicro(),
 		info.UniqueKey, info.Priority).Result()
 	if err != nil {
@@ -255,7 +255,7 @@ var abandonedError, _ = json.Marshal("abandoned: the manager running it stopped 
 // returns how many records it changed.
 func (s *Store) Recover(ctx context.Context, now time.Time) (int, error) {
 	now = time.UnixMicro(now.UnixMicro()).UTC()
-	n, err := recoverScript.Run(ctx, s.rdb, s.anyKey, s.base, micros(now), wireSeconds(now), abandonedError).Int()
+	n, err := s.run(ctx, recovers, s.anyKey, s.base, micros(now), wireSeconds(now), abandonedError).Int()
 	if err != nil {
 		return 0, unavailable("recover", err)
 	}
@@ -273,7 +273,7 @@ func (s *Store) Lost(ctx context.Context, owner string, ids []string) ([]string,
 	for _, id := range ids {
 		argv = append(argv, id)
 	}
-	lost, err := lostScript.Run(ctx, s.rdb, s.anyKey, argv...).StringSlice()
+	lost, err := s.run(ctx, losts, s.anyKey, argv...).StringSlice()
 	if err != nil {
 		return nil, unavailable("lost", err)
 	}

@@ -3,11 +3,13 @@ package redisstore_test
 import (
 	"context"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/apcore-go/apcore"
+	"github.com/apcore-go/apcore/redisstore"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -22,9 +24,13 @@ import (
 // before the loss) is gone: that record is not found; bringing it back is
 // the core's part (owners writing back what they know).
 func TestRedisLosesItsData(t *testing.T) {
-	for _, how := range []string{"flushall", "restart"} {
+	for _, how := range []string{"flushall", "restart", "flushall,layout=2"} {
 		t.Run(how, func(t *testing.T) {
-			s, c := store(t)
+			layout := 1
+			if strings.HasSuffix(how, "layout=2") {
+				layout = 2
+			}
+			s, c := store(t, redisstore.WithLayout(layout))
 			throwaway(t, c)
 			release := newGate()
 			defer release.open()
@@ -53,7 +59,7 @@ func TestRedisLosesItsData(t *testing.T) {
 				return err == nil && got.Status == apcore.StatusRunning
 			}), "the task did not start")
 
-			if how == "flushall" {
+			if strings.HasPrefix(how, "flushall") {
 				require.NoError(t, c.FlushAll(ctx(t)).Err())
 			} else {
 				restartEmpty(t, c)
@@ -84,6 +90,13 @@ func TestRedisLosesItsData(t *testing.T) {
 			// holds.
 			_, err = m.Status(ctx(t), early)
 			assert.ErrorIs(t, err, apcore.ErrTaskNotFound, "a task completed before the loss (the core does not write it back)")
+
+			// A store opened now has the layout the running Stores write.
+			again, err := redisstore.New(c, redisstore.WithPrefix(strings.TrimSuffix(s.Key("x"), "x")))
+			require.NoError(t, err)
+			got, err := again.List(ctx(t), apcore.StatusCompleted)
+			require.NoError(t, err)
+			assert.Len(t, got, 1, "the record written anew, read by a new Store")
 
 			// The manager keeps working.
 			id, err := m.Submit(ctx(t), "wipe.quick", nil)
