@@ -395,6 +395,15 @@ func build(client redis.UniversalClient, opts ...Option) (*Store, int, error) {
 // Name returns "RedisTaskStore".
 func (s *Store) Name() string { return "RedisTaskStore" }
 
+// Layout returns the layout of the store as this Store last read it: 1
+// or 2 (see LayoutVersion, WithLayout and Migrate).
+func (s *Store) Layout() int {
+	if s.v2.Load() {
+		return 2
+	}
+	return 1
+}
+
 // Key returns the key holding a task's record.
 func (s *Store) Key(taskID string) string { return s.base + taskID }
 

@@ -455,7 +455,7 @@ func endToEnd(t *testing.T, b backend) {
 	t.Run("migrate", func(t *testing.T) {
 		out := ok(t, append([]string{"migrate"}, f...)...)
 		if b.name == "Redis" {
-			assert.Contains(t, out, fmt.Sprintf("nothing to migrate (layout version %d)", redisstore.LayoutVersion))
+			assert.Contains(t, out, fmt.Sprintf("nothing to migrate (layout version %d)", redisstore.DefaultLayout))
 		} else {
 			assert.Contains(t, out, "schema up to date")
 		}

@@ -34,12 +34,15 @@ store of a newer one), and records it in a store that has none.`,
 			out := cmd.OutOrStdout()
 			if o.ref.kind == kindRedis {
 				// redisstore.New (in open) has checked the layout version
-				// and recorded it when the store had none.
+				// and recorded it when the store had none. Moving a store
+				// to layout 2 is redisstore.Migrate's, which a program
+				// runs once every manager is on a release that knows it.
+				layout := o.store.(*redisstore.Store).Layout()
 				if g.json {
 					return writeJSON(out, map[string]any{"store": o.ref.shown, "prefix": prefixName(o.ref), "migrated": false,
-						"layout_version": redisstore.LayoutVersion})
+						"layout_version": layout})
 				}
-				_, err := fmt.Fprintf(out, "%s: nothing to migrate (layout version %d)\n", o.describe(), redisstore.LayoutVersion)
+				_, err := fmt.Fprintf(out, "%s: nothing to migrate (layout version %d)\n", o.describe(), layout)
 				return err
 			}
 			if err := migrateSQL(ctx, o.db, o.dialect, o.sqlOptions()...); err != nil {
